@@ -1,0 +1,48 @@
+"""Argument groups shared by the ``tff`` subcommands."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..data import Perturbation
+
+
+def detector_args(p: argparse.ArgumentParser, weights_required: bool = False) -> None:
+    """--arch/--weights/--device/--batch-size/--workers/--no-progress."""
+    from ..detectors import ARCHITECTURES
+
+    p.add_argument("--arch", default="resnet50", choices=sorted(ARCHITECTURES), help="detector architecture")
+    p.add_argument("--weights", required=weights_required, default=None,
+                   help="checkpoint: {'model': sd} (Wang et al.), {'state_dict': sd} or a bare state dict")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto picks CUDA when present)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=None, help="data-loading workers per process (default: cores)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def data_args(p: argparse.ArgumentParser, sets: bool = True, perturbations: bool = True) -> None:
+    """--data/--sets/--preset/--max-per-class and, optionally, the perturbations."""
+    p.add_argument("--data", required=True, help="root holding <set>/[<class>/]{0_real,1_fake} folders")
+    if sets:
+        p.add_argument("--sets", nargs="+", default=None, help="sets (first folder level) to use; default all")
+    p.add_argument("--preset", default="center224", choices=["center224", "full"],
+                   help="center224: CenterCrop 224 (Wang's eval); full: whole images, batched by size")
+    p.add_argument("--max-per-class", type=int, default=None, help="first N images per (set, class, label)")
+    if perturbations:
+        p.add_argument("--grayscale", action="store_true", help="ITU-R 601 luma replicated to RGB")
+        p.add_argument("--jpeg", type=int, default=None, metavar="Q", help="JPEG re-compression at quality Q")
+        p.add_argument("--blur", type=float, default=None, metavar="SIGMA", help="Gaussian blur sigma")
+        p.add_argument("--resize", type=float, default=None, metavar="FACTOR", help="resize by a factor")
+
+
+def perturbation(args: argparse.Namespace) -> Perturbation:
+    """The perturbation described by the data arguments."""
+    return Perturbation(getattr(args, "grayscale", False), getattr(args, "jpeg", None),
+                        getattr(args, "blur", None), getattr(args, "resize", None))
+
+
+def is_main_process() -> bool:
+    """True on rank 0 (or without torchrun): only it prints tables."""
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0

@@ -1,0 +1,28 @@
+"""Score a detector on a 0_real/1_fake dataset: AP, accuracy, real/fake accuracy at 0.5 and at a
+test-calibrated threshold, per set and class, plus a mean row. Writes OUT/metrics.csv,
+OUT/scores.csv, OUT/run.json. Runs under torchrun with the data sharded across processes."""
+
+from __future__ import annotations
+
+import argparse
+
+from .common import data_args, detector_args, is_main_process, perturbation
+
+HELP = "AP and accuracies per set/class (metrics.csv, scores.csv)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    detector_args(p)
+    data_args(p)
+    p.add_argument("--out", required=True, help="output folder")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..evaluate import evaluate, print_evaluation
+
+    ev = evaluate(args.arch, args.weights, args.data, args.out, args.sets, args.preset, perturbation(args),
+                  args.batch_size, args.device, args.workers, args.max_per_class, not args.no_progress)
+    if is_main_process():
+        print_evaluation(ev)
+        print(f"results written to {args.out}")
+    return 0

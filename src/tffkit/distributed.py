@@ -1,0 +1,108 @@
+"""torchrun helpers: process-group set-up, sharding, exact reductions and gathers.
+
+Every dataset pass shards its samples ``rank::world`` (no padding, no duplicates), reduces
+device tensors with a sum all-reduce and gathers per-image rows as Python objects. With one
+process all helpers are no-ops, so the same code runs with or without ``torchrun``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Rank, world size and the device this process computes on."""
+
+    rank: int
+    world: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def resolve_device(device: str | torch.device = "auto", local_rank: int = 0) -> torch.device:
+    """``auto`` → ``cuda:<local_rank>`` when CUDA is available, else ``cpu``."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("--device cuda was asked for but CUDA is not available")
+        if dev.index is None:
+            dev = torch.device("cuda", local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(dev)
+    return dev
+
+
+def init(device: str | torch.device = "auto") -> DistContext:
+    """Join the torchrun process group when ``WORLD_SIZE`` > 1 (NCCL on CUDA, gloo on CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = resolve_device(device, local_rank)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    return DistContext(rank, world, dev)
+
+
+def active() -> bool:
+    """True when running inside an initialised multi-process group."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def shard(n: int, ctx: DistContext) -> list[int]:
+    """The indices of ``range(n)`` this rank processes (``rank::world``)."""
+    return list(range(ctx.rank, n, ctx.world))
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum a tensor over processes in place (exact for integer and float64 accumulators)."""
+    if active():
+        if tensor.device.type == "cpu" or dist.get_backend() != "gloo":
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        else:
+            host = tensor.cpu()
+            dist.all_reduce(host, op=dist.ReduceOp.SUM)
+            tensor.copy_(host)
+    return tensor
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """Every rank's ``obj`` in rank order (a one-element list without torchrun)."""
+    if not active():
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(obj: Any) -> Any:
+    """Rank 0's ``obj`` on every rank."""
+    if not active():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier() -> None:
+    """Wait for every process (no-op without torchrun)."""
+    if active():
+        dist.barrier()
+
+
+def finalize() -> None:
+    """Leave the process group if this process joined one."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

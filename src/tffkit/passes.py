@@ -1,0 +1,85 @@
+"""The one dataset-pass loop: sharded loader → batches on the device → failures gathered.
+
+Every analysis (evaluate, rank, dropout, lrpmax, colour) iterates a :class:`DatasetPass`, does its
+per-batch work on the device, then reduces exactly across processes with
+:mod:`tffkit.distributed`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from . import distributed as tdist
+from .data import ImageDataset, Perturbation, Sample, SizeGroupedBatchSampler, collate_images, image_size
+
+
+def default_workers(world: int = 1) -> int:
+    """Data-loading workers per process: the cores this process can use, at most 8."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(8, cores // max(1, world) - 1))
+
+
+class DatasetPass:
+    """Iterate this rank's shard of ``samples`` as ``(uint8 images on device, dataset indices)``.
+
+    Undecodable files are skipped and remembered in :attr:`failed`; :meth:`gather_failed` returns
+    every rank's failures as ``{'path', 'error'}`` rows sorted by path.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        ctx: tdist.DistContext,
+        preset: str = "center224",
+        perturb: Perturbation | None = None,
+        batch_size: int = 64,
+        num_workers: int | None = None,
+        desc: str = "images",
+        progress: bool = True,
+    ):
+        self.samples = samples
+        self.ctx = ctx
+        self.dataset = ImageDataset(samples, preset, perturb or Perturbation())
+        self.indices = tdist.shard(len(samples), ctx)
+        self.batch_size = batch_size
+        self.num_workers = default_workers(ctx.world) if num_workers is None else num_workers
+        self.desc = desc
+        self.progress = progress and ctx.is_main
+        self.failed: list[tuple[int, str]] = []
+
+    def _loader(self) -> torch.utils.data.DataLoader:
+        if self.dataset.preset == "full":
+            sizes = {i: image_size(self.samples[i].path) for i in self.indices}
+            sampler = SizeGroupedBatchSampler(self.indices, sizes, self.batch_size)
+        else:
+            ids = self.indices
+            sampler = [ids[s:s + self.batch_size] for s in range(0, len(ids), self.batch_size)]
+        return torch.utils.data.DataLoader(
+            self.dataset,
+            batch_sampler=sampler,
+            collate_fn=collate_images,
+            num_workers=self.num_workers,
+            pin_memory=self.ctx.device.type == "cuda",
+            persistent_workers=False,
+        )
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        self.failed = []
+        bar = tqdm(total=len(self.indices), desc=self.desc, unit="img", disable=not self.progress)
+        for batch in self._loader():
+            self.failed.extend(batch.failed)
+            bar.update(len(batch.indices) + len(batch.failed))
+            if batch.images is None:
+                continue
+            yield batch.images.to(self.ctx.device, non_blocking=True), batch.indices
+        bar.close()
+
+    def gather_failed(self) -> list[dict[str, str]]:
+        """All ranks' undecodable files as rows ``{'path', 'error'}``."""
+        rows = [{"path": self.samples[i].path, "error": e} for i, e in self.failed]
+        merged = [r for part in tdist.gather_objects(rows) for r in part]
+        return sorted(merged, key=lambda r: r["path"])

@@ -1,0 +1,123 @@
+"""Writing results: atomic CSV/JSON/figure files and the ``run.json`` provenance record."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    """Call ``write(tmp_path)`` then move the file into place, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix or ".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def write_csv(path: str | os.PathLike, frame: pd.DataFrame | list[dict]) -> Path:
+    """Write a DataFrame (or a list of row dicts) as CSV, atomically."""
+    df = frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(frame)
+    return atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (set, tuple)):
+        return list(obj)
+    return str(obj)
+
+
+def write_json(path: str | os.PathLike, data: Any) -> Path:
+    """Write JSON (numpy/torch scalars and paths converted), atomically."""
+    text = json.dumps(data, indent=2, default=_json_default, allow_nan=True)
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text + "\n"))
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file."""
+    return json.loads(Path(path).read_text())
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 150) -> Path:
+    """Save a matplotlib figure atomically (format from the suffix) and close it."""
+    import matplotlib.pyplot as plt
+
+    fmt = Path(path).suffix.lstrip(".") or "png"
+    out = atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=fmt))
+    plt.close(fig)
+    return out
+
+
+def git_revision() -> str | None:
+    """The git commit of the installed source tree, if it is a checkout."""
+    try:
+        here = Path(__file__).resolve().parent
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and the libraries that shape the numbers."""
+    import numpy
+    import sklearn
+    import torch
+    import torchvision
+
+    from . import __version__
+
+    return {
+        "tffkit": __version__,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": numpy.__version__,
+        "scikit-learn": sklearn.__version__,
+        "platform": platform.platform(),
+        "cuda": torch.version.cuda or "none",
+        "device_name": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+    }
+
+
+class RunRecord:
+    """Collects a command's arguments and timing; :meth:`write` stores ``run.json``."""
+
+    def __init__(self, command: str, args: dict[str, Any], world: int = 1):
+        self.start = time.time()
+        self.data: dict[str, Any] = {
+            "command": command,
+            "args": {k: v for k, v in args.items() if not callable(v)},
+            "versions": versions(),
+            "git_revision": git_revision(),
+            "world_size": world,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.start)),
+        }
+
+    def write(self, out_dir: str | os.PathLike, **extra: Any) -> Path:
+        """Write ``out_dir/run.json`` with the elapsed time and any extra fields."""
+        self.data.update(extra)
+        self.data["elapsed_s"] = round(time.time() - self.start, 3)
+        return write_json(Path(out_dir) / "run.json", self.data)
