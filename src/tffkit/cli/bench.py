@@ -1,0 +1,26 @@
+"""Throughput benchmarks, each printing one JSON object with the ratios measured in the same run
+(these machines are noisy: compare only numbers from one run). `tff bench NAME --help` for each."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+HELP = "throughput benchmarks (JSON): lrp, rank, lrpmax, train"
+
+# benchmark name → module under tffkit.benchmarks
+BENCHMARKS = {}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="benchmark", metavar="NAME", required=True)
+    for name, module_name in BENCHMARKS.items():
+        module = importlib.import_module(f"tffkit.benchmarks.{module_name}")
+        q = sub.add_parser(name, help=module.HELP, description=(module.__doc__ or "").strip(),
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        module.add_arguments(q)
+        q.set_defaults(_bench=module.run)
+
+
+def run(args: argparse.Namespace) -> int:
+    return int(args._bench(args) or 0)

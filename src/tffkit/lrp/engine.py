@@ -1,0 +1,185 @@
+"""The LRP engine: explain a batch from the logit (or from chosen neurons) with taps on every layer.
+
+A *tap* is a callback ``tap(layer, relevance, activation)`` run inside the backward pass at a
+feature-map layer, so analyses reduce relevance on the device (per-channel sums, maxima, argmax)
+without keeping maps. ``activation`` is the layer's output when ``with_activation=True``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.fx as fx
+from torch import nn
+from torchvision.models.resnet import ResNet
+
+from ..data import IMAGENET_MEAN, IMAGENET_STD
+from .rewrite import FeatureLayer, build_explainable
+
+Tap = Callable[[FeatureLayer, torch.Tensor, "torch.Tensor | None"], None]
+ForwardTap = Callable[[FeatureLayer, torch.Tensor], None]
+PAPER_CODE_BOUNDS = (-2.118, 2.640)  # scalar pixel bounds used by the public code (ImageNet-normalised)
+
+
+def input_bounds(bounds: str = "exact", mean: Sequence[float] = IMAGENET_MEAN,
+                 std: Sequence[float] = IMAGENET_STD) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel (low, high) of normalised pixels: exact (0−μ)/σ, (1−μ)/σ, or the ``paper-code`` scalars."""
+    if bounds == "exact":
+        m, s = torch.tensor(mean, dtype=torch.float64), torch.tensor(std, dtype=torch.float64)
+        return (0 - m) / s, (1 - m) / s
+    if bounds == "paper-code":
+        return torch.full((len(mean),), PAPER_CODE_BOUNDS[0]), torch.full((len(mean),), PAPER_CODE_BOUNDS[1])
+    raise ValueError(f"unknown bounds {bounds!r}; use 'exact' or 'paper-code'")
+
+
+@dataclass
+class Explanation:
+    """Logits of the batch (B,) and, when asked for, the input relevance (B, C, H, W)."""
+
+    logits: torch.Tensor
+    input_relevance: torch.Tensor | None
+
+
+class Explainer:
+    """LRP for a one-logit detector (SPEC §2), built on a BN-folded copy; the detector is never modified.
+
+    ``input_rule``: ``zbox`` (zβ with pixel bounds), ``zplus`` (general β = 0) or ``auto`` (zβ for
+    ResNets, β = 0 otherwise, as in the paper). ``bounds``: ``exact`` or ``paper-code``.
+    """
+
+    def __init__(self, model: nn.Module, input_rule: str = "auto", bounds: str = "exact", eps: float = 1e-6,
+                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
+        if input_rule == "auto":
+            input_rule = "zbox" if isinstance(model, ResNet) else "zplus"
+        if input_rule not in ("zbox", "zplus"):
+            raise ValueError(f"unknown input_rule {input_rule!r}; use auto, zbox or zplus")
+        low, high = input_bounds(bounds, mean, std) if input_rule == "zbox" else (None, None)
+        param = next(model.parameters())
+        if low is not None:
+            low, high = low.to(param.dtype), high.to(param.dtype)
+        self.input_rule, self.bounds, self.eps = input_rule, bounds, eps
+        self.model, self.layers = build_explainable(model, low, high, eps)
+        self.model.to(param.device)
+        self.by_name = {layer.name: layer for layer in self.layers}
+        self._truncated: dict[tuple[str, ...], fx.GraphModule] = {}
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.buffers()).device
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Explainer:
+        """Move (and optionally cast, e.g. to float64 for tests) the explainable model."""
+        self.model.to(device=device, dtype=dtype)
+        self._truncated.clear()
+        return self
+
+    def module(self, layer: str | FeatureLayer) -> nn.Module:
+        """The explainable module producing ``layer``'s feature maps."""
+        return self.model.get_submodule(layer if isinstance(layer, str) else layer.name)
+
+    @property
+    def n_channels(self) -> int:
+        """Total number of feature maps over all layers."""
+        return sum(layer.channels for layer in self.layers)
+
+    @contextlib.contextmanager
+    def _hooks(self, layers: Sequence[FeatureLayer], hook: Callable[[FeatureLayer, torch.Tensor], None],
+               model: nn.Module | None = None) -> Iterator[None]:
+        root = model or self.model
+        handles = [root.get_submodule(layer.name).register_forward_hook(
+            lambda _m, _i, out, layer=layer: hook(layer, out)) for layer in layers]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
+    def _select(self, layers: Sequence[str | FeatureLayer] | None) -> list[FeatureLayer]:
+        if layers is None:
+            return list(self.layers)
+        unknown = [x for x in layers if (x if isinstance(x, str) else x.name) not in self.by_name]
+        if unknown:
+            raise KeyError(f"not feature-map layers of this model: {unknown}")
+        return [self.by_name[x if isinstance(x, str) else x.name] for x in layers]
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor, tap: ForwardTap | None = None,
+                layers: Sequence[str | FeatureLayer] | None = None) -> torch.Tensor:
+        """Logits (B,) of the folded model; ``tap(layer, activation)`` sees each chosen layer's output."""
+        if tap is None:
+            return self.model(x).reshape(-1)
+        with self._hooks(self._select(layers), tap):
+            return self.model(x).reshape(-1)
+
+    def explain(self, x: torch.Tensor, seed: float | torch.Tensor = 1.0, tap: Tap | None = None,
+                layers: Sequence[str | FeatureLayer] | None = None, with_activation: bool = False,
+                input_relevance: bool = True) -> Explanation:
+        """LRP from the logit with relevance ``seed`` per image (+1 fake, −1 real, or a (B,) tensor)."""
+        x = x.detach().requires_grad_(True)
+        chosen = self._select(layers) if tap is not None else []
+        with torch.enable_grad(), self._relevance_hooks(chosen, tap, with_activation):
+            logits = self.model(x).reshape(-1)
+            seeds = torch.as_tensor(seed, dtype=logits.dtype, device=logits.device).expand_as(logits)
+            if input_relevance:
+                (rel,) = torch.autograd.grad(logits, x, seeds)
+            else:
+                torch.autograd.backward(logits, seeds, inputs=[x])
+                rel = None
+        return Explanation(logits.detach(), rel)
+
+    def explain_neurons(self, x: torch.Tensor, seeds: Mapping[str, torch.Tensor], tap: Tap | None = None,
+                        layers: Sequence[str | FeatureLayer] | None = None) -> torch.Tensor:
+        """Input relevance (B, C, H, W) when relevance ``seeds[layer]`` (B, C_l, H_l, W_l) is placed at layers.
+
+        Rows are independent, so one batch may seed different layers for different images (the others
+        zero). The forward stops at the deepest seeded layer.
+        """
+        names = tuple(sorted(seeds, key=lambda n: self.by_name[n].index))
+        model = self._truncated_model(names)
+        x = x.detach().requires_grad_(True)
+        chosen = self._select(layers) if tap is not None else []
+        with torch.enable_grad(), self._relevance_hooks(chosen, tap, False, model):
+            outs = model(x)
+            (rel,) = torch.autograd.grad(list(outs), x, [seeds[n].to(outs[i].dtype) for i, n in enumerate(names)])
+        return rel
+
+    @contextlib.contextmanager
+    def _relevance_hooks(self, layers: Sequence[FeatureLayer], tap: Tap | None, with_activation: bool,
+                         model: nn.Module | None = None) -> Iterator[None]:
+        if tap is None or not layers:
+            yield
+            return
+
+        def on_forward(layer: FeatureLayer, out: torch.Tensor) -> None:
+            act = out.detach() if with_activation else None
+            out.register_hook(lambda rel: tap(layer, rel, act))
+
+        with self._hooks(layers, on_forward, model):
+            yield
+
+    def _truncated_model(self, names: tuple[str, ...]) -> fx.GraphModule:
+        """The explainable graph cut after the given layers, returning their outputs (cached)."""
+        if names not in self._truncated:
+            graph = copy_graph(self.model.graph)
+            wanted = {n.target: n for n in graph.nodes if n.op == "call_module" and n.target in names}
+            missing = [n for n in names if n not in wanted]
+            if missing:
+                raise KeyError(f"layers {missing} not found in the explainable graph")
+            old_out = next(n for n in graph.nodes if n.op == "output")
+            graph.erase_node(old_out)
+            graph.output(tuple(wanted[n] for n in names))
+            graph.eliminate_dead_code()
+            self._truncated[names] = fx.GraphModule(self.model, graph)
+        return self._truncated[names]
+
+
+def copy_graph(graph: fx.Graph) -> fx.Graph:
+    """A deep copy of an fx graph (nodes re-created, same targets)."""
+    new = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+    out = new.graph_copy(graph, env)
+    new.output(out)
+    return new

@@ -1,0 +1,23 @@
+"""Helpers for LRP tests: detectors with realistic (non-degenerate) batch-norm statistics."""
+
+import torch
+from torch import nn
+
+from tffkit.detectors import build_detector
+
+
+def pseudo_trained(arch: str, seed: int = 0) -> nn.Module:
+    """A detector whose BN statistics and affine parameters are randomised, so activations neither
+    vanish nor explode as in a fresh initialisation (a stand-in for trained weights)."""
+    torch.manual_seed(seed)
+    model = build_detector(arch).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.1, 0.1)
+            elif isinstance(m, nn.Linear) and m.bias is not None:
+                m.bias.fill_(0.05)
+    return model
