@@ -41,3 +41,49 @@ def make_tree(root: Path, layout: dict[str, list[str]], n: int = 4, size: int = 
 def tree(tmp_path: Path) -> Path:
     """Two sets: one with two classes, one flat; 4 images per label and folder, 32×32."""
     return make_tree(tmp_path / "data", {"progan": ["car", "cat"], "stylegan": []})
+
+
+@pytest.fixture(scope="session")
+def trained_tiny(tmp_path_factory) -> tuple[Path, Path]:
+    """A tiny_resnet trained for a few seconds to spot the checkerboard artifact; (weights, data root).
+
+    The data root has a training family ``progan`` and two unseen sets; training uses a separate tree.
+    """
+    from tffkit.data import find_samples, load_rgb, normalize
+    from tffkit.detectors import build_detector, save_checkpoint
+
+    base = tmp_path_factory.mktemp("trained")
+    train_root = make_tree(base / "train", {"progan": []}, n=48, seed=1)
+    test_root = make_tree(base / "test", {"progan": [], "gan_b": [], "gan_c": []}, n=16, seed=2)
+    samples = find_samples(train_root)
+    x = torch.stack([torch.from_numpy(np.array(load_rgb(s.path))).permute(2, 0, 1) for s in samples])
+    y = torch.tensor([float(s.label) for s in samples])
+    torch.manual_seed(0)
+    model = build_detector("tiny_resnet")
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(40):
+        idx = torch.randperm(len(y), generator=gen)[:32]
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(normalize(x[idx])).reshape(-1), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    return save_checkpoint(base / "tiny.pth", model), test_root
+
+
+def run_torchrun(args: list[str], nproc: int = 2, timeout: int = 300) -> None:
+    """Run ``python -m tffkit ARGS`` under torchrun with ``nproc`` CPU processes on a free port."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+                           "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "tffkit", *args],
+                          env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"torchrun failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"

@@ -1,6 +1,3 @@
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +5,7 @@ import pandas as pd
 import torch
 from sklearn.metrics import average_precision_score
 
+from conftest import run_torchrun
 from tffkit.cli import main
 from tffkit.detectors import build_detector, save_checkpoint
 
@@ -54,10 +52,7 @@ def test_torchrun_two_processes_match_one(tmp_path: Path, tree: Path):
     common = ["--arch", "tiny_resnet", "--weights", str(weights), "--data", str(tree), "--preset", "full",
               "--device", "cpu", "--workers", "0", "--no-progress"]
     assert main(["evaluate", *common, "--out", str(tmp_path / "one")]) == 0
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                    "29517", "-m", "tffkit", "evaluate", *common, "--out", str(tmp_path / "two")],
-                   check=True, env=env, capture_output=True, timeout=300)
+    run_torchrun(["evaluate", *common, "--out", str(tmp_path / "two")])
     one = pd.read_csv(tmp_path / "one" / "metrics.csv")
     two = pd.read_csv(tmp_path / "two" / "metrics.csv")
     pd.testing.assert_frame_equal(one, two, rtol=1e-6)

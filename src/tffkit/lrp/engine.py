@@ -114,21 +114,27 @@ class Explainer:
         with self._hooks(self._select(layers), tap):
             return self.model(x).reshape(-1)
 
-    def explain(self, x: torch.Tensor, seed: float | torch.Tensor = 1.0, tap: Tap | None = None,
-                layers: Sequence[str | FeatureLayer] | None = None, with_activation: bool = False,
-                input_relevance: bool = True) -> Explanation:
-        """LRP from the logit with relevance ``seed`` per image (+1 fake, −1 real, or a (B,) tensor)."""
+    def explain(self, x: torch.Tensor, seed: float | torch.Tensor | Callable[[torch.Tensor], torch.Tensor] = 1.0,
+                tap: Tap | None = None, layers: Sequence[str | FeatureLayer] | None = None,
+                with_activation: bool = False, input_relevance: bool = True) -> Explanation:
+        """LRP from the logit with relevance ``seed`` per image (+1 fake, −1 real, a (B,) tensor, or a
+        function of the logits giving it — 0 leaves an image unexplained). Without ``input_relevance``
+        the backward stops at the first layer's output (taps still run)."""
         x = x.detach().requires_grad_(True)
         chosen = self._select(layers) if tap is not None else []
-        with torch.enable_grad(), self._relevance_hooks(chosen, tap, with_activation):
-            logits = self.model(x).reshape(-1)
-            seeds = torch.as_tensor(seed, dtype=logits.dtype, device=logits.device).expand_as(logits)
-            if input_relevance:
-                (rel,) = torch.autograd.grad(logits, x, seeds)
-            else:
-                torch.autograd.backward(logits, seeds, inputs=[x])
-                rel = None
-        return Explanation(logits.detach(), rel)
+        first = [m for m in self.model.modules() if getattr(m, "reads_input", False)]
+        try:
+            for m in first:
+                m.skip_backward = not input_relevance
+            with torch.enable_grad(), self._relevance_hooks(chosen, tap, with_activation):
+                logits = self.model(x).reshape(-1)
+                seeds = seed(logits.detach()) if callable(seed) else seed
+                seeds = torch.as_tensor(seeds, dtype=logits.dtype, device=logits.device).expand_as(logits)
+                (rel,) = torch.autograd.grad(logits, x, seeds, allow_unused=True)
+        finally:
+            for m in first:
+                m.skip_backward = False
+        return Explanation(logits.detach(), rel if input_relevance else None)
 
     def explain_neurons(self, x: torch.Tensor, seeds: Mapping[str, torch.Tensor], tap: Tap | None = None,
                         layers: Sequence[str | FeatureLayer] | None = None) -> torch.Tensor:

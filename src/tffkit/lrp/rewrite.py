@@ -94,6 +94,8 @@ def _fold_all(gm: fx.GraphModule) -> None:
         if not isinstance(conv, nn.Conv2d) or len(src.users) != 1:
             raise UnsupportedLayerError(f"{_describe(gm, node)} does not directly follow a convolution; "
                                         "only conv→BN pairs can be folded")
+        with torch.no_grad():  # what the layer outputs when the raw conv output is zeroed (pre-BN dropout)
+            conv._tff_pre_bn_zero = bn(torch.zeros(1, bn.num_features, 1, 1, dtype=conv.weight.dtype)).reshape(-1)
         fold_batchnorm(conv, bn)
         node.replace_all_uses_with(src)
         gm.graph.erase_node(node)
@@ -191,9 +193,10 @@ def build_explainable(model: nn.Module, input_low: torch.Tensor | None, input_hi
             if isinstance(m, nn.Conv2d):
                 reads_input = isinstance(first, fx.Node) and first.op == "placeholder"
                 box = reads_input and input_low is not None
-                _set_module(gm, node.target, rules.LRPConv(
-                    m, eps, nonneg_input=first in nonneg,
-                    low=input_low if box else None, high=input_high if box else None))
+                lrp_conv = rules.LRPConv(m, eps, nonneg_input=first in nonneg,
+                                         low=input_low if box else None, high=input_high if box else None)
+                lrp_conv.reads_input = reads_input
+                _set_module(gm, node.target, lrp_conv)
                 layers.append(FeatureLayer(node.target, m.out_channels, len(layers)))
             elif isinstance(m, (nn.Linear, *POOL_TYPES)):
                 _set_module(gm, node.target, rules.LRPEpsilon(m, eps))

@@ -54,7 +54,7 @@ class ZPlusFn(torch.autograd.Function):
     def backward(ctx, relevance):
         (x,) = ctx.saved_tensors
         m = ctx.module
-        if not ctx.needs_input_grad[0]:
+        if not ctx.needs_input_grad[0] or m.skip_backward:
             return None, None, None, None
         with torch.enable_grad():
             xp = (x if ctx.nonneg else x.clamp(min=0)).detach().requires_grad_(True)
@@ -85,7 +85,7 @@ class ZBoxFn(torch.autograd.Function):
     def backward(ctx, relevance):
         (x,) = ctx.saved_tensors
         m = ctx.module
-        if not ctx.needs_input_grad[0]:
+        if not ctx.needs_input_grad[0] or m.skip_backward:
             return None, None, None
         low = m.low.to(x.dtype).expand_as(x)
         high = m.high.to(x.dtype).expand_as(x)
@@ -166,9 +166,14 @@ class LRPConv(nn.Module):
                  low: torch.Tensor | None = None, high: torch.Tensor | None = None):
         super().__init__()
         self.layer, self.eps, self.nonneg_input = layer, eps, nonneg_input
+        self.reads_input = False  # set by the rewrite for convolutions applied to the model input
+        self.skip_backward = False  # when True the rule returns no input relevance (saves a backward)
         w = layer.weight.detach()
         self.register_buffer("w_pos", w.clamp(min=0))
         self.register_buffer("w_neg", w.clamp(max=0))
+        pre_bn_zero = getattr(layer, "_tff_pre_bn_zero", None)
+        # the output when the raw convolution output is zeroed before batch norm ('pre-bn' dropout site)
+        self.register_buffer("pre_bn_zero", pre_bn_zero if pre_bn_zero is not None else torch.zeros_like(w[:, 0, 0, 0]))
         self.box = low is not None
         if self.box:
             self.register_buffer("low", low.reshape(1, -1, 1, 1))

@@ -1,0 +1,204 @@
+"""Sensitivity assessment (SPEC §4): drop feature maps (top-k, random-k, low-k) and re-measure detection.
+
+Dropping sets a feature map to 0 for every image with a forward hook, at the BN-folded conv output
+(``folded``, where ω is measured) or, as the public code did, at the raw conv output before batch
+norm (``pre-bn``: the folded map becomes the constant BN(0)).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import distributed as tdist
+from ..data import find_samples
+from ..detectors import load_detector
+from ..evaluate import score_samples
+from ..lrp import Explainer
+from ..metrics import binary_metrics
+from ..reference import paper_numbers
+from ..results import RunRecord, atomic_write, save_figure, write_csv
+from .ffrs import ChannelSets, load_ranking, select_channels
+
+SITES = ("folded", "pre-bn")
+
+
+@contextlib.contextmanager
+def dropped(explainer: Explainer, channels: Sequence[tuple[str, int]], site: str = "folded") -> Iterator[None]:
+    """Within the block, the explainer's model runs with ``channels`` dropped at ``site``."""
+    if site not in SITES:
+        raise ValueError(f"unknown dropout site {site!r}; use one of {SITES}")
+    by_layer: dict[str, list[int]] = defaultdict(list)
+    for layer, channel in channels:
+        by_layer[layer].append(int(channel))
+    handles = []
+    for layer, idx in by_layer.items():
+        module = explainer.module(layer)
+        index = torch.tensor(sorted(idx), device=explainer.device)
+        fill = module.pre_bn_zero[index] if site == "pre-bn" else None
+
+        def hook(_m, _inp, out, index=index, fill=fill):
+            out = out.clone()
+            out[:, index] = 0 if fill is None else fill.to(out.dtype).reshape(1, -1, 1, 1)
+            return out
+
+        handles.append(module.register_forward_hook(hook))
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def set_metrics(scores: pd.DataFrame, thresholds: dict[str, float]) -> list[dict]:
+    """Per-set AP and accuracies at 0.5 and at the given (baseline-calibrated) thresholds."""
+    rows = []
+    for set_name, part in scores.groupby("set", sort=True):
+        m = binary_metrics(part["label"], part["prob"], threshold=thresholds[set_name])
+        rows.append({"set": set_name, **m})
+    return rows
+
+
+def calibrated_thresholds(scores: pd.DataFrame, fixed_sets: Sequence[str] = ("progan",)) -> dict[str, float]:
+    """The undropped model's test-calibrated threshold per set (``fixed_sets`` stay at 0.5, as in the paper)."""
+    out = {}
+    for set_name, part in scores.groupby("set", sort=True):
+        out[set_name] = 0.5 if set_name in fixed_sets else binary_metrics(part["label"], part["prob"])["cal_threshold"]
+    return out
+
+
+def dropout(arch: str, weights: str | os.PathLike | None, ranking: str | os.PathLike, data: str | os.PathLike,
+            out: str | os.PathLike | None, sets: Sequence[str] | None = None, ks: Sequence[int] = (114,),
+            random_repeats: int = 5, seed: int = 0, site: str = "folded", preset: str = "center224",
+            batch_size: int = 64, device: str = "auto", num_workers: int | None = None,
+            max_per_class: int | None = None, fixed_threshold_sets: Sequence[str] = ("progan",),
+            paper_detector: str | None = None, progress: bool = True) -> pd.DataFrame:
+    """Baseline once, then one pass per variant (top-k, random-k × repeats, low-k) per k; long-format table."""
+    ctx = tdist.init(device)
+    record = RunRecord("dropout", dict(arch=arch, weights=str(weights), ranking=str(ranking), data=str(data),
+                                       sets=sets, ks=list(ks), random_repeats=random_repeats, seed=seed, site=site,
+                                       preset=preset, batch_size=batch_size, max_per_class=max_per_class,
+                                       paper_detector=paper_detector), ctx.world)
+    samples = find_samples(data, sets, max_per_class=max_per_class)
+    explainer = Explainer(load_detector(arch, weights, ctx.device))
+    table = load_ranking(ranking, explainer.layers)
+
+    def measure(variant: ChannelSets | None) -> pd.DataFrame:
+        name = variant.name if variant else "baseline"
+        with dropped(explainer, variant.channels if variant else (), site):
+            return score_samples(explainer.model, samples, ctx, preset, None, batch_size, num_workers, progress,
+                                 desc=f"{name}" + (f" #{variant.replica}" if variant and variant.kind == "random"
+                                                   else "")).table
+
+    base = measure(None)
+    thresholds = calibrated_thresholds(base, fixed_threshold_sets)
+    rows = [{"variant": "baseline", "kind": "baseline", "k": 0, "replica": 0, **r}
+            for r in set_metrics(base, thresholds)]
+    for k in ks:
+        for variant in select_channels(table, k, random_repeats, seed):
+            rows += [{"variant": variant.name, "kind": variant.kind, "k": k, "replica": variant.replica, **r}
+                     for r in set_metrics(measure(variant), thresholds)]
+    long = pd.DataFrame(rows)
+    if out is not None and ctx.is_main:
+        out = Path(out)
+        write_csv(out / "dropout.csv", long)
+        summary = summarize(long)
+        write_csv(out / "dropout_summary.csv", summary)
+        paper = paper_numbers("dropout", paper_detector) if paper_detector else None
+        for fmt, suffix in (("markdown", "md"), ("latex", "tex")):
+            text = paper_layout(summary, fmt, paper)
+            atomic_write(out / f"dropout_table.{suffix}", lambda tmp, text=text: Path(tmp).write_text(text))
+        plot_ap_vs_k(summary, out / "ap_vs_k.png")
+        record.write(out, n_images=len(samples), thresholds=thresholds)
+    tdist.barrier()
+    return long
+
+
+def summarize(long: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std over random replicas (one row per variant × set)."""
+    metrics = ["ap", "acc", "real_acc", "fake_acc", "cal_real_acc", "cal_fake_acc"]
+    grouped = long.groupby(["variant", "kind", "k", "set"], sort=False)[metrics]
+    mean, std = grouped.mean(), grouped.std(ddof=0).fillna(0.0)
+    summary = mean.join(std.add_suffix("_std")).reset_index()
+    summary["replicas"] = grouped.size().values
+    return summary
+
+
+def _cell(row: pd.Series, metric: str) -> str:
+    value = f"{100 * row[metric]:.1f}"
+    if row["kind"] == "random" and row["replicas"] > 1:
+        value += f" ± {100 * row[metric + '_std']:.1f}"
+    return value
+
+
+def paper_layout(summary: pd.DataFrame, fmt: str = "markdown", paper: pd.DataFrame | None = None,
+                 calibrated: bool = True) -> str:
+    """Rows = variants, columns = set × {AP, Real, GAN} (accuracies at the test-calibrated threshold)."""
+    real, fake = ("cal_real_acc", "cal_fake_acc") if calibrated else ("real_acc", "fake_acc")
+    sets = list(dict.fromkeys(summary["set"]))
+    header = ["variant"] + [f"{s} {m}" for s in sets for m in ("AP", "Real", "GAN")]
+    lines = []
+    for variant, part in summary.groupby("variant", sort=False):
+        by_set = {r["set"]: r for _, r in part.iterrows()}
+        cells = [variant]
+        for s in sets:
+            r = by_set.get(s)
+            cells += [_cell(r, m) if r is not None else "–" for m in ("ap", real, fake)]
+        lines.append(cells)
+        if paper is not None and not paper[paper["row"] == variant].empty:
+            pv = paper[paper["row"] == variant].set_index(["gan", "metric"])["value"]
+            lines.append([f"{variant} (paper)"] + [
+                f"{pv.get((s, m), float('nan')):.1f}" if (s, m) in pv.index else "–"
+                for s in sets for m in ("AP", "real_acc", "fake_acc")])
+    note = ("AP and accuracies in %; Real/GAN accuracy at a threshold calibrated on each test set for the "
+            "undropped model (test-calibrated; the training set stays at 0.5)" if calibrated
+            else "AP and accuracies in %, threshold 0.5")
+    if fmt == "markdown":
+        out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        out += ["| " + " | ".join(row) + " |" for row in lines]
+        return "\n".join(out) + f"\n\n{note}.\n"
+    if fmt == "latex":
+        out = [f"% {note}", "\\begin{tabular}{l" + "r" * (len(header) - 1) + "}", "\\hline",
+               " & ".join(h.replace("_", "\\_") for h in header) + " \\\\", "\\hline"]
+        out += [" & ".join(c.replace("±", "$\\pm$").replace("_", "\\_") for c in row) + " \\\\" for row in lines]
+        return "\n".join(out + ["\\hline", "\\end{tabular}"]) + "\n"
+    raise ValueError(f"unknown table format {fmt!r}")
+
+
+def plot_ap_vs_k(summary: pd.DataFrame, path: Path) -> None:
+    """AP against k per set, one line per kind (top, random ± std, low), baseline dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sets = list(dict.fromkeys(summary["set"]))
+    cols = min(4, len(sets))
+    rows = int(np.ceil(len(sets) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.8 * rows), squeeze=False, sharey=True)
+    colors = {"top": "tab:red", "random": "tab:blue", "low": "tab:green"}
+    for ax, s in zip(axes.flat, sets, strict=False):
+        part = summary[summary["set"] == s]
+        base = part[part["kind"] == "baseline"]["ap"]
+        if len(base):
+            ax.axhline(100 * base.iloc[0], color="gray", linestyle="--", label="baseline")
+        for kind, color in colors.items():
+            sub = part[part["kind"] == kind].sort_values("k")
+            if len(sub):
+                ax.errorbar(sub["k"], 100 * sub["ap"], yerr=100 * sub["ap_std"], marker="o", color=color,
+                            label=f"{kind}-k", capsize=3)
+        ax.set_title(s)
+        ax.set_xlabel("k (feature maps dropped)")
+        ax.set_ylabel("AP (%)")
+    for ax in list(axes.flat)[len(sets):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=8)
+    fig.suptitle("Sensitivity assessment: AP after dropping k feature maps")
+    save_figure(fig, path)

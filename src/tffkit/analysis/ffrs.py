@@ -1,0 +1,164 @@
+"""FF-RS (ω): the forensic feature relevance statistic of every feature map, and its ranking (SPEC §3).
+
+ω_{l,c} = mean over confident images of Σ_{h,w} max(0, R_{c,h,w}) / Σ_{c',h,w} |R_{c',h,w}|, with R the
+LRP relevance at layer l's output (seed +1 for fakes, −1 for reals). Per-image values are
+accumulated on the device as fixed-point integers, so sums are exact and independent of batch
+order and of the number of torchrun processes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..lrp import Explainer, FeatureLayer
+
+FIXED_POINT = 2.0 ** 40  # per-image ω ∈ [0, 1] → int64 with 1e-12 resolution; exact associative sums
+KEY_PATTERN = re.compile(r"^(?P<layer>.+)\.#(?P<channel>\d+)\(T=(?P<total>\d+)\)$")
+
+
+def channel_key(layer: str, channel: int, total: int) -> str:
+    """The public ranking key, e.g. ``layer1.0.conv1.#63(T=64)``."""
+    return f"{layer}.#{channel}(T={total})"
+
+
+class FFRSAccumulator:
+    """A relevance tap summing per-image ω contributions per channel, for G groups (e.g. fakes, reals)."""
+
+    def __init__(self, layers: Sequence[FeatureLayer], device: torch.device, groups: int = 1):
+        self.layers = list(layers)
+        self.offsets = {}
+        start = 0
+        for layer in self.layers:
+            self.offsets[layer.name] = start
+            start += layer.channels
+        self.sums = torch.zeros(groups, start, dtype=torch.int64, device=device)
+        self.counts = torch.zeros(groups, dtype=torch.int64, device=device)
+        self._group: torch.Tensor | None = None
+
+    def set_batch(self, group: torch.Tensor) -> None:
+        """Group index per image of the next batch; −1 excludes an image (e.g. not confident)."""
+        self._group = group
+        keep = group >= 0
+        self.counts.index_add_(0, group[keep], torch.ones_like(group[keep]))
+
+    def __call__(self, layer: FeatureLayer, relevance: torch.Tensor, activation: torch.Tensor | None) -> None:
+        keep = self._group >= 0
+        rel = relevance[keep].to(torch.float64)
+        pos = rel.clamp(min=0).sum((2, 3))
+        total = rel.abs().sum((1, 2, 3), keepdim=False)
+        share = torch.where(total[:, None] > 0, pos / total.clamp(min=torch.finfo(rel.dtype).tiny)[:, None], 0.0)
+        fixed = torch.round(share * FIXED_POINT).to(torch.int64)
+        start = self.offsets[layer.name]
+        self.sums[:, start:start + layer.channels].index_add_(0, self._group[keep], fixed)
+
+    def omega(self) -> torch.Tensor:
+        """(G, channels) mean ω per group (float64; 0 for a group without images)."""
+        sums = self.sums.to(torch.float64) / FIXED_POINT
+        return sums / self.counts.clamp(min=1)[:, None].to(torch.float64)
+
+
+def ranking_table(layers: Sequence[FeatureLayer], omega: np.ndarray) -> pd.DataFrame:
+    """Global ranking, descending ω, ties broken by layer order then channel: rank, layer, channel, omega, key."""
+    layer_idx = np.concatenate([np.full(layer.channels, layer.index) for layer in layers])
+    channel = np.concatenate([np.arange(layer.channels) for layer in layers])
+    names = np.concatenate([np.full(layer.channels, layer.name, dtype=object) for layer in layers])
+    totals = np.concatenate([np.full(layer.channels, layer.channels) for layer in layers])
+    order = np.lexsort((channel, layer_idx, -omega))
+    return pd.DataFrame({
+        "rank": np.arange(1, len(order) + 1),
+        "layer": names[order],
+        "channel": channel[order],
+        "omega": omega[order],
+        "key": [channel_key(n, c, t) for n, c, t in zip(names[order], channel[order], totals[order], strict=True)],
+        "layer_index": layer_idx[order],
+    })
+
+
+def load_ranking(path: str | os.PathLike, layers: Sequence[FeatureLayer] | None = None) -> pd.DataFrame:
+    """Read our ``ffrs.csv`` or the public ``key,mean_relevance`` format into rank/layer/channel/omega.
+
+    With ``layers`` the ranking is checked against the model (unknown layers or channel counts raise).
+    """
+    df = pd.read_csv(path)
+    if {"layer", "channel", "omega"} <= set(df.columns):
+        out = df.sort_values("rank") if "rank" in df.columns else df
+        out = out[["layer", "channel", "omega"]].copy()
+    elif {"key", "mean_relevance"} <= set(df.columns):
+        parsed = df["key"].str.extract(KEY_PATTERN)
+        if parsed.isna().any().any():
+            bad = df["key"][parsed.isna().any(axis=1)].iloc[0]
+            raise ValueError(f"{path}: key {bad!r} is not of the form 'layer.#channel(T=channels)'")
+        out = pd.DataFrame({"layer": parsed["layer"], "channel": parsed["channel"].astype(int),
+                            "omega": df["mean_relevance"].astype(float), "total": parsed["total"].astype(int)})
+        out = out.sort_values("omega", ascending=False, kind="stable")
+    else:
+        raise ValueError(f"{path}: expected columns rank,layer,channel,omega (tff rank) or key,mean_relevance")
+    out = out.reset_index(drop=True)
+    out["rank"] = np.arange(1, len(out) + 1)
+    if layers is not None:
+        sizes = {layer.name: layer.channels for layer in layers}
+        unknown = sorted(set(out["layer"]) - set(sizes))
+        if unknown:
+            raise ValueError(f"ranking {path} names layers this detector does not have: {unknown[:5]} "
+                             f"(detector layers look like {list(sizes)[:3]})")
+        if "total" in out.columns and (out["total"] != out["layer"].map(sizes)).any():
+            raise ValueError(f"ranking {path}: channel counts (T=…) differ from this detector's layers")
+        if (out["channel"] >= out["layer"].map(sizes)).any():
+            raise ValueError(f"ranking {path}: channel index beyond a layer's channel count")
+    return out.drop(columns=[c for c in ("total",) if c in out.columns])
+
+
+@dataclass(frozen=True)
+class ChannelSets:
+    """The feature maps of one dropout variant: name (e.g. ``top-114``) and (layer, channel) pairs."""
+
+    name: str
+    kind: str
+    k: int
+    replica: int
+    channels: tuple[tuple[str, int], ...]
+
+
+def select_channels(ranking: pd.DataFrame, k: int, random_repeats: int = 5, seed: int = 0) -> list[ChannelSets]:
+    """top-k, low-k and ``random_repeats`` random-k sets (drawn without replacement outside top-k, seeded)."""
+    pairs = list(zip(ranking["layer"], ranking["channel"].astype(int), strict=True))
+    if not 0 < k < len(pairs):
+        raise ValueError(f"k={k} must be between 1 and the number of ranked channels − 1 ({len(pairs) - 1})")
+    out = [ChannelSets(f"top-{k}", "top", k, 0, tuple(pairs[:k])),
+           ChannelSets(f"low-{k}", "low", k, 0, tuple(pairs[-k:]))]
+    rest = pairs[k:]
+    for r in range(random_repeats):
+        rng = np.random.default_rng([seed, k, r])
+        pick = rng.choice(len(rest), size=min(k, len(rest)), replace=False)
+        out.append(ChannelSets(f"random-{k}", "random", k, r, tuple(rest[i] for i in sorted(pick))))
+    return out
+
+
+def accumulate_batch(explainer: Explainer, acc: FFRSAccumulator, x: torch.Tensor, labels: torch.Tensor,
+                     min_prob: float, with_reals: bool) -> torch.Tensor:
+    """Explain one batch in a single forward/backward and add its confident images to ``acc``.
+
+    Group 0 = fakes with p ≥ min_prob (seed +1), group 1 = reals with p ≤ 1 − min_prob (seed −1, only
+    ``with_reals``); other images get seed 0 and are not counted. Returns the probabilities.
+    """
+    probs: list[torch.Tensor] = []
+
+    def seeds(logits: torch.Tensor) -> torch.Tensor:
+        prob = torch.sigmoid(logits)
+        probs.append(prob)
+        group = torch.full_like(labels, -1)
+        group[(labels == 1) & (prob >= min_prob)] = 0
+        if with_reals:
+            group[(labels == 0) & (prob <= 1 - min_prob)] = 1
+        acc.set_batch(group)
+        return torch.where(group == 0, 1.0, torch.where(group == 1, -1.0, 0.0)).to(logits.dtype)
+
+    explainer.explain(x, seeds, tap=acc, input_relevance=False)
+    return probs[0]

@@ -1,0 +1,137 @@
+"""The ``tff rank`` job: ω of every feature map over the confident fakes of a source set, ranked."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import distributed as tdist
+from ..data import find_samples, normalize
+from ..detectors import load_detector
+from ..lrp import Explainer
+from ..passes import DatasetPass
+from ..results import RunRecord, save_figure, write_csv, write_json
+from .ffrs import FFRSAccumulator, accumulate_batch, ranking_table
+
+
+class NoConfidentImagesError(ValueError):
+    """No image passed the confidence threshold, so ω is undefined."""
+
+
+@dataclass
+class RankResult:
+    """The ranking (fakes), the reals' ranking when asked for, and the summary written to ffrs.json."""
+
+    ranking: pd.DataFrame
+    ranking_reals: pd.DataFrame | None
+    summary: dict
+
+
+def rank(arch: str, weights: str | os.PathLike | None, data: str | os.PathLike, out: str | os.PathLike | None,
+         sets: Sequence[str] | None = None, max_per_class: int | None = None, min_prob: float = 0.9,
+         with_reals: bool = False, k: int = 114, preset: str = "center224", batch_size: int = 64,
+         device: str = "auto", num_workers: int | None = None, bounds: str = "exact",
+         progress: bool = True) -> RankResult:
+    """Compute ω (SPEC §3) with one LRP pass per batch, reduce exactly across processes, write results."""
+    ctx = tdist.init(device)
+    record = RunRecord("rank", dict(arch=arch, weights=str(weights), data=str(data), sets=sets,
+                                    max_per_class=max_per_class, min_prob=min_prob, with_reals=with_reals, k=k,
+                                    preset=preset, batch_size=batch_size, bounds=bounds), ctx.world)
+    samples = [s for s in find_samples(data, sets, max_per_class=max_per_class) if with_reals or s.label == 1]
+    if not samples:
+        raise NoConfidentImagesError(f"no fake images (1_fake folders) under {data}")
+    explainer = Explainer(load_detector(arch, weights, ctx.device), bounds=bounds)
+    acc = FFRSAccumulator(explainer.layers, ctx.device, groups=2 if with_reals else 1)
+    labels_all = torch.tensor([s.label for s in samples], device=ctx.device)
+    run = DatasetPass(samples, ctx, preset, None, batch_size, num_workers, "ranking (LRP)", progress)
+    prob_parts = []
+    for images, indices in run:
+        probs = accumulate_batch(explainer, acc, normalize(images), labels_all[indices.to(ctx.device)],
+                                 min_prob, with_reals)
+        prob_parts.append((indices.numpy(), probs.float().cpu().numpy()))
+    tdist.all_reduce_sum(acc.sums)
+    tdist.all_reduce_sum(acc.counts)
+    failed = run.gather_failed()
+    parts = [p for rank_parts in tdist.gather_objects(prob_parts) for p in rank_parts]
+    idx = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, int)
+    prob = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0)
+    labels = np.array([samples[i].label for i in idx], dtype=int)
+    n_fake_conf = int(acc.counts[0])
+    if n_fake_conf == 0:
+        fake_p = prob[labels == 1]
+        dist = (f"p(fake) of the {len(fake_p)} fakes seen: min {fake_p.min():.3f}, median {np.median(fake_p):.3f}, "
+                f"max {fake_p.max():.3f}") if len(fake_p) else "no fake image could be read"
+        raise NoConfidentImagesError(f"no fake reached p ≥ {min_prob} — {dist}. Check that --weights and --arch "
+                                     "match, or lower --min-prob.")
+    omega = acc.omega().cpu().numpy()
+    table = ranking_table(explainer.layers, omega[0])
+    reals = ranking_table(explainer.layers, omega[1]) if with_reals else None
+    summary = summarize(table, explainer, k, labels, prob, min_prob, failed, acc, with_reals)
+    if out is not None and ctx.is_main:
+        out = Path(out)
+        write_csv(out / "ffrs.csv", table.drop(columns=["layer_index"]))
+        if reals is not None:
+            write_csv(out / "ffrs_reals.csv", reals.drop(columns=["layer_index"]))
+        write_json(out / "ffrs.json", summary)
+        plot_ranking(table, explainer, k, out)
+        record.write(out, n_images=len(samples), n_skipped=len(failed), device=str(ctx.device))
+    tdist.barrier()
+    return RankResult(table, reals, summary)
+
+
+def summarize(table: pd.DataFrame, explainer: Explainer, k: int, labels: np.ndarray, prob: np.ndarray,
+              min_prob: float, failed: list, acc: FFRSAccumulator, with_reals: bool) -> dict:
+    """Counts of images used/skipped, zero-ω channels and the per-layer share of the top-k."""
+    top = table.head(k)
+    per_layer = top.groupby("layer", sort=False).size()
+    return {
+        "n_feature_maps": int(len(table)),
+        "n_layers": len(explainer.layers),
+        "images_seen": int(len(labels)),
+        "fakes_used": int(acc.counts[0]),
+        "fakes_skipped_not_confident": int(((labels == 1) & (prob < min_prob)).sum()),
+        "reals_used": int(acc.counts[1]) if with_reals else 0,
+        "reals_skipped_not_confident": int(((labels == 0) & (prob > 1 - min_prob)).sum()) if with_reals else 0,
+        "unreadable": failed,
+        "min_prob": min_prob,
+        "zero_omega_channels": int((table["omega"] == 0).sum()),
+        "k": k,
+        "top_k_per_layer": {layer.name: int(per_layer.get(layer.name, 0)) for layer in explainer.layers},
+        "top_k_omega_range": [float(top["omega"].min()), float(top["omega"].max())],
+        "input_rule": explainer.input_rule,
+        "bounds": explainer.bounds,
+    }
+
+
+def plot_ranking(table: pd.DataFrame, explainer: Explainer, k: int, out: Path) -> None:
+    """Where the top-k feature maps sit (per layer) and the distribution of ω."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [layer.name for layer in explainer.layers]
+    counts = table.head(k).groupby("layer").size().reindex(names, fill_value=0)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.22 * len(names)), 3.6))
+    ax.bar(range(len(names)), counts.values, color="tab:red")
+    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
+    ax.set_xlabel("layer (input → output)")
+    ax.set_ylabel(f"# of top-{k} feature maps")
+    ax.set_title(f"Where the top-{k} transferable forensic features sit ({len(table)} feature maps)")
+    save_figure(fig, out / "topk_per_layer.png")
+
+    fig, ax = plt.subplots(figsize=(6.0, 3.6))
+    omega = table["omega"].to_numpy()
+    ax.hist(omega, bins=100, color="tab:blue", log=True, label="all feature maps")
+    ax.axvline(omega[min(k, len(omega)) - 1], color="tab:red", linestyle="--", label=f"top-{k} threshold")
+    ax.set_xlabel("ω (FF-RS, mean share of positive relevance)")
+    ax.set_ylabel("# feature maps (log)")
+    ax.legend()
+    ax.set_title("Distribution of ω")
+    save_figure(fig, out / "omega_distribution.png")

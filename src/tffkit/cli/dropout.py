@@ -1,0 +1,44 @@
+"""Sensitivity assessment (SPEC §4): drop the top-k, k random (outside the top-k; --random-repeats seeded
+draws) and the low-k feature maps of a ranking and re-measure AP and real/fake accuracy per test set.
+Accepts tff rank's ffrs.csv or the public key,mean_relevance rankings. Writes OUT/dropout.csv (long),
+dropout_summary.csv, dropout_table.md/.tex (paper layout) and ap_vs_k.png."""
+
+from __future__ import annotations
+
+import argparse
+
+from .common import data_args, detector_args, is_main_process
+
+HELP = "feature-map dropout: top-k vs random-k vs low-k (dropout.csv, tables)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ..reference import PAPER_DETECTORS
+
+    detector_args(p)
+    data_args(p, perturbations=False)
+    p.add_argument("--ranking", required=True, help="ffrs.csv from tff rank, or a public key,mean_relevance file")
+    p.add_argument("--k", type=int, default=114, help="feature maps to drop")
+    p.add_argument("--k-sweep", type=int, nargs="+", default=None, help="several k (overrides --k)")
+    p.add_argument("--random-repeats", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--site", default="folded", choices=["folded", "pre-bn"],
+                   help="folded: zero the BN-folded map (default); pre-bn: zero the raw conv output (public code)")
+    p.add_argument("--train-set", nargs="*", default=["progan"],
+                   help="sets whose accuracy threshold stays 0.5 (the training family)")
+    p.add_argument("--paper-detector", default=None, choices=PAPER_DETECTORS,
+                   help="show the paper's numbers for this released detector beside ours")
+    p.add_argument("--out", required=True, help="output folder")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..analysis.dropout import dropout, paper_layout, summarize
+
+    long = dropout(args.arch, args.weights, args.ranking, args.data, args.out, args.sets,
+                   args.k_sweep or [args.k], args.random_repeats, args.seed, args.site, args.preset,
+                   args.batch_size, args.device, args.workers, args.max_per_class, args.train_set,
+                   args.paper_detector, not args.no_progress)
+    if is_main_process():
+        print(paper_layout(summarize(long), "markdown"))
+        print(f"results written to {args.out}")
+    return 0

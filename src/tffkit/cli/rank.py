@@ -1,0 +1,38 @@
+"""Rank every feature map by FF-RS (ω, SPEC §3): LRP from the logit of each confident fake of the source
+set (p ≥ --min-prob), per-image share of positive relevance per channel, averaged; one global ranking.
+Writes OUT/ffrs.csv (rank, layer, channel, omega, key), OUT/ffrs.json and figures. Runs under torchrun."""
+
+from __future__ import annotations
+
+import argparse
+
+from .common import data_args, detector_args, is_main_process
+
+HELP = "rank feature maps by ω (FF-RS) on the source set (ffrs.csv)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    detector_args(p)
+    data_args(p, perturbations=False)
+    p.add_argument("--min-prob", type=float, default=0.9, help="fakes with p(fake) ≥ this are used")
+    p.add_argument("--with-reals", action="store_true", help="also rank with reals (p ≤ 1 − min-prob, seed −1)")
+    p.add_argument("--k", type=int, default=114, help="top-k reported in ffrs.json and figures")
+    p.add_argument("--bounds", default="exact", choices=["exact", "paper-code"],
+                   help="pixel bounds of the zβ input rule (changes pixel maps only, never ω)")
+    p.add_argument("--out", required=True, help="output folder")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..analysis.rank import rank
+
+    res = rank(args.arch, args.weights, args.data, args.out, args.sets, args.max_per_class, args.min_prob,
+               args.with_reals, args.k, args.preset, args.batch_size, args.device, args.workers, args.bounds,
+               not args.no_progress)
+    if is_main_process():
+        s = res.summary
+        print(f"ω of {s['n_feature_maps']} feature maps in {s['n_layers']} layers from {s['fakes_used']} confident "
+              f"fakes ({s['fakes_skipped_not_confident']} not confident, {len(s['unreadable'])} unreadable); "
+              f"{s['zero_omega_channels']} channels with ω = 0")
+        print(res.ranking.head(10)[["rank", "key", "omega"]].to_string(index=False))
+        print(f"results written to {args.out}")
+    return 0

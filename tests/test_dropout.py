@@ -1,0 +1,88 @@
+"""Feature-map dropout: exact masks at both sites, tables, and the effect on a trained detector."""
+
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from lrp_helpers import pseudo_trained
+from tffkit.analysis.dropout import dropped, paper_layout, summarize
+from tffkit.cli import main
+from tffkit.lrp import Explainer
+from tffkit.reference import paper_numbers
+
+
+def _capture(ex: Explainer, layer: str, x: torch.Tensor) -> torch.Tensor:
+    got = {}
+    handle = ex.module(layer).register_forward_hook(lambda m, i, o: got.__setitem__("out", o.detach().clone()))
+    try:
+        ex.forward(x)
+    finally:
+        handle.remove()
+    return got["out"]
+
+
+def test_masks_touch_exactly_the_chosen_channels_at_both_sites():
+    model = pseudo_trained("tiny_resnet")
+    ex = Explainer(model)
+    x = torch.randn(2, 3, 32, 32)
+    layer = "layer1.0.conv1"
+    ref = _capture(ex, layer, x)
+    for site in ("folded", "pre-bn"):
+        with dropped(ex, [(layer, 3), (layer, 5)], site):
+            out = _capture(ex, layer, x)
+        fill = torch.zeros(2) if site == "folded" else ex.module(layer).pre_bn_zero[[3, 5]]
+        assert torch.equal(out[:, [3, 5]], fill.reshape(1, 2, 1, 1).expand(2, 2, 32 // 4, 32 // 4))
+        keep = [c for c in range(16) if c not in (3, 5)]
+        assert torch.equal(out[:, keep], ref[:, keep])
+    assert torch.equal(_capture(ex, layer, x), ref)  # hooks removed afterwards
+
+
+def test_pre_bn_site_equals_zeroing_the_raw_conv_output():
+    model = pseudo_trained("tiny_resnet")
+    ex = Explainer(model)
+    x = torch.randn(2, 3, 32, 32)
+    conv = model.layer1[0].conv1
+
+    def zero(m, i, o):
+        o = o.clone()
+        o[:, [2, 7]] = 0
+        return o
+
+    handle = conv.register_forward_hook(zero)
+    with torch.no_grad():
+        expected = model(x).reshape(-1)
+    handle.remove()
+    with dropped(ex, [("layer1.0.conv1", 2), ("layer1.0.conv1", 7)], "pre-bn"):
+        got = ex.forward(x)
+    assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_top_k_hurts_more_than_random_k(tmp_path: Path, trained_tiny):
+    weights, data = trained_tiny
+    common = ["--arch", "tiny_resnet", "--weights", str(weights), "--data", str(data), "--preset", "full",
+              "--device", "cpu", "--workers", "0", "--no-progress", "--batch-size", "32"]
+    assert main(["rank", *common, "--sets", "progan", "--min-prob", "0.5", "--out", str(tmp_path / "rank")]) == 0
+    assert main(["dropout", *common, "--ranking", str(tmp_path / "rank" / "ffrs.csv"), "--k-sweep", "8", "24",
+                 "--random-repeats", "3", "--out", str(tmp_path / "drop")]) == 0
+    long = pd.read_csv(tmp_path / "drop" / "dropout.csv")
+    assert set(long["variant"]) == {"baseline", "top-8", "random-8", "low-8", "top-24", "random-24", "low-24"}
+    assert len(long[long["variant"] == "random-24"]) == 3 * 3  # replicas × sets
+    mean_ap = long.groupby("variant")["ap"].mean()
+    assert mean_ap["top-24"] < mean_ap["random-24"] - 0.05
+    assert mean_ap["top-24"] < mean_ap["baseline"] - 0.05
+    for f in ("dropout_summary.csv", "dropout_table.md", "dropout_table.tex", "ap_vs_k.png", "run.json"):
+        assert (tmp_path / "drop" / f).stat().st_size > 0
+    assert "random-24" in (tmp_path / "drop" / "dropout_table.md").read_text()
+
+
+def test_paper_layout_shows_paper_numbers():
+    long = pd.DataFrame([
+        {"variant": "baseline", "kind": "baseline", "k": 0, "replica": 0, "set": "progan", "ap": 1.0, "acc": 1.0,
+         "real_acc": 1.0, "fake_acc": 1.0, "cal_real_acc": 1.0, "cal_fake_acc": 1.0},
+        {"variant": "top-114", "kind": "top", "k": 114, "replica": 0, "set": "progan", "ap": 0.7, "acc": 0.5,
+         "real_acc": 1.0, "fake_acc": 0.0, "cal_real_acc": 0.9, "cal_fake_acc": 0.2}])
+    paper = paper_numbers("dropout", "wang2020_resnet50_blur_jpg_prob0.5")
+    text = paper_layout(summarize(long), "markdown", paper)
+    assert "| top-114 | 70.0 | 90.0 | 20.0 |" in text
+    assert "top-114 (paper)" in text and "baseline (paper) | 100.0 | 100.0 | 100.0" in text

@@ -1,0 +1,111 @@
+"""FF-RS (ω): closed-form values, ranking ties, public rankings, torchrun exactness."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from conftest import run_torchrun
+from tffkit.analysis.ffrs import FFRSAccumulator, load_ranking, ranking_table, select_channels
+from tffkit.cli import main
+from tffkit.lrp import Explainer, FeatureLayer
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+
+
+class OneConv(nn.Module):
+    """1×1 conv (positive weights) → ReLU → global average → linear with weights (1, −0.5)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 1, bias=False)
+        self.relu = nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(2, 1)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.tensor([[0.5, 1.0, 0.2], [0.3, 0.1, 0.9]]).reshape(2, 3, 1, 1))
+            self.fc.weight.copy_(torch.tensor([[1.0, -0.5]]))
+            self.fc.bias.fill_(0.1)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(self.relu(self.conv(x))), 1))
+
+
+def test_omega_closed_form():
+    net = OneConv().double()
+    x = torch.rand(3, 3, 4, 4, dtype=torch.float64) + 0.1  # positive inputs → positive conv outputs
+    ex = Explainer(net)
+    acc = FFRSAccumulator(ex.layers, torch.device("cpu"))
+    acc.set_batch(torch.zeros(3, dtype=torch.long))
+    ex.explain(x, 1.0, tap=acc, input_relevance=False)
+    y = net.conv(x)  # relevance at y is y_c·w_c / z  ⇒  ω_c = [w_c > 0]·|w_c|Σy_c / Σ_c' |w_c'|Σy_c'
+    w = net.fc.weight.reshape(-1)
+    mass = (y.sum((2, 3)) * w.abs())
+    expected = (mass * (w > 0)) / mass.sum(1, keepdim=True)
+    assert torch.allclose(acc.omega()[0], expected.mean(0), atol=1e-9)
+    assert acc.omega()[0, 1] == 0  # never positive → exactly zero
+
+
+def test_ranking_ties_and_keys():
+    layers = [FeatureLayer("a", 3, 0), FeatureLayer("b", 2, 1)]
+    omega = np.array([0.1, 0.3, 0.1, 0.3, 0.0])
+    t = ranking_table(layers, omega)
+    assert list(zip(t["layer"], t["channel"], strict=True)) == [("a", 1), ("b", 0), ("a", 0), ("a", 2), ("b", 1)]
+    assert t["key"].iloc[0] == "a.#1(T=3)" and list(t["rank"]) == [1, 2, 3, 4, 5]
+
+
+def test_random_k_disjoint_reproducible():
+    layers = [FeatureLayer("a", 50, 0), FeatureLayer("b", 30, 1)]
+    t = ranking_table(layers, np.random.default_rng(0).random(80))
+    sets = select_channels(t, 10, random_repeats=3, seed=7)
+    top = set(sets[0].channels)
+    randoms = [s for s in sets if s.kind == "random"]
+    assert len(randoms) == 3 and all(len(set(s.channels)) == 10 and not (set(s.channels) & top) for s in randoms)
+    assert randoms[0].channels != randoms[1].channels
+    again = select_channels(t, 10, random_repeats=3, seed=7)
+    assert [s.channels for s in again] == [s.channels for s in sets]
+    assert [s.channels for s in select_channels(t, 10, 3, seed=8)][2] != sets[2].channels
+    assert set(sets[1].channels) == set(zip(t["layer"][-10:], t["channel"][-10:], strict=True))
+
+
+@pytest.mark.skipif(not (REFERENCE / "original_omega_resnet50_progan_val_fake.csv").exists(),
+                    reason="shared reference rankings not present")
+@pytest.mark.parametrize("arch,name", [("resnet50", "resnet50"), ("efficientnet_b0_lukemelas", "efficientnet_b0")])
+def test_public_rankings_fit_our_layer_names(arch, name):
+    from lrp_helpers import pseudo_trained
+
+    ex = Explainer(pseudo_trained(arch))
+    r = load_ranking(REFERENCE / f"original_omega_{name}_progan_val_fake.csv", ex.layers)
+    assert len(r) == ex.n_channels and r["omega"].is_monotonic_decreasing
+    with pytest.raises(ValueError, match="layers this detector does not have"):
+        load_ranking(REFERENCE / "original_omega_resnet50_progan_val_fake.csv", Explainer(pseudo_trained("resnet18")).layers)
+
+
+def test_rank_cli_and_torchrun_identical(tmp_path: Path, trained_tiny):
+    weights, data = trained_tiny
+    common = ["--arch", "tiny_resnet", "--weights", str(weights), "--data", str(data), "--preset", "full",
+              "--device", "cpu", "--workers", "0", "--no-progress", "--min-prob", "0.5", "--k", "20",
+              "--batch-size", "8"]
+    assert main(["rank", *common, "--out", str(tmp_path / "one")]) == 0
+    run_torchrun(["rank", *common, "--out", str(tmp_path / "two")])
+    one = (tmp_path / "one" / "ffrs.csv").read_text()
+    assert one == (tmp_path / "two" / "ffrs.csv").read_text()
+    t = pd.read_csv(tmp_path / "one" / "ffrs.csv")
+    assert list(t.columns) == ["rank", "layer", "channel", "omega", "key"] and len(t) == 720
+    assert t["omega"].between(0, 1).all() and t["omega"].is_monotonic_decreasing
+    import json
+    summary = json.loads((tmp_path / "one" / "ffrs.json").read_text())
+    assert summary["fakes_used"] + summary["fakes_skipped_not_confident"] == 48
+    assert sum(summary["top_k_per_layer"].values()) == 20
+    assert (tmp_path / "one" / "topk_per_layer.png").stat().st_size > 0
+
+
+def test_rank_without_confident_fakes_explains(tmp_path: Path, trained_tiny, capsys):
+    weights, data = trained_tiny
+    rc = main(["rank", "--arch", "tiny_resnet", "--weights", str(weights), "--data", str(data), "--preset", "full",
+               "--device", "cpu", "--workers", "0", "--no-progress", "--min-prob", "1.01", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no fake reached p ≥ 1.01" in err and "median" in err
