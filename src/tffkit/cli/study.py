@@ -1,0 +1,29 @@
+"""Run the paper's whole study from one YAML config: evaluate → rank → dropout → lrpmax → color
+(→ colour-robust detector: train or load, compare), each step in OUT/<step>/, then OUT/report.html.
+Re-running skips steps whose outputs are complete with the same settings, so an interrupted study
+resumes. See README.md for the ForenSynths + Wang et al. config."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "run the whole study from a YAML config and write report.html (resumable)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="study YAML (fields: out, detector, data, steps …)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--report-only", action="store_true", help="only re-draw report.html from existing results")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..study import load_config, run_study
+
+    if args.report_only:
+        from ..report.html import build_report
+
+        path = build_report(load_config(args.config)["out"])
+    else:
+        path = run_study(args.config, not args.no_progress)
+    print(f"report: {path}")
+    return 0

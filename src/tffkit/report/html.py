@@ -1,0 +1,184 @@
+"""The study's self-contained ``report.html``: figures embedded as data URIs, tables, one sentence each.
+
+Drawn only from the files the steps wrote, so a report can be re-drawn without recomputing.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+
+import jinja2
+import pandas as pd
+
+from ..reference import paper_numbers
+from ..results import atomic_write, read_json
+
+TEMPLATE = Path(__file__).with_name("report.html")
+
+
+def _img(path: Path) -> dict | None:
+    if not path.is_file() or path.stat().st_size == 0:
+        return None
+    data = base64.b64encode(path.read_bytes()).decode()
+    return {"src": f"data:image/png;base64,{data}", "caption": path.stem.replace("_", " "), "file": path.name}
+
+
+def _figures(folder: Path, pattern: str = "*.png", limit: int = 12) -> list[dict]:
+    return [f for f in (_img(p) for p in sorted(folder.glob(pattern))[:limit]) if f]
+
+
+def _table(df: pd.DataFrame, percent: tuple[str, ...] = ()) -> str:
+    shown = df.copy()
+    for c in percent:
+        if c in shown:
+            shown[c] = (100 * shown[c].astype(float)).round(1)
+    return shown.to_html(index=False, border=0, classes="tbl", na_rep="–")
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def section_data(out: Path, study: dict) -> dict | None:
+    run = out / "evaluate" / "run.json"
+    if not run.is_file():
+        return None
+    info = read_json(run)
+    det, data = study["detector"], study["data"]
+    rows = [("detector", f"{det['arch']} — {det.get('weights') or 'untrained'}"),
+            ("test data", data["test"]), ("source set (FF-RS)", data["source"]),
+            ("images scored", info.get("n_scored")), ("unreadable files skipped", info.get("n_skipped")),
+            ("device", info.get("device")), ("tffkit", info["versions"]["tffkit"]),
+            ("torch", info["versions"]["torch"])]
+    body = "<table class='tbl'>" + "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
+                                           for k, v in rows) + "</table>"
+    skipped = info.get("skipped") or []
+    if skipped:
+        body += "<p>Skipped files:</p><ul>" + "".join(
+            f"<li>{html.escape(r['path'])}: {html.escape(r['error'])}</li>" for r in skipped[:20]) + "</ul>"
+    return {"id": "data", "title": "Detector and data", "body": body, "figures": [],
+            "sentence": f"{info.get('n_scored')} test images were scored; {info.get('n_skipped')} unreadable files "
+                        "were skipped."}
+
+
+def section_transfer(out: Path, study: dict) -> dict | None:
+    path = out / "evaluate" / "metrics.csv"
+    if not path.is_file():
+        return None
+    m = pd.read_csv(path, keep_default_na=False)
+    m = m[m["class"] == "all"]
+    cols = ["set", "n_real", "n_fake", "ap", "acc", "real_acc", "fake_acc", "cal_real_acc", "cal_fake_acc"]
+    train = set(study["data"]["train_set"])
+    per_set = m[m["set"] != "mean"]
+    seen, unseen = per_set[per_set["set"].isin(train)], per_set[~per_set["set"].isin(train)]
+    sentence = "AP per test set."
+    if len(seen) and len(unseen):
+        worst = unseen.sort_values("ap").iloc[0]
+        sentence = (f"The detector reaches AP {_pct(seen['ap'].astype(float).mean())} on its training family and "
+                    f"{_pct(unseen['ap'].astype(float).mean())} on average over the unseen families "
+                    f"(lowest: {worst['set']}, {_pct(float(worst['ap']))}; fake accuracy there "
+                    f"{_pct(float(worst['fake_acc']))} at threshold 0.5).")
+    body = _table(m[cols], ("ap", "acc", "real_acc", "fake_acc", "cal_real_acc", "cal_fake_acc"))
+    body += "<p class='note'>Metrics in %. cal_* use a threshold calibrated on each test set (test-calibrated).</p>"
+    return {"id": "transfer", "title": "Cross-model transfer", "body": body, "figures": [], "sentence": sentence}
+
+
+def section_ffrs(out: Path, study: dict) -> dict | None:
+    folder = out / "rank"
+    if not (folder / "ffrs.json").is_file():
+        return None
+    s = read_json(folder / "ffrs.json")
+    top = pd.read_csv(folder / "ffrs.csv").head(15)
+    per_layer = sorted(s["top_k_per_layer"].items(), key=lambda kv: -kv[1])
+    lead = ", ".join(f"{k} ({v})" for k, v in per_layer[:3] if v)
+    sentence = (f"ω was computed for {s['n_feature_maps']} feature maps in {s['n_layers']} layers from "
+                f"{s['fakes_used']} confident fakes; the top-{s['k']} concentrate in {lead}; "
+                f"{s['zero_omega_channels']} feature maps never receive positive relevance (ω = 0).")
+    return {"id": "ffrs", "title": "Forensic feature relevance (FF-RS, ω)", "sentence": sentence,
+            "body": _table(top[["rank", "key", "omega"]]), "figures": _figures(folder)}
+
+
+def section_dropout(out: Path, study: dict) -> dict | None:
+    folder = out / "dropout"
+    if not (folder / "dropout_summary.csv").is_file():
+        return None
+    from ..analysis.dropout import paper_layout
+
+    summary = pd.read_csv(folder / "dropout_summary.csv")
+    paper = paper_numbers("dropout", study["detector"]["paper_detector"]) if study["detector"]["paper_detector"] \
+        else None
+    md = paper_layout(summary, "markdown", paper)
+    rows = [line.strip("|").split("|") for line in md.splitlines() if line.startswith("|") and "---" not in line]
+    df = pd.DataFrame([[c.strip() for c in r] for r in rows[1:]], columns=[c.strip() for c in rows[0]])
+    mean_ap = summary.groupby(["variant", "kind", "k"])["ap"].mean().reset_index()
+    k = int(mean_ap[mean_ap["kind"] == "top"]["k"].max()) if (mean_ap["kind"] == "top").any() else None
+    sentence = "Feature-map dropout results."
+    if k is not None:
+        def ap(kind: str) -> str:
+            v = mean_ap[(mean_ap["kind"] == kind) & (mean_ap["k"].isin([0, k]))]["ap"]
+            return _pct(float(v.iloc[0])) if len(v) else "–"
+        sentence = (f"Dropping the top-{k} feature maps changes the mean AP over test sets from {ap('baseline')} to "
+                    f"{ap('top')}, while {k} random ones give {ap('random')} and the low-{k} give {ap('low')}.")
+    return {"id": "dropout", "title": "Sensitivity assessment (feature-map dropout)", "sentence": sentence,
+            "body": _table(df) + "<p class='note'>" + html.escape(md.strip().splitlines()[-1]) + "</p>",
+            "figures": _figures(folder)}
+
+
+def section_folder(out: Path, name: str, title: str, sentence: str, pattern: str = "*.png") -> dict | None:
+    folder = out / name
+    if not folder.is_dir():
+        return None
+    tables = ""
+    for md in sorted(folder.glob("*.md"))[:3]:
+        tables += f"<pre>{html.escape(md.read_text())}</pre>"
+    return {"id": name.replace("/", "-"), "title": title, "sentence": sentence, "body": tables,
+            "figures": _figures(folder, pattern)}
+
+
+def section_color_robust(out: Path, study: dict) -> dict | None:
+    folder = out / "color_robust"
+    if not (folder / "evaluate" / "metrics.csv").is_file():
+        return None
+    rows = []
+    for label, base in ((study["detector"]["label"], out), (study["steps"]["color_robust"]["label"], folder)):
+        for version, sub in (("colour", "evaluate"), ("grayscale", "evaluate_gray")):
+            path = base / sub / "metrics.csv"
+            if path.is_file():
+                m = pd.read_csv(path, keep_default_na=False)
+                m = m[(m["class"] == "all")][["set", "ap", "real_acc", "fake_acc"]]
+                m.insert(0, "version", version)
+                m.insert(0, "detector", label)
+                rows.append(m)
+    df = pd.concat(rows, ignore_index=True)
+    mean = df[df["set"] == "mean"].set_index(["detector", "version"])["ap"]
+    cr = study["steps"]["color_robust"]["label"]
+    sentence = "Colour vs grayscale AP of the universal and colour-robust detectors."
+    if (cr, "colour") in mean.index and (cr, "grayscale") in mean.index:
+        sentence = (f"The colour-robust detector keeps mean AP {_pct(mean[(cr, 'grayscale')])} on grayscale images "
+                    f"(colour: {_pct(mean[(cr, 'colour')])}).")
+    return {"id": "cr", "title": "Colour-robust detector", "sentence": sentence,
+            "body": _table(df, ("ap", "real_acc", "fake_acc")), "figures": _figures(folder / "color")}
+
+
+def build_report(out: str | Path) -> Path:
+    """Write ``OUT/report.html`` from a study folder; returns its path."""
+    out = Path(out)
+    study = read_json(out / "study.json")
+    sections = [
+        section_data(out, study), section_transfer(out, study), section_ffrs(out, study),
+        section_dropout(out, study),
+        section_folder(out, "lrpmax", "What the T-FF detect (LRP-max)",
+                       "Each row is a top T-FF; each column a test set; patches are the image regions whose "
+                       "positive LRP-max relevance is in the top quartile.", "collage*.png"),
+        section_folder(out, "color", "Colour ablation and colour-conditional T-FF",
+                       "Grayscale versions of the fakes and Mood's median test on the T-FF's maximum spatial "
+                       "activations show how much detection relies on colour."),
+        section_color_robust(out, study),
+    ]
+    env = jinja2.Environment(autoescape=False, undefined=jinja2.StrictUndefined)
+    page = env.from_string(TEMPLATE.read_text()).render(
+        title=f"tffkit study — {study.get('name', 'study')}", sections=[s for s in sections if s],
+        config=html.escape(pd.Series(study).to_json(indent=2)))
+    return atomic_write(out / "report.html", lambda tmp: Path(tmp).write_text(page))

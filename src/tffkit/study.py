@@ -1,0 +1,281 @@
+"""``tff study CONFIG.yaml``: the paper's whole pipeline for one detector, resumable, then the report.
+
+Steps run in order — evaluate → rank → dropout → lrpmax → color (→ colour-robust detector:
+train or load, evaluate colour/gray, color) — each into ``OUT/<step>/``. A step that finished
+with the same settings (``OUT/<step>/.step.json`` holds their hash and the files it wrote) is
+skipped, so an interrupted study resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .results import read_json, write_json
+
+STEP_ORDER = ("evaluate", "rank", "dropout", "lrpmax", "color", "color_robust")
+
+
+class ConfigError(ValueError):
+    """The study configuration is invalid; the message names the field."""
+
+
+# field → (type(s), default, help); a default of REQUIRED means the field must be given
+REQUIRED = object()
+SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
+    "": {"name": (str, "study"), "out": (str, REQUIRED), "device": (str, "auto"), "batch_size": (int, 64),
+         "workers": ((int, type(None)), None), "preset": (str, "center224"), "detector": (dict, REQUIRED),
+         "data": (dict, REQUIRED), "steps": (dict, {})},
+    "detector": {"arch": (str, REQUIRED), "weights": ((str, type(None)), None),
+                 "paper_detector": ((str, type(None)), None), "label": (str, "detector")},
+    "data": {"source": (str, REQUIRED), "source_sets": ((list, type(None)), None), "test": (str, REQUIRED),
+             "sets": ((list, type(None)), None), "train_set": (list, ["progan"]),
+             "max_per_class": ((int, type(None)), None)},
+    "steps.evaluate": {"enabled": (bool, True)},
+    "steps.rank": {"enabled": (bool, True), "min_prob": (float, 0.9), "k": (int, 114),
+                   "max_per_class": ((int, type(None)), None), "with_reals": (bool, False)},
+    "steps.dropout": {"enabled": (bool, True), "k_sweep": (list, [114]), "random_repeats": (int, 5),
+                      "seed": (int, 0), "site": (str, "folded")},
+    "steps.lrpmax": {"enabled": (bool, True), "k": (int, 114), "per_tff": (int, 20), "show": (int, 5),
+                     "variant": (str, "activation"), "max_per_class": ((int, type(None)), None)},
+    "steps.color": {"enabled": (bool, True), "k": (int, 114), "max_per_class": ((int, type(None)), 500)},
+    "steps.color_robust": {"enabled": (bool, False), "weights": ((str, type(None)), None),
+                           "train": ((dict, type(None)), None), "label": (str, "colour-robust")},
+}
+CHOICES = {"preset": ("center224", "full"), "steps.dropout.site": ("folded", "pre-bn"),
+           "steps.lrpmax.variant": ("activation", "relevance")}
+
+
+def _validate(section: str, given: dict, errors: list[str]) -> dict:
+    schema = SCHEMA[section]
+    prefix = f"{section}." if section else ""
+    out = {}
+    for key in given:
+        if key not in schema:
+            errors.append(f"{prefix}{key}: unknown field (known: {', '.join(schema)})")
+    for key, (types, default) in schema.items():
+        if key not in given:
+            if default is REQUIRED:
+                errors.append(f"{prefix}{key}: required field is missing")
+            out[key] = default
+            continue
+        value = given[key]
+        if types is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, types) or (isinstance(value, bool) and types in (int, float)):
+            names = " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
+            errors.append(f"{prefix}{key}: expected {names}, got {type(value).__name__} {value!r}")
+        choices = CHOICES.get(prefix + key)
+        if choices and value not in choices:
+            errors.append(f"{prefix}{key}: {value!r} is not one of {choices}")
+        out[key] = value
+    return out
+
+
+def load_config(path_or_dict: str | os.PathLike | dict) -> dict:
+    """Read and validate a study config; every problem is reported at once, each naming its field."""
+    if isinstance(path_or_dict, dict):
+        raw, base = path_or_dict, Path.cwd()
+    else:
+        path = Path(path_or_dict)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} not found")
+        raw, base = yaml.safe_load(path.read_text()) or {}, path.resolve().parent
+    if not isinstance(raw, dict):
+        raise ConfigError("the config must be a mapping of fields")
+    errors: list[str] = []
+    cfg = _validate("", raw, errors)
+    for section in ("detector", "data"):
+        cfg[section] = _validate(section, cfg[section] if isinstance(cfg[section], dict) else {}, errors)
+    steps = cfg["steps"] if isinstance(cfg["steps"], dict) else {}
+    for name in steps:
+        if name not in STEP_ORDER:
+            errors.append(f"steps.{name}: unknown step (known: {', '.join(STEP_ORDER)})")
+    cfg["steps"] = {name: _validate(f"steps.{name}", steps.get(name) or {}, errors) for name in STEP_ORDER}
+    from .detectors import ARCHITECTURES
+
+    for label, det in (("detector", cfg["detector"]),):
+        if det.get("arch") and det["arch"] not in ARCHITECTURES:
+            errors.append(f"{label}.arch: unknown architecture {det['arch']!r}")
+
+    def resolve(p: str | None) -> str | None:
+        return None if p is None else str((base / os.path.expanduser(p)).resolve())
+
+    for section, key in (("detector", "weights"), ("data", "source"), ("data", "test")):
+        value = cfg[section].get(key)
+        if isinstance(value, str):
+            cfg[section][key] = resolve(value)
+            if not Path(cfg[section][key]).exists():
+                errors.append(f"{section}.{key}: {value} does not exist")
+    cr = cfg["steps"]["color_robust"]
+    if cr["enabled"]:
+        if (cr["weights"] is None) == (cr["train"] is None):
+            errors.append("steps.color_robust: give exactly one of 'weights' (a trained CR detector) or 'train'")
+        elif cr["weights"] is not None:
+            cr["weights"] = resolve(cr["weights"])
+            if not Path(cr["weights"]).exists():
+                errors.append(f"steps.color_robust.weights: {cr['weights']} does not exist")
+    if isinstance(cfg.get("out"), str):
+        cfg["out"] = resolve(cfg["out"])
+    if errors:
+        raise ConfigError("invalid study config:\n  " + "\n  ".join(errors))
+    return cfg
+
+
+@dataclass
+class Step:
+    """One study step: its folder, the settings that define it, and the function that runs it."""
+
+    name: str
+    settings: dict
+    run: Callable[[Path], None]
+    outputs: tuple[str, ...] = ("run.json",)
+
+
+def _digest(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def step_complete(folder: Path, settings: dict, outputs: tuple[str, ...]) -> bool:
+    """True when ``folder`` holds a finished step with these settings and all its outputs."""
+    marker = folder / ".step.json"
+    if not marker.is_file():
+        return False
+    try:
+        info = read_json(marker)
+    except (OSError, ValueError):
+        return False
+    files = [folder / f for f in (*outputs, *info.get("files", []))]
+    return info.get("digest") == _digest(settings) and all(f.is_file() and f.stat().st_size > 0 for f in files)
+
+
+def run_steps(steps: list[Step], out: Path, log: Callable[[str], None] = print) -> dict[str, str]:
+    """Run each step unless complete; returns step → 'done' | 'skipped (complete)'."""
+    status = {}
+    for step in steps:
+        folder = out / step.name
+        if step_complete(folder, step.settings, step.outputs):
+            log(f"[study] {step.name}: already complete, skipped")
+            status[step.name] = "skipped (complete)"
+            continue
+        log(f"[study] {step.name}: running")
+        marker = folder / ".step.json"
+        if marker.exists():
+            marker.unlink()
+        step.run(folder)
+        files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name != ".step.json")
+        write_json(marker, {"digest": _digest(step.settings), "settings": step.settings, "files": files})
+        status[step.name] = "done"
+    return status
+
+
+def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
+    """The enabled steps of a validated config, wired to the Python API."""
+    det, data, st = cfg["detector"], cfg["data"], cfg["steps"]
+    out = Path(cfg["out"])
+    common = dict(preset=cfg["preset"], batch_size=cfg["batch_size"], device=cfg["device"],
+                  num_workers=cfg["workers"], progress=progress)
+    base = {"detector": det, "data": data, "preset": cfg["preset"]}
+    ranking = out / "rank" / "ffrs.csv"
+    rank_settings = {**base, **st["rank"]}
+    steps: list[Step] = []
+
+    def add(name: str, settings: dict, run: Callable[[Path], None], outputs: tuple[str, ...]) -> None:
+        if st[name]["enabled"]:
+            steps.append(Step(name, settings, run, outputs))
+
+    def evaluate_step(folder: Path) -> None:
+        from .evaluate import evaluate
+
+        evaluate(det["arch"], det["weights"], data["test"], folder, data["sets"],
+                 max_per_class=data["max_per_class"], **common)
+
+    def rank_step(folder: Path) -> None:
+        from .analysis.rank import rank
+
+        r = st["rank"]
+        rank(det["arch"], det["weights"], data["source"], folder, data["source_sets"], r["max_per_class"],
+             r["min_prob"], r["with_reals"], r["k"], **common)
+
+    def dropout_step(folder: Path) -> None:
+        from .analysis.dropout import dropout
+
+        d = st["dropout"]
+        dropout(det["arch"], det["weights"], ranking, data["test"], folder, data["sets"], d["k_sweep"],
+                d["random_repeats"], d["seed"], d["site"], max_per_class=data["max_per_class"],
+                fixed_threshold_sets=data["train_set"], paper_detector=det["paper_detector"], **common)
+
+    def lrpmax_step(folder: Path) -> None:
+        from .analysis.lrpmax import run_lrpmax
+
+        m = st["lrpmax"]
+        run_lrpmax(det["arch"], det["weights"], ranking, data["test"], folder, k=m["k"], sets=data["sets"],
+                   per_tff=m["per_tff"], show=m["show"], variant=m["variant"], max_per_class=m["max_per_class"],
+                   **common)
+
+    def color_step(folder: Path, arch: str = det["arch"], weights: str | None = det["weights"],
+                   ranking_path: Path = ranking) -> None:
+        from .analysis.color import run_color
+
+        c = st["color"]
+        run_color(arch, weights, data["test"], folder, ranking=ranking_path, k=c["k"], sets=data["sets"],
+                  max_per_class=c["max_per_class"], **common)
+
+    def color_robust_step(folder: Path) -> None:
+        from .analysis.rank import rank
+        from .data import Perturbation
+        from .evaluate import evaluate
+
+        cr = st["color_robust"]
+        weights = cr["weights"]
+        if weights is None:
+            from .train import train_detector
+
+            train = dict(cr["train"])
+            res = train_detector(train.pop("arch", det["arch"]), train.pop("data"), train.pop("val"),
+                                 folder / "train", color_robust=True, device=cfg["device"],
+                                 num_workers=cfg["workers"], progress=progress,
+                                 resume=(folder / "train" / "model_last.pth").is_file(), **train)
+            weights = str(res["model_best"] or res["model_last"])
+        arch = (cr["train"] or {}).get("arch", det["arch"])
+        for name, perturb in (("evaluate", None), ("evaluate_gray", Perturbation(grayscale=True))):
+            evaluate(arch, weights, data["test"], folder / name, data["sets"], perturb=perturb,
+                     max_per_class=data["max_per_class"], **common)
+        r = st["rank"]
+        rank(arch, weights, data["source"], folder / "rank", data["source_sets"], r["max_per_class"], r["min_prob"],
+             False, r["k"], **common)
+        if st["color"]["enabled"]:
+            color_step(folder / "color", arch, weights, folder / "rank" / "ffrs.csv")
+
+    add("evaluate", base, evaluate_step, ("metrics.csv", "scores.csv", "run.json"))
+    add("rank", rank_settings, rank_step, ("ffrs.csv", "ffrs.json", "run.json"))
+    add("dropout", {**base, **st["dropout"], "rank": rank_settings}, dropout_step,
+        ("dropout.csv", "dropout_table.md", "run.json"))
+    add("lrpmax", {**base, **st["lrpmax"], "rank": rank_settings}, lrpmax_step, ("run.json",))
+    add("color", {**base, **st["color"], "rank": rank_settings}, color_step, ("run.json",))
+    add("color_robust", {**base, **st["color_robust"], "rank": rank_settings, "color": st["color"]},
+        color_robust_step, ("evaluate/metrics.csv", "evaluate_gray/metrics.csv", "rank/ffrs.csv"))
+    needs_rank = [s.name for s in steps if s.name in ("dropout", "lrpmax", "color")]
+    if needs_rank and not st["rank"]["enabled"] and not ranking.is_file():
+        raise ConfigError(f"steps {needs_rank} need steps.rank (no {ranking} yet)")
+    return steps
+
+
+def run_study(config: str | os.PathLike | dict, progress: bool = True) -> Path:
+    """Validate ``config``, run (or resume) every enabled step, then write ``OUT/report.html``."""
+    from .report.html import build_report
+
+    cfg = load_config(config)
+    out = Path(cfg["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "study.json", cfg)
+    status = run_steps(build_steps(cfg, progress), out)
+    write_json(out / "study.json", {**cfg, "status": status})
+    return build_report(out)
