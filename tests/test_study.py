@@ -1,0 +1,94 @@
+"""Study: config validation, resume after interruption, report completeness (and rendering in Chromium)."""
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tffkit import study as study_mod
+from tffkit.study import ConfigError, load_config, run_study
+
+
+def _config(tmp_path: Path, weights: Path, data: Path, **steps) -> dict:
+    return {"name": "t", "out": str(tmp_path / "study"), "preset": "full", "device": "cpu", "workers": 0,
+            "batch_size": 32, "detector": {"arch": "tiny_resnet", "weights": str(weights)},
+            "data": {"source": str(data), "source_sets": ["progan"], "test": str(data), "train_set": ["progan"]},
+            "steps": {"rank": {"min_prob": 0.5, "k": 8}, "dropout": {"k_sweep": [8], "random_repeats": 2},
+                      "lrpmax": {"enabled": False}, "color": {"enabled": False}, **steps}}
+
+
+def test_config_errors_name_the_field(tmp_path: Path, trained_tiny):
+    weights, data = trained_tiny
+    cfg = _config(tmp_path, weights, data)
+    cfg["batch_size"] = "big"
+    cfg["detector"]["arch"] = "vgg99"
+    cfg["data"]["test"] = str(tmp_path / "missing")
+    cfg["steps"]["dropout"]["site"] = "somewhere"
+    cfg["steps"]["bogus"] = {}
+    cfg["colour"] = 1
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg)
+    msg = str(err.value)
+    for field in ("batch_size: expected int", "detector.arch: unknown architecture", "data.test:",
+                  "steps.dropout.site", "steps.bogus: unknown step", "colour: unknown field"):
+        assert field in msg, field
+    with pytest.raises(ConfigError, match="out: required"):
+        load_config({k: v for k, v in _config(tmp_path, weights, data).items() if k != "out"})
+
+
+def test_interrupted_study_resumes_without_recomputing(tmp_path: Path, trained_tiny, monkeypatch):
+    weights, data = trained_tiny
+    cfg = _config(tmp_path, weights, data)
+    calls = []
+    original = study_mod.build_steps
+
+    def counting_steps(c, progress=True):
+        steps = original(c, False)
+        for s in steps:
+            run = s.run
+
+            def wrapped(folder, run=run, name=s.name):
+                calls.append(name)
+                if name == "dropout" and calls.count("dropout") == 1:
+                    raise KeyboardInterrupt("simulated interruption")
+                run(folder)
+            s.run = wrapped
+        return steps
+
+    monkeypatch.setattr(study_mod, "build_steps", counting_steps)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(cfg)
+    assert calls == ["evaluate", "rank", "dropout"]
+    report = run_study(cfg)
+    assert calls == ["evaluate", "rank", "dropout", "dropout"]  # evaluate and rank were not recomputed
+    run_study(cfg)
+    assert calls.count("evaluate") == 1 and calls.count("dropout") == 2
+    cfg["steps"]["dropout"]["random_repeats"] = 3  # changed settings → that step (only) runs again
+    run_study(cfg)
+    assert calls.count("dropout") == 3 and calls.count("rank") == 1
+
+    page = report.read_text()
+    for section in ("Detector and data", "Cross-model transfer", "Forensic feature relevance",
+                    "Sensitivity assessment"):
+        assert section in page, section
+    assert len(re.findall(r'<img src="data:image/png;base64,', page)) >= 3
+    assert "http://" not in page and "https://" not in page  # self-contained
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian chromium not installed")
+def test_report_figures_load_in_chromium(tmp_path: Path, trained_tiny):
+    weights, data = trained_tiny
+    report = run_study(_config(tmp_path, weights, data), progress=False)
+    probe = tmp_path / "probe.html"
+    page = report.read_text().replace(
+        "</body>", "<script>window.onload=()=>{const bad=[...document.images].filter(i=>!i.complete||"
+                   "i.naturalWidth===0).length;document.title='IMAGES:'+document.images.length+':BROKEN:'+bad;}"
+                   "</script></body>")
+    probe.write_text(page)
+    out = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                          "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120)
+    m = re.search(r"<title>IMAGES:(\d+):BROKEN:(\d+)</title>", out.stdout)
+    assert m, out.stderr[-2000:]
+    assert int(m.group(1)) >= 3 and int(m.group(2)) == 0
