@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 
-COMMANDS = ["evaluate"]
+COMMANDS = ["evaluate", "train"]
 
 
 def build_parser() -> argparse.ArgumentParser:
