@@ -41,6 +41,16 @@ def _epsilon_relevance(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tens
     return xg.detach() * g
 
 
+def conv_vjp(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """(∂ conv(x; weight)/∂x)ᵀ s — a transposed convolution, without building an autograd graph when possible."""
+    if type(conv) is nn.Conv2d and conv.padding_mode == "zeros" and not isinstance(conv.padding, str):
+        return torch.nn.grad.conv2d_input(x.shape, weight, s, conv.stride, conv.padding, conv.dilation, conv.groups)
+    with torch.enable_grad():
+        xg = x.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(conv_with(conv, xg, weight), xg, s)
+    return g
+
+
 class ZPlusFn(torch.autograd.Function):
     """β = 0 (z⁺) rule: R_i = Σ_j (x⁺_i w⁺_ij + x⁻_i w⁻_ij) / z_j · R_j, bias ignored."""
 
@@ -56,19 +66,12 @@ class ZPlusFn(torch.autograd.Function):
         m = ctx.module
         if not ctx.needs_input_grad[0] or m.skip_backward:
             return None, None, None, None
-        with torch.enable_grad():
-            xp = (x if ctx.nonneg else x.clamp(min=0)).detach().requires_grad_(True)
-            z = conv_with(m.layer, xp, m.w_pos)
-            inputs = [xp]
-            if not ctx.nonneg:
-                xn = x.clamp(max=0).detach().requires_grad_(True)
-                z = z + conv_with(m.layer, xn, m.w_neg)
-                inputs.append(xn)
-            s = relevance / stabilize(z, ctx.eps)
-            grads = torch.autograd.grad(z, inputs, s)
-        out = inputs[0].detach() * grads[0]
-        if not ctx.nonneg:
-            out = out + inputs[1].detach() * grads[1]
+        if ctx.nonneg:
+            s = relevance / stabilize(conv_with(m.layer, x, m.w_pos), ctx.eps)
+            return x * conv_vjp(m.layer, x, m.w_pos, s), None, None, None
+        xp, xn = x.clamp(min=0), x.clamp(max=0)
+        s = relevance / stabilize(conv_with(m.layer, xp, m.w_pos) + conv_with(m.layer, xn, m.w_neg), ctx.eps)
+        out = xp * conv_vjp(m.layer, x, m.w_pos, s) + xn * conv_vjp(m.layer, x, m.w_neg, s)
         return out, None, None, None
 
 
@@ -121,15 +124,14 @@ class EpsilonSumFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a, b, eps):
-        out = a + b
-        ctx.save_for_backward(a, b, out)
+        ctx.save_for_backward(a, b)  # the sum is recomputed in the backward: less memory than saving it
         ctx.eps = eps
-        return out
+        return a + b
 
     @staticmethod
     def backward(ctx, relevance):
-        a, b, out = ctx.saved_tensors
-        s = relevance / stabilize(out, ctx.eps)
+        a, b = ctx.saved_tensors
+        s = relevance / stabilize(a + b, ctx.eps)
         ra = (a * s).sum_to_size(a.shape) if ctx.needs_input_grad[0] else None
         rb = (b * s).sum_to_size(b.shape) if ctx.needs_input_grad[1] else None
         return ra, rb, None
