@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 
-COMMANDS = ["evaluate", "train"]
+COMMANDS = ["evaluate", "train", "lrpmax", "color", "explain"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,199 @@
+"""Colour ablation (SPEC §5): detector metrics and counterfeit probabilities on colour vs grayscale images,
+and which top-k T-FF are colour-conditional (Mood's median test on their max spatial activations).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import median_test
+
+from .. import distributed as tdist
+from ..data import Perturbation, find_samples, normalize
+from ..detectors import load_detector
+from ..evaluate import score_samples
+from ..lrp import Explainer
+from ..metrics import metrics_table
+from ..passes import DatasetPass
+from ..results import RunRecord, write_csv, write_json
+from .lrpmax import TFF, MaxActivationTap, load_tffs, tff_keys
+
+VERSIONS = {"colour": Perturbation(), "grayscale": Perturbation(grayscale=True)}
+TABLE_METRICS = {"ap": "AP", "real_acc": "real", "fake_acc": "fake"}
+
+
+def color_metrics_table(metrics: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-set metrics of each version → (tidy rows version/set/metric/value in %, the paper's Table I.1 layout:
+    one row per version, columns ``<set> AP``, ``<set> real``, ``<set> fake``)."""
+    rows = []
+    for version, table in metrics.items():
+        sets = table[(table["class"] == "all") & (table["set"] != "mean")]
+        for _, r in sets.iterrows():
+            rows += [{"version": version, "set": r["set"], "metric": m, "value": 100 * float(r[m])}
+                     for m in TABLE_METRICS]
+    tidy = pd.DataFrame(rows)
+    wide = tidy.assign(column=tidy["set"] + " " + tidy["metric"].map(TABLE_METRICS))
+    order = list(dict.fromkeys(wide["column"]))
+    wide = wide.pivot(index="version", columns="column", values="value").reindex(list(metrics))[order]
+    return tidy, wide.reset_index()
+
+
+def median_probability_drop(color: pd.DataFrame, gray: pd.DataFrame, min_prob: float = 0.2):
+    """Fakes whose colour p ≥ ``min_prob``: (per-fake p colour/grayscale, per-set medians and relative drop in %)."""
+    both = color[color["label"] == 1][["path", "set", "prob"]].merge(
+        gray[gray["label"] == 1][["path", "prob"]], on="path", suffixes=("_c", "_g"))
+    both = both[both["prob_c"] >= min_prob].rename(columns={"prob_c": "colour", "prob_g": "grayscale"})
+    rows = []
+    for s, part in both.groupby("set", sort=False):
+        mc, mg = float(part["colour"].median()), float(part["grayscale"].median())
+        rows.append({"set": s, "n": len(part), "median_colour": mc, "median_grayscale": mg,
+                     "median_drop_pct": 100 * (mc - mg) / mc})
+    return both.reset_index(drop=True), pd.DataFrame(rows, columns=["set", "n", "median_colour",
+                                                                    "median_grayscale", "median_drop_pct"])
+
+
+def max_activations(explainer: Explainer, tffs: Sequence[TFF], samples, ctx: tdist.DistContext,
+                    perturb: Perturbation | None = None, **pass_args) -> tuple[np.ndarray, np.ndarray]:
+    """(dataset indices (N,), max spatial activation (N, K)) of every readable sample, all ranks, sorted."""
+    tap = MaxActivationTap(explainer, tffs)
+    dtype = next(explainer.model.buffers()).dtype
+    idx, vals = [], []
+    for images, indices in DatasetPass(samples, ctx, perturb=perturb, **pass_args):
+        idx.append(indices.numpy())
+        vals.append(tap.run(normalize(images, dtype))[0].double().cpu().numpy())
+    local = (np.concatenate(idx) if idx else np.zeros(0, np.int64),
+             np.concatenate(vals) if vals else np.zeros((0, len(tffs))))
+    parts = tdist.gather_objects(local)
+    index = np.concatenate([p[0] for p in parts])
+    values = np.concatenate([p[1] for p in parts])
+    order = np.argsort(index, kind="stable")
+    return index[order], values[order]
+
+
+def mood_test(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
+    """Mood's median test of two samples: (statistic, p-value, grand median); (nan, nan, m) when undefined
+    (e.g. every value equal: no observation above the grand median)."""
+    try:
+        stat, p, med, _ = median_test(a, b)
+        return float(stat), float(p), float(med)
+    except ValueError:
+        return float("nan"), float("nan"), float(np.median(np.concatenate([a, b])))
+
+
+def benjamini_hochberg(p: np.ndarray, alpha: float = 0.05) -> np.ndarray:
+    """Rejections of the Benjamini–Hochberg step-up procedure at FDR ``alpha`` (NaN p-values never rejected)."""
+    p = np.asarray(p, dtype=np.float64)
+    ok = ~np.isnan(p)
+    out = np.zeros(p.shape, dtype=bool)
+    m = int(ok.sum())
+    if m == 0:
+        return out
+    q = p[ok]
+    order = np.argsort(q, kind="stable")
+    below = q[order] <= alpha * np.arange(1, m + 1) / m
+    n_reject = int(np.nonzero(below)[0].max()) + 1 if below.any() else 0
+    rejected = np.zeros(m, dtype=bool)
+    rejected[order[:n_reject]] = True
+    out[ok] = rejected
+    return out
+
+
+def mood_tests(color: np.ndarray, gray: np.ndarray, sets: Sequence[str], keys: Sequence[str],
+               alpha: float = 0.05) -> pd.DataFrame:
+    """One row per (set, T-FF): medians, Mood's statistic and p-value, colour-conditional (p ≤ alpha) and
+    the Benjamini–Hochberg decision over the k tests of the set. ``color``/``gray``: (N, K), ``sets``: (N,)."""
+    sets = np.asarray(sets)
+    rows = []
+    for s in dict.fromkeys(sets.tolist()):
+        m = sets == s
+        part = []
+        for j, key in enumerate(keys):
+            stat, p, med = mood_test(color[m, j], gray[m, j])
+            part.append({"set": s, "tff": j + 1, "key": key, "n": int(m.sum()),
+                         "median_colour": float(np.median(color[m, j])),
+                         "median_grayscale": float(np.median(gray[m, j])), "grand_median": med,
+                         "statistic": stat, "p": p, "colour_conditional": bool(p <= alpha)})
+        bh = benjamini_hochberg(np.array([r["p"] for r in part]), alpha)
+        rows += [{**r, "bh_colour_conditional": bool(b)} for r, b in zip(part, bh, strict=True)]
+    return pd.DataFrame(rows)
+
+
+def colour_conditional_summary(tests: pd.DataFrame, k: int) -> pd.DataFrame:
+    """Per set: count and % (100·count/k) of colour-conditional T-FF, raw p ≤ α and BH-corrected."""
+    rows = []
+    for s, part in tests.groupby("set", sort=False):
+        c, b = int(part["colour_conditional"].sum()), int(part["bh_colour_conditional"].sum())
+        rows.append({"set": s, "k": k, "count": c, "percent": 100 * c / k, "bh_count": b, "bh_percent": 100 * b / k})
+    return pd.DataFrame(rows)
+
+
+def run_color(arch: str, weights: str | os.PathLike | None, data: str | os.PathLike, out: str | os.PathLike,
+              sets: Sequence[str] | None = None, ranking: str | os.PathLike | None = None, k: int = 114,
+              max_per_class: int | None = 500, metrics_max_per_class: int | None = None, min_prob: float = 0.2,
+              alpha: float = 0.05, preset: str = "center224", batch_size: int = 64, device: str = "auto",
+              num_workers: int | None = None, progress: bool = True) -> dict:
+    """The ``tff color`` job: Table I.1 metrics, median-probability box plots, colour-conditional T-FF."""
+    from ..report import figures_tff as fig
+
+    ctx = tdist.init(device)
+    record = RunRecord("color", dict(arch=arch, weights=str(weights), data=str(data), sets=sets, ranking=str(ranking),
+                                     k=k, max_per_class=max_per_class, metrics_max_per_class=metrics_max_per_class,
+                                     min_prob=min_prob, alpha=alpha, preset=preset, batch_size=batch_size), ctx.world)
+    out = Path(out)
+    model = load_detector(arch, weights, ctx.device)
+    pass_args = dict(preset=preset, batch_size=batch_size, num_workers=num_workers, progress=progress)
+    samples = find_samples(data, sets, max_per_class=metrics_max_per_class)
+    scores = {v: score_samples(model, samples, ctx, perturb=p, desc=f"scoring ({v})", **pass_args).table
+              for v, p in VERSIONS.items()}
+    tidy, wide = color_metrics_table({v: metrics_table(t, calibrate=False) for v, t in scores.items()})
+    probs, drops = median_probability_drop(scores["colour"], scores["grayscale"], min_prob)
+    result = {"metrics": tidy, "table": wide, "median_drop": drops}
+    if ctx.is_main:
+        write_csv(out / "color_metrics.csv", tidy)
+        write_csv(out / "table_color_gray.csv", wide)
+        write_csv(out / "median_probability.csv", drops)
+        write_csv(out / "probabilities.csv", probs)
+        if len(probs):
+            fig.probability_boxplot(probs, drops, out / "median_probability.png", min_prob)
+    if ranking is not None:
+        explainer = Explainer(model)
+        tffs = load_tffs(ranking, k, explainer)
+        keys = tff_keys(explainer, tffs)
+        fakes = [s for s in find_samples(data, sets, max_per_class=max_per_class) if s.label == 1]
+        acts = {v: max_activations(explainer, tffs, fakes, ctx, p, desc=f"max activations ({v})", **pass_args)
+                for v, p in VERSIONS.items()}
+        (ic, ac), (ig, ag) = acts["colour"], acts["grayscale"]
+        common, pc, pg = np.intersect1d(ic, ig, return_indices=True)
+        ac, ag = ac[pc], ag[pg]
+        set_of = [fakes[i].set for i in common]
+        tests = mood_tests(ac, ag, set_of, keys, alpha)
+        summary = colour_conditional_summary(tests, len(tffs))
+        result.update(tests=tests, summary=summary)
+        if ctx.is_main:
+            base = pd.DataFrame({"path": [fakes[i].path for i in common], "set": set_of,
+                                 "class": [fakes[i].cls for i in common]})
+            for v, a in (("colour", ac), ("grayscale", ag)):
+                write_csv(out / f"activations_{v}.csv", pd.concat([base, pd.DataFrame(a, columns=keys)], axis=1))
+            write_csv(out / "mood_tests.csv", tests)
+            write_csv(out / "colour_conditional.csv", summary)
+            paper = summary.set_index("set")[["percent", "count", "bh_percent", "bh_count"]].T
+            write_csv(out / "table_colour_conditional.csv", paper.rename_axis("row").reset_index())
+            for s in dict.fromkeys(set_of):
+                m = np.asarray(set_of) == s
+                p = tests[tests["set"] == s]["p"].to_numpy()
+                pct = float(summary.loc[summary["set"] == s, "percent"].iloc[0])
+                title = (f"{s}: max spatial activation of the top-{len(tffs)} T-FF on {int(m.sum())} fakes, "
+                         f"colour vs grayscale ({pct:.1f}% colour-conditional, Mood p ≤ {alpha})")
+                fig.activation_distributions(ac[m], ag[m], keys, p, out / f"distributions_{s}.png", title)
+    if ctx.is_main:
+        js = {"median_drop": drops.to_dict("records"), "n_images": len(samples)}
+        if "summary" in result:
+            js["colour_conditional"] = result["summary"].to_dict("records")
+        write_json(out / "color.json", js)
+        record.write(out, device=str(ctx.device), **js)
+    tdist.barrier()
+    return result

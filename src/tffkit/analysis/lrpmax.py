@@ -1,0 +1,326 @@
+"""LRP-max (SPEC §5): which image regions make a transferable forensic feature (T-FF) fire.
+
+For every top-k T-FF and test set, the fakes are ranked by the T-FF's maximum spatial activation
+(one forward per batch, a running top-N per (set, T-FF) on the device); relevance is then seeded at
+the argmax neuron of each selected (image, T-FF) pair and propagated to the pixels, many pairs per
+backward (images replicated, one seed per row, rows seeding different layers). Patches are the
+bounding boxes of the strongest positive relevance, cropped from the un-normalised image.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import distributed as tdist
+from ..data import find_samples, normalize
+from ..detectors import load_detector
+from ..lrp import Explainer
+from ..passes import DatasetPass
+from ..results import RunRecord, write_csv, write_json
+from .ffrs import channel_key, load_ranking
+
+TFF = tuple[str, int]  # (layer name, channel)
+SENTINEL = 2 ** 62  # dataset index of an empty top-N slot
+VARIANTS = ("activation", "relevance")
+
+
+def load_tffs(path: str | os.PathLike, k: int, explainer: Explainer) -> list[TFF]:
+    """The first ``k`` (layer, channel) of a ranking file (``ffrs.csv`` or the public format), checked."""
+    table = load_ranking(path, explainer.layers).head(k)
+    return [(str(layer), int(ch)) for layer, ch in zip(table["layer"], table["channel"], strict=True)]
+
+
+def tff_keys(explainer: Explainer, tffs: Sequence[TFF]) -> list[str]:
+    """Public-format keys ``layer.#c(T=C)`` of the T-FF."""
+    return [channel_key(layer, c, explainer.by_name[layer].channels) for layer, c in tffs]
+
+
+class MaxActivationTap:
+    """Forward tap: per image, max over space of each T-FF's map and the (h, w) where it is reached.
+
+    ``run(x)`` returns values (B, K) and positions h, w (B, K) in T-FF order, from one forward pass.
+    """
+
+    def __init__(self, explainer: Explainer, tffs: Sequence[TFF]):
+        self.explainer, self.k = explainer, len(tffs)
+        groups: dict[str, tuple[list[int], list[int]]] = {}
+        for j, (layer, c) in enumerate(tffs):
+            groups.setdefault(layer, ([], []))
+            groups[layer][0].append(j)
+            groups[layer][1].append(c)
+        self.groups = {n: (torch.tensor(cols), torch.tensor(chs)) for n, (cols, chs) in groups.items()}
+        self.layers = [explainer.by_name[n] for n in groups]
+
+    def __call__(self, layer, act: torch.Tensor) -> None:
+        cols, chs = (t.to(act.device) for t in self.groups[layer.name])
+        v, p = act.index_select(1, chs).flatten(2).max(2)
+        width = act.shape[-1]
+        self.values[:, cols], self.h[:, cols], self.w[:, cols] = v.to(self.values.dtype), p // width, p % width
+
+    def run(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        b = x.shape[0]
+        self.values = torch.empty(b, self.k, dtype=x.dtype, device=x.device)
+        self.h = torch.empty(b, self.k, dtype=torch.long, device=x.device)
+        self.w = torch.empty_like(self.h)
+        self.explainer.forward(x, tap=self, layers=self.layers)
+        return self.values, self.h, self.w
+
+
+def select_top(values: torch.Tensor, index: torch.Tensor, extra: Sequence[torch.Tensor], n: int):
+    """The ``n`` best candidates along the last axis: value descending, ties by dataset index ascending."""
+    by_index = torch.argsort(index, dim=-1, stable=True)
+    by_value = torch.argsort(values.gather(-1, by_index), dim=-1, descending=True, stable=True)[..., :n]
+    order = by_index.gather(-1, by_value)
+    return values.gather(-1, order), index.gather(-1, order), [e.gather(-1, order) for e in extra]
+
+
+class RunningTopN:
+    """Per (group, T-FF) the ``n`` images with the largest value seen so far, kept on the device."""
+
+    def __init__(self, groups: int, k: int, n: int, device: torch.device):
+        self.n = n
+        self.values = torch.full((groups, k, n), -torch.inf, dtype=torch.float64, device=device)
+        self.index = torch.full((groups, k, n), SENTINEL, dtype=torch.long, device=device)
+        self.h = torch.zeros_like(self.index)
+        self.w = torch.zeros_like(self.index)
+
+    def update(self, group: torch.Tensor, values: torch.Tensor, index: torch.Tensor, h: torch.Tensor,
+               w: torch.Tensor) -> None:
+        """Merge a batch: ``group``/``index`` (B,), ``values``/``h``/``w`` (B, K)."""
+        index = index.to(values.device)
+        for g in torch.unique(group).tolist():
+            rows = (group == g).nonzero().squeeze(1)
+            cand = values[rows].T.to(torch.float64)
+            idx = index[rows].unsqueeze(0).expand_as(cand)
+            v, i, (hh, ww) = select_top(torch.cat([self.values[g], cand], 1), torch.cat([self.index[g], idx], 1),
+                                        [torch.cat([self.h[g], h[rows].T], 1), torch.cat([self.w[g], w[rows].T], 1)],
+                                        self.n)
+            self.values[g], self.index[g], self.h[g], self.w[g] = v, i, hh, ww
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {k: getattr(self, k).cpu().numpy() for k in ("values", "index", "h", "w")}
+
+
+def merge_top(states: Sequence[dict[str, np.ndarray]], n: int) -> dict[str, np.ndarray]:
+    """Exact merge of every rank's :meth:`RunningTopN.state` (same selection as one process)."""
+    cat = {k: torch.from_numpy(np.concatenate([s[k] for s in states], axis=-1)) for k in states[0]}
+    v, i, (h, w) = select_top(cat["values"], cat["index"], [cat["h"], cat["w"]], n)
+    return {"values": v.numpy(), "index": i.numpy(), "h": h.numpy(), "w": w.numpy()}
+
+
+class LRPMax:
+    """Batched LRP-max maps: many (image, T-FF neuron) seeds per backward, ``chunk`` rows at a time."""
+
+    def __init__(self, explainer: Explainer, chunk: int = 64):
+        self.explainer, self.chunk = explainer, chunk
+        self._shapes: dict[tuple[int, int], dict[str, tuple[int, ...]]] = {}
+
+    def shapes(self, x: torch.Tensor) -> dict[str, tuple[int, ...]]:
+        """(C, H, W) of every feature layer for images of ``x``'s size (one probe forward, cached)."""
+        key = tuple(x.shape[-2:])
+        if key not in self._shapes:
+            found: dict[str, tuple[int, ...]] = {}
+            self.explainer.forward(x[:1], tap=lambda layer, a: found.__setitem__(layer.name, tuple(a.shape[1:])))
+            self._shapes[key] = found
+        return self._shapes[key]
+
+    def maps(self, x: torch.Tensor, rows: torch.Tensor, layers: Sequence[str], channels: torch.Tensor,
+             h: torch.Tensor, w: torch.Tensor, seed: torch.Tensor) -> torch.Tensor:
+        """Input relevance summed over RGB (P, H, W) for pair p: image ``x[rows[p]]``, relevance ``seed[p]``
+        at neuron (``channels[p]``, ``h[p]``, ``w[p]``) of ``layers[p]``. Pairs are sorted by depth so a
+        chunk seeds few layers and its forward stops early."""
+        ex, shapes = self.explainer, self.shapes(x)
+        depth = [ex.by_name[name].index for name in layers]
+        order = sorted(range(len(layers)), key=lambda p: (depth[p], p))
+        out = torch.empty(len(layers), *x.shape[-2:], dtype=x.dtype, device=x.device)
+        dev = x.device
+        rows, channels, h, w, seed = (t.to(dev) for t in (rows, channels, h, w, seed))
+        for s in range(0, len(order), self.chunk):
+            sel = order[s:s + self.chunk]
+            seeds: dict[str, torch.Tensor] = {}
+            for name in dict.fromkeys(layers[p] for p in sel):
+                local = torch.tensor([i for i, p in enumerate(sel) if layers[p] == name], device=dev)
+                pick = torch.tensor(sel, device=dev)[local]
+                t = torch.zeros(len(sel), *shapes[name], dtype=x.dtype, device=dev)
+                t[local, channels[pick], h[pick], w[pick]] = seed[pick].to(x.dtype)
+                seeds[name] = t
+            rel = ex.explain_neurons(x.index_select(0, rows[sel]), seeds)
+            out[torch.tensor(sel, device=dev)] = rel.sum(1)
+        return out
+
+    def relevance_argmax(self, x: torch.Tensor, rows: torch.Tensor, layers: Sequence[str],
+                         channels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Variant ``relevance``: (h, w, value) of the max positive relevance of each pair's channel when the
+        logit of its image is explained (seed +1), one explain pass for all images of ``x``."""
+        found = {}
+        p_by_layer: dict[str, list[int]] = {}
+        for p, name in enumerate(layers):
+            p_by_layer.setdefault(name, []).append(p)
+
+        def tap(layer, rel, _act):
+            ps = torch.tensor(p_by_layer[layer.name], device=rel.device)
+            m = rel[rows.to(rel.device)[ps], channels.to(rel.device)[ps]].flatten(1).clamp(min=0)
+            v, pos = m.max(1)
+            found[layer.name] = (ps, pos // rel.shape[-1], pos % rel.shape[-1], v)
+
+        self.explainer.explain(x, 1.0, tap=tap, layers=list(p_by_layer), input_relevance=False)
+        out = [torch.empty(len(layers), dtype=t, device=x.device) for t in (torch.long, torch.long, x.dtype)]
+        for ps, hh, ww, v in found.values():
+            out[0][ps], out[1][ps], out[2][ps] = hh, ww, v.to(x.dtype)
+        return out[0], out[1], out[2]
+
+
+def relevance_bbox(rmap: np.ndarray, q: float = 75.0) -> tuple[int, int, int, int] | None:
+    """(x0, y0, x1, y1), ends exclusive, of the pixels whose positive relevance is ≥ the q-th percentile
+    of the positive values; None when no pixel is positive."""
+    positive = rmap[rmap > 0]
+    if positive.size == 0:
+        return None
+    ys, xs = np.nonzero((rmap > 0) & (rmap >= np.percentile(positive, q)))
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def top_images(explainer: Explainer, tffs: Sequence[TFF], samples, sets: Sequence[str], n: int,
+               ctx: tdist.DistContext, **pass_args) -> pd.DataFrame:
+    """Per (set, T-FF) the ``n`` fakes with the largest max activation, merged over ranks exactly.
+
+    Rows: set, tff (position in ``tffs``), rank (1 = strongest), index (into ``samples``), activation, h, w.
+    """
+    group_of = {s: g for g, s in enumerate(sets)}
+    groups = torch.tensor([group_of[s.set] for s in samples], device=ctx.device)
+    tap = MaxActivationTap(explainer, tffs)
+    top = RunningTopN(len(sets), len(tffs), n, ctx.device)
+    dtype = next(explainer.model.buffers()).dtype
+    for images, indices in DatasetPass(samples, ctx, **pass_args):
+        v, h, w = tap.run(normalize(images, dtype))
+        top.update(groups[indices.to(ctx.device)], v, indices, h, w)
+    st = merge_top(tdist.gather_objects(top.state()), n)
+    g, j, r = np.meshgrid(np.arange(len(sets)), np.arange(len(tffs)), np.arange(n), indexing="ij")
+    table = pd.DataFrame({"set": np.asarray(sets)[g.ravel()], "tff": j.ravel(), "rank": r.ravel() + 1,
+                          "index": st["index"].ravel(), "activation": st["values"].ravel(),
+                          "h": st["h"].ravel(), "w": st["w"].ravel()})
+    return table[table["index"] != SENTINEL].reset_index(drop=True)
+
+
+def compute_lrpmax(explainer: Explainer, tffs: Sequence[TFF], samples, top: pd.DataFrame, ctx: tdist.DistContext,
+                   variant: str = "activation", chunk: int = 64, on_pair=None, **pass_args) -> pd.DataFrame:
+    """LRP-max maps for every row of ``top``; ``on_pair(row, image uint8 CHW, map HW numpy)`` is called
+    for each (on the rank that computed it). Returns ``top`` with seed, map_sum and bbox columns (all ranks)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; use one of {VARIANTS}")
+    lrp = LRPMax(explainer, chunk)
+    dtype = next(explainer.model.buffers()).dtype
+    wanted = sorted(set(top["index"].tolist()))
+    pairs_of = {i: [] for i in wanted}
+    for p, i in enumerate(top["index"].tolist()):
+        pairs_of[i].append(p)
+    results = []
+    for images, local in DatasetPass([samples[i] for i in wanted], ctx, **pass_args):
+        ps = [(p, r) for r, li in enumerate(local.tolist()) for p in pairs_of[wanted[li]]]
+        if not ps:
+            continue
+        sub = top.iloc[[p for p, _ in ps]]
+        rows = torch.tensor([r for _, r in ps])
+        layers = [tffs[j][0] for j in sub["tff"]]
+        chans = torch.tensor([tffs[j][1] for j in sub["tff"]])
+        x = normalize(images, dtype)
+        if variant == "activation":
+            h, w = torch.tensor(sub["h"].to_numpy()), torch.tensor(sub["w"].to_numpy())
+            seed = torch.tensor(sub["activation"].to_numpy()).clamp(min=0)
+        else:
+            h, w, seed = (t.cpu() for t in lrp.relevance_argmax(x, rows, layers, chans))
+        imgs = images.cpu()
+        depth = [explainer.by_name[name].index for name in layers]
+        order = sorted(range(len(ps)), key=lambda q: (depth[q], q))
+        for s in range(0, len(order), 8 * chunk):  # maps of a bounded number of pairs at a time
+            qs = torch.tensor(order[s:s + 8 * chunk])
+            maps = lrp.maps(x, rows[qs], [layers[q] for q in qs.tolist()], chans[qs], h[qs], w[qs], seed[qs])
+            for rmap, q in zip(maps.double().cpu().numpy(), qs.tolist(), strict=True):
+                p, r = ps[q]
+                res = {"pair": p, "seed_h": int(h[q]), "seed_w": int(w[q]), "seed": float(seed[q]),
+                       "map_sum": float(rmap.sum()), "bbox": relevance_bbox(rmap)}
+                if on_pair is not None:
+                    on_pair({**top.iloc[p].to_dict(), **res}, imgs[r], rmap)
+                results.append(res)
+    merged = pd.DataFrame([r for part in tdist.gather_objects(results) for r in part])
+    merged = merged.sort_values("pair").set_index("pair")
+    out = top.join(merged)
+    for c, name in enumerate(("bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1")):
+        out[name] = [b[c] if b else -1 for b in out["bbox"]]
+    return out.drop(columns="bbox")
+
+
+def run_lrpmax(arch: str, weights: str | os.PathLike | None, ranking: str | os.PathLike, data: str | os.PathLike,
+               out: str | os.PathLike, k: int = 114, sets: Sequence[str] | None = None, per_tff: int = 20,
+               show: int = 5, variant: str = "activation", preset: str = "center224", batch_size: int = 64,
+               chunk: int = 64, device: str = "auto", num_workers: int | None = None,
+               max_per_class: int | None = None, rows_per_figure: int = 10, progress: bool = True) -> pd.DataFrame:
+    """The ``tff lrpmax`` job: top-N fakes per (T-FF, set), LRP-max maps, patches, overlays, collages."""
+    from ..report import figures_tff as fig
+
+    ctx = tdist.init(device)
+    record = RunRecord("lrpmax", dict(arch=arch, weights=str(weights), ranking=str(ranking), data=str(data), k=k,
+                                      sets=sets, per_tff=per_tff, show=show, variant=variant, preset=preset,
+                                      batch_size=batch_size, chunk=chunk, max_per_class=max_per_class), ctx.world)
+    model = load_detector(arch, weights, ctx.device)
+    explainer = Explainer(model)
+    tffs = load_tffs(ranking, k, explainer)
+    keys = tff_keys(explainer, tffs)
+    samples = [s for s in find_samples(data, sets, max_per_class=max_per_class) if s.label == 1]
+    if not samples:
+        raise ValueError(f"no fakes (1_fake) under {data} for sets {sets}")
+    set_names = list(dict.fromkeys(s.set for s in samples))
+    pass_args = dict(preset=preset, batch_size=batch_size, num_workers=num_workers, progress=progress)
+    top = top_images(explainer, tffs, samples, set_names, per_tff, ctx, desc="max activations", **pass_args)
+    out = Path(out)
+    thumbs: dict[tuple[int, str], list[tuple[int, np.ndarray]]] = {}
+
+    def save(row: dict, image: torch.Tensor, rmap: np.ndarray) -> None:
+        img = image.permute(1, 2, 0).numpy()
+        stem = f"r{int(row['rank']):02d}_{Path(samples[int(row['index'])].path).stem}"
+        folder = f"{int(row['tff']) + 1:03d}_{tffs[int(row['tff'])][0]}.c{tffs[int(row['tff'])][1]}/{row['set']}"
+        patch = fig.crop(img, row["bbox"])
+        fig.save_png(patch, out / "patches" / folder / f"{stem}.png")
+        fig.save_png(fig.overlay(img, rmap, row["bbox"]), out / "overlays" / folder / f"{stem}.png")
+        if row["rank"] <= show:
+            thumbs.setdefault((int(row["tff"]), row["set"]), []).append((int(row["rank"]), fig.thumbnail(patch)))
+
+    table = compute_lrpmax(explainer, tffs, samples, top, ctx, variant, chunk, on_pair=save, desc="LRP-max",
+                           **pass_args)
+    all_thumbs: dict[tuple[int, str], list[np.ndarray]] = {}
+    for part in tdist.gather_objects(thumbs):
+        for key, items in part.items():
+            all_thumbs.setdefault(key, []).extend(items)
+    if ctx.is_main:
+        table.insert(0, "key", [keys[j] for j in table["tff"]])
+        table.insert(1, "layer", [tffs[j][0] for j in table["tff"]])
+        table.insert(2, "channel", [tffs[j][1] for j in table["tff"]])
+        table["tff"] = table["tff"] + 1
+        table.insert(5, "image", [samples[i].path for i in table["index"]])
+        folder = [f"{t:03d}_{layer}.c{c}/{s}" for t, layer, c, s in zip(table["tff"], table["layer"], table["channel"],
+                                                                        table["set"], strict=True)]
+        stems = [f"r{r:02d}_{Path(p).stem}.png" for r, p in zip(table["rank"], table["image"], strict=True)]
+        table["patch"] = [f"patches/{f}/{s}" for f, s in zip(folder, stems, strict=True)]
+        table["overlay"] = [f"overlays/{f}/{s}" for f, s in zip(folder, stems, strict=True)]
+        write_csv(out / "lrpmax_index.csv", table)
+        cells = {(j, s): [t for _, t in sorted(v, key=lambda x: x[0])] for (j, s), v in all_thumbs.items()}
+        figures = []
+        for f, start in enumerate(range(0, len(tffs), rows_per_figure)):
+            ids = list(range(start, min(len(tffs), start + rows_per_figure)))
+            path = out / f"collage_{f + 1:02d}.png"
+            fig.lrpmax_collage([keys[j] for j in ids], set_names, {(r, s): cells.get((j, s), []) for r, j in
+                                                                    enumerate(ids) for s in set_names}, show, path,
+                               title=f"LRP-max patches ({variant}), T-FF {ids[0] + 1}–{ids[-1] + 1} of {len(tffs)}")
+            figures.append(path.name)
+        summary = {"k": len(tffs), "sets": set_names, "variant": variant, "pairs": len(table),
+                   "n_fakes": {s: sum(x.set == s for x in samples) for s in set_names}, "figures": figures}
+        write_json(out / "lrpmax.json", summary)
+        record.write(out, device=str(ctx.device), **summary)
+    tdist.barrier()
+    return table

@@ -1,0 +1,38 @@
+"""Pixel-wise heatmaps of the detector's logit — the paper's control experiment showing that plain pixel
+explanations are uninformative: LRP (the rules of SPEC §2) and Guided Grad-CAM (Grad-CAM on the last spatial
+feature map x guided backpropagation), written as overlays (OUT/lrp, OUT/gradcam, OUT/guided_gradcam), one
+panel per image (OUT/panels) and OUT/explain.csv. Fakes and loose images explain +logit, reals -logit."""
+
+from __future__ import annotations
+
+import argparse
+
+from .common import detector_args, is_main_process
+
+HELP = "LRP and Guided Grad-CAM heatmaps of the logit for images (overlays, panels)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    detector_args(p)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--images", nargs="+", default=None, help="image files to explain")
+    src.add_argument("--data", default=None, help="root holding <set>/[<class>/]{0_real,1_fake} folders")
+    p.add_argument("--sets", nargs="+", default=None, help="with --data: sets to use; default all")
+    p.add_argument("--max-per-class", type=int, default=4, help="with --data: first N images per (set, class, label)")
+    p.add_argument("--preset", default="center224", choices=["center224", "full"],
+                   help="center224: CenterCrop 224 (Wang's eval); full: whole images, batched by size")
+    p.add_argument("--cam-layer", default=None, help="module for Grad-CAM (default: the last spatial feature map)")
+    p.add_argument("--bounds", default="exact", choices=["exact", "paper-code"], help="zβ pixel bounds (ResNet)")
+    p.add_argument("--out", required=True, help="output folder")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..analysis.pixel_explain import run_explain
+
+    table = run_explain(args.arch, args.weights, args.out, images=args.images, data=args.data, sets=args.sets,
+                        max_per_class=args.max_per_class, preset=args.preset, cam_layer=args.cam_layer,
+                        bounds=args.bounds, batch_size=args.batch_size, device=args.device,
+                        num_workers=args.workers, progress=not args.no_progress)
+    if is_main_process():
+        print(f"explained {len(table)} image(s); overlays and panels in {args.out}")
+    return 0

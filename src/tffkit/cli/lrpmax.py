@@ -1,0 +1,44 @@
+"""LRP-max for the top-k transferable forensic features: per T-FF and test set, the N fakes with the
+largest max spatial activation, relevance seeded at that neuron and propagated to the pixels (many
+pairs per backward), patches = bounding box of the top-quartile positive relevance. Writes
+OUT/lrpmax_index.csv, OUT/patches/…, OUT/overlays/…, OUT/collage_NN.png (paper Fig. 1 / H.1),
+OUT/lrpmax.json and OUT/run.json. Runs under torchrun (selections merged exactly)."""
+
+from __future__ import annotations
+
+import argparse
+
+from .common import detector_args, is_main_process
+
+HELP = "LRP-max patches and collages of the top-k T-FF (lrpmax_index.csv, collage_*.png)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    detector_args(p)
+    p.add_argument("--ranking", required=True, help="ffrs.csv (tff rank) or a public key,mean_relevance file")
+    p.add_argument("--k", type=int, default=114, help="number of top-ranked T-FF (paper: 114 ResNet-50, 27 B0)")
+    p.add_argument("--data", required=True, help="test root holding <set>/[<class>/]{0_real,1_fake} folders")
+    p.add_argument("--sets", nargs="+", default=None, help="sets (first folder level) to use; default all")
+    p.add_argument("--preset", default="center224", choices=["center224", "full"],
+                   help="center224: CenterCrop 224 (Wang's eval); full: whole images, batched by size")
+    p.add_argument("--max-per-class", type=int, default=None, help="first N fakes per (set, class)")
+    p.add_argument("--per-tff", type=int, default=20, help="fakes kept per (T-FF, set) (paper: 20)")
+    p.add_argument("--show", type=int, default=5, help="patches shown per (T-FF, set) in the collages (paper: 5)")
+    p.add_argument("--variant", default="activation", choices=["activation", "relevance"],
+                   help="seed at the argmax of the activation map, or of the relevance map of the logit")
+    p.add_argument("--pairs-per-backward", type=int, default=64, help="(image, T-FF) pairs per LRP backward")
+    p.add_argument("--rows-per-figure", type=int, default=10, help="T-FF rows per collage figure")
+    p.add_argument("--out", required=True, help="output folder")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..analysis.lrpmax import run_lrpmax
+
+    table = run_lrpmax(args.arch, args.weights, args.ranking, args.data, args.out, k=args.k, sets=args.sets,
+                       per_tff=args.per_tff, show=args.show, variant=args.variant, preset=args.preset,
+                       batch_size=args.batch_size, chunk=args.pairs_per_backward, device=args.device,
+                       num_workers=args.workers, max_per_class=args.max_per_class,
+                       rows_per_figure=args.rows_per_figure, progress=not args.no_progress)
+    if is_main_process():
+        print(f"{len(table)} (image, T-FF) LRP-max maps for {table['key'].nunique()} T-FF; results in {args.out}")
+    return 0

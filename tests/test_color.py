@@ -1,0 +1,165 @@
+"""Colour ablation: Mood's test and its aggregation against hand computations, Benjamini–Hochberg, the median
+probability drop, the Table I.1 layout, exact merging of activations, and ``tff color`` end to end."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from scipy.stats import false_discovery_control
+
+from conftest import make_tree
+from lrp_helpers import pseudo_trained
+from tffkit import distributed as tdist
+from tffkit.analysis import color as col
+from tffkit.analysis.lrpmax import MaxActivationTap
+from tffkit.cli import main
+from tffkit.data import find_samples, load_rgb, normalize
+from tffkit.detectors import save_checkpoint
+from tffkit.lrp import Explainer
+from tffkit.metrics import metrics_table
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread: these tiny models run faster (and far steadier on a shared CPU) that way."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_mood_test_matches_a_hand_computation():
+    colour, gray = np.arange(10, 20.0), np.arange(10.0)
+    stat, p, med = col.mood_test(colour, gray)
+    # 2×2 table [[10, 0], [0, 10]] (above / not above the grand median 9.5), Yates-corrected chi² with 1 dof
+    n = 20
+    chi2 = n * (abs(10 * 10 - 0 * 0) - n / 2) ** 2 / (10 * 10 * 10 * 10)
+    assert med == 9.5 and math.isclose(stat, chi2) and math.isclose(p, math.erfc(math.sqrt(chi2 / 2)))
+    stat, p, _ = col.mood_test(np.arange(10.0), np.arange(10.0))
+    assert stat == 0 and p == 1
+    stat, p, med = col.mood_test(np.zeros(5), np.zeros(5))  # a dead T-FF: the test is undefined
+    assert math.isnan(p) and med == 0
+
+
+def test_percent_colour_conditional_on_constructed_samples():
+    rng = np.random.default_rng(0)
+    n, k = 30, 4
+    gray = rng.normal(0, 1, (2 * n, k))
+    colour = gray.copy()
+    colour[:n, 0] += 10  # set A: T-FF 1 strongly colour-conditional
+    colour[n:, :2] += 10  # set B: T-FF 1 and 2
+    colour[:, 3] = gray[:, 3] = 0  # T-FF 4 never fires
+    sets = ["A"] * n + ["B"] * n
+    keys = [f"l.#{j}(T=4)" for j in range(k)]
+    tests = col.mood_tests(colour, gray, sets, keys)
+    assert len(tests) == 2 * k and tests["n"].eq(n).all()
+    a = tests[tests["set"] == "A"].set_index("tff")
+    assert a.loc[1, "p"] < 1e-10 and a.loc[2, "p"] == 1 and math.isnan(a.loc[4, "p"])
+    assert a["colour_conditional"].tolist() == [True, False, False, False]
+    summary = col.colour_conditional_summary(tests, k).set_index("set")
+    assert summary.loc["A", "count"] == 1 and summary.loc["A", "percent"] == 25.0
+    assert summary.loc["B", "count"] == 2 and summary.loc["B", "percent"] == 50.0
+    assert summary.loc["B", "bh_count"] == 2 and summary["k"].eq(k).all()
+
+
+def test_benjamini_hochberg_by_hand_and_against_scipy():
+    assert col.benjamini_hochberg(np.array([0.01, 0.04, 0.03, 0.2])).tolist() == [True, False, False, False]
+    assert col.benjamini_hochberg(np.array([0.01, 0.02, 0.03, 0.04])).all()
+    assert col.benjamini_hochberg(np.array([np.nan, 0.01])).tolist() == [False, True]
+    p = np.random.default_rng(1).uniform(0, 0.1, 50) ** 2
+    assert np.array_equal(col.benjamini_hochberg(p, 0.05), false_discovery_control(p) <= 0.05)
+
+
+def test_median_probability_drop_by_hand():
+    def table(probs):
+        return pd.DataFrame({"path": list("abcdef"), "set": ["g"] * 4 + ["h"] * 2, "label": [1, 1, 1, 1, 0, 1],
+                             "prob": probs})
+
+    colour = table([0.9, 0.8, 0.1, 0.6, 0.9, 0.5])
+    gray = table([0.1, 0.2, 0.05, 0.3, 0.9, 0.5])
+    probs, drops = col.median_probability_drop(colour, gray, 0.2)
+    assert probs["path"].tolist() == ["a", "b", "d", "f"]  # c below 0.2, e is real
+    g = drops.set_index("set").loc["g"]
+    assert (g["n"], g["median_colour"], g["median_grayscale"]) == (3, 0.8, 0.2)
+    assert math.isclose(g["median_drop_pct"], 75.0)
+    assert drops.set_index("set").loc["h", "median_drop_pct"] == 0
+
+
+def test_table_layout_of_colour_vs_grayscale():
+    scores = pd.DataFrame({"set": ["A"] * 4 + ["B"] * 4, "class": [""] * 8, "label": [0, 0, 1, 1] * 2,
+                           "prob": [0.1, 0.6, 0.7, 0.9, 0.2, 0.3, 0.4, 0.8]})
+    gray = scores.assign(prob=[0.1, 0.2, 0.3, 0.4] * 2)
+    tidy, wide = col.color_metrics_table({v: metrics_table(t, calibrate=False) for v, t in
+                                          (("colour", scores), ("grayscale", gray))})
+    assert list(wide.columns) == ["version", "A AP", "A real", "A fake", "B AP", "B real", "B fake"]
+    assert wide["version"].tolist() == ["colour", "grayscale"]
+    row = wide.set_index("version").loc["colour"]
+    assert (row["A real"], row["A fake"], row["B real"], row["B fake"]) == (50.0, 100.0, 100.0, 50.0)
+    assert len(tidy) == 2 * 2 * 3
+
+
+def test_max_activations_merge_across_ranks(tmp_path, monkeypatch):
+    tree = make_tree(tmp_path / "d", {"progan": ["car"], "stylegan": []}, n=3, size=24)
+    samples = [s for s in find_samples(tree) if s.label == 1]
+    ex = Explainer(pseudo_trained("tiny_resnet"))
+    tffs = [("conv1", 1), ("layer2.0.conv2", 4), ("layer4.0.conv1", 7)]
+    args = dict(preset="full", batch_size=2, num_workers=0, progress=False)
+    idx, one = col.max_activations(ex, tffs, samples, tdist.DistContext(0, 1, torch.device("cpu")), **args)
+    assert idx.tolist() == list(range(len(samples)))
+    parts = []
+    monkeypatch.setattr(col.tdist, "gather_objects", lambda obj: parts.append(obj) or [obj])
+    for rank in range(2):
+        col.max_activations(ex, tffs, samples, tdist.DistContext(rank, 2, torch.device("cpu")), **args)
+    monkeypatch.setattr(col.tdist, "gather_objects", lambda obj: parts)
+    idx2, two = col.max_activations(ex, tffs, samples, tdist.DistContext(0, 2, torch.device("cpu")), **args)
+    assert np.array_equal(idx2, idx) and np.allclose(two, one, rtol=1e-5, atol=1e-6)  # batches differ
+    x = normalize(torch.from_numpy(np.array(load_rgb(samples[4].path))).permute(2, 0, 1)[None])
+    assert np.allclose(one[4], MaxActivationTap(ex, tffs).run(x)[0][0].numpy(), rtol=1e-5)
+
+
+def _ranking(path: Path, tffs) -> Path:
+    pd.DataFrame({"rank": range(1, len(tffs) + 1), "layer": [t[0] for t in tffs], "channel": [t[1] for t in tffs],
+                  "omega": np.linspace(0.5, 0.1, len(tffs))}).to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("arch,preset,tffs", [
+    ("tiny_resnet", "center224", [("conv1", 2), ("layer1.0.conv2", 3), ("layer3.0.downsample.0", 9)]),
+    ("efficientnet_b0", "full", [("features.0.0", 4), ("features.2.0.block.1.0", 11)]),
+])
+def test_color_cli_writes_every_output(tmp_path, arch, preset, tffs):
+    tree = make_tree(tmp_path / "d", {"progan": ["car", "cat"], "stylegan": []}, n=3, size=32)
+    model = pseudo_trained(arch)
+    out = tmp_path / "out"
+    rc = main(["color", "--arch", arch, "--weights", str(save_checkpoint(tmp_path / "w.pth", model)),
+               "--data", str(tree), "--ranking", str(_ranking(tmp_path / "r.csv", tffs)), "--k", str(len(tffs)),
+               "--max-per-class", "2", "--min-prob", "0", "--preset", preset, "--device", "cpu", "--workers", "0",
+               "--no-progress", "--batch-size", "4", "--out", str(out)])
+    assert rc == 0
+    files = ["color_metrics.csv", "table_color_gray.csv", "median_probability.csv", "median_probability.png",
+             "probabilities.csv", "mood_tests.csv", "colour_conditional.csv", "table_colour_conditional.csv",
+             "activations_colour.csv", "activations_grayscale.csv", "distributions_progan.png",
+             "distributions_stylegan.png", "color.json", "run.json"]
+    for name in files:
+        assert (out / name).stat().st_size > 0, name
+    wide = pd.read_csv(out / "table_color_gray.csv")
+    assert wide["version"].tolist() == ["colour", "grayscale"] and "stylegan AP" in wide.columns
+    tests = pd.read_csv(out / "mood_tests.csv")
+    assert len(tests) == 2 * len(tffs) and tests["n"].tolist() == [4] * len(tffs) + [2] * len(tffs)
+    acts = {v: pd.read_csv(out / f"activations_{v}.csv") for v in ("colour", "grayscale")}
+    assert len(acts["colour"]) == 6 and not np.allclose(acts["colour"].iloc[:, 3:], acts["grayscale"].iloc[:, 3:])
+    # the grayscale version is PIL's luma, replicated, before normalisation
+    ex = Explainer(model)
+    img = np.array(Image.open(acts["grayscale"]["path"][0]).convert("L").convert("RGB"))
+    crop = torch.from_numpy(img).permute(2, 0, 1)[None]
+    if preset == "center224":
+        crop = torch.nn.functional.pad(crop, (96, 96, 96, 96))
+    expected = MaxActivationTap(ex, tffs).run(normalize(crop))[0][0].numpy()
+    assert np.allclose(acts["grayscale"].iloc[0, 3:].to_numpy(float), expected, rtol=1e-4, atol=1e-5)
+    summary = json.loads((out / "color.json").read_text())
+    assert {r["set"] for r in summary["colour_conditional"]} == {"progan", "stylegan"}
