@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 
-COMMANDS = ["evaluate", "train", "lrpmax", "color", "explain"]
+COMMANDS = ["evaluate", "rank", "dropout", "train", "study", "lrpmax", "color", "explain", "demo", "bench"]
 
 
 def build_parser() -> argparse.ArgumentParser:

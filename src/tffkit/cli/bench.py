@@ -9,7 +9,7 @@ import importlib
 HELP = "throughput benchmarks (JSON): lrp, rank, lrpmax, train"
 
 # benchmark name → module under tffkit.benchmarks
-BENCHMARKS = {"train": "train", "lrpmax": "lrpmax"}
+BENCHMARKS = {"lrp": "lrp", "rank": "rank", "train": "train", "lrpmax": "lrpmax"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

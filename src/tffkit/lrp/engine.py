@@ -177,8 +177,10 @@ class Explainer:
             old_out = next(n for n in graph.nodes if n.op == "output")
             graph.erase_node(old_out)
             graph.output(tuple(wanted[n] for n in names))
-            graph.eliminate_dead_code()
-            self._truncated[names] = fx.GraphModule(self.model, graph)
+            gm = fx.GraphModule(self.model, graph)
+            gm.graph.eliminate_dead_code()
+            gm.recompile()
+            self._truncated[names] = gm
         return self._truncated[names]
 
 
