@@ -1,5 +1,6 @@
 """Study: config validation, resume after interruption, report completeness (and rendering in Chromium)."""
 
+import json
 import re
 import shutil
 import subprocess
@@ -77,12 +78,34 @@ def test_interrupted_study_resumes_without_recomputing(tmp_path: Path, trained_t
     assert "http://" not in page and "https://" not in page  # self-contained
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian chromium not installed")
-def test_report_figures_load_in_chromium(tmp_path: Path, trained_tiny):
+@pytest.fixture(scope="module")
+def full_report(tmp_path_factory, trained_tiny) -> Path:
+    """A study with every step enabled (the colour-robust step loads a given checkpoint)."""
     weights, data = trained_tiny
-    report = run_study(_config(tmp_path, weights, data), progress=False)
+    tmp = tmp_path_factory.mktemp("full")
+    cfg = _config(tmp, weights, data, lrpmax={"k": 3, "per_tff": 2, "show": 2},
+                  color={"k": 8, "max_per_class": 8},
+                  color_robust={"enabled": True, "weights": str(weights), "label": "CR"})
+    cfg["detector"]["paper_detector"] = "wang2020_resnet50_blur_jpg_prob0.5"
+    return run_study(cfg, progress=False)
+
+
+def test_full_study_report_has_every_section(full_report: Path):
+    page = full_report.read_text()
+    for section in ("Detector and data", "Cross-model transfer", "Forensic feature relevance",
+                    "Sensitivity assessment", "What the T-FF detect", "Colour ablation", "Colour-robust detector",
+                    "(paper)", "colour-conditional"):
+        assert section in page, section
+    for step in ("evaluate", "rank", "dropout", "lrpmax", "color", "color_robust"):
+        marker = json.loads((full_report.parent / step / ".step.json").read_text())
+        assert all((full_report.parent / step / f).is_file() for f in marker["files"])
+    assert len(re.findall(r'<img src="data:image/png;base64,', page)) >= 8
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian chromium not installed")
+def test_report_figures_load_in_chromium(tmp_path: Path, full_report: Path):
     probe = tmp_path / "probe.html"
-    page = report.read_text().replace(
+    page = full_report.read_text().replace(
         "</body>", "<script>window.onload=()=>{const bad=[...document.images].filter(i=>!i.complete||"
                    "i.naturalWidth===0).length;document.title='IMAGES:'+document.images.length+':BROKEN:'+bad;}"
                    "</script></body>")
@@ -91,4 +114,4 @@ def test_report_figures_load_in_chromium(tmp_path: Path, trained_tiny):
                           "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120)
     m = re.search(r"<title>IMAGES:(\d+):BROKEN:(\d+)</title>", out.stdout)
     assert m, out.stderr[-2000:]
-    assert int(m.group(1)) >= 3 and int(m.group(2)) == 0
+    assert int(m.group(1)) >= 8 and int(m.group(2)) == 0

@@ -230,7 +230,6 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
 
     def color_robust_step(folder: Path) -> None:
         from .analysis.rank import rank
-        from .data import Perturbation
         from .evaluate import evaluate
 
         cr = st["color_robust"]
@@ -245,14 +244,12 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
                                  resume=(folder / "train" / "model_last.pth").is_file(), **train)
             weights = str(res["model_best"] or res["model_last"])
         arch = (cr["train"] or {}).get("arch", det["arch"])
-        for name, perturb in (("evaluate", None), ("evaluate_gray", Perturbation(grayscale=True))):
-            evaluate(arch, weights, data["test"], folder / name, data["sets"], perturb=perturb,
-                     max_per_class=data["max_per_class"], **common)
+        evaluate(arch, weights, data["test"], folder / "evaluate", data["sets"], max_per_class=data["max_per_class"],
+                 **common)
         r = st["rank"]
         rank(arch, weights, data["source"], folder / "rank", data["source_sets"], r["max_per_class"], r["min_prob"],
              False, r["k"], **common)
-        if st["color"]["enabled"]:
-            color_step(folder / "color", arch, weights, folder / "rank" / "ffrs.csv")
+        color_step(folder / "color", arch, weights, folder / "rank" / "ffrs.csv")
 
     add("evaluate", base, evaluate_step, ("metrics.csv", "scores.csv", "run.json"))
     add("rank", rank_settings, rank_step, ("ffrs.csv", "ffrs.json", "run.json"))
@@ -261,7 +258,7 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
     add("lrpmax", {**base, **st["lrpmax"], "rank": rank_settings}, lrpmax_step, ("run.json",))
     add("color", {**base, **st["color"], "rank": rank_settings}, color_step, ("run.json",))
     add("color_robust", {**base, **st["color_robust"], "rank": rank_settings, "color": st["color"]},
-        color_robust_step, ("evaluate/metrics.csv", "evaluate_gray/metrics.csv", "rank/ffrs.csv"))
+        color_robust_step, ("evaluate/metrics.csv", "rank/ffrs.csv", "color/table_color_gray.csv"))
     needs_rank = [s.name for s in steps if s.name in ("dropout", "lrpmax", "color")]
     if needs_rank and not st["rank"]["enabled"] and not ranking.is_file():
         raise ConfigError(f"steps {needs_rank} need steps.rank (no {ranking} yet)")

@@ -137,29 +137,65 @@ def section_folder(out: Path, name: str, title: str, sentence: str, pattern: str
             "figures": _figures(folder, pattern)}
 
 
-def section_color_robust(out: Path, study: dict) -> dict | None:
-    folder = out / "color_robust"
-    if not (folder / "evaluate" / "metrics.csv").is_file():
+def section_color(out: Path, study: dict, folder_name: str = "color", title: str = "Colour ablation") -> dict | None:
+    """Table I.1 layout (colour vs grayscale), median-probability drop, % colour-conditional T-FF."""
+    folder = out / folder_name
+    if not (folder / "table_color_gray.csv").is_file():
         return None
-    rows = []
-    for label, base in ((study["detector"]["label"], out), (study["steps"]["color_robust"]["label"], folder)):
-        for version, sub in (("colour", "evaluate"), ("grayscale", "evaluate_gray")):
-            path = base / sub / "metrics.csv"
-            if path.is_file():
-                m = pd.read_csv(path, keep_default_na=False)
-                m = m[(m["class"] == "all")][["set", "ap", "real_acc", "fake_acc"]]
-                m.insert(0, "version", version)
-                m.insert(0, "detector", label)
-                rows.append(m)
-    df = pd.concat(rows, ignore_index=True)
-    mean = df[df["set"] == "mean"].set_index(["detector", "version"])["ap"]
-    cr = study["steps"]["color_robust"]["label"]
-    sentence = "Colour vs grayscale AP of the universal and colour-robust detectors."
-    if (cr, "colour") in mean.index and (cr, "grayscale") in mean.index:
-        sentence = (f"The colour-robust detector keeps mean AP {_pct(mean[(cr, 'grayscale')])} on grayscale images "
-                    f"(colour: {_pct(mean[(cr, 'colour')])}).")
-    return {"id": "cr", "title": "Colour-robust detector", "sentence": sentence,
-            "body": _table(df, ("ap", "real_acc", "fake_acc")), "figures": _figures(folder / "color")}
+    det = study["detector"].get("paper_detector")
+    body = "<h3>Colour vs grayscale (Table I.1 layout, %)</h3>" + _table(pd.read_csv(folder / "table_color_gray.csv"))
+    if det and folder_name == "color":
+        paper = paper_numbers("color", det)
+        if len(paper):
+            wide = paper.assign(column=paper["gan"] + " " + paper["metric"]).pivot(
+                index="row", columns="column", values="value").reset_index()
+            body += "<p>The paper's numbers for this detector:</p>" + _table(wide)
+    drops = pd.read_csv(folder / "median_probability.csv") if (folder / "median_probability.csv").is_file() \
+        else pd.DataFrame()
+    sentence = "Detection on grayscale versions of the test images."
+    if len(drops):
+        body += "<h3>Median counterfeit probability (fakes with colour p ≥ 0.2)</h3>" + _table(drops.round(3))
+        sentence = (f"Removing colour lowers the median counterfeit probability of the fakes by "
+                    f"{drops['median_drop_pct'].mean():.1f}% on average over sets (range "
+                    f"{drops['median_drop_pct'].min():.1f}–{drops['median_drop_pct'].max():.1f}%).")
+    cc = folder / "colour_conditional.csv"
+    if cc.is_file():
+        summary = pd.read_csv(cc)
+        body += ("<h3>Colour-conditional T-FF (Mood's median test, p ≤ 0.05; BH: Benjamini–Hochberg)</h3>"
+                 + _table(summary.round(1)))
+        if det and folder_name == "color":
+            paper = paper_numbers("color_conditional", det)
+            if len(paper):
+                body += "<p>The paper reports (% colour-conditional of the top-114):</p>" + _table(
+                    paper.pivot(index="row", columns="gan", values="value").reset_index())
+        sentence += (f" {summary['percent'].mean():.1f}% of the top-{int(summary['k'].iloc[0])} T-FF respond "
+                     "differently to colour and grayscale fakes on average (Mood's median test, p ≤ 0.05).")
+    figures = _figures(folder, "median_probability*.png") + _figures(folder, "distributions_*.png", limit=4)
+    return {"id": folder_name.replace("/", "-"), "title": title, "sentence": sentence, "body": body,
+            "figures": figures}
+
+
+def section_color_robust(out: Path, study: dict) -> dict | None:
+    """Universal vs colour-robust detector on colour and grayscale images, and their colour-conditional T-FF."""
+    folder = out / "color_robust"
+    if not (folder / "color" / "color_metrics.csv").is_file():
+        return None
+    labels = {out / "color": study["detector"]["label"], folder / "color": study["steps"]["color_robust"]["label"]}
+    parts = [pd.read_csv(f / "color_metrics.csv").assign(detector=label)
+             for f, label in labels.items() if (f / "color_metrics.csv").is_file()]
+    tidy = pd.concat(parts, ignore_index=True)
+    wide = tidy.assign(column=tidy["set"] + " " + tidy["metric"]).pivot(
+        index=["detector", "version"], columns="column", values="value").round(1).reset_index()
+    ap = tidy[tidy["metric"] == "ap"].groupby(["detector", "version"])["value"].mean()
+    sentence = "; ".join(f"{d}: mean AP {ap[(d, 'colour')]:.1f}% on colour, {ap[(d, 'grayscale')]:.1f}% on grayscale"
+                         for d in dict.fromkeys(tidy["detector"]) if (d, "grayscale") in ap.index) + "."
+    color = section_color(out, study, "color_robust/color", "")
+    body = "<h3>AP and accuracies (%), colour vs grayscale</h3>" + _table(wide)
+    if color:
+        body += "<h3>The colour-robust detector's own T-FF</h3>" + color["body"]
+        sentence += " " + color["sentence"]
+    return {"id": "cr", "title": "Colour-robust detector", "sentence": sentence, "body": body,
+            "figures": color["figures"] if color else []}
 
 
 def build_report(out: str | Path) -> Path:
@@ -172,9 +208,7 @@ def build_report(out: str | Path) -> Path:
         section_folder(out, "lrpmax", "What the T-FF detect (LRP-max)",
                        "Each row is a top T-FF; each column a test set; patches are the image regions whose "
                        "positive LRP-max relevance is in the top quartile.", "collage*.png"),
-        section_folder(out, "color", "Colour ablation and colour-conditional T-FF",
-                       "Grayscale versions of the fakes and Mood's median test on the T-FF's maximum spatial "
-                       "activations show how much detection relies on colour."),
+        section_color(out, study, "color", "Colour ablation and colour-conditional T-FF"),
         section_color_robust(out, study),
     ]
     env = jinja2.Environment(autoescape=False, undefined=jinja2.StrictUndefined)
