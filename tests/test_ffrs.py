@@ -81,7 +81,8 @@ def test_public_rankings_fit_our_layer_names(arch, name):
     r = load_ranking(REFERENCE / f"original_omega_{name}_progan_val_fake.csv", ex.layers)
     assert len(r) == ex.n_channels and r["omega"].is_monotonic_decreasing
     with pytest.raises(ValueError, match="layers this detector does not have"):
-        load_ranking(REFERENCE / "original_omega_resnet50_progan_val_fake.csv", Explainer(pseudo_trained("resnet18")).layers)
+        load_ranking(REFERENCE / "original_omega_resnet50_progan_val_fake.csv",
+                     Explainer(pseudo_trained("resnet18")).layers)
 
 
 def test_rank_cli_and_torchrun_identical(tmp_path: Path, trained_tiny):

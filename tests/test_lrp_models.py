@@ -5,10 +5,10 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from lrp_helpers import pseudo_trained
 from torch import nn
 from torchvision.ops import SqueezeExcitation
 
+from lrp_helpers import pseudo_trained
 from tffkit.lrp import Explainer, UnsupportedLayerError, input_bounds
 from tffkit.lrp.rewrite import fold_batchnorm
 
@@ -77,7 +77,7 @@ def _zennit_relevance(model: nn.Module, x: torch.Tensor, layer_names):
     net = copy.deepcopy(model).eval()
     for parent in net.modules():
         kids = list(parent.named_children())
-        for (n1, c1), (n2, c2) in zip(kids, kids[1:]):
+        for (_, c1), (n2, c2) in zip(kids, kids[1:], strict=False):
             if isinstance(c1, nn.Conv2d) and isinstance(c2, nn.BatchNorm2d):
                 fold_batchnorm(c1, c2)
                 setattr(parent, n2, nn.Identity())

@@ -94,7 +94,8 @@ def test_epsilon_avgpool_and_sum_and_gate():
     r = torch.randn(5)
     ra, rb = torch.autograd.grad(epsilon_sum(a, b), (a, b), r)
     s = a + b
-    assert torch.allclose(ra, a * r / (s + EPS * torch.sign(s))) and torch.allclose(ra + rb, r * s / (s + EPS * torch.sign(s)))
+    assert torch.allclose(ra, a * r / (s + EPS * torch.sign(s)))
+    assert torch.allclose(ra + rb, r * s / (s + EPS * torch.sign(s)))
     sig, g = torch.randn(4, requires_grad=True), torch.rand(4, requires_grad=True)
     out = gate(sig, g)
     assert torch.allclose(out, sig * g)
