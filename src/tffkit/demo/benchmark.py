@@ -1,0 +1,292 @@
+"""Embedded mini deepfake-detection benchmark in the ForenSynths folder layout.
+
+Real images are random 64x64 crops (several scales, antialiased down-sizing, flips) of
+the colour photographs bundled inside the installed scikit-image and scikit-learn
+wheels -- nothing is downloaded.  Photographs are split into train / val / test *by
+source photograph*.  Fake images are the same kind of crops "regenerated" by tiny
+autoencoder generators (see :mod:`tffkit.demo.generators`) trained for a few seconds
+on training-split crops only; each split's fakes are made from that split's photos.
+
+Fake ``1_fake/NNNNN_<photo>.png`` is the regeneration of real ``0_real/NNNNN_<photo>.png``.
+
+Layout under ``root``::
+
+    train/<class>/{0_real,1_fake}/*.png   # fakes of TRAINING_FAMILY only
+    val/<class>/{0_real,1_fake}/*.png     # TRAINING_FAMILY, validation photographs
+    test/<family>/{0_real,1_fake}/*.png   # every family, test photographs
+    benchmark.json
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from tffkit.demo.generators import FAMILIES, TRAINING_FAMILY, n_parameters, regenerate, train_generator
+
+__all__ = ["BENCHMARK_VERSION", "FAMILIES", "IMAGE_SIZE", "PHOTO_SPLIT", "TRAINING_FAMILY",
+           "build_benchmark", "expected_counts", "load_photo"]
+
+#: Bump whenever the content produced for a given (scale, seed) changes.
+BENCHMARK_VERSION: int = 1
+IMAGE_SIZE: int = 64
+#: Crop windows are ``IMAGE_SIZE * s`` pixels wide (clipped to the photo), then resized to 64.
+CROP_SCALES: tuple[float, ...] = (1.25, 1.5, 2.0, 3.0, 4.0)
+
+#: Photo split by source photograph; train and val are grouped into content classes.
+PHOTO_SPLIT: dict[str, dict[str, list[str]]] = {
+    "train": {"everyday": ["astronaut", "rocket", "motorcycle", "flower"],
+              "technical": ["hubble_deep_field", "retina", "colorwheel"]},
+    "val": {"everyday": ["chelsea"], "technical": ["immunohistochemistry"]},
+    "test": {"all": ["coffee", "china"]},
+}
+
+# Images per label at scale 1: per class for train/val, per family for test.
+_BASE_COUNTS = {"train": 500, "val": 75, "test": 200}
+_MIN_COUNT = 4
+_GEN_STEPS = 600  # generator optimisation steps at scale 1
+_GEN_POOL = 512  # training crops the generators learn from at scale 1
+_MIN_GEN_STEPS = 20
+
+
+def _skimage(name: str) -> Callable[[], list[np.ndarray]]:
+    def load() -> list[np.ndarray]:
+        from skimage import data
+
+        out = getattr(data, name)()
+        # stereo_motorcycle -> (left, right, disparity): both views are one scene.
+        return list(out[:2]) if isinstance(out, tuple) else [out]
+    return load
+
+
+def _sklearn(filename: str) -> Callable[[], list[np.ndarray]]:
+    def load() -> list[np.ndarray]:
+        from sklearn.datasets import load_sample_image
+
+        return [load_sample_image(filename)]
+    return load
+
+
+_SOURCES: dict[str, tuple[str, Callable[[], list[np.ndarray]]]] = {
+    "astronaut": ("skimage.data.astronaut", _skimage("astronaut")),
+    "rocket": ("skimage.data.rocket", _skimage("rocket")),
+    "motorcycle": ("skimage.data.stereo_motorcycle (left+right views)", _skimage("stereo_motorcycle")),
+    "hubble_deep_field": ("skimage.data.hubble_deep_field", _skimage("hubble_deep_field")),
+    "retina": ("skimage.data.retina", _skimage("retina")),
+    "colorwheel": ("skimage.data.colorwheel", _skimage("colorwheel")),
+    "chelsea": ("skimage.data.chelsea", _skimage("chelsea")),
+    "immunohistochemistry": ("skimage.data.immunohistochemistry", _skimage("immunohistochemistry")),
+    "coffee": ("skimage.data.coffee", _skimage("coffee")),
+    "china": ("sklearn.datasets.load_sample_image('china.jpg')", _sklearn("china.jpg")),
+    "flower": ("sklearn.datasets.load_sample_image('flower.jpg')", _sklearn("flower.jpg")),
+}
+
+
+@functools.cache
+def _load_views(name: str) -> tuple[np.ndarray, ...]:
+    views = [np.ascontiguousarray(v[..., :3], dtype=np.uint8) for v in _SOURCES[name][1]()]
+    for v in views:
+        v.flags.writeable = False
+    return tuple(views)
+
+
+def load_photo(name: str) -> list[np.ndarray]:
+    """Load one bundled source photograph: read-only uint8 RGB views of one scene (cached)."""
+    return list(_load_views(name))
+
+
+def _n(base: int, scale: float) -> int:
+    return max(_MIN_COUNT, int(round(base * scale)))
+
+
+def expected_counts(scale: float = 1.0) -> dict[str, int]:
+    """Number of PNG files in every leaf folder (``split/group/label``) for a given ``scale``."""
+    counts: dict[str, int] = {}
+    for split in ("train", "val"):
+        for cls in PHOTO_SPLIT[split]:
+            for label in ("0_real", "1_fake"):
+                counts[f"{split}/{cls}/{label}"] = _n(_BASE_COUNTS[split], scale)
+    for fam in FAMILIES:
+        for label in ("0_real", "1_fake"):
+            counts[f"test/{fam}/{label}"] = _n(_BASE_COUNTS["test"], scale)
+    return counts
+
+
+def _sample_crops(photos: dict[str, list[np.ndarray]], names: Sequence[str], n: int,
+                  rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
+    """``n`` random 64x64 crops cycling over ``names``; returns images and their source photo."""
+    out = np.empty((n, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
+    sources: list[str] = []
+    for i in range(n):
+        name = names[i % len(names)]
+        views = photos[name]
+        img = views[int(rng.integers(len(views)))]
+        h, w = img.shape[:2]
+        side = min(int(round(IMAGE_SIZE * float(rng.choice(CROP_SCALES)))), h, w)
+        y, x = int(rng.integers(h - side + 1)), int(rng.integers(w - side + 1))
+        crop = Image.fromarray(img[y:y + side, x:x + side])
+        if side != IMAGE_SIZE:
+            crop = crop.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC, reducing_gap=None)
+        arr = np.asarray(crop)
+        if rng.random() < 0.5:
+            arr = arr[:, ::-1]
+        out[i] = arr
+        sources.append(name)
+    return out, sources
+
+
+def _write(folder: Path, images: np.ndarray, sources: Sequence[str]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, (img, src) in enumerate(zip(images, sources, strict=True)):
+        Image.fromarray(img).save(folder / f"{i:05d}_{src}.png")
+
+
+def _count_on_disk(root: Path, rel: str) -> int:
+    folder = root / rel
+    return sum(1 for _ in folder.glob("*.png")) if folder.is_dir() else -1
+
+
+def _cached(root: Path, scale: float, seed: int) -> dict[str, Any] | None:
+    """The stored metadata if ``root`` holds a complete benchmark built with these parameters."""
+    meta_path = root / "benchmark.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError):
+        return None
+    if (meta.get("version") != BENCHMARK_VERSION or meta.get("seed") != seed
+            or meta.get("scale") != scale or meta.get("counts") != expected_counts(scale)):
+        return None
+    if any(_count_on_disk(root, rel) != n for rel, n in meta["counts"].items()):
+        return None
+    return meta
+
+
+def _versions() -> dict[str, str]:
+    import PIL
+    import skimage
+    import sklearn
+
+    return {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__,
+            "scikit-image": skimage.__version__, "scikit-learn": sklearn.__version__,
+            "pillow": PIL.__version__}
+
+
+class _deterministic:
+    """Context manager: enable ``torch.use_deterministic_algorithms`` and restore afterwards."""
+
+    def __enter__(self) -> None:
+        self.prev = torch.are_deterministic_algorithms_enabled()
+        self.prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+    def __exit__(self, *exc: object) -> None:
+        torch.use_deterministic_algorithms(self.prev, warn_only=self.prev_warn)
+
+
+def _generate(tmp: Path, scale: float, seed: int, progress: bool) -> dict[str, Any]:
+    """Write the whole benchmark into ``tmp`` and return its metadata (without timings)."""
+    seeds = np.random.SeedSequence(seed).spawn(3)
+    rng_pool, rng_real = (np.random.default_rng(s) for s in seeds[:2])
+    torch_seed = int(seeds[2].generate_state(1)[0] % 2**31)
+    all_names = [n for groups in PHOTO_SPLIT.values() for names in groups.values() for n in names]
+    photos = {name: load_photo(name) for name in all_names}
+    train_names = [n for names in PHOTO_SPLIT["train"].values() for n in names]
+    steps = max(_MIN_GEN_STEPS, int(round(_GEN_STEPS * scale)))
+    pool, _ = _sample_crops(photos, train_names, max(64, int(round(_GEN_POOL * scale))), rng_pool)
+
+    counts = expected_counts(scale)
+    total = steps * len(FAMILIES) + sum(counts.values())
+    bar = tqdm(total=total, desc="building benchmark", unit="step", disable=not progress)
+    gen_info: dict[str, dict[str, float | int]] = {}
+    models = {}
+    with _deterministic():
+        for k, fam in enumerate(FAMILIES):
+            bar.set_postfix_str(f"training {fam} generator")
+            models[fam], loss = train_generator(fam, pool, steps, seed=torch_seed + 1000 * k,
+                                                on_step=lambda: bar.update(1))
+            gen_info[fam] = {"parameters": n_parameters(models[fam]), "final_loss": round(loss, 5)}
+
+        def emit(rel: str, names: Sequence[str], family: str) -> None:
+            # The fake with index i is the regenerated version of real i (paired), so a
+            # detector cannot separate the labels by content or colour alone.
+            label_n = counts[f"{rel}/0_real"]
+            bar.set_postfix_str(f"writing {rel}")
+            reals, real_src = _sample_crops(photos, names, label_n, rng_real)
+            _write(tmp / rel / "0_real", reals, real_src)
+            bar.update(label_n)
+            _write(tmp / rel / "1_fake", regenerate(models[family], reals), real_src)
+            bar.update(label_n)
+
+        for split in ("train", "val"):
+            for cls, names in PHOTO_SPLIT[split].items():
+                emit(f"{split}/{cls}", names, TRAINING_FAMILY)
+        test_names = [n for names in PHOTO_SPLIT["test"].values() for n in names]
+        for fam in FAMILIES:
+            emit(f"test/{fam}", test_names, fam)
+    bar.close()
+    return {
+        "version": BENCHMARK_VERSION, "scale": scale, "seed": seed, "image_size": IMAGE_SIZE,
+        "families": list(FAMILIES), "training_family": TRAINING_FAMILY,
+        "classes": list(PHOTO_SPLIT["train"]), "photo_split": PHOTO_SPLIT,
+        "photo_sources": {n: _SOURCES[n][0] for n in all_names},
+        "crop_scales": list(CROP_SCALES), "paired_fakes": True,
+        "generators": {"steps": steps, "training_crops": len(pool), "families": gen_info},
+        "counts": counts,
+    }
+
+
+def build_benchmark(root: str | os.PathLike[str], scale: float = 1.0, seed: int = 0,
+                    progress: bool = True, force: bool = False) -> dict[str, Any]:
+    """Build (or reuse) the mini benchmark under ``root`` and return its ``benchmark.json`` content.
+
+    A complete benchmark already at ``root`` with the same ``scale``, ``seed`` and
+    :data:`BENCHMARK_VERSION` is reused unless ``force``.  The build happens in a
+    temporary sibling folder that is renamed into place at the end, so an interrupted
+    build never leaves a benchmark that looks complete.  ``scale`` multiplies image
+    counts and generator training.  Deterministic for a given seed on a given machine.
+    """
+    root = Path(root).expanduser().absolute()
+    scale = float(scale)
+    if not scale > 0:
+        raise ValueError(f"scale must be positive, got {scale}")
+    if not force:
+        meta = _cached(root, scale, seed)
+        if meta is not None:
+            return meta
+    if root.exists() and not (root / "benchmark.json").is_file() and any(root.iterdir()):
+        raise FileExistsError(f"{root} exists, is not empty and holds no benchmark.json; refusing to replace it")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.building-", dir=root.parent))
+    start = time.perf_counter()
+    try:
+        meta = _generate(tmp, scale, seed, progress)
+        meta["versions"] = _versions()
+        meta["build_time"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        meta["build_seconds"] = round(time.perf_counter() - start, 2)
+        (tmp / "benchmark.json").write_text(json.dumps(meta, indent=2) + "\n")
+        tmp.chmod(0o755)
+        old = None
+        if root.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=root.parent))
+            os.replace(root, old / "benchmark")
+        os.replace(tmp, root)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return meta
