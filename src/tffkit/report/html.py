@@ -155,9 +155,10 @@ def section_color(out: Path, study: dict, folder_name: str = "color", title: str
     sentence = "Detection on grayscale versions of the test images."
     if len(drops):
         body += "<h3>Median counterfeit probability (fakes with colour p ≥ 0.2)</h3>" + _table(drops.round(3))
-        sentence = (f"Removing colour lowers the median counterfeit probability of the fakes by "
-                    f"{drops['median_drop_pct'].mean():.1f}% on average over sets (range "
-                    f"{drops['median_drop_pct'].min():.1f}–{drops['median_drop_pct'].max():.1f}%).")
+        drop = drops["median_drop_pct"]
+        sentence = (f"Removing colour {'lowers' if drop.mean() >= 0 else 'raises'} the median counterfeit "
+                    f"probability of the fakes by {abs(drop.mean()):.1f}% on average over sets (per set: "
+                    + ", ".join(f"{s} {-d:+.1f}%" for s, d in zip(drops["set"], drop, strict=True)) + ").")
     cc = folder / "colour_conditional.csv"
     if cc.is_file():
         summary = pd.read_csv(cc)
