@@ -37,6 +37,15 @@ def make_tree(root: Path, layout: dict[str, list[str]], n: int = 4, size: int = 
     return root
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread: tiny models run faster (and far steadier on a shared CPU) that way."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def tree(tmp_path: Path) -> Path:
     """Two sets: one with two classes, one flat; 4 images per label and folder, 32×32."""

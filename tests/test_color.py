@@ -23,14 +23,7 @@ from tffkit.detectors import save_checkpoint
 from tffkit.lrp import Explainer
 from tffkit.metrics import metrics_table
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: these tiny models run faster (and far steadier on a shared CPU) that way."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_mood_test_matches_a_hand_computation():

@@ -21,14 +21,7 @@ from tffkit.data import find_samples
 from tffkit.detectors import save_checkpoint
 from tffkit.lrp import Explainer
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: these tiny models run faster (and far steadier on a shared CPU) that way."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tffs(ex: Explainer, step: int = 2) -> list[tuple[str, int]]:

@@ -17,14 +17,7 @@ from tffkit.analysis import pixel_explain as pe
 from tffkit.cli import main
 from tffkit.detectors import save_checkpoint
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: these tiny models run faster (and far steadier on a shared CPU) that way."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cam_net() -> nn.Module:

@@ -67,22 +67,30 @@ def _zennit_step(model: torch.nn.Module, x: torch.Tensor, taps: Callable) -> Cal
     return step
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..analysis.ffrs import FFRSAccumulator
+def frozen_model_and_plain_step(arch: str, device: torch.device, batch: int, size: int):
+    """A frozen, seeded detector, a random batch on ``device`` and the plain input-gradient step (baseline)."""
     from ..detectors import build_detector
-    from ..distributed import resolve_device
-    from ..lrp import Explainer
 
-    device = resolve_device(args.device)
     torch.manual_seed(0)
-    model = build_detector(args.arch).to(device).eval()
+    model = build_detector(arch).to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    x = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device)
+    x = torch.randn(batch, 3, size, size, device=device)
 
     def plain() -> None:
         xg = x.detach().requires_grad_(True)
         torch.autograd.grad(model(xg).sum(), xg)
+
+    return model, x, plain
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..analysis.ffrs import FFRSAccumulator
+    from ..distributed import resolve_device
+    from ..lrp import Explainer
+
+    device = resolve_device(args.device)
+    model, x, plain = frozen_model_and_plain_step(args.arch, device, args.batch_size, args.image_size)
 
     explainer = Explainer(model)
     acc = FFRSAccumulator(explainer.layers, device)

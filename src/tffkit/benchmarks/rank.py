@@ -28,23 +28,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..analysis.rank import rank
-    from ..detectors import build_detector
     from ..distributed import resolve_device
-    from .lrp import _time
+    from .lrp import _time, frozen_model_and_plain_step
     from .train import make_dataset
 
     device = resolve_device(args.device)
-    torch.manual_seed(0)
-    model = build_detector(args.arch).to(device).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
     crop = 224 if args.preset == "center224" else args.image_size
-    x = torch.randn(args.batch_size, 3, crop, crop, device=device)
-
-    def plain() -> None:
-        xg = x.detach().requires_grad_(True)
-        torch.autograd.grad(model(xg).sum(), xg)
-
+    model, _, plain = frozen_model_and_plain_step(args.arch, device, args.batch_size, crop)
     sec, _ = _time(plain, device, args.iters, 1)
     with tempfile.TemporaryDirectory(prefix="tff-bench-rank-") as tmp:
         root = make_dataset(Path(tmp), 2 * args.images, args.image_size)
