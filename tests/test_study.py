@@ -115,3 +115,21 @@ def test_report_figures_load_in_chromium(tmp_path: Path, full_report: Path):
     m = re.search(r"<title>IMAGES:(\d+):BROKEN:(\d+)</title>", out.stdout)
     assert m, out.stderr[-2000:]
     assert int(m.group(1)) >= 8 and int(m.group(2)) == 0
+
+
+def test_shipped_forensynths_config_is_valid(tmp_path: Path):
+    """The documented ForenSynths config validates once its data and weights exist."""
+    from importlib import resources
+
+    import yaml
+
+    text = resources.files("tffkit").joinpath("configs/forensynths_wang2020.yaml").read_text()
+    cfg_path = tmp_path / "forensynths.yaml"
+    cfg_path.write_text(text)
+    raw = yaml.safe_load(text)
+    for rel in (raw["detector"]["weights"], raw["data"]["source"], raw["data"]["test"]):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).touch() if rel.endswith(".pth") else (tmp_path / rel).mkdir(exist_ok=True)
+    cfg = load_config(cfg_path)
+    assert cfg["detector"]["arch"] == "resnet50" and cfg["steps"]["dropout"]["k_sweep"] == [29, 57, 114, 228]
+    assert cfg["out"] == str((tmp_path / raw["out"]).resolve())
