@@ -221,12 +221,18 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
                    **common)
 
     def color_step(folder: Path, arch: str = det["arch"], weights: str | None = det["weights"],
-                   ranking_path: Path = ranking) -> None:
+                   ranking_path: Path = ranking,
+                   evaluated: Path | None = out / "evaluate" if st["evaluate"]["enabled"] else None) -> None:
+        import pandas as pd
+
         from .analysis.color import run_color
 
         c = st["color"]
+        scores = evaluated / "scores.csv" if evaluated else None  # same detector and images: no second pass
+        colour = pd.read_csv(scores, keep_default_na=False) if scores and scores.is_file() else None
         run_color(arch, weights, data["test"], folder, ranking=ranking_path, k=c["k"], sets=data["sets"],
-                  max_per_class=c["max_per_class"], **common)
+                  max_per_class=c["max_per_class"], metrics_max_per_class=data["max_per_class"],
+                  colour_scores=colour, **common)
 
     def color_robust_step(folder: Path) -> None:
         from .analysis.rank import rank
@@ -249,7 +255,7 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
         r = st["rank"]
         rank(arch, weights, data["source"], folder / "rank", data["source_sets"], r["max_per_class"], r["min_prob"],
              False, r["k"], **common)
-        color_step(folder / "color", arch, weights, folder / "rank" / "ffrs.csv")
+        color_step(folder / "color", arch, weights, folder / "rank" / "ffrs.csv", folder / "evaluate")
 
     add("evaluate", base, evaluate_step, ("metrics.csv", "scores.csv", "run.json"))
     add("rank", rank_settings, rank_step, ("ffrs.csv", "ffrs.json", "run.json"))

@@ -135,8 +135,12 @@ def run_color(arch: str, weights: str | os.PathLike | None, data: str | os.PathL
               sets: Sequence[str] | None = None, ranking: str | os.PathLike | None = None, k: int = 114,
               max_per_class: int | None = 500, metrics_max_per_class: int | None = None, min_prob: float = 0.2,
               alpha: float = 0.05, preset: str = "center224", batch_size: int = 64, device: str = "auto",
-              num_workers: int | None = None, progress: bool = True) -> dict:
-    """The ``tff color`` job: Table I.1 metrics, median-probability box plots, colour-conditional T-FF."""
+              num_workers: int | None = None, progress: bool = True,
+              colour_scores: pd.DataFrame | None = None) -> dict:
+    """The ``tff color`` job: Table I.1 metrics, median-probability box plots, colour-conditional T-FF.
+
+    ``colour_scores`` (a ``scores.csv`` of the same detector and images, e.g. from ``tff evaluate``)
+    replaces the colour scoring pass."""
     from ..report import figures_tff as fig
 
     ctx = tdist.init(device)
@@ -147,7 +151,8 @@ def run_color(arch: str, weights: str | os.PathLike | None, data: str | os.PathL
     model = load_detector(arch, weights, ctx.device)
     pass_args = dict(preset=preset, batch_size=batch_size, num_workers=num_workers, progress=progress)
     samples = find_samples(data, sets, max_per_class=metrics_max_per_class)
-    scores = {v: score_samples(model, samples, ctx, perturb=p, desc=f"scoring ({v})", **pass_args).table
+    scores = {v: colour_scores if v == "colour" and colour_scores is not None else
+              score_samples(model, samples, ctx, perturb=p, desc=f"scoring ({v})", **pass_args).table
               for v, p in VERSIONS.items()}
     tidy, wide = color_metrics_table({v: metrics_table(t, calibrate=False) for v, t in scores.items()})
     probs, drops = median_probability_drop(scores["colour"], scores["grayscale"], min_prob)

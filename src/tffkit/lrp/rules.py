@@ -217,8 +217,3 @@ def epsilon_sum(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-6) -> torch.Te
 def gate(signal: torch.Tensor, gate_value: torch.Tensor) -> torch.Tensor:
     """``signal · gate`` with all relevance to the signal; the gate path gets none (it is detached)."""
     return GateFn.apply(signal, gate_value.detach())
-
-
-def passthrough(x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """``fn(x)`` with relevance passing unchanged (functional activations)."""
-    return PassFn.apply(x, fn)
