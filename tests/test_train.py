@@ -18,6 +18,7 @@ from tffkit.augment import (
     AugmentedDataset,
     epoch_batches,
     item_rng,
+    jpeg_roundtrip,
     training_augment,
     validation_augment,
 )
@@ -53,12 +54,22 @@ def test_training_augment_draws_within_the_recipe():
     assert 0.4 < len(sigmas) / 400 < 0.6 and 0.4 < len(qualities) / 400 < 0.6
     assert all(0.0 <= s <= 3.0 for s in sigmas) and max(sigmas) > 2.5 and min(sigmas) < 0.5
     assert all(30 <= q <= 100 for q in qualities) and max(qualities) > 90 and min(qualities) < 40
-    assert {p.jpeg_codec for p in params if p.jpeg_codec} <= set(JPEG_CODECS)
+    codecs = [p.jpeg_codec for p in params if p.jpeg_codec]
+    assert set(JPEG_CODECS) == {"pil", "cv2"} and 0.35 < codecs.count("cv2") / len(codecs) < 0.65
     assert 0.4 < np.mean([p.flip for p in params]) < 0.6
     assert len({p.crop_top_left for p in params}) > 20
     plain = _draws(training_augment(color_robust=False, crop_size=CROP, load_size=LOAD))
     assert not any(p.grayscale for _, p in plain)
     assert any(not np.array_equal(a[..., 0], a[..., 1]) for a, _ in plain)
+
+
+def test_both_jpeg_codecs_compress_for_real():
+    yy, xx = np.mgrid[0:64, 0:72]
+    img = np.stack([128 + 60 * np.sin(xx / 5), 128 + 60 * np.cos(yy / 7), (xx + yy) * 1.5], -1).astype(np.uint8)
+    err = {(q, c): np.abs(jpeg_roundtrip(img, q, c).astype(int) - img).mean() for q in (30, 95) for c in JPEG_CODECS}
+    assert all(0 < e < 10 for e in err.values())  # lossy but close to the input
+    assert all(err[30, c] > err[95, c] for c in JPEG_CODECS)
+    assert jpeg_roundtrip(img, 30, "cv2").shape == img.shape and jpeg_roundtrip(img, 30, "cv2").dtype == np.uint8
 
 
 def test_validation_augment_is_fixed_and_never_gray():

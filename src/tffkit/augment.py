@@ -1,7 +1,7 @@
 """Training and validation data for ``tff train`` (SPEC §6, Wang et al. 2020).
 
 Training: resize the shorter side to ``load_size`` where smaller, Gaussian blur (σ ~ U[0, 3], p=0.5),
-JPEG (quality U{30..100}, p=0.5, codec drawn among those installed), RandomCrop, horizontal flip,
+JPEG (quality U{30..100}, p=0.5, PIL or OpenCV codec drawn with equal odds), RandomCrop, horizontal flip,
 RandomGrayscale(0.5) for colour-robust detectors. Validation: same resize, blur σ=1.5 and PIL JPEG
 quality 65 with the training probabilities (a fixed draw per image, so the validation set is the same
 every epoch), CenterCrop, no flip and never grayscale.
@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.util
 import os
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image
@@ -28,7 +28,7 @@ from scipy.ndimage import gaussian_filter
 
 from .data import Sample, center_crop, jpeg_compress, load_rgb, to_grayscale
 
-JPEG_CODECS: tuple[str, ...] = ("pil", "cv2") if importlib.util.find_spec("cv2") else ("pil",)
+JPEG_CODECS: tuple[str, ...] = ("pil", "cv2")  # Wang et al.'s ``jpg_method``
 TRAIN_STREAM, VAL_STREAM, ORDER_STREAM = 0, 1, 2
 
 
@@ -45,10 +45,9 @@ class AugmentParams:
     grayscale: bool
 
 
-def _jpeg(img: np.ndarray, quality: int, codec: str) -> np.ndarray:
+def jpeg_roundtrip(img: np.ndarray, quality: int, codec: str) -> np.ndarray:
+    """Encode an HWC uint8 RGB array as JPEG at ``quality`` with ``codec`` ('pil' or 'cv2') and decode it."""
     if codec == "cv2":
-        import cv2
-
         ok, buf = cv2.imencode(".jpg", img[:, :, ::-1], [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)])
         if not ok:
             raise RuntimeError("OpenCV could not JPEG-encode the image")
@@ -104,7 +103,7 @@ class Augment:
         if rng.random() < self.jpeg_prob:
             quality = int(rng.integers(self.jpeg_quality[0], self.jpeg_quality[1] + 1))
             codec = self.jpeg_codecs[int(rng.integers(len(self.jpeg_codecs)))]
-            arr = _jpeg(np.ascontiguousarray(arr), quality, codec)
+            arr = jpeg_roundtrip(np.ascontiguousarray(arr), quality, codec)
         c = self.crop_size
         h, w = arr.shape[:2]
         if self.random_crop:
@@ -211,6 +210,7 @@ def samples_digest(samples: Sequence[Sample], root: str | os.PathLike) -> str:
 def seed_worker(seed: int, epoch: int, rank: int, worker_id: int) -> None:
     """Seed Python, NumPy and torch in a loader worker from (seed, epoch, rank, worker)."""
     s = int(np.random.SeedSequence([seed, epoch, rank, worker_id]).generate_state(1)[0])
+    cv2.setNumThreads(1)  # no OpenCV thread pool inside forked loader workers
     random.seed(s)
     np.random.seed(s)
     torch.manual_seed(s)
