@@ -96,3 +96,13 @@ def run_torchrun(args: list[str], nproc: int = 2, timeout: int = 300) -> None:
                            "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "tffkit", *args],
                           env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"torchrun failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` skip (with the reason shown) where CUDA is not available."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
-from .data import Sample, center_crop, jpeg_compress, load_rgb, to_grayscale
+from .data import Batch, Sample, center_crop, jpeg_compress, load_rgb, to_grayscale
 
 JPEG_CODECS: tuple[str, ...] = ("pil", "cv2")  # Wang et al.'s ``jpg_method``
 TRAIN_STREAM, VAL_STREAM, ORDER_STREAM = 0, 1, 2
@@ -161,13 +161,10 @@ class AugmentedDataset(torch.utils.data.Dataset):
 
 
 @dataclass
-class TrainBatch:
-    """Decoded images (or None when all failed), float labels, dataset indices and failures."""
+class TrainBatch(Batch):
+    """A :class:`~tffkit.data.Batch` with the float labels of its decodable images."""
 
-    images: torch.Tensor | None
     labels: torch.Tensor
-    indices: torch.Tensor
-    failed: list[tuple[int, str]]
 
 
 def collate_training(items: Iterable) -> TrainBatch:
@@ -180,8 +177,8 @@ def collate_training(items: Iterable) -> TrainBatch:
             good.append(item[0])
             labels.append(item[1])
             idx.append(item[2])
-    return TrainBatch(torch.stack(good) if good else None, torch.tensor(labels, dtype=torch.float32),
-                      torch.tensor(idx, dtype=torch.long), failed)
+    return TrainBatch(torch.stack(good) if good else None, torch.tensor(idx, dtype=torch.long), failed,
+                      torch.tensor(labels, dtype=torch.float32))
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:

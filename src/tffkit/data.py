@@ -8,6 +8,7 @@ form the *class*. Labels come from folder names only, never from ``ImageFolder``
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 from collections.abc import Iterable, Sequence
@@ -232,6 +233,13 @@ class Batch:
     images: torch.Tensor | None
     indices: torch.Tensor
     failed: list[tuple[int, str]]
+
+    def pin_memory(self) -> Batch:
+        """Page-locked copies of the tensors, so copies to the GPU run asynchronously (the DataLoader's
+        ``pin_memory=True`` calls this; without it a dataclass batch is silently left pageable)."""
+        tensors = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return dataclasses.replace(self, **{k: v.pin_memory() for k, v in tensors.items()
+                                            if isinstance(v, torch.Tensor)})
 
 
 def collate_images(items: Iterable) -> Batch:

@@ -78,6 +78,21 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+_HOST_GROUP: Any = None  # a gloo group for small host-side reductions when the default backend is NCCL
+
+
+def all_reduce_host(values: list[int]) -> list[int]:
+    """Sum a short list of integers over processes on the CPU (gloo), so no GPU stream has to drain first."""
+    global _HOST_GROUP
+    if not active():
+        return list(values)
+    if dist.get_backend() != "gloo" and _HOST_GROUP is None:
+        _HOST_GROUP = dist.new_group(backend="gloo")  # collective: every rank reaches this on the same call
+    host = torch.tensor(values, dtype=torch.int64)
+    dist.all_reduce(host, op=dist.ReduceOp.SUM, group=None if dist.get_backend() == "gloo" else _HOST_GROUP)
+    return host.tolist()
+
+
 def gather_objects(obj: Any) -> list[Any]:
     """Every rank's ``obj`` in rank order (a one-element list without torchrun)."""
     if not active():
@@ -95,5 +110,7 @@ def barrier() -> None:
 
 def finalize() -> None:
     """Leave the process group if this process joined one."""
+    global _HOST_GROUP
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+    _HOST_GROUP = None

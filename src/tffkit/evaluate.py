@@ -38,12 +38,11 @@ def score_samples(model: nn.Module, samples: Sequence[Sample], ctx: tdist.DistCo
     run = DatasetPass(samples, ctx, preset, perturb, batch_size, num_workers, desc, progress)
     idx_parts, logit_parts = [], []
     for images, indices in run:
-        logits = model(normalize(images)).reshape(-1)
         idx_parts.append(indices)
-        logit_parts.append(logits.float().cpu())
+        logit_parts.append(model(normalize(images)).reshape(-1).float())  # on the device: no sync per batch
     model.train(was_training)
     local = (torch.cat(idx_parts).numpy() if idx_parts else np.zeros(0, dtype=np.int64),
-             torch.cat(logit_parts).numpy() if logit_parts else np.zeros(0, dtype=np.float32))
+             torch.cat(logit_parts).cpu().numpy() if logit_parts else np.zeros(0, dtype=np.float32))
     parts = tdist.gather_objects(local)
     index = np.concatenate([p[0] for p in parts])
     logit = np.concatenate([p[1] for p in parts]).astype(np.float64)

@@ -160,11 +160,8 @@ class Trainer:
         (short last batch, unreadable files) gradients are summed by hand instead of through DDP.
         """
         n_local = 0 if batch.images is None else len(batch.images)
-        n_global, n_empty = n_local, int(n_local == 0)
+        n_global, n_empty = tdist.all_reduce_host([n_local, int(n_local == 0)])
         world = self.ctx.world
-        if world > 1:
-            counts = tdist.all_reduce_sum(torch.tensor([n_local, int(n_local == 0)], device=self.dev))
-            n_global, n_empty = (int(v) for v in counts.tolist())
         loss_sum = torch.zeros((), device=self.dev)
         if n_global == 0:
             return loss_sum, 0

@@ -40,23 +40,27 @@ class FFRSAccumulator:
             start += layer.channels
         self.sums = torch.zeros(groups, start, dtype=torch.int64, device=device)
         self.counts = torch.zeros(groups, dtype=torch.int64, device=device)
-        self._group: torch.Tensor | None = None
+        self._keep: torch.Tensor | None = None
+        self._slot: torch.Tensor | None = None
 
     def set_batch(self, group: torch.Tensor) -> None:
-        """Group index per image of the next batch; −1 excludes an image (e.g. not confident)."""
-        self._group = group
-        keep = group >= 0
-        self.counts.index_add_(0, group[keep], torch.ones_like(group[keep]))
+        """Group index per image of the next batch; −1 excludes an image (e.g. not confident).
+
+        Masks instead of boolean indexing, so nothing here or in the tap waits for the device."""
+        self._keep = (group >= 0).to(torch.int64)
+        self._slot = group.clamp(min=0)
+        self.counts.index_add_(0, self._slot, self._keep)
 
     def __call__(self, layer: FeatureLayer, relevance: torch.Tensor, activation: torch.Tensor | None) -> None:
-        keep = self._group >= 0
-        rel = relevance[keep].to(torch.float64)
-        pos = rel.clamp(min=0).sum((2, 3))
-        total = rel.abs().sum((1, 2, 3), keepdim=False)
-        share = torch.where(total[:, None] > 0, pos / total.clamp(min=torch.finfo(rel.dtype).tiny)[:, None], 0.0)
-        fixed = torch.round(share * FIXED_POINT).to(torch.int64)
+        # per-channel Σ R⁺ and Σ |R| in the relevance's precision (one temporary, no float64 copy of the map),
+        # then the per-image shares in float64
+        pos = relevance.clamp(min=0).sum((2, 3)).to(torch.float64)
+        absolute = torch.linalg.vector_norm(relevance, 1, dim=(2, 3)).to(torch.float64)
+        total = absolute.sum(1, keepdim=True)
+        share = torch.where(total > 0, pos / total.clamp(min=torch.finfo(torch.float64).tiny), 0.0)
+        fixed = torch.round(share * FIXED_POINT).to(torch.int64) * self._keep[:, None]
         start = self.offsets[layer.name]
-        self.sums[:, start:start + layer.channels].index_add_(0, self._group[keep], fixed)
+        self.sums[:, start:start + layer.channels].index_add_(0, self._slot, fixed)
 
     def omega(self) -> torch.Tensor:
         """(G, channels) mean ω per group (float64; 0 for a group without images)."""
@@ -153,10 +157,9 @@ def accumulate_batch(explainer: Explainer, acc: FFRSAccumulator, x: torch.Tensor
     def seeds(logits: torch.Tensor) -> torch.Tensor:
         prob = torch.sigmoid(logits)
         probs.append(prob)
-        group = torch.full_like(labels, -1)
-        group[(labels == 1) & (prob >= min_prob)] = 0
+        group = torch.where((labels == 1) & (prob >= min_prob), 0, -1)  # masks, not boolean indexing: no sync
         if with_reals:
-            group[(labels == 0) & (prob <= 1 - min_prob)] = 1
+            group = torch.where((labels == 0) & (prob <= 1 - min_prob), 1, group)
         acc.set_batch(group)
         return torch.where(group == 0, 1.0, torch.where(group == 1, -1.0, 0.0)).to(logits.dtype)
 

@@ -54,11 +54,13 @@ class MaxActivationTap:
             groups.setdefault(layer, ([], []))
             groups[layer][0].append(j)
             groups[layer][1].append(c)
-        self.groups = {n: (torch.tensor(cols), torch.tensor(chs)) for n, (cols, chs) in groups.items()}
+        dev = explainer.device
+        self.groups = {n: (torch.tensor(cols, device=dev), torch.tensor(chs, device=dev))
+                       for n, (cols, chs) in groups.items()}
         self.layers = [explainer.by_name[n] for n in groups]
 
     def __call__(self, layer, act: torch.Tensor) -> None:
-        cols, chs = (t.to(act.device) for t in self.groups[layer.name])
+        cols, chs = self.groups[layer.name]
         v, p = act.index_select(1, chs).flatten(2).max(2)
         width = act.shape[-1]
         self.values[:, cols], self.h[:, cols], self.w[:, cols] = v.to(self.values.dtype), p // width, p % width
@@ -92,10 +94,12 @@ class RunningTopN:
 
     def update(self, group: torch.Tensor, values: torch.Tensor, index: torch.Tensor, h: torch.Tensor,
                w: torch.Tensor) -> None:
-        """Merge a batch: ``group``/``index`` (B,), ``values``/``h``/``w`` (B, K)."""
-        index = index.to(values.device)
+        """Merge a batch: ``group``/``index`` (B,) on the CPU (grouping there needs no device sync),
+        ``values``/``h``/``w`` (B, K) on the device."""
+        dev = values.device
+        index = index.to(dev, non_blocking=True)
         for g in torch.unique(group).tolist():
-            rows = (group == g).nonzero().squeeze(1)
+            rows = (group == g).nonzero().squeeze(1).to(dev, non_blocking=True)
             cand = values[rows].T.to(torch.float64)
             idx = index[rows].unsqueeze(0).expand_as(cand)
             v, i, (hh, ww) = select_top(torch.cat([self.values[g], cand], 1), torch.cat([self.index[g], idx], 1),
@@ -140,18 +144,19 @@ class LRPMax:
         order = sorted(range(len(layers)), key=lambda p: (depth[p], p))
         out = torch.empty(len(layers), *x.shape[-2:], dtype=x.dtype, device=x.device)
         dev = x.device
-        rows, channels, h, w, seed = (t.to(dev) for t in (rows, channels, h, w, seed))
-        for s in range(0, len(order), self.chunk):
+        rows, channels, h, w, seed = (t.cpu() for t in (rows, channels, h, w, seed))
+        for s in range(0, len(order), self.chunk):  # index arithmetic on the CPU, copied without a device sync
             sel = order[s:s + self.chunk]
             seeds: dict[str, torch.Tensor] = {}
             for name in dict.fromkeys(layers[p] for p in sel):
-                local = torch.tensor([i for i, p in enumerate(sel) if layers[p] == name], device=dev)
-                pick = torch.tensor(sel, device=dev)[local]
+                local = [i for i, p in enumerate(sel) if layers[p] == name]
+                pick = [sel[i] for i in local]
+                where = [t.to(dev, non_blocking=True) for t in (torch.tensor(local), channels[pick], h[pick], w[pick])]
                 t = torch.zeros(len(sel), *shapes[name], dtype=x.dtype, device=dev)
-                t[local, channels[pick], h[pick], w[pick]] = seed[pick].to(x.dtype)
+                t[tuple(where)] = seed[pick].to(dev, x.dtype, non_blocking=True)
                 seeds[name] = t
-            rel = ex.explain_neurons(x.index_select(0, rows[sel]), seeds)
-            out[torch.tensor(sel, device=dev)] = rel.sum(1)
+            rel = ex.explain_neurons(x.index_select(0, rows[sel].to(dev, non_blocking=True)), seeds)
+            out[torch.tensor(sel).to(dev, non_blocking=True)] = rel.sum(1)
         return out
 
     def relevance_argmax(self, x: torch.Tensor, rows: torch.Tensor, layers: Sequence[str],
@@ -162,10 +167,14 @@ class LRPMax:
         p_by_layer: dict[str, list[int]] = {}
         for p, name in enumerate(layers):
             p_by_layer.setdefault(name, []).append(p)
+        dev = x.device  # index tensors made before the backward: the tap never waits for the device
+        rows, channels = rows.cpu(), channels.cpu()
+        where = {name: tuple(t.to(dev, non_blocking=True) for t in (torch.tensor(ps), rows[ps], channels[ps]))
+                 for name, ps in p_by_layer.items()}
 
         def tap(layer, rel, _act):
-            ps = torch.tensor(p_by_layer[layer.name], device=rel.device)
-            m = rel[rows.to(rel.device)[ps], channels.to(rel.device)[ps]].flatten(1).clamp(min=0)
+            ps, r, c = where[layer.name]
+            m = rel[r, c].flatten(1).clamp(min=0)
             v, pos = m.max(1)
             found[layer.name] = (ps, pos // rel.shape[-1], pos % rel.shape[-1], v)
 
@@ -193,13 +202,13 @@ def top_images(explainer: Explainer, tffs: Sequence[TFF], samples, sets: Sequenc
     Rows: set, tff (position in ``tffs``), rank (1 = strongest), index (into ``samples``), activation, h, w.
     """
     group_of = {s: g for g, s in enumerate(sets)}
-    groups = torch.tensor([group_of[s.set] for s in samples], device=ctx.device)
+    groups = torch.tensor([group_of[s.set] for s in samples])
     tap = MaxActivationTap(explainer, tffs)
     top = RunningTopN(len(sets), len(tffs), n, ctx.device)
     dtype = next(explainer.model.buffers()).dtype
     for images, indices in DatasetPass(samples, ctx, **pass_args):
         v, h, w = tap.run(normalize(images, dtype))
-        top.update(groups[indices.to(ctx.device)], v, indices, h, w)
+        top.update(groups[indices], v, indices, h, w)
     st = merge_top(tdist.gather_objects(top.state()), n)
     g, j, r = np.meshgrid(np.arange(len(sets)), np.arange(len(tffs)), np.arange(n), indexing="ij")
     table = pd.DataFrame({"set": np.asarray(sets)[g.ravel()], "tff": j.ravel(), "rank": r.ravel() + 1,

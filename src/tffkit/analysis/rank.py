@@ -50,15 +50,17 @@ def rank(arch: str, weights: str | os.PathLike | None, data: str | os.PathLike, 
     acc = FFRSAccumulator(explainer.layers, ctx.device, groups=2 if with_reals else 1)
     labels_all = torch.tensor([s.label for s in samples], device=ctx.device)
     run = DatasetPass(samples, ctx, preset, None, batch_size, num_workers, "ranking (LRP)", progress)
-    prob_parts = []
+    idx_parts, prob_parts = [], []  # probabilities stay on the device until the end: no sync per batch
     for images, indices in run:
-        probs = accumulate_batch(explainer, acc, normalize(images), labels_all[indices.to(ctx.device)],
-                                 min_prob, with_reals)
-        prob_parts.append((indices.numpy(), probs.float().cpu().numpy()))
+        probs = accumulate_batch(explainer, acc, normalize(images),
+                                 labels_all[indices.to(ctx.device, non_blocking=True)], min_prob, with_reals)
+        idx_parts.append(indices)
+        prob_parts.append(probs.float())
     tdist.all_reduce_sum(acc.sums)
     tdist.all_reduce_sum(acc.counts)
     failed = run.gather_failed()
-    parts = [p for rank_parts in tdist.gather_objects(prob_parts) for p in rank_parts]
+    local = (torch.cat(idx_parts).numpy(), torch.cat(prob_parts).cpu().numpy()) if idx_parts else None
+    parts = [p for p in tdist.gather_objects(local) if p is not None]
     idx = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, int)
     prob = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0)
     labels = np.array([samples[i].label for i in idx], dtype=int)

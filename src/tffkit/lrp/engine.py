@@ -129,7 +129,10 @@ class Explainer:
             with torch.enable_grad(), self._relevance_hooks(chosen, tap, with_activation):
                 logits = self.model(x).reshape(-1)
                 seeds = seed(logits.detach()) if callable(seed) else seed
-                seeds = torch.as_tensor(seeds, dtype=logits.dtype, device=logits.device).expand_as(logits)
+                if isinstance(seeds, torch.Tensor):
+                    seeds = seeds.to(logits.device, logits.dtype, non_blocking=True).expand_as(logits)
+                else:  # a number: filled on the device (no host-to-device copy, no sync)
+                    seeds = torch.full_like(logits, float(seeds))
                 (rel,) = torch.autograd.grad(logits, x, seeds, allow_unused=True)
         finally:
             for m in first:

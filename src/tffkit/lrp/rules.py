@@ -18,7 +18,12 @@ from torch.func import functional_call
 
 def stabilize(z: torch.Tensor, eps: float) -> torch.Tensor:
     """z + eps·sign(z), with sign(0) = +1, so denominators never vanish."""
-    return z + eps * torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
+    return stabilize_(z.clone(), eps)
+
+
+def stabilize_(z: torch.Tensor, eps: float) -> torch.Tensor:
+    """In-place :func:`stabilize` for a temporary ``z`` (one extra buffer; ±eps exact: 2·eps − eps = eps)."""
+    return z.add_((z >= 0).to(z.dtype).mul_(2 * eps).sub_(eps))
 
 
 def conv_with(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -66,12 +71,14 @@ class ZPlusFn(torch.autograd.Function):
         m = ctx.module
         if not ctx.needs_input_grad[0] or m.skip_backward:
             return None, None, None, None
+        # z = x⁺·w⁺ + x⁻·w⁻ ≥ 0, so stabilising is + ε; fresh temporaries are reused in place (less memory traffic)
         if ctx.nonneg:
-            s = relevance / stabilize(conv_with(m.layer, x, m.w_pos), ctx.eps)
-            return x * conv_vjp(m.layer, x, m.w_pos, s), None, None, None
+            z = conv_with(m.layer, x, m.w_pos).add_(ctx.eps)
+            return conv_vjp(m.layer, x, m.w_pos, torch.div(relevance, z, out=z)).mul_(x), None, None, None
         xp, xn = x.clamp(min=0), x.clamp(max=0)
-        s = relevance / stabilize(conv_with(m.layer, xp, m.w_pos) + conv_with(m.layer, xn, m.w_neg), ctx.eps)
-        out = xp * conv_vjp(m.layer, x, m.w_pos, s) + xn * conv_vjp(m.layer, x, m.w_neg, s)
+        z = conv_with(m.layer, xp, m.w_pos).add_(conv_with(m.layer, xn, m.w_neg)).add_(ctx.eps)
+        s = torch.div(relevance, z, out=z)
+        out = conv_vjp(m.layer, x, m.w_pos, s).mul_(xp).add_(conv_vjp(m.layer, x, m.w_neg, s).mul_(xn))
         return out, None, None, None
 
 
@@ -131,7 +138,8 @@ class EpsilonSumFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, relevance):
         a, b = ctx.saved_tensors
-        s = relevance / stabilize(a + b, ctx.eps)
+        z = stabilize_(a + b, ctx.eps)
+        s = torch.div(relevance, z, out=z)
         ra = (a * s).sum_to_size(a.shape) if ctx.needs_input_grad[0] else None
         rb = (b * s).sum_to_size(b.shape) if ctx.needs_input_grad[1] else None
         return ra, rb, None

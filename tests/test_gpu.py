@@ -1,0 +1,84 @@
+"""GPU paths (skipped without CUDA): same results as on the CPU, pinned batches, no host syncs in hot loops."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lrp_helpers import pseudo_trained
+from tffkit import distributed as tdist
+from tffkit.analysis.ffrs import FFRSAccumulator, accumulate_batch
+from tffkit.analysis.rank import rank
+from tffkit.data import find_samples, normalize
+from tffkit.lrp import Explainer
+from tffkit.passes import DatasetPass
+from tffkit.train import train_detector
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture(autouse=True)
+def full_fp32():
+    """Comparisons with the CPU in true fp32 (PyTorch lets cuDNN convolutions use TF32 by default)."""
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def test_loader_batches_are_pinned_and_land_on_the_gpu(tree: Path):
+    ctx = tdist.DistContext(0, 1, torch.device("cuda", torch.cuda.current_device()))
+    run = DatasetPass(find_samples(tree), ctx, "full", batch_size=4, num_workers=1, progress=False)
+    loader = run._loader()
+    batch = next(iter(loader))
+    assert batch.images.is_pinned() and batch.indices.is_pinned()
+    images, _ = next(iter(run))
+    assert images.is_cuda
+
+
+def test_rank_on_gpu_matches_cpu(trained_tiny):
+    weights, data = trained_tiny
+    args = dict(preset="full", min_prob=0.5, batch_size=8, num_workers=0, progress=False)
+    cpu = rank("tiny_resnet", weights, data, None, device="cpu", **args).ranking
+    gpu = rank("tiny_resnet", weights, data, None, device="cuda", **args).ranking
+    both = cpu.merge(gpu, on=["layer", "channel"], suffixes=("_cpu", "_gpu"))
+    assert len(both) == len(cpu) == 720
+    np.testing.assert_allclose(both["omega_gpu"], both["omega_cpu"], rtol=1e-3, atol=1e-6)
+
+
+def test_lrp_on_gpu_matches_cpu_and_conserves():
+    model = pseudo_trained("resnet18")
+    x = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    cpu = Explainer(model).explain(x)
+    gpu = Explainer(model.to("cuda")).explain(x.to("cuda"))
+    torch.testing.assert_close(gpu.logits.cpu(), cpu.logits, rtol=1e-3, atol=1e-4)
+    scale = cpu.input_relevance.abs().max()
+    torch.testing.assert_close(gpu.input_relevance.cpu() / scale, cpu.input_relevance / scale, rtol=0, atol=1e-3)
+
+
+def test_rank_batch_needs_no_host_sync():
+    """The ω tap and the seeding run with CUDA's sync debug mode set to error."""
+    dev = torch.device("cuda")
+    explainer = Explainer(pseudo_trained("resnet18").to(dev))
+    acc = FFRSAccumulator(explainer.layers, dev)
+    x = normalize(torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8, device=dev))
+    labels = torch.tensor([1, 1, 0, 1], device=dev)
+    accumulate_batch(explainer, acc, x, labels, 0.0, False)  # warm-up (caches, cuDNN)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        accumulate_batch(explainer, acc, x, labels, 0.0, False)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert int(acc.counts[0]) == 6
+
+
+@pytest.mark.parametrize("amp", ["off", "bf16"])
+def test_training_runs_on_gpu(tmp_path: Path, tree: Path, amp: str):
+    result = train_detector("tiny_resnet", tree, tree, tmp_path / amp, batch_size=8, max_epochs=1, amp=amp,
+                            crop_size=24, load_size=32, device="cuda", num_workers=1, progress=False)
+    assert result["device"].startswith("cuda") and result["final"]["n_seen"] == 24
+    assert (tmp_path / amp / "model_best.pth").is_file()
