@@ -24,8 +24,8 @@ from tffkit.augment import (
 )
 from tffkit.cli import main
 from tffkit.data import find_samples
-from tffkit.detectors import CheckpointMismatchError, build_detector, tiny_resnet
-from tffkit.train import EarlyStopping, TrainConfig, Trainer, load_init_weights, train_detector
+from tffkit.detectors import CheckpointMismatchError, build_detector, load_init_weights, tiny_resnet
+from tffkit.train import EarlyStopping, TrainConfig, Trainer, train_detector
 
 CROP, LOAD = 40, 48
 

@@ -143,3 +143,28 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, **extra: Any) -> 
     net = model.module if hasattr(model, "module") else model
     payload = {"model": {k: v.detach().cpu() for k, v in net.state_dict().items()}, **extra}
     return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def load_init_weights(model: nn.Module, path: str | os.PathLike) -> dict[str, Any]:
+    """Copy same-architecture weights (e.g. torchvision ImageNet) into ``model``; a head that does not fit
+    (1000 classes vs one logit) is re-initialised as Wang et al. do (weight ~ N(0, 0.02)). Returns a report."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--init weights {path} not found")
+    sd = extract_state_dict(torch.load(path, map_location="cpu", weights_only=False))
+    own = model.state_dict()
+    head_name = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
+    head = {k for k in own if k.startswith(head_name + ".")}
+    fits = [k for k in own if k in sd and sd[k].shape == own[k].shape]
+    missing = [k for k in own if k not in sd and k not in head and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in sd if k not in own]
+    shapes = [k for k in own if k in sd and k not in head and sd[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        raise CheckpointMismatchError(
+            f"--init {path} does not fit the architecture: missing {missing[:8]}, unexpected {unexpected[:8]}, "
+            f"shape mismatches {shapes[:8]}")
+    model.load_state_dict({k: sd[k] for k in fits}, strict=False)
+    reinit = sorted(k for k in head if k not in fits)
+    if f"{head_name}.weight" in reinit:
+        nn.init.normal_(model.get_submodule(head_name).weight, 0.0, 0.02)
+    return {"path": str(path), "loaded": len(fits), "total": len(own), "reinitialised": reinit,
+            "not_in_file": [k for k in own if k not in sd and k not in head]}

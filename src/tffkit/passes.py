@@ -17,10 +17,10 @@ from . import distributed as tdist
 from .data import ImageDataset, Perturbation, Sample, SizeGroupedBatchSampler, collate_images, image_size
 
 
-def default_workers(world: int = 1) -> int:
-    """Data-loading workers per process: the cores this process can use, at most 8."""
+def default_workers(world: int = 1, limit: int | None = 8) -> int:
+    """Data-loading workers per process: the cores this process can use but one, at most ``limit``."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(0, min(8, cores // max(1, world) - 1))
+    return max(0, min(limit or cores, cores // max(1, world) - 1))
 
 
 class DatasetPass:

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from . import augment as aug
 from . import distributed as tdist
 from .data import find_samples, normalize
-from .detectors import CheckpointMismatchError, build_detector, extract_state_dict, load_state, save_checkpoint
+from .detectors import build_detector, load_init_weights, load_state, save_checkpoint
 from .metrics import accuracies, average_precision
 from .passes import default_workers
 from .results import RunRecord, write_csv
@@ -82,31 +82,6 @@ class EarlyStopping:
         return self.counter >= self.patience
 
 
-def load_init_weights(model: nn.Module, path: str | os.PathLike) -> dict[str, Any]:
-    """Copy same-architecture weights (e.g. torchvision ImageNet) into ``model``; a head that does not fit
-    (1000 classes vs one logit) is re-initialised as Wang et al. do (weight ~ N(0, 0.02)). Returns a report."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"--init weights {path} not found")
-    sd = extract_state_dict(torch.load(path, map_location="cpu", weights_only=False))
-    own = model.state_dict()
-    head_name = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
-    head = {k for k in own if k.startswith(head_name + ".")}
-    fits = [k for k in own if k in sd and sd[k].shape == own[k].shape]
-    missing = [k for k in own if k not in sd and k not in head and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in sd if k not in own]
-    shapes = [k for k in own if k in sd and k not in head and sd[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        raise CheckpointMismatchError(
-            f"--init {path} does not fit the architecture: missing {missing[:8]}, unexpected {unexpected[:8]}, "
-            f"shape mismatches {shapes[:8]}")
-    model.load_state_dict({k: sd[k] for k in fits}, strict=False)
-    reinit = sorted(k for k in head if k not in fits)
-    if f"{head_name}.weight" in reinit:
-        nn.init.normal_(model.get_submodule(head_name).weight, 0.0, 0.02)
-    return {"path": str(path), "loaded": len(fits), "total": len(own), "reinitialised": reinit,
-            "not_in_file": [k for k in own if k not in sd and k not in head]}
-
-
 class Trainer:
     """Data, model, optimiser and the training step; :func:`train_detector` drives it epoch by epoch."""
 
@@ -117,7 +92,9 @@ class Trainer:
                              f"({cfg.batch_size}) at least the number of processes ({ctx.world})")
         self.cfg, self.ctx, self.dev = cfg, ctx, ctx.device
         self.progress = progress and ctx.is_main
-        self.workers = default_workers(ctx.world) if num_workers is None else num_workers
+        # GPU training decodes + augments ≈ 250 photos/s per worker (measured on a 2-core CPU): use every core
+        limit = None if self.dev.type == "cuda" else 8
+        self.workers = default_workers(ctx.world, limit) if num_workers is None else num_workers
         if self.dev.type == "cpu" and self.workers:  # loader workers + compute threads ≤ cores (no oversubscription)
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
             torch.set_num_threads(max(1, min(torch.get_num_threads(), cores // ctx.world - self.workers)))
