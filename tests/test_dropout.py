@@ -6,8 +6,13 @@ import pandas as pd
 import torch
 
 from lrp_helpers import pseudo_trained
-from tffkit.analysis.dropout import dropped, paper_layout, summarize
+from tffkit import distributed as tdist
+from tffkit.analysis.dropout import dropped, paper_layout, score_variants, summarize
+from tffkit.analysis.ffrs import ChannelSets
 from tffkit.cli import main
+from tffkit.data import find_samples
+from tffkit.detectors import load_detector
+from tffkit.evaluate import score_samples
 from tffkit.lrp import Explainer
 from tffkit.reference import paper_numbers
 
@@ -56,6 +61,23 @@ def test_pre_bn_site_equals_zeroing_the_raw_conv_output():
     with dropped(ex, [("layer1.0.conv1", 2), ("layer1.0.conv1", 7)], "pre-bn"):
         got = ex.forward(x)
     assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_one_pass_for_all_variants_equals_one_pass_each(trained_tiny):
+    weights, data = trained_tiny
+    ex = Explainer(load_detector("tiny_resnet", weights))
+    samples = find_samples(data, ["gan_b"])
+    ctx = tdist.DistContext(0, 1, torch.device("cpu"))
+    variants = [None, ChannelSets("top-2", "top", 2, 0, (("layer1.0.conv1", 3), ("layer2.0.conv2", 1))),
+                ChannelSets("low-1", "low", 1, 0, (("conv1", 0),))]
+    args = dict(preset="full", batch_size=5, num_workers=0, progress=False)
+    together, failed = score_variants(ex, variants, samples, ctx, "pre-bn", **args)
+    assert failed == [] and len(together) == 3
+    for variant, got in zip(variants, together, strict=True):
+        with dropped(ex, variant.channels if variant else (), "pre-bn"):
+            alone = score_samples(ex.model, samples, ctx, **args).table
+        pd.testing.assert_frame_equal(got, alone)
+    assert not together[0]["logit"].equals(together[1]["logit"])
 
 
 def test_top_k_hurts_more_than_random_k(tmp_path: Path, trained_tiny):

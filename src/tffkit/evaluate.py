@@ -45,10 +45,15 @@ def score_samples(model: nn.Module, samples: Sequence[Sample], ctx: tdist.DistCo
              torch.cat(logit_parts).cpu().numpy() if logit_parts else np.zeros(0, dtype=np.float32))
     parts = tdist.gather_objects(local)
     index = np.concatenate([p[0] for p in parts])
-    logit = np.concatenate([p[1] for p in parts]).astype(np.float64)
+    logit = np.concatenate([p[1] for p in parts])
+    return Scores(scores_table(samples, index, logit), run.gather_failed())
+
+
+def scores_table(samples: Sequence[Sample], index: np.ndarray, logit: np.ndarray) -> pd.DataFrame:
+    """One row per scored sample in dataset order: path, set, class, label, logit, prob."""
     order = np.argsort(index, kind="stable")
-    index, logit = index[order], logit[order]
-    table = pd.DataFrame({
+    index, logit = index[order], logit[order].astype(np.float64)
+    return pd.DataFrame({
         "path": [samples[i].path for i in index],
         "set": [samples[i].set for i in index],
         "class": [samples[i].cls for i in index],
@@ -56,7 +61,6 @@ def score_samples(model: nn.Module, samples: Sequence[Sample], ctx: tdist.DistCo
         "logit": logit,
         "prob": 1.0 / (1.0 + np.exp(-logit)),
     })
-    return Scores(table, run.gather_failed())
 
 
 @dataclass

@@ -8,6 +8,7 @@ norm (``pre-bn``: the folded map becomes the constant BN(0)).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -18,11 +19,12 @@ import pandas as pd
 import torch
 
 from .. import distributed as tdist
-from ..data import find_samples
+from ..data import Sample, find_samples, normalize
 from ..detectors import load_detector
-from ..evaluate import score_samples
+from ..evaluate import scores_table
 from ..lrp import Explainer
 from ..metrics import binary_metrics
+from ..passes import DatasetPass
 from ..reference import paper_numbers
 from ..results import RunRecord, atomic_write, save_figure, write_csv
 from .ffrs import ChannelSets, load_ranking, select_channels
@@ -30,31 +32,71 @@ from .ffrs import ChannelSets, load_ranking, select_channels
 SITES = ("folded", "pre-bn")
 
 
+class DropPlan:
+    """The forward hooks that drop ``channels`` at ``site``, with their index tensors made once on the device."""
+
+    def __init__(self, explainer: Explainer, channels: Sequence[tuple[str, int]], site: str = "folded"):
+        if site not in SITES:
+            raise ValueError(f"unknown dropout site {site!r}; use one of {SITES}")
+        by_layer: dict[str, list[int]] = defaultdict(list)
+        for layer, channel in channels:
+            by_layer[layer].append(int(channel))
+        self.sites = []
+        for layer, idx in by_layer.items():
+            module = explainer.module(layer)
+            index = torch.tensor(sorted(idx), device=explainer.device)
+            fill = module.pre_bn_zero[index].reshape(1, -1, 1, 1) if site == "pre-bn" else None
+            self.sites.append((module, index, fill))
+
+    @contextlib.contextmanager
+    def applied(self) -> Iterator[None]:
+        """Within the block, the explainer's model runs with the channels dropped."""
+
+        def hook(_m, _inp, out, index, fill):
+            out = out.clone()
+            out[:, index] = 0 if fill is None else fill.to(out.dtype)
+            return out
+
+        handles = [module.register_forward_hook(functools.partial(hook, index=index, fill=fill))
+                   for module, index, fill in self.sites]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
+
 @contextlib.contextmanager
 def dropped(explainer: Explainer, channels: Sequence[tuple[str, int]], site: str = "folded") -> Iterator[None]:
     """Within the block, the explainer's model runs with ``channels`` dropped at ``site``."""
-    if site not in SITES:
-        raise ValueError(f"unknown dropout site {site!r}; use one of {SITES}")
-    by_layer: dict[str, list[int]] = defaultdict(list)
-    for layer, channel in channels:
-        by_layer[layer].append(int(channel))
-    handles = []
-    for layer, idx in by_layer.items():
-        module = explainer.module(layer)
-        index = torch.tensor(sorted(idx), device=explainer.device)
-        fill = module.pre_bn_zero[index] if site == "pre-bn" else None
-
-        def hook(_m, _inp, out, index=index, fill=fill):
-            out = out.clone()
-            out[:, index] = 0 if fill is None else fill.to(out.dtype).reshape(1, -1, 1, 1)
-            return out
-
-        handles.append(module.register_forward_hook(hook))
-    try:
+    with DropPlan(explainer, channels, site).applied():
         yield
-    finally:
-        for h in handles:
-            h.remove()
+
+
+@torch.no_grad()
+def score_variants(explainer: Explainer, variants: Sequence[ChannelSets | None], samples: Sequence[Sample],
+                   ctx: tdist.DistContext, site: str = "folded", preset: str = "center224", batch_size: int = 64,
+                   num_workers: int | None = None, progress: bool = True) -> tuple[list[pd.DataFrame], list[dict]]:
+    """Scores of every variant (``None`` = undropped) from one pass over the data: each batch is decoded
+    once and run once per variant; logits stay on the device until the end. Returns (tables, unreadable)."""
+    plans = [DropPlan(explainer, v.channels if v else (), site) for v in variants]
+    model = explainer.model.eval()
+    run = DatasetPass(samples, ctx, preset, None, batch_size, num_workers,
+                      f"dropout ({len(variants)} variants)", progress)
+    idx: list[torch.Tensor] = []
+    logits: list[list[torch.Tensor]] = [[] for _ in plans]
+    for images, indices in run:
+        x = normalize(images)
+        idx.append(indices)
+        for plan, out in zip(plans, logits, strict=True):
+            with plan.applied():
+                out.append(model(x).reshape(-1).float())
+    local = ((torch.cat(idx).numpy(), torch.stack([torch.cat(v) for v in logits]).cpu().numpy())
+             if idx else None)
+    parts = [p for p in tdist.gather_objects(local) if p is not None]
+    index = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
+    logit = np.concatenate([p[1] for p in parts], axis=1) if parts else np.zeros((len(plans), 0))
+    return [scores_table(samples, index, row) for row in logit], run.gather_failed()
 
 
 def set_metrics(scores: pd.DataFrame, thresholds: dict[str, float]) -> list[dict]:
@@ -80,7 +122,8 @@ def dropout(arch: str, weights: str | os.PathLike | None, ranking: str | os.Path
             batch_size: int = 64, device: str = "auto", num_workers: int | None = None,
             max_per_class: int | None = None, fixed_threshold_sets: Sequence[str] = ("progan",),
             paper_detector: str | None = None, progress: bool = True) -> pd.DataFrame:
-    """Baseline once, then one pass per variant (top-k, random-k × repeats, low-k) per k; long-format table."""
+    """Baseline and every variant (top-k, random-k × repeats, low-k per k) from one pass over the data;
+    long-format table."""
     ctx = tdist.init(device)
     record = RunRecord("dropout", dict(arch=arch, weights=str(weights), ranking=str(ranking), data=str(data),
                                        sets=sets, ks=list(ks), random_repeats=random_repeats, seed=seed, site=site,
@@ -90,21 +133,15 @@ def dropout(arch: str, weights: str | os.PathLike | None, ranking: str | os.Path
     explainer = Explainer(load_detector(arch, weights, ctx.device))
     table = load_ranking(ranking, explainer.layers)
 
-    def measure(variant: ChannelSets | None) -> pd.DataFrame:
-        name = variant.name if variant else "baseline"
-        with dropped(explainer, variant.channels if variant else (), site):
-            return score_samples(explainer.model, samples, ctx, preset, None, batch_size, num_workers, progress,
-                                 desc=f"{name}" + (f" #{variant.replica}" if variant and variant.kind == "random"
-                                                   else "")).table
-
-    base = measure(None)
-    thresholds = calibrated_thresholds(base, fixed_threshold_sets)
-    rows = [{"variant": "baseline", "kind": "baseline", "k": 0, "replica": 0, **r}
-            for r in set_metrics(base, thresholds)]
-    for k in ks:
-        for variant in select_channels(table, k, random_repeats, seed):
-            rows += [{"variant": variant.name, "kind": variant.kind, "k": k, "replica": variant.replica, **r}
-                     for r in set_metrics(measure(variant), thresholds)]
+    variants = [None, *(v for k in ks for v in select_channels(table, k, random_repeats, seed))]
+    scores, unreadable = score_variants(explainer, variants, samples, ctx, site, preset, batch_size, num_workers,
+                                        progress)
+    thresholds = calibrated_thresholds(scores[0], fixed_threshold_sets)
+    rows = []
+    for variant, sc in zip(variants, scores, strict=True):
+        head = ({"variant": "baseline", "kind": "baseline", "k": 0, "replica": 0} if variant is None else
+                {"variant": variant.name, "kind": variant.kind, "k": variant.k, "replica": variant.replica})
+        rows += [{**head, **r} for r in set_metrics(sc, thresholds)]
     long = pd.DataFrame(rows)
     if out is not None and ctx.is_main:
         out = Path(out)
@@ -116,7 +153,8 @@ def dropout(arch: str, weights: str | os.PathLike | None, ranking: str | os.Path
             text = paper_layout(summary, fmt, paper)
             atomic_write(out / f"dropout_table.{suffix}", lambda tmp, text=text: Path(tmp).write_text(text))
         plot_ap_vs_k(summary, out / "ap_vs_k.png")
-        record.write(out, n_images=len(samples), thresholds=thresholds)
+        record.write(out, n_images=len(samples), n_skipped=len(unreadable), unreadable=unreadable,
+                     thresholds=thresholds)
     tdist.barrier()
     return long
 
