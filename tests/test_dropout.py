@@ -5,6 +5,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from conftest import run_torchrun
 from lrp_helpers import pseudo_trained
 from tffkit import distributed as tdist
 from tffkit.analysis.dropout import dropped, paper_layout, score_variants, summarize
@@ -96,6 +97,9 @@ def test_top_k_hurts_more_than_random_k(tmp_path: Path, trained_tiny):
     for f in ("dropout_summary.csv", "dropout_table.md", "dropout_table.tex", "ap_vs_k.png", "run.json"):
         assert (tmp_path / "drop" / f).stat().st_size > 0
     assert "random-24" in (tmp_path / "drop" / "dropout_table.md").read_text()
+    run_torchrun(["dropout", *common, "--ranking", str(tmp_path / "rank" / "ffrs.csv"), "--k-sweep", "8", "24",
+                  "--random-repeats", "3", "--out", str(tmp_path / "drop2")])
+    assert (tmp_path / "drop2" / "dropout.csv").read_text() == (tmp_path / "drop" / "dropout.csv").read_text()
 
 
 def test_paper_layout_shows_paper_numbers():
