@@ -19,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--device", default="auto")
-    p.add_argument("--iters", type=int, default=5, help="timed iterations per method")
+    p.add_argument("--iters", type=int, default=10, help="timed iterations per method")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--no-zennit", action="store_true", help="skip the zennit comparison")
 
@@ -88,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from ..analysis.ffrs import FFRSAccumulator
     from ..distributed import resolve_device
     from ..lrp import Explainer
+    from . import machine
 
     device = resolve_device(args.device)
     model, x, plain = frozen_model_and_plain_step(args.arch, device, args.batch_size, args.image_size)
@@ -102,9 +103,8 @@ def run(args: argparse.Namespace) -> int:
     def zennit_tap(rel: torch.Tensor) -> None:
         rel.clamp(min=0).sum((2, 3)) / rel.abs().sum((1, 2, 3))[:, None]
 
-    results = {"arch": args.arch, "batch_size": args.batch_size, "image_size": args.image_size,
-               "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
-               else "cpu", "feature_map_layers": len(explainer.layers)}
+    results = {"benchmark": "lrp", "arch": args.arch, "batch_size": args.batch_size, "image_size": args.image_size,
+               **machine(device), "feature_map_layers": len(explainer.layers)}
     for name, fn in (("plain_gradient", plain), ("tffkit_lrp", ours),
                      ("zennit", None if args.no_zennit else _zennit_step(model, x, zennit_tap))):
         if fn is None:

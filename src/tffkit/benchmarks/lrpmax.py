@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from ..detectors import build_detector
     from ..distributed import resolve_device
     from ..lrp import Explainer
+    from . import machine
 
     dev = resolve_device(args.device)
     torch.manual_seed(args.seed)
@@ -99,9 +100,7 @@ def run(args: argparse.Namespace) -> int:
     t_loop = time.perf_counter() - t0
     rate, rate_loop = n / t_batched, m / t_loop
     print(json.dumps({
-        "benchmark": "lrpmax", "arch": args.arch, "device": str(dev),
-        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-        "threads": torch.get_num_threads(), "image_size": args.image_size, "k": len(tffs),
+        "benchmark": "lrpmax", "arch": args.arch, **machine(dev), "image_size": args.image_size, "k": len(tffs),
         "layers_in_mix": len({t[0] for t in tffs}), "pairs": n, "chunk": args.chunk,
         "batched_s": round(t_batched, 4), "batched_pairs_per_s": round(rate, 2),
         "loop_pairs": m, "loop_s": round(t_loop, 4), "loop_pairs_per_s": round(rate_loop, 2),

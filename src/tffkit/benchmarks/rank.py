@@ -18,17 +18,18 @@ HELP = "tff rank images/s (data loading included) vs plain gradient"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", default="resnet50")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--images", type=int, default=512, help="fakes in the synthetic dataset")
+    p.add_argument("--images", type=int, default=2000, help="fakes in the synthetic dataset (ProGAN-val sized)")
     p.add_argument("--image-size", type=int, default=256, help="side of the PNGs (center224 crops 224)")
     p.add_argument("--preset", default="center224", choices=["center224", "full"])
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=int, default=None)
-    p.add_argument("--iters", type=int, default=3, help="timed plain-gradient iterations")
+    p.add_argument("--iters", type=int, default=10, help="timed plain-gradient iterations")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..analysis.rank import rank
     from ..distributed import resolve_device
+    from . import machine
     from .lrp import _time, frozen_model_and_plain_step
     from .train import make_dataset
 
@@ -49,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     plain_img_s = args.batch_size / sec
     rank_img_s = res.summary["fakes_used"] / elapsed
     print(json.dumps({
-        "arch": args.arch, "device": str(device), "batch_size": args.batch_size, "preset": args.preset,
+        "benchmark": "rank", "arch": args.arch, **machine(device), "batch_size": args.batch_size,
+        "preset": args.preset,
         "images_ranked": res.summary["fakes_used"], "plain_gradient_img_s": round(plain_img_s, 2),
         "rank_end_to_end_img_s": round(rank_img_s, 2), "ratio_rank_vs_plain": round(rank_img_s / plain_img_s, 3),
         "note": "rank time includes building the explainer, decoding and the exact reduction"}, indent=2))

@@ -114,8 +114,11 @@ def run(args: argparse.Namespace) -> int:
     bare_threads = torch.get_num_threads()
     bare_ips = bare(args, torch.device(info["device"]))
     torch.set_num_threads(threads)
+    from . import machine
+
     print(json.dumps({"benchmark": "train", "arch": args.arch, "batch_size": args.batch_size, "amp": args.amp,
-                      "steps": args.steps, "crop_size": args.crop_size, **info, "bare_threads": bare_threads,
+                      "steps": args.steps, "crop_size": args.crop_size, **machine(torch.device(info["device"])),
+                      **info, "bare_threads": bare_threads,
                       "ours_images_per_s": round(ours_ips, 2), "bare_images_per_s": round(bare_ips, 2),
                       "ratio": round(ours_ips / bare_ips, 4)}))
     return 0
