@@ -50,6 +50,14 @@ class DatasetPass:
         self.desc = desc
         self.progress = progress and ctx.is_main
         self.failed: list[tuple[int, str]] = []
+        self._started: Iterator | None = None
+
+    def start(self) -> DatasetPass:
+        """Start the loader workers now, so they decode the first batches while the caller still builds its
+        model (the next iteration uses them)."""
+        if self._started is None:
+            self._started = iter(self._loader())
+        return self
 
     def _loader(self) -> torch.utils.data.DataLoader:
         if self.dataset.preset == "full":
@@ -69,8 +77,9 @@ class DatasetPass:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self.failed = []
+        batches, self._started = self._started or iter(self._loader()), None
         bar = tqdm(total=len(self.indices), desc=self.desc, unit="img", disable=not self.progress)
-        for batch in self._loader():
+        for batch in batches:
             self.failed.extend(batch.failed)
             bar.update(len(batch.indices) + len(batch.failed))
             if batch.images is None:

@@ -46,10 +46,10 @@ def rank(arch: str, weights: str | os.PathLike | None, data: str | os.PathLike, 
     samples = [s for s in find_samples(data, sets, max_per_class=max_per_class) if with_reals or s.label == 1]
     if not samples:
         raise NoConfidentImagesError(f"no fake images (1_fake folders) under {data}")
-    explainer = Explainer(load_detector(arch, weights, ctx.device), bounds=bounds)
+    run = DatasetPass(samples, ctx, preset, None, batch_size, num_workers, "ranking (LRP)", progress).start()
+    explainer = Explainer(load_detector(arch, weights, ctx.device), bounds=bounds)  # while the workers decode
     acc = FFRSAccumulator(explainer.layers, ctx.device, groups=2 if with_reals else 1)
     labels_all = torch.tensor([s.label for s in samples], device=ctx.device)
-    run = DatasetPass(samples, ctx, preset, None, batch_size, num_workers, "ranking (LRP)", progress)
     idx_parts, prob_parts = [], []  # probabilities stay on the device until the end: no sync per batch
     for images, indices in run:
         probs = accumulate_batch(explainer, acc, normalize(images),
