@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from tffkit.benchmarks.suite import TARGETS, run_suite
 from tffkit.cli import main
 
 TINY = {
@@ -30,3 +31,18 @@ def test_bench_prints_json_with_rates_ratio_and_machine(name, capsys):
     assert out["benchmark"] == name and out[ours] > 0 and out[baseline] > 0
     assert out[ratio] == pytest.approx(out[ours] / out[baseline], rel=0.02, abs=2e-3)
     assert out["device"] == "cpu" and out["cpu_cores"] >= 1 and out["torch"]
+
+
+def test_suite_runs_every_benchmark_and_checks_the_targets(tmp_path):
+    doc = run_suite("cpu", tmp_path, {name: args for name, args in TINY.items()})
+    assert set(doc["results"]) == {"lrp", "rank", "lrpmax", "train_fp32", "train_bf16"}
+    assert not [r for r in doc["results"].values() if "error" in r]
+    assert doc["results"]["train_bf16"]["amp"] == "bf16" and len(doc["checks"]) == len(TARGETS)
+    for check in doc["checks"]:
+        if check["key"] == "memory_ratio_lrp_vs_plain":  # device memory: CUDA only
+            assert check["value"] is None and check["met"] is None
+        else:
+            assert check["value"] > 0 and isinstance(check["met"], bool)
+    table = (tmp_path / "bench.md").read_text()
+    assert "LRP-max (image, neuron) pairs/s" in table and "not measured" in table
+    assert json.loads((tmp_path / "bench.json").read_text())["checks"] == doc["checks"]

@@ -6,10 +6,10 @@ from __future__ import annotations
 import argparse
 import importlib
 
-HELP = "throughput benchmarks (JSON): lrp, rank, lrpmax, train"
+HELP = "throughput benchmarks (JSON): lrp, rank, lrpmax, train, or all of them against the targets"
 
 # benchmark name → module under tffkit.benchmarks
-BENCHMARKS = {"lrp": "lrp", "rank": "rank", "train": "train", "lrpmax": "lrpmax"}
+BENCHMARKS = {"lrp": "lrp", "rank": "rank", "train": "train", "lrpmax": "lrpmax", "all": "suite"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
