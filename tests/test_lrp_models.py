@@ -248,3 +248,41 @@ def test_product_of_tensors_that_is_not_a_gate_raises():
 
     with pytest.raises(UnsupportedLayerError, match="product of two tensors"):
         Explainer(Prod())
+
+
+def _saved_bytes(fn, resident: set[int]) -> int:
+    """Bytes of the distinct storages autograd saves for the backward of ``fn()`` (resident ones excluded)."""
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in resident:
+            seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(seen.values())
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "efficientnet_b0"])
+def test_lrp_saves_at_most_twice_the_plain_gradient(arch):
+    """The memory side of the LRP benchmark: activations kept for the backward (the bulk of peak memory)."""
+    from tffkit.analysis.ffrs import FFRSAccumulator
+
+    model = pseudo_trained(arch)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    explainer = Explainer(model)
+    x = torch.randn(2, 3, 64, 64)
+    resident = {t.untyped_storage().data_ptr() for m in (model, explainer.model)
+                for t in [*m.parameters(), *m.buffers()]}
+
+    def plain():
+        xg = x.clone().requires_grad_(True)
+        torch.autograd.grad(model(xg).sum(), xg)
+
+    acc = FFRSAccumulator(explainer.layers, x.device)
+    acc.set_batch(torch.zeros(2, dtype=torch.long))
+    ours = _saved_bytes(lambda: explainer.explain(x, 1.0, tap=acc, input_relevance=False), resident)
+    assert 0 < ours <= 2 * _saved_bytes(plain, resident)
