@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
-from .data import Batch, Sample, center_crop, jpeg_compress, load_rgb, to_grayscale
+from .data import Batch, Sample, center_crop, collate_images, jpeg_compress, load_rgb, to_grayscale
 
 JPEG_CODECS: tuple[str, ...] = ("pil", "cv2")  # Wang et al.'s ``jpg_method``
 TRAIN_STREAM, VAL_STREAM, ORDER_STREAM = 0, 1, 2
@@ -168,17 +168,11 @@ class TrainBatch(Batch):
 
 
 def collate_training(items: Iterable) -> TrainBatch:
-    """Stack the decodable items, dropping (and listing) the ones that failed."""
-    good, labels, idx, failed = [], [], [], []
-    for item in items:
-        if item[0] is None:
-            failed.append((item[1], item[2]))
-        else:
-            good.append(item[0])
-            labels.append(item[1])
-            idx.append(item[2])
-    return TrainBatch(torch.stack(good) if good else None, torch.tensor(idx, dtype=torch.long), failed,
-                      torch.tensor(labels, dtype=torch.float32))
+    """:func:`~tffkit.data.collate_images` of ``(image, index)`` plus the labels of the decodable items."""
+    items = list(items)
+    batch = collate_images([item if item[0] is None else (item[0], item[2]) for item in items])
+    labels = torch.tensor([item[1] for item in items if item[0] is not None], dtype=torch.float32)
+    return TrainBatch(batch.images, batch.indices, batch.failed, labels)
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:

@@ -8,9 +8,11 @@ process all helpers are no-ops, so the same code runs with or without ``torchrun
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -100,6 +102,19 @@ def gather_objects(obj: Any) -> list[Any]:
     out: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def gather_rows(indices: Sequence[torch.Tensor], values: Sequence[torch.Tensor],
+                width: tuple[int, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
+    """Every rank's per-batch dataset indices and value rows (on any device), concatenated in rank order.
+
+    Values reach the host once, at the end of a pass (no sync per batch); ``width`` shapes the empty
+    result when no rank has rows."""
+    local = (torch.cat(list(indices)).numpy(), torch.cat(list(values)).cpu().numpy()) if indices else None
+    parts = [p for p in gather_objects(local) if p is not None]
+    if not parts:
+        return np.zeros(0, np.int64), np.zeros((0, *width))
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def barrier() -> None:

@@ -41,11 +41,7 @@ def score_samples(model: nn.Module, samples: Sequence[Sample], ctx: tdist.DistCo
         idx_parts.append(indices)
         logit_parts.append(model(normalize(images)).reshape(-1).float())  # on the device: no sync per batch
     model.train(was_training)
-    local = (torch.cat(idx_parts).numpy() if idx_parts else np.zeros(0, dtype=np.int64),
-             torch.cat(logit_parts).cpu().numpy() if logit_parts else np.zeros(0, dtype=np.float32))
-    parts = tdist.gather_objects(local)
-    index = np.concatenate([p[0] for p in parts])
-    logit = np.concatenate([p[1] for p in parts])
+    index, logit = tdist.gather_rows(idx_parts, logit_parts)
     return Scores(scores_table(samples, index, logit), run.gather_failed())
 
 

@@ -176,19 +176,18 @@ class Trainer:
                 continue
             with torch.autocast(self.dev.type, dtype=torch.bfloat16, enabled=self.cfg.amp == "bf16"):
                 out = self.net(self._images(batch.images)).reshape(-1)
-            idx.append(batch.indices.numpy())
-            logits.append(out.float().cpu().numpy())
+            idx.append(batch.indices)
+            logits.append(out.float())
         bar.close()
         self.net.train()
-        parts = tdist.gather_objects((np.concatenate(idx) if idx else np.zeros(0, np.int64),
-                                      np.concatenate(logits) if logits else np.zeros(0, np.float32), failed))
-        index = np.concatenate([p[0] for p in parts])
-        logit = np.concatenate([p[1] for p in parts]).astype(np.float64)
+        index, logit = tdist.gather_rows(idx, logits)
+        logit = logit.astype(np.float64)
+        skipped = sorted(p for part in tdist.gather_objects(failed) for p in part)
         labels = np.array([self.val_samples[i].label for i in index], dtype=np.float64)
         loss = float(np.mean(np.logaddexp(0.0, logit) - labels * logit)) if len(index) else float("nan")
         prob = expit(logit)
         return {"val_loss": loss, "val_acc": accuracies(labels, prob)["acc"], "val_ap": average_precision(labels, prob),
-                "n_val": int(len(index)), "val_skipped": sorted(p for part in parts for p in part[2])}
+                "n_val": int(len(index)), "val_skipped": skipped}
 
     def rng_state(self) -> dict[str, Any]:
         """Python, NumPy, torch (and CUDA) random states of this process; :meth:`set_rng_state` restores them."""

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from scipy.stats import median_test
 
 from .. import distributed as tdist
@@ -66,11 +65,7 @@ def max_activations(explainer: Explainer, tffs: Sequence[TFF], samples, ctx: tdi
     for images, indices in DatasetPass(samples, ctx, perturb=perturb, **pass_args):
         idx.append(indices)
         vals.append(tap.run(normalize(images, dtype))[0].double())  # on the device: no sync per batch
-    local = (torch.cat(idx).numpy() if idx else np.zeros(0, np.int64),
-             torch.cat(vals).cpu().numpy() if vals else np.zeros((0, len(tffs))))
-    parts = tdist.gather_objects(local)
-    index = np.concatenate([p[0] for p in parts])
-    values = np.concatenate([p[1] for p in parts])
+    index, values = tdist.gather_rows(idx, vals, (len(tffs),))
     order = np.argsort(index, kind="stable")
     return index[order], values[order]
 

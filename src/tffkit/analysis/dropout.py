@@ -83,20 +83,17 @@ def score_variants(explainer: Explainer, variants: Sequence[ChannelSets | None],
     model = explainer.model.eval()
     run = DatasetPass(samples, ctx, preset, None, batch_size, num_workers,
                       f"dropout ({len(variants)} variants)", progress)
-    idx: list[torch.Tensor] = []
-    logits: list[list[torch.Tensor]] = [[] for _ in plans]
+    idx, logits = [], []  # logits (B, variants) per batch
     for images, indices in run:
         x = normalize(images)
         idx.append(indices)
-        for plan, out in zip(plans, logits, strict=True):
+        per_variant = []
+        for plan in plans:
             with plan.applied():
-                out.append(model(x).reshape(-1).float())
-    local = ((torch.cat(idx).numpy(), torch.stack([torch.cat(v) for v in logits]).cpu().numpy())
-             if idx else None)
-    parts = [p for p in tdist.gather_objects(local) if p is not None]
-    index = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
-    logit = np.concatenate([p[1] for p in parts], axis=1) if parts else np.zeros((len(plans), 0))
-    return [scores_table(samples, index, row) for row in logit], run.gather_failed()
+                per_variant.append(model(x).reshape(-1).float())
+        logits.append(torch.stack(per_variant, 1))
+    index, logit = tdist.gather_rows(idx, logits, (len(plans),))
+    return [scores_table(samples, index, logit[:, v]) for v in range(len(plans))], run.gather_failed()
 
 
 def set_metrics(scores: pd.DataFrame, thresholds: dict[str, float]) -> list[dict]:

@@ -59,10 +59,7 @@ def rank(arch: str, weights: str | os.PathLike | None, data: str | os.PathLike, 
     tdist.all_reduce_sum(acc.sums)
     tdist.all_reduce_sum(acc.counts)
     failed = run.gather_failed()
-    local = (torch.cat(idx_parts).numpy(), torch.cat(prob_parts).cpu().numpy()) if idx_parts else None
-    parts = [p for p in tdist.gather_objects(local) if p is not None]
-    idx = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, int)
-    prob = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0)
+    idx, prob = tdist.gather_rows(idx_parts, prob_parts)
     labels = np.array([samples[i].label for i in idx], dtype=int)
     n_fake_conf = int(acc.counts[0])
     if n_fake_conf == 0:
