@@ -151,12 +151,13 @@ class LRPMax:
             for name in dict.fromkeys(layers[p] for p in sel):
                 local = [i for i, p in enumerate(sel) if layers[p] == name]
                 pick = [sel[i] for i in local]
-                where = [t.to(dev, non_blocking=True) for t in (torch.tensor(local), channels[pick], h[pick], w[pick])]
+                where = [t.to(dev, non_blocking=True)
+                         for t in (torch.tensor(local, device="cpu"), channels[pick], h[pick], w[pick])]
                 t = torch.zeros(len(sel), *shapes[name], dtype=x.dtype, device=dev)
                 t[tuple(where)] = seed[pick].to(dev, x.dtype, non_blocking=True)
                 seeds[name] = t
             rel = ex.explain_neurons(x.index_select(0, rows[sel].to(dev, non_blocking=True)), seeds)
-            out[torch.tensor(sel).to(dev, non_blocking=True)] = rel.sum(1)
+            out[torch.tensor(sel, device="cpu").to(dev, non_blocking=True)] = rel.sum(1)
         return out
 
     def relevance_argmax(self, x: torch.Tensor, rows: torch.Tensor, layers: Sequence[str],
@@ -169,7 +170,8 @@ class LRPMax:
             p_by_layer.setdefault(name, []).append(p)
         dev = x.device  # index tensors made before the backward: the tap never waits for the device
         rows, channels = rows.cpu(), channels.cpu()
-        where = {name: tuple(t.to(dev, non_blocking=True) for t in (torch.tensor(ps), rows[ps], channels[ps]))
+        where = {name: tuple(t.to(dev, non_blocking=True)
+                             for t in (torch.tensor(ps, device="cpu"), rows[ps], channels[ps]))
                  for name, ps in p_by_layer.items()}
 
         def tap(layer, rel, _act):
@@ -202,7 +204,7 @@ def top_images(explainer: Explainer, tffs: Sequence[TFF], samples, sets: Sequenc
     Rows: set, tff (position in ``tffs``), rank (1 = strongest), index (into ``samples``), activation, h, w.
     """
     group_of = {s: g for g, s in enumerate(sets)}
-    groups = torch.tensor([group_of[s.set] for s in samples])
+    groups = torch.tensor([group_of[s.set] for s in samples], device="cpu")
     tap = MaxActivationTap(explainer, tffs)
     top = RunningTopN(len(sets), len(tffs), n, ctx.device)
     dtype = next(explainer.model.buffers()).dtype
@@ -235,20 +237,20 @@ def compute_lrpmax(explainer: Explainer, tffs: Sequence[TFF], samples, top: pd.D
         if not ps:
             continue
         sub = top.iloc[[p for p, _ in ps]]
-        rows = torch.tensor([r for _, r in ps])
+        rows = torch.tensor([r for _, r in ps], device="cpu")
         layers = [tffs[j][0] for j in sub["tff"]]
-        chans = torch.tensor([tffs[j][1] for j in sub["tff"]])
+        chans = torch.tensor([tffs[j][1] for j in sub["tff"]], device="cpu")
         x = normalize(images, dtype)
         if variant == "activation":
-            h, w = torch.tensor(sub["h"].to_numpy()), torch.tensor(sub["w"].to_numpy())
-            seed = torch.tensor(sub["activation"].to_numpy()).clamp(min=0)
+            h, w = (torch.tensor(sub[c].to_numpy(), device="cpu") for c in ("h", "w"))
+            seed = torch.tensor(sub["activation"].to_numpy(), device="cpu").clamp(min=0)
         else:
             h, w, seed = (t.cpu() for t in lrp.relevance_argmax(x, rows, layers, chans))
         imgs = images.cpu()
         depth = [explainer.by_name[name].index for name in layers]
         order = sorted(range(len(ps)), key=lambda q: (depth[q], q))
         for s in range(0, len(order), 8 * chunk):  # maps of a bounded number of pairs at a time
-            qs = torch.tensor(order[s:s + 8 * chunk])
+            qs = torch.tensor(order[s:s + 8 * chunk], device="cpu")
             maps = lrp.maps(x, rows[qs], [layers[q] for q in qs.tolist()], chans[qs], h[qs], w[qs], seed[qs])
             for rmap, q in zip(maps.double().cpu().numpy(), qs.tolist(), strict=True):
                 p, r = ps[q]

@@ -28,10 +28,12 @@ def input_bounds(bounds: str = "exact", mean: Sequence[float] = IMAGENET_MEAN,
                  std: Sequence[float] = IMAGENET_STD) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel (low, high) of normalised pixels: exact (0−μ)/σ, (1−μ)/σ, or the ``paper-code`` scalars."""
     if bounds == "exact":
-        m, s = torch.tensor(mean, dtype=torch.float64), torch.tensor(std, dtype=torch.float64)
+        m = torch.tensor(mean, dtype=torch.float64, device="cpu")
+        s = torch.tensor(std, dtype=torch.float64, device="cpu")
         return (0 - m) / s, (1 - m) / s
     if bounds == "paper-code":
-        return torch.full((len(mean),), PAPER_CODE_BOUNDS[0]), torch.full((len(mean),), PAPER_CODE_BOUNDS[1])
+        return (torch.full((len(mean),), PAPER_CODE_BOUNDS[0], device="cpu"),
+                torch.full((len(mean),), PAPER_CODE_BOUNDS[1], device="cpu"))
     raise ValueError(f"unknown bounds {bounds!r}; use 'exact' or 'paper-code'")
 
 
@@ -59,7 +61,7 @@ class Explainer:
         low, high = input_bounds(bounds, mean, std) if input_rule == "zbox" else (None, None)
         param = next(model.parameters())
         if low is not None:
-            low, high = low.to(param.dtype), high.to(param.dtype)
+            low, high = low.to(param.device, param.dtype), high.to(param.device, param.dtype)
         self.input_rule, self.bounds, self.eps = input_rule, bounds, eps
         self.model, self.layers = build_explainable(model, low, high, eps)
         self.model.to(param.device)

@@ -95,7 +95,8 @@ def _fold_all(gm: fx.GraphModule) -> None:
             raise UnsupportedLayerError(f"{_describe(gm, node)} does not directly follow a convolution; "
                                         "only conv→BN pairs can be folded")
         with torch.no_grad():  # what the layer outputs when the raw conv output is zeroed (pre-BN dropout)
-            conv._tff_pre_bn_zero = bn(torch.zeros(1, bn.num_features, 1, 1, dtype=conv.weight.dtype)).reshape(-1)
+            conv._tff_pre_bn_zero = bn(torch.zeros(1, bn.num_features, 1, 1, dtype=conv.weight.dtype,
+                                                   device=conv.weight.device)).reshape(-1)
         fold_batchnorm(conv, bn)
         node.replace_all_uses_with(src)
         gm.graph.erase_node(node)
