@@ -94,9 +94,10 @@ def _fold_all(gm: fx.GraphModule) -> None:
         if not isinstance(conv, nn.Conv2d) or len(src.users) != 1:
             raise UnsupportedLayerError(f"{_describe(gm, node)} does not directly follow a convolution; "
                                         "only conv→BN pairs can be folded")
-        with torch.no_grad():  # what the layer outputs when the raw conv output is zeroed (pre-BN dropout)
-            conv._tff_pre_bn_zero = bn(torch.zeros(1, bn.num_features, 1, 1, dtype=conv.weight.dtype,
-                                                   device=conv.weight.device)).reshape(-1)
+        with torch.no_grad():  # the BN map raw ↦ scale·raw + zero, kept for the pre-BN site (public code)
+            zero = torch.zeros(1, bn.num_features, 1, 1, dtype=conv.weight.dtype, device=conv.weight.device)
+            conv._tff_pre_bn_zero = bn(zero).reshape(-1)
+            conv._tff_pre_bn_scale = bn(zero + 1).reshape(-1) - conv._tff_pre_bn_zero
         fold_batchnorm(conv, bn)
         node.replace_all_uses_with(src)
         gm.graph.erase_node(node)

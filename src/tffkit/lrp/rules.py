@@ -181,9 +181,11 @@ class LRPConv(nn.Module):
         w = layer.weight.detach()
         self.register_buffer("w_pos", w.clamp(min=0))
         self.register_buffer("w_neg", w.clamp(max=0))
-        pre_bn_zero = getattr(layer, "_tff_pre_bn_zero", None)
-        # the output when the raw convolution output is zeroed before batch norm ('pre-bn' dropout site)
-        self.register_buffer("pre_bn_zero", pre_bn_zero if pre_bn_zero is not None else torch.zeros_like(w[:, 0, 0, 0]))
+        # the folded output is pre_bn_scale·raw + pre_bn_zero per channel, raw = the convolution's own output
+        # before batch norm (the public code's dropout and activation site); scale 1, zero 0 without BN
+        per_channel = w[:, 0, 0, 0]
+        self.register_buffer("pre_bn_zero", getattr(layer, "_tff_pre_bn_zero", torch.zeros_like(per_channel)))
+        self.register_buffer("pre_bn_scale", getattr(layer, "_tff_pre_bn_scale", torch.ones_like(per_channel)))
         self.box = low is not None
         if self.box:
             self.register_buffer("low", low.reshape(1, -1, 1, 1))
