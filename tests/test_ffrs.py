@@ -95,7 +95,8 @@ def test_rank_cli_and_torchrun_identical(tmp_path: Path, trained_tiny):
     one = (tmp_path / "one" / "ffrs.csv").read_text()
     assert one == (tmp_path / "two" / "ffrs.csv").read_text()
     t = pd.read_csv(tmp_path / "one" / "ffrs.csv")
-    assert list(t.columns) == ["rank", "layer", "channel", "omega", "key"] and len(t) == 720
+    assert list(t.columns) == ["rank", "layer", "channel", "omega", "key", "unit"] and len(t) == 720
+    assert set(t["unit"]) == {"conv"}
     assert t["omega"].between(0, 1).all() and t["omega"].is_monotonic_decreasing
     import json
     summary = json.loads((tmp_path / "one" / "ffrs.json").read_text())

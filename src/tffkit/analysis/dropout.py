@@ -45,20 +45,22 @@ class DropPlan:
         for layer, idx in by_layer.items():
             module = explainer.module(layer)
             index = torch.tensor(sorted(idx), device=explainer.device)
-            fill = module.pre_bn_zero[index].reshape(1, -1, 1, 1) if site == "pre-bn" else None
-            self.sites.append((module, index, fill))
+            zero = getattr(module, "pre_bn_zero", None)  # BN(0) of a folded convolution; other units drop to 0
+            fill = zero[index] if site == "pre-bn" and zero is not None else None
+            self.sites.append((module, index, fill, explainer.by_name[layer].dim))
 
     @contextlib.contextmanager
     def applied(self) -> Iterator[None]:
-        """Within the block, the explainer's model runs with the channels dropped."""
+        """Within the block, the explainer's model runs with the units dropped."""
 
-        def hook(_m, _inp, out, index, fill):
+        def hook(_m, _inp, out, index, fill, dim):
             out = out.clone()
-            out[:, index] = 0 if fill is None else fill.to(out.dtype)
+            view = out.movedim(dim, 1) if dim != 1 else out  # a view: writing it writes ``out``
+            view[:, index] = 0 if fill is None else fill.to(out.dtype).reshape(1, -1, *[1] * (out.dim() - 2))
             return out
 
-        handles = [module.register_forward_hook(functools.partial(hook, index=index, fill=fill))
-                   for module, index, fill in self.sites]
+        handles = [module.register_forward_hook(functools.partial(hook, index=index, fill=fill, dim=dim))
+                   for module, index, fill, dim in self.sites]
         try:
             yield
         finally:

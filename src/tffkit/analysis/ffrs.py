@@ -28,6 +28,13 @@ def channel_key(layer: str, channel: int, total: int) -> str:
     return f"{layer}.#{channel}(T={total})"
 
 
+def unit_major(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """(B, units, positions): the layer output ``t`` with its unit dimension ``dim`` second, the rest flattened."""
+    if dim != 1:
+        t = t.movedim(dim, 1)
+    return t.reshape(t.shape[0], t.shape[1], -1)
+
+
 class FFRSAccumulator:
     """A relevance tap summing per-image ω contributions per channel, for G groups (e.g. fakes, reals)."""
 
@@ -54,8 +61,9 @@ class FFRSAccumulator:
     def __call__(self, layer: FeatureLayer, relevance: torch.Tensor, activation: torch.Tensor | None) -> None:
         # per-channel Σ R⁺ and Σ |R| in the relevance's precision (one temporary, no float64 copy of the map),
         # then the per-image shares in float64
-        pos = relevance.clamp(min=0).sum((2, 3)).to(torch.float64)
-        absolute = torch.linalg.vector_norm(relevance, 1, dim=(2, 3)).to(torch.float64)
+        r = unit_major(relevance, layer.dim)  # (B, units, positions): pixels, tokens or head dims
+        pos = r.clamp(min=0).sum(2).to(torch.float64)
+        absolute = torch.linalg.vector_norm(r, 1, dim=2).to(torch.float64)
         total = absolute.sum(1, keepdim=True)
         share = torch.where(total > 0, pos / total.clamp(min=torch.finfo(torch.float64).tiny), 0.0)
         fixed = torch.round(share * FIXED_POINT).to(torch.int64) * self._keep[:, None]
@@ -69,8 +77,10 @@ class FFRSAccumulator:
 
 
 def ranking_table(layers: Sequence[FeatureLayer], omega: np.ndarray) -> pd.DataFrame:
-    """Global ranking, descending ω, ties broken by layer order then channel: rank, layer, channel, omega, key."""
+    """Global ranking, descending ω, ties broken by layer order then channel: rank, layer, channel, omega, key,
+    unit (kind of unit: conv channel, neuron, residual dimension or attention head) and layer_index."""
     layer_idx = np.concatenate([np.full(layer.channels, layer.index) for layer in layers])
+    kinds = np.concatenate([np.full(layer.channels, layer.kind, dtype=object) for layer in layers])
     channel = np.concatenate([np.arange(layer.channels) for layer in layers])
     names = np.concatenate([np.full(layer.channels, layer.name, dtype=object) for layer in layers])
     totals = np.concatenate([np.full(layer.channels, layer.channels) for layer in layers])
@@ -81,6 +91,7 @@ def ranking_table(layers: Sequence[FeatureLayer], omega: np.ndarray) -> pd.DataF
         "channel": channel[order],
         "omega": omega[order],
         "key": [channel_key(n, c, t) for n, c, t in zip(names[order], channel[order], totals[order], strict=True)],
+        "unit": kinds[order],
         "layer_index": layer_idx[order],
     })
 

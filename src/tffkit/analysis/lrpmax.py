@@ -23,11 +23,19 @@ from ..detectors import load_detector
 from ..lrp import Explainer
 from ..passes import DatasetPass
 from ..results import RunRecord, write_csv, write_json
-from .ffrs import channel_key, load_ranking
+from .ffrs import channel_key, load_ranking, unit_major
 
 TFF = tuple[str, int]  # (layer name, channel)
 SENTINEL = 2 ** 62  # dataset index of an empty top-N slot
 VARIANTS = ("activation", "relevance")
+
+
+def position_width(shape: Sequence[int], dim: int) -> int:
+    """Positions of a unit's map (its layer output without batch and unit dims, flattened) are reported as
+    (h, w) = (p // width, p % width): pixel rows/columns of a conv map, (token, 0) for token layers, (token,
+    head dim) for attention heads. ``shape`` excludes the batch dimension; ``dim`` counts it."""
+    rest = [s for i, s in enumerate(shape, start=1) if i != dim]
+    return rest[-1] if len(rest) >= 2 else 1
 
 
 def load_tffs(path: str | os.PathLike, k: int, explainer: Explainer) -> list[TFF]:
@@ -61,8 +69,8 @@ class MaxActivationTap:
 
     def __call__(self, layer, act: torch.Tensor) -> None:
         cols, chs = self.groups[layer.name]
-        v, p = act.index_select(1, chs).flatten(2).max(2)
-        width = act.shape[-1]
+        v, p = unit_major(act, layer.dim).index_select(1, chs).max(2)
+        width = position_width(act.shape[1:], layer.dim)
         self.values[:, cols], self.h[:, cols], self.w[:, cols] = v.to(self.values.dtype), p // width, p % width
 
     def run(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -151,11 +159,13 @@ class LRPMax:
             for name in dict.fromkeys(layers[p] for p in sel):
                 local = [i for i, p in enumerate(sel) if layers[p] == name]
                 pick = [sel[i] for i in local]
-                where = [t.to(dev, non_blocking=True)
-                         for t in (torch.tensor(local, device="cpu"), channels[pick], h[pick], w[pick])]
-                t = torch.zeros(len(sel), *shapes[name], dtype=x.dtype, device=dev)
-                t[tuple(where)] = seed[pick].to(dev, x.dtype, non_blocking=True)
-                seeds[name] = t
+                dim, shape = ex.by_name[name].dim, shapes[name]
+                pos = h[pick] * position_width(shape, dim) + w[pick]
+                where = [t.to(dev, non_blocking=True) for t in (torch.tensor(local, device="cpu"), channels[pick], pos)]
+                moved = (shape[dim - 1], *(d for i, d in enumerate(shape, start=1) if i != dim))
+                t = torch.zeros(len(sel), *moved, dtype=x.dtype, device=dev)
+                t.view(len(sel), moved[0], -1)[tuple(where)] = seed[pick].to(dev, x.dtype, non_blocking=True)
+                seeds[name] = t.movedim(1, dim) if dim != 1 else t
             rel = ex.explain_neurons(x.index_select(0, rows[sel].to(dev, non_blocking=True)), seeds)
             out[torch.tensor(sel, device="cpu").to(dev, non_blocking=True)] = rel.sum(1)
         return out
@@ -176,9 +186,9 @@ class LRPMax:
 
         def tap(layer, rel, _act):
             ps, r, c = where[layer.name]
-            m = rel[r, c].flatten(1).clamp(min=0)
-            v, pos = m.max(1)
-            found[layer.name] = (ps, pos // rel.shape[-1], pos % rel.shape[-1], v)
+            v, pos = unit_major(rel, layer.dim)[r, c].clamp(min=0).max(1)
+            width = position_width(rel.shape[1:], layer.dim)
+            found[layer.name] = (ps, pos // width, pos % width, v)
 
         self.explainer.explain(x, 1.0, tap=tap, layers=list(p_by_layer), input_relevance=False)
         out = [torch.empty(len(layers), dtype=t, device=x.device) for t in (torch.long, torch.long, x.dtype)]

@@ -19,9 +19,11 @@ from .. import distributed as tdist
 from ..data import Sample, find_samples, normalize
 from ..detectors import load_detector
 from ..lrp import Explainer
-from ..lrp.rewrite import ACTIVATION_NAMES, ACTIVATION_TYPES, POOL_TYPES
+from ..lrp.registry import module_rule
 from ..passes import DatasetPass
 from ..results import RunRecord, write_csv, write_json
+
+POOLS = (nn.AdaptiveAvgPool2d, nn.AvgPool2d, nn.AdaptiveMaxPool2d, nn.MaxPool2d)
 
 
 def last_spatial_layer(model: nn.Module, x: torch.Tensor) -> str:
@@ -30,7 +32,7 @@ def last_spatial_layer(model: nn.Module, x: torch.Tensor) -> str:
     handles = [m.register_forward_hook(lambda _m, _i, out, name=name: seen.append(name)
                                        if isinstance(out, torch.Tensor) and out.dim() == 4 else None)
                for name, m in model.named_modules()
-               if not list(m.children()) and not isinstance(m, POOL_TYPES + (nn.Sigmoid,))]
+               if not list(m.children()) and not isinstance(m, POOLS + (nn.Sigmoid,))]
     try:
         with torch.no_grad():
             model(x[:1])
@@ -78,7 +80,8 @@ def _guided(model: nn.Module) -> Iterator[None]:
     """Every activation module's output passes through :class:`_GuidedFn`, so gradients that reach an
     activation are non-negative (ReLU: the guided-backprop rule; SiLU/Swish: its usual generalisation)."""
     handles = [m.register_forward_hook(lambda _m, _i, out: _GuidedFn.apply(out))
-               for m in model.modules() if isinstance(m, ACTIVATION_TYPES) or type(m).__name__ in ACTIVATION_NAMES]
+               for m in model.modules()
+               if getattr(module_rule(m), "activation", False) and not isinstance(m, (nn.Sigmoid, nn.Hardsigmoid))]
     try:
         yield
     finally:

@@ -8,6 +8,7 @@ without keeping maps. ``activation`` is the layer's output when ``with_activatio
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -17,7 +18,9 @@ from torch import nn
 from torchvision.models.resnet import ResNet
 
 from ..data import IMAGENET_MEAN, IMAGENET_STD
+from .registry import RuleConfig
 from .rewrite import FeatureLayer, build_explainable
+from .transformer import ATTENTION_MODES
 
 Tap = Callable[[FeatureLayer, torch.Tensor, "torch.Tensor | None"], None]
 ForwardTap = Callable[[FeatureLayer, torch.Tensor], None]
@@ -37,6 +40,24 @@ def input_bounds(bounds: str = "exact", mean: Sequence[float] = IMAGENET_MEAN,
     raise ValueError(f"unknown bounds {bounds!r}; use 'exact' or 'paper-code'")
 
 
+def default_input_shape(model: nn.Module) -> tuple[int, ...]:
+    """(C, H, W) a detector takes: its ``tff_input_shape``, an ``image_size`` attribute (torchvision ViT, open_clip
+    towers), a timm ``pretrained_cfg['input_size']``, else (3, 224, 224)."""
+    for m in model.modules():
+        shape = getattr(m, "tff_input_shape", None)
+        if shape is not None:
+            return tuple(shape)
+        size = getattr(m, "image_size", None)
+        if isinstance(size, int):
+            return (3, size, size)
+        if isinstance(size, (tuple, list)) and len(size) == 2:
+            return (3, *size)
+        cfg = getattr(m, "pretrained_cfg", None)
+        if isinstance(cfg, dict) and "input_size" in cfg:
+            return tuple(cfg["input_size"])
+    return (3, 224, 224)
+
+
 @dataclass
 class Explanation:
     """Logits of the batch (B,) and, when asked for, the input relevance (B, C, H, W)."""
@@ -46,31 +67,52 @@ class Explanation:
 
 
 class Explainer:
-    """LRP for a one-logit detector (SPEC §2), built on a BN-folded copy; the detector is never modified.
+    """LRP for a detector (docs/algorithms.md), built on a BN-folded, rule-annotated copy; the detector is never
+    modified. A two-class detector is explained through its log-odds ``out[fake_index] − out[other]``.
 
-    ``input_rule``: ``zbox`` (zβ with pixel bounds), ``zplus`` (general β = 0) or ``auto`` (zβ for
-    ResNets, β = 0 otherwise, as in the paper). ``bounds``: ``exact`` or ``paper-code``.
+    ``input_rule``: ``zbox`` (zβ with pixel bounds), ``zplus`` (general β = 0), ``epsilon`` (ε rule, bias in
+    the denominator) or ``auto`` (zβ for ResNets, β = 0 otherwise, as in the paper). ``bounds``: ``exact`` or
+    ``paper-code``. ``attention``: ``attnlrp`` or ``cp`` (attention weights held constant). ``zplus_fallback``:
+    where a z⁺ neuron has no positive input, spread its relevance evenly over its window in ``depthwise``
+    convolutions (default), in ``all`` convolutions, or ``none`` (lost, as in the paper's code).
+    ``input_shape``: (C, H, W) of the probe batch used to trace the detector and check the copy's logits
+    (default: :func:`default_input_shape`).
     """
 
     def __init__(self, model: nn.Module, input_rule: str = "auto", bounds: str = "exact", eps: float = 1e-6,
-                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
+                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+                 attention: str = "attnlrp", zplus_fallback: str = "depthwise",
+                 input_shape: Sequence[int] | None = None, fake_index: int = 1, check: bool = True):
         if input_rule == "auto":
             input_rule = "zbox" if isinstance(model, ResNet) else "zplus"
-        if input_rule not in ("zbox", "zplus"):
-            raise ValueError(f"unknown input_rule {input_rule!r}; use auto, zbox or zplus")
+        if input_rule not in ("zbox", "zplus", "epsilon"):
+            raise ValueError(f"unknown input_rule {input_rule!r}; use auto, zbox, zplus or epsilon")
+        if zplus_fallback not in ("depthwise", "all", "none"):
+            raise ValueError(f"unknown zplus_fallback {zplus_fallback!r}; use depthwise, all or none")
+        if attention not in ATTENTION_MODES:
+            raise ValueError(f"unknown attention rule {attention!r}; use one of {ATTENTION_MODES}")
         low, high = input_bounds(bounds, mean, std) if input_rule == "zbox" else (None, None)
-        param = next(model.parameters())
+        param = next(iter(model.parameters()), None)
+        device, dtype = (param.device, param.dtype) if param is not None else (torch.device("cpu"), torch.float32)
         if low is not None:
-            low, high = low.to(param.device, param.dtype), high.to(param.device, param.dtype)
+            low, high = low.to(device, dtype), high.to(device, dtype)
         self.input_rule, self.bounds, self.eps = input_rule, bounds, eps
-        self.model, self.layers = build_explainable(model, low, high, eps)
-        self.model.to(param.device)
+        self.config = RuleConfig(eps, attention, zplus_fallback, input_rule == "epsilon")
+        input_shape = default_input_shape(model) if input_shape is None else input_shape
+        example = torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(0), device="cpu")
+        example = example.to(device, dtype)
+        self.model, self.layers = build_explainable(model, example, low, high, self.config, fake_index, check)
+        self.model.to(device)
         self.by_name = {layer.name: layer for layer in self.layers}
         self._truncated: dict[tuple[str, ...], fx.GraphModule] = {}
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.buffers()).device
+        return next(itertools.chain(self.model.buffers(), self.model.parameters())).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(itertools.chain(self.model.buffers(), self.model.parameters())).dtype
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Explainer:
         """Move (and optionally cast, e.g. to float64 for tests) the explainable model."""
@@ -149,12 +191,17 @@ class Explainer:
         zero). The forward stops at the deepest seeded layer.
         """
         names = tuple(sorted(seeds, key=lambda n: self.by_name[n].index))
-        model = self._truncated_model(names)
+        in_graph = {n.target for n in self.model.graph.nodes if n.op == "call_module"}
+        model = self._truncated_model(names) if all(n in in_graph for n in names) else self.model
         x = x.detach().requires_grad_(True)
         chosen = self._select(layers) if tap is not None else []
-        with torch.enable_grad(), self._relevance_hooks(chosen, tap, False, model):
-            outs = model(x)
-            (rel,) = torch.autograd.grad(list(outs), x, [seeds[n].to(outs[i].dtype) for i, n in enumerate(names)])
+        found: dict[str, torch.Tensor] = {}
+        with torch.enable_grad(), self._relevance_hooks(chosen, tap, False, model), \
+                self._hooks([self.by_name[n] for n in names], lambda layer, out: found.__setitem__(layer.name, out),
+                            model):
+            model(x)
+            outs = [found[n] for n in names]
+            (rel,) = torch.autograd.grad(outs, x, [seeds[n].to(outs[i].dtype) for i, n in enumerate(names)])
         return rel
 
     @contextlib.contextmanager

@@ -1,9 +1,9 @@
 """LRP rules as autograd Functions whose backward maps output relevance to input relevance.
 
-In an explainable model every operation is one of these (or an operation whose ordinary backward
-already is the LRP rule: max pooling = winner takes all, reshapes, concatenation). What flows
-backwards is therefore relevance, not gradient, and a tensor hook on any intermediate output sees
-the relevance of that layer (SPEC §2).
+In an explainable model every operation is one of these, or an operation whose ordinary backward
+already is its LRP rule (max pooling = winner takes all, reshapes, concatenation, padding). What flows
+backwards is therefore relevance, not gradient, and a tensor hook on any intermediate output sees the
+relevance of that layer (docs/algorithms.md, "LRP rules").
 """
 
 from __future__ import annotations
@@ -26,29 +26,23 @@ def stabilize_(z: torch.Tensor, eps: float) -> torch.Tensor:
     return z.add_((z >= 0).to(z.dtype).mul_(2 * eps).sub_(eps))
 
 
-def conv_with(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def _plain_conv2d(conv: nn.Module) -> bool:
+    return type(conv) is nn.Conv2d and conv.padding_mode == "zeros"
+
+
+def conv_with(conv: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``conv`` applied to ``x`` with ``weight`` and no bias; keeps the module's own padding logic."""
-    if type(conv) is nn.Conv2d and conv.padding_mode == "zeros":
+    if _plain_conv2d(conv):
         return F.conv2d(x, weight, None, conv.stride, conv.padding, conv.dilation, conv.groups)
     params = {"weight": weight}
-    if conv.bias is not None:
+    if getattr(conv, "bias", None) is not None:
         params["bias"] = torch.zeros_like(conv.bias)
     return functional_call(conv, params, (x,))
 
 
-def _epsilon_relevance(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, relevance: torch.Tensor,
-                       eps: float) -> torch.Tensor:
-    """x ⊙ (∂fn/∂x)ᵀ (R / (fn(x) ± ε)) — the ε rule of any linear map ``fn``."""
-    with torch.enable_grad():
-        xg = x.detach().requires_grad_(True)
-        z = fn(xg)
-        (g,) = torch.autograd.grad(z, xg, relevance / stabilize(z.detach(), eps))
-    return xg.detach() * g
-
-
-def conv_vjp(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+def conv_vjp(conv: nn.Module, x: torch.Tensor, weight: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     """(∂ conv(x; weight)/∂x)ᵀ s — a transposed convolution, without building an autograd graph when possible."""
-    if type(conv) is nn.Conv2d and conv.padding_mode == "zeros" and not isinstance(conv.padding, str):
+    if _plain_conv2d(conv) and not isinstance(conv.padding, str):
         return torch.nn.grad.conv2d_input(x.shape, weight, s, conv.stride, conv.padding, conv.dilation, conv.groups)
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)
@@ -56,8 +50,17 @@ def conv_vjp(conv: nn.Conv2d, x: torch.Tensor, weight: torch.Tensor, s: torch.Te
     return g
 
 
+def _flat_share(m: LRPConv, x: torch.Tensor, relevance: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """Flat rule for the neurons whose z⁺ denominator vanished (no positive contribution in the window):
+    their relevance is spread evenly over the inputs of their window (padding excluded)."""
+    vanished = (z <= 0).to(relevance.dtype)
+    count = conv_with(m.layer, torch.ones_like(x), m.w_ones)
+    return conv_vjp(m.layer, x, m.w_ones, relevance * vanished / count.clamp(min=1))
+
+
 class ZPlusFn(torch.autograd.Function):
-    """β = 0 (z⁺) rule: R_i = Σ_j (x⁺_i w⁺_ij + x⁻_i w⁻_ij) / z_j · R_j, bias ignored."""
+    """β = 0 (z⁺) rule: R_i = Σ_j (x⁺_i w⁺_ij + x⁻_i w⁻_ij) / z_j · R_j, bias ignored; optionally the flat
+    rule where z_j = 0 (``module.flat_fallback``)."""
 
     @staticmethod
     def forward(ctx, x, module, eps, nonneg):  # noqa: D401 - autograd signature
@@ -71,15 +74,20 @@ class ZPlusFn(torch.autograd.Function):
         m = ctx.module
         if not ctx.needs_input_grad[0] or m.skip_backward:
             return None, None, None, None
+        if m.epsilon:  # ε rule with the bias in the denominator (input layer of a transformer, as in AttnLRP)
+            return _epsilon_relevance(m.layer, (x,), relevance, ctx.eps)[0], None, None, None
         # z = x⁺·w⁺ + x⁻·w⁻ ≥ 0, so stabilising is + ε; fresh temporaries are reused in place (less memory traffic)
         if ctx.nonneg:
-            z = conv_with(m.layer, x, m.w_pos).add_(ctx.eps)
-            return conv_vjp(m.layer, x, m.w_pos, torch.div(relevance, z, out=z)).mul_(x), None, None, None
+            z = conv_with(m.layer, x, m.w_pos)
+            flat = _flat_share(m, x, relevance, z) if m.flat_fallback else None
+            out = conv_vjp(m.layer, x, m.w_pos, torch.div(relevance, z.add_(ctx.eps), out=z)).mul_(x)
+            return (out if flat is None else out.add_(flat)), None, None, None
         xp, xn = x.clamp(min=0), x.clamp(max=0)
-        z = conv_with(m.layer, xp, m.w_pos).add_(conv_with(m.layer, xn, m.w_neg)).add_(ctx.eps)
-        s = torch.div(relevance, z, out=z)
+        z = conv_with(m.layer, xp, m.w_pos).add_(conv_with(m.layer, xn, m.w_neg))
+        flat = _flat_share(m, x, relevance, z) if m.flat_fallback else None
+        s = torch.div(relevance, z.add_(ctx.eps), out=z)
         out = conv_vjp(m.layer, x, m.w_pos, s).mul_(xp).add_(conv_vjp(m.layer, x, m.w_neg, s).mul_(xn))
-        return out, None, None, None
+        return (out if flat is None else out.add_(flat)), None, None, None
 
 
 class ZBoxFn(torch.autograd.Function):
@@ -109,6 +117,18 @@ class ZBoxFn(torch.autograd.Function):
         return x * g[0] + low * g[1] + high * g[2], None, None
 
 
+def _epsilon_relevance(fn: Callable[..., torch.Tensor], xs: tuple[torch.Tensor, ...], relevance: torch.Tensor,
+                       eps: float, share: float = 1.0) -> tuple[torch.Tensor, ...]:
+    """x_k ⊙ (∂fn/∂x_k)ᵀ (share · R / (fn(x) ± ε)) for every input x_k: the ε rule of a map that is linear
+    (``share`` = 1) or, with ``share`` = 1/n, the uniform rule of an n-linear product."""
+    with torch.enable_grad():
+        xg = [x.detach().requires_grad_(True) for x in xs]
+        z = fn(*xg)
+        s = relevance / stabilize(z.detach(), eps)
+        grads = torch.autograd.grad(z, xg, s * share if share != 1.0 else s)
+    return tuple(x.detach() * g for x, g in zip(xg, grads, strict=True))
+
+
 class EpsilonFn(torch.autograd.Function):
     """ε rule for a linear map ``fn`` (linear layer with bias, average pooling): R_i = x_i Σ_j w_ij R_j/(z_j ± ε)."""
 
@@ -123,42 +143,45 @@ class EpsilonFn(torch.autograd.Function):
         (x,) = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
             return None, None, None
-        return _epsilon_relevance(ctx.fn, x, relevance, ctx.eps), None, None
+        return _epsilon_relevance(ctx.fn, (x,), relevance, ctx.eps)[0], None, None
+
+
+class MultiEpsilonFn(torch.autograd.Function):
+    """ε rule (``share`` 1) or uniform rule (``share`` 1/n) of ``fn(*xs)`` over all its relevance inputs."""
+
+    @staticmethod
+    def forward(ctx, fn, eps, share, *xs):
+        ctx.save_for_backward(*xs)
+        ctx.fn, ctx.eps, ctx.share = fn, eps, share
+        return fn(*xs)
+
+    @staticmethod
+    def backward(ctx, relevance):
+        rel = _epsilon_relevance(ctx.fn, ctx.saved_tensors, relevance, ctx.eps, ctx.share)
+        return (None, None, None, *rel)
 
 
 class EpsilonSumFn(torch.autograd.Function):
-    """ε rule for ``a + b`` (residual sums): each input receives its signed share a/(a+b±ε)·R."""
+    """ε rule for ``a + sign·b`` (residual sums, differences): each input receives its signed share of R."""
 
     @staticmethod
-    def forward(ctx, a, b, eps):
+    def forward(ctx, a, b, eps, sign=1.0):
         ctx.save_for_backward(a, b)  # the sum is recomputed in the backward: less memory than saving it
-        ctx.eps = eps
-        return a + b
+        ctx.eps, ctx.sign = eps, sign
+        return a + b if sign == 1.0 else a - b
 
     @staticmethod
     def backward(ctx, relevance):
         a, b = ctx.saved_tensors
-        z = stabilize_(a + b, ctx.eps)
+        z = stabilize_(a + b if ctx.sign == 1.0 else a - b, ctx.eps)
         s = torch.div(relevance, z, out=z)
         ra = (a * s).sum_to_size(a.shape) if ctx.needs_input_grad[0] else None
-        rb = (b * s).sum_to_size(b.shape) if ctx.needs_input_grad[1] else None
-        return ra, rb, None
-
-
-class GateFn(torch.autograd.Function):
-    """Squeeze-excitation / Swish gate ``x · g``: all relevance to the signal x, none to the gate g."""
-
-    @staticmethod
-    def forward(ctx, signal, gate):
-        return signal * gate
-
-    @staticmethod
-    def backward(ctx, relevance):
-        return relevance, None
+        rb = (b * s * ctx.sign).sum_to_size(b.shape) if ctx.needs_input_grad[1] else None
+        return ra, rb, None, None
 
 
 class PassFn(torch.autograd.Function):
-    """Activations (ReLU, SiLU, …): relevance passes unchanged."""
+    """Element-wise operations (activations, scaling by a constant, a gate's signal): relevance passes unchanged."""
 
     @staticmethod
     def forward(ctx, x, fn):
@@ -169,27 +192,68 @@ class PassFn(torch.autograd.Function):
         return relevance, None
 
 
-class LRPConv(nn.Module):
-    """A (BN-folded) convolution whose backward applies the z⁺ rule, or zβ when ``low``/``high`` are given."""
+class SoftmaxFn(torch.autograd.Function):
+    """AttnLRP softmax rule: R_in = x ⊙ (R − s ⊙ Σ_dim R), s = fn(x) = softmax(x); −inf inputs (masks) count as 0."""
 
-    def __init__(self, layer: nn.Conv2d, eps: float = 1e-6, nonneg_input: bool = False,
-                 low: torch.Tensor | None = None, high: torch.Tensor | None = None):
+    @staticmethod
+    def forward(ctx, x, fn, dim):
+        s = fn(x)
+        ctx.save_for_backward(x, s)
+        ctx.dim = dim
+        return s
+
+    @staticmethod
+    def backward(ctx, relevance):
+        x, s = ctx.saved_tensors
+        x = torch.where(torch.isneginf(x), torch.zeros_like(x), x)
+        return x * (relevance - s * relevance.sum(ctx.dim, keepdim=True)), None, None
+
+
+class LinearizedFn(torch.autograd.Function):
+    """ε rule of a non-linear map made linear at its input (normalisations: the scale is held constant):
+    forward ``fn(x)``, backward the ε rule of ``linear_at(x)`` — a linear map equal to ``fn`` at ``x``."""
+
+    @staticmethod
+    def forward(ctx, x, fn, linear_at, eps):
+        ctx.save_for_backward(x)
+        ctx.linear_at, ctx.eps = linear_at, eps
+        return fn(x)
+
+    @staticmethod
+    def backward(ctx, relevance):
+        (x,) = ctx.saved_tensors
+        return _epsilon_relevance(ctx.linear_at(x), (x,), relevance, ctx.eps)[0], None, None, None
+
+
+class LRPConv(nn.Module):
+    """A (BN-folded) convolution whose backward applies the z⁺ rule, or zβ when ``low``/``high`` are given.
+
+    ``flat_fallback``: where no input contributes positively to a neuron (z⁺ = 0, common in depthwise
+    convolutions) its relevance is spread evenly over its window instead of being lost."""
+
+    def __init__(self, layer: nn.Module, eps: float = 1e-6, nonneg_input: bool = False,
+                 low: torch.Tensor | None = None, high: torch.Tensor | None = None, flat_fallback: bool = False):
         super().__init__()
         self.layer, self.eps, self.nonneg_input = layer, eps, nonneg_input
         self.reads_input = False  # set by the rewrite for convolutions applied to the model input
         self.skip_backward = False  # when True the rule returns no input relevance (saves a backward)
+        self.flat_fallback = flat_fallback
+        self.epsilon = False  # set by the rewrite where the ε rule replaces z⁺ (input_rule='epsilon')
         w = layer.weight.detach()
         self.register_buffer("w_pos", w.clamp(min=0))
         self.register_buffer("w_neg", w.clamp(max=0))
+        if flat_fallback:
+            self.register_buffer("w_ones", torch.ones_like(w))
         # the folded output is pre_bn_scale·raw + pre_bn_zero per channel, raw = the convolution's own output
         # before batch norm (the public code's dropout and activation site); scale 1, zero 0 without BN
-        per_channel = w[:, 0, 0, 0]
+        per_channel = w.reshape(w.shape[0], -1)[:, 0]
         self.register_buffer("pre_bn_zero", getattr(layer, "_tff_pre_bn_zero", torch.zeros_like(per_channel)))
         self.register_buffer("pre_bn_scale", getattr(layer, "_tff_pre_bn_scale", torch.ones_like(per_channel)))
         self.box = low is not None
         if self.box:
-            self.register_buffer("low", low.reshape(1, -1, 1, 1))
-            self.register_buffer("high", high.reshape(1, -1, 1, 1))
+            shape = (1, -1) + (1,) * (w.dim() - 2)
+            self.register_buffer("low", low.reshape(shape))
+            self.register_buffer("high", high.reshape(shape))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.box:
@@ -208,22 +272,22 @@ class LRPEpsilon(nn.Module):
         return EpsilonFn.apply(x, self.layer, self.eps)
 
 
-class LRPPass(nn.Module):
-    """An activation module whose backward passes relevance unchanged."""
+class LRPSum(nn.Module):
+    """``a + b`` (or ``a − b``) of two relevance-carrying tensors with the ε rule: residual sums, log-odds."""
 
-    def __init__(self, layer: nn.Module):
+    def __init__(self, eps: float = 1e-6, sign: float = 1.0):
         super().__init__()
-        self.layer = layer
+        self.eps, self.sign = eps, sign
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return PassFn.apply(x, self.layer)
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return EpsilonSumFn.apply(a, b, self.eps, self.sign)
 
 
 def epsilon_sum(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """``a + b`` with the ε rule in the backward."""
-    return EpsilonSumFn.apply(a, b, eps)
+    return EpsilonSumFn.apply(a, b, eps, 1.0)
 
 
 def gate(signal: torch.Tensor, gate_value: torch.Tensor) -> torch.Tensor:
     """``signal · gate`` with all relevance to the signal; the gate path gets none (it is detached)."""
-    return GateFn.apply(signal, gate_value.detach())
+    return PassFn.apply(signal, lambda s: s * gate_value.detach())

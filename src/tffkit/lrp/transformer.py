@@ -1,0 +1,184 @@
+"""Rules for transformer operations (AttnLRP, Achtibat et al., ICML 2024): normalisations, softmax,
+products of two activations and attention, composed from the autograd rules of :mod:`.rules`.
+
+- LayerNorm / GroupNorm: the normalising scale 1/σ is a constant, so the layer is linear in x
+  (centring, scaling, affine) and gets the ε rule, bias β in the denominator.
+- softmax: R_in = x ⊙ (R − s ⊙ Σ R).
+- a product of two relevance-carrying tensors (QKᵀ, AV, element-wise): the uniform rule, half of
+  each output's relevance to each factor (ε-stabilised); with one constant factor it is linear (ε).
+- attention: ``mode='attnlrp'`` uses the two rules above; ``mode='cp'`` (CP-LRP, Ali et al. 2022)
+  holds the attention weights constant, so all relevance flows through the values.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from .rules import EpsilonFn, LinearizedFn, LRPEpsilon, MultiEpsilonFn, SoftmaxFn
+
+ATTENTION_MODES = ("attnlrp", "cp")
+
+
+def layer_norm_linear(normalized_ndim: int, weight: torch.Tensor | None, bias: torch.Tensor | None,
+                      eps: float) -> Callable[[torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]:
+    """``linear_at(x0)``: LayerNorm over the last ``normalized_ndim`` dims with σ of ``x0`` held constant."""
+    dims = tuple(range(-normalized_ndim, 0))
+
+    def linear_at(x0: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        inv_std = torch.rsqrt(x0.var(dims, unbiased=False, keepdim=True) + eps)
+
+        def fn(t: torch.Tensor) -> torch.Tensor:
+            y = (t - t.mean(dims, keepdim=True)) * inv_std
+            y = y * weight if weight is not None else y
+            return y + bias if bias is not None else y
+        return fn
+    return linear_at
+
+
+def group_norm_linear(groups: int, weight: torch.Tensor | None, bias: torch.Tensor | None,
+                      eps: float) -> Callable[[torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]:
+    """``linear_at(x0)``: GroupNorm (channels on dim 1) with each group's σ of ``x0`` held constant."""
+
+    def linear_at(x0: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        g0 = x0.reshape(x0.shape[0], groups, -1)
+        inv_std = torch.rsqrt(g0.var(-1, unbiased=False, keepdim=True) + eps)
+        shape = (1, -1) + (1,) * (x0.dim() - 2)
+
+        def fn(t: torch.Tensor) -> torch.Tensor:
+            g = t.reshape(t.shape[0], groups, -1)
+            y = ((g - g.mean(-1, keepdim=True)) * inv_std).reshape(t.shape)
+            y = y * weight.reshape(shape) if weight is not None else y
+            return y + bias.reshape(shape) if bias is not None else y
+        return fn
+    return linear_at
+
+
+def norm_rule(x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor],
+              linear_at: Callable[[torch.Tensor], Callable], eps: float) -> torch.Tensor:
+    """``fn(x)`` (the exact normalisation) whose backward is the ε rule of ``linear_at(x)``."""
+    return LinearizedFn.apply(x, fn, linear_at, eps)
+
+
+def product(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], a: torch.Tensor, b: torch.Tensor,
+            eps: float) -> torch.Tensor:
+    """``fn(a, b)``, bilinear: uniform rule when both factors carry relevance, ε rule when one is constant."""
+    live_a, live_b = a.requires_grad, b.requires_grad
+    if live_a and live_b:
+        return MultiEpsilonFn.apply(fn, eps, 0.5, a, b)
+    if live_a:
+        return EpsilonFn.apply(a, lambda t: fn(t, b), eps)
+    if live_b:
+        return EpsilonFn.apply(b, lambda t: fn(a, t), eps)
+    return fn(a, b)
+
+
+def softmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """``softmax(x, dim)`` with the AttnLRP softmax rule in the backward."""
+    return SoftmaxFn.apply(x, lambda t: torch.softmax(t, dim), dim)
+
+
+def additive_mask(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """A boolean attention mask (True = attend) as an additive one (0 / −inf); float masks unchanged."""
+    if mask is None or mask.dtype != torch.bool:
+        return mask
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, float("-inf"))
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None = None,
+              is_causal: bool = False, scale: float | None = None, mode: str = "attnlrp",
+              eps: float = 1e-6) -> torch.Tensor:
+    """softmax(q kᵀ · scale + mask) v for (…, L, E) queries/keys and (…, S, Ev) values, with LRP rules."""
+    if mode not in ATTENTION_MODES:
+        raise ValueError(f"unknown attention mode {mode!r}; use one of {ATTENTION_MODES}")
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    mask = additive_mask(attn_mask, q.dtype)
+    if is_causal:
+        n_q, n_k = q.shape[-2], k.shape[-2]
+        causal = torch.ones(n_q, n_k, dtype=torch.bool, device=q.device).tril()
+        mask = additive_mask(causal, q.dtype) if mask is None else mask + additive_mask(causal, q.dtype)
+    if mode == "cp":
+        with torch.no_grad():
+            scores = q @ k.transpose(-2, -1) * scale
+            weights = torch.softmax(scores if mask is None else scores + mask, -1)
+        return product(torch.matmul, weights, v, eps)
+    scores = product(lambda a, b: a @ b.transpose(-2, -1) * scale, q, k, eps)
+    if mask is not None:  # the mask is a constant inside the softmax, which sees the unmasked scores as its input
+        weights = SoftmaxFn.apply(scores, lambda t: torch.softmax(t + mask, -1), -1)
+    else:
+        weights = softmax(scores, -1)
+    return product(torch.matmul, weights, v, eps)
+
+
+def sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: torch.Tensor | None = None,
+         dropout_p: float = 0.0, is_causal: bool = False, scale: float | None = None, enable_gqa: bool = False, *,
+         mode: str = "attnlrp", eps: float = 1e-6) -> torch.Tensor:
+    """``F.scaled_dot_product_attention`` (eval: no dropout) with LRP rules; output (…, heads, L, Ev)."""
+    if enable_gqa and key.shape[-3] != query.shape[-3]:
+        repeat = query.shape[-3] // key.shape[-3]
+        key, value = key.repeat_interleave(repeat, -3), value.repeat_interleave(repeat, -3)
+    return attention(query, key, value, attn_mask, is_causal, scale, mode, eps)
+
+
+class LRPMultiheadAttention(nn.Module):
+    """``nn.MultiheadAttention`` rebuilt from LRP rules: ε on the projections, attention rules inside.
+
+    ``heads`` is an identity module applied to the per-head outputs (B, heads, L, head_dim): the
+    attention heads as units (FF-RS, dropout, LRP-max)."""
+
+    def __init__(self, mha: nn.MultiheadAttention, mode: str = "attnlrp", eps: float = 1e-6):
+        super().__init__()
+        if mha.bias_k is not None or mha.add_zero_attn:
+            raise ValueError("nn.MultiheadAttention with add_bias_kv or add_zero_attn has no LRP rule yet")
+        e, self.num_heads, self.batch_first = mha.embed_dim, mha.num_heads, mha.batch_first
+        self.mode, self.eps = mode, eps
+        if mha._qkv_same_embed_dim:
+            weights = mha.in_proj_weight.detach().chunk(3)
+        else:
+            weights = (mha.q_proj_weight.detach(), mha.k_proj_weight.detach(), mha.v_proj_weight.detach())
+        biases = mha.in_proj_bias.detach().chunk(3) if mha.in_proj_bias is not None else (None, None, None)
+        projections = []
+        for w, b in zip(weights, biases, strict=True):
+            lin = nn.Linear(w.shape[1], w.shape[0], bias=b is not None, device=w.device, dtype=w.dtype)
+            with torch.no_grad():
+                lin.weight.copy_(w)
+                if b is not None:
+                    lin.bias.copy_(b)
+            lin.requires_grad_(False)
+            projections.append(LRPEpsilon(lin, eps))
+        self.q_proj, self.k_proj, self.v_proj = projections
+        out = nn.Linear(e, e, bias=mha.out_proj.bias is not None, device=weights[0].device, dtype=weights[0].dtype)
+        out.load_state_dict(mha.out_proj.state_dict())
+        out.requires_grad_(False)
+        self.out_proj = LRPEpsilon(out, eps)
+        self.heads = nn.Identity()
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                key_padding_mask: torch.Tensor | None = None, need_weights: bool = True,
+                attn_mask: torch.Tensor | None = None, average_attn_weights: bool = True,
+                is_causal: bool = False) -> tuple[torch.Tensor, None]:
+        if not self.batch_first:  # (L, B, E) → (B, L, E)
+            query, key, value = (t.transpose(0, 1) for t in (query, key, value))
+        b, n_q, e = query.shape
+        h = self.num_heads
+
+        def split(t: torch.Tensor) -> torch.Tensor:
+            return t.reshape(b, t.shape[1], h, -1).transpose(1, 2)
+
+        q, k, v = split(self.q_proj(query)), split(self.k_proj(key)), split(self.v_proj(value))
+        # nn.MultiheadAttention's boolean masks are True where attention is NOT allowed (the reverse of SDPA's)
+        mask = additive_mask(~attn_mask if attn_mask is not None and attn_mask.dtype == torch.bool else attn_mask,
+                             q.dtype)
+        if mask is not None and mask.dim() == 3:  # (B·heads, L, S)
+            mask = mask.reshape(b, h, n_q, -1)
+        if key_padding_mask is not None:
+            pad = key_padding_mask
+            pad = additive_mask(~pad, q.dtype) if pad.dtype == torch.bool else pad.to(q.dtype)
+            mask = pad.reshape(b, 1, 1, -1) if mask is None else mask + pad.reshape(b, 1, 1, -1)
+        ctx = self.heads(attention(q, k, v, mask, is_causal and mask is None, None, self.mode, self.eps))
+        out = self.out_proj(ctx.transpose(1, 2).reshape(b, n_q, e))
+        return (out.transpose(0, 1) if not self.batch_first else out), None
+
