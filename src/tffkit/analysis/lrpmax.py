@@ -5,6 +5,11 @@ For every top-k T-FF and test set, the fakes are ranked by the T-FF's maximum sp
 the argmax neuron of each selected (image, T-FF) pair and propagated to the pixels, many pairs per
 backward (images replicated, one seed per row, rows seeding different layers). Patches are the
 bounding boxes of the strongest positive relevance, cropped from the un-normalised image.
+
+The activation is read at the BN-folded conv output (``folded``) or, as the public code did, at the raw
+conv output before batch norm (``pre-bn``: raw = (folded − zero) / scale per channel, so a channel with
+BN γ < 0 peaks where its folded map is lowest). The seed is the folded activation at the neuron
+(``activation``) or 1 (``one``, the public code).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import pandas as pd
 import torch
 
 from .. import distributed as tdist
+from ..conventions import resolve
 from ..data import find_samples, normalize
 from ..detectors import load_detector
 from ..lrp import Explainer
@@ -28,6 +34,8 @@ from .ffrs import channel_key, load_ranking
 TFF = tuple[str, int]  # (layer name, channel)
 SENTINEL = 2 ** 62  # dataset index of an empty top-N slot
 VARIANTS = ("activation", "relevance")
+SITES = ("folded", "pre-bn")
+NEURON_SEEDS = ("activation", "one")
 
 
 def load_tffs(path: str | os.PathLike, k: int, explainer: Explainer) -> list[TFF]:
@@ -41,27 +49,61 @@ def tff_keys(explainer: Explainer, tffs: Sequence[TFF]) -> list[str]:
     return [channel_key(layer, c, explainer.by_name[layer].channels) for layer, c in tffs]
 
 
+def bn_scale(explainer: Explainer, tffs: Sequence[TFF]) -> np.ndarray:
+    """Per T-FF the factor s of folded = s·raw + zero (γ/σ of the BN after the conv; 1 without BN)."""
+    return np.array([float(explainer.module(layer).pre_bn_scale[c]) for layer, c in tffs], dtype=np.float64)
+
+
+def folded_activation(explainer: Explainer, tffs: Sequence[TFF], tff: np.ndarray, values: np.ndarray,
+                      site: str = "folded") -> np.ndarray:
+    """The BN-folded activation of the neurons whose value at ``site`` is ``values`` (T-FF positions ``tff``)."""
+    values = np.asarray(values, dtype=np.float64)
+    if site == "folded":
+        return values
+    zero = np.array([float(explainer.module(layer).pre_bn_zero[c]) for layer, c in tffs], dtype=np.float64)
+    tff = np.asarray(tff, dtype=int)
+    return bn_scale(explainer, tffs)[tff] * values + zero[tff]
+
+
 class MaxActivationTap:
     """Forward tap: per image, max over space of each T-FF's map and the (h, w) where it is reached.
 
-    ``run(x)`` returns values (B, K) and positions h, w (B, K) in T-FF order, from one forward pass.
+    ``site``: the BN-folded map (``folded``) or the raw conv output before batch norm (``pre-bn``, recovered
+    from the folded map per channel). ``run(x)`` returns values (B, K) and positions h, w (B, K) in T-FF
+    order, from one forward pass.
     """
 
-    def __init__(self, explainer: Explainer, tffs: Sequence[TFF]):
-        self.explainer, self.k = explainer, len(tffs)
+    def __init__(self, explainer: Explainer, tffs: Sequence[TFF], site: str = "folded"):
+        if site not in SITES:
+            raise ValueError(f"unknown activation site {site!r}; use one of {SITES}")
+        self.explainer, self.k, self.site = explainer, len(tffs), site
         groups: dict[str, tuple[list[int], list[int]]] = {}
         for j, (layer, c) in enumerate(tffs):
             groups.setdefault(layer, ([], []))
             groups[layer][0].append(j)
             groups[layer][1].append(c)
         dev = explainer.device
-        self.groups = {n: (torch.tensor(cols, device=dev), torch.tensor(chs, device=dev))
-                       for n, (cols, chs) in groups.items()}
+        self.groups = {}
+        for n, (cols, chs) in groups.items():
+            chs_t = torch.tensor(chs, device=dev)
+            affine = None
+            if site == "pre-bn":
+                module = explainer.module(n)
+                scale, zero = module.pre_bn_scale[chs_t], module.pre_bn_zero[chs_t]
+                if bool((scale == 0).any()):
+                    dead = [c for c, z in zip(chs, (scale == 0).tolist(), strict=True) if z]
+                    raise ValueError(f"{n} channels {dead} have BN γ = 0: their pre-BN maps cannot be recovered "
+                                     "from the folded model; use the folded site")
+                affine = (scale.reshape(1, -1, 1, 1), zero.reshape(1, -1, 1, 1))
+            self.groups[n] = (torch.tensor(cols, device=dev), chs_t, affine)
         self.layers = [explainer.by_name[n] for n in groups]
 
     def __call__(self, layer, act: torch.Tensor) -> None:
-        cols, chs = self.groups[layer.name]
-        v, p = act.index_select(1, chs).flatten(2).max(2)
+        cols, chs, affine = self.groups[layer.name]
+        maps = act.index_select(1, chs)
+        if affine is not None:  # raw = (folded − zero) / scale
+            maps = (maps - affine[1].to(maps.dtype)) / affine[0].to(maps.dtype)
+        v, p = maps.flatten(2).max(2)
         width = act.shape[-1]
         self.values[:, cols], self.h[:, cols], self.w[:, cols] = v.to(self.values.dtype), p // width, p % width
 
@@ -198,14 +240,14 @@ def relevance_bbox(rmap: np.ndarray, q: float = 75.0) -> tuple[int, int, int, in
 
 
 def top_images(explainer: Explainer, tffs: Sequence[TFF], samples, sets: Sequence[str], n: int,
-               ctx: tdist.DistContext, **pass_args) -> pd.DataFrame:
-    """Per (set, T-FF) the ``n`` fakes with the largest max activation, merged over ranks exactly.
+               ctx: tdist.DistContext, site: str = "folded", **pass_args) -> pd.DataFrame:
+    """Per (set, T-FF) the ``n`` fakes with the largest max activation at ``site``, merged over ranks exactly.
 
     Rows: set, tff (position in ``tffs``), rank (1 = strongest), index (into ``samples``), activation, h, w.
     """
     group_of = {s: g for g, s in enumerate(sets)}
     groups = torch.tensor([group_of[s.set] for s in samples], device="cpu")
-    tap = MaxActivationTap(explainer, tffs)
+    tap = MaxActivationTap(explainer, tffs, site)
     top = RunningTopN(len(sets), len(tffs), n, ctx.device)
     dtype = next(explainer.model.buffers()).dtype
     for images, indices in DatasetPass(samples, ctx, **pass_args):
@@ -220,11 +262,17 @@ def top_images(explainer: Explainer, tffs: Sequence[TFF], samples, sets: Sequenc
 
 
 def compute_lrpmax(explainer: Explainer, tffs: Sequence[TFF], samples, top: pd.DataFrame, ctx: tdist.DistContext,
-                   variant: str = "activation", chunk: int = 64, on_pair=None, **pass_args) -> pd.DataFrame:
+                   variant: str = "activation", chunk: int = 64, on_pair=None, neuron_seed: str = "activation",
+                   site: str = "folded", **pass_args) -> pd.DataFrame:
     """LRP-max maps for every row of ``top``; ``on_pair(row, image uint8 CHW, map HW numpy)`` is called
-    for each (on the rank that computed it). Returns ``top`` with seed, map_sum and bbox columns (all ranks)."""
+    for each (on the rank that computed it). The seed at the neuron is its BN-folded activation (clamped
+    at 0; ``top``'s activations were read at ``site``) or, with ``neuron_seed='one'``, 1. Returns ``top``
+    with seed, map_sum and bbox columns (all ranks)."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; use one of {VARIANTS}")
+    if neuron_seed not in NEURON_SEEDS:
+        raise ValueError(f"unknown neuron seed {neuron_seed!r}; use one of {NEURON_SEEDS}")
+    folded = folded_activation(explainer, tffs, top["tff"].to_numpy(), top["activation"].to_numpy(), site)
     lrp = LRPMax(explainer, chunk)
     dtype = next(explainer.model.buffers()).dtype
     wanted = sorted(set(top["index"].tolist()))
@@ -243,9 +291,11 @@ def compute_lrpmax(explainer: Explainer, tffs: Sequence[TFF], samples, top: pd.D
         x = normalize(images, dtype)
         if variant == "activation":
             h, w = (torch.tensor(sub[c].to_numpy(), device="cpu") for c in ("h", "w"))
-            seed = torch.tensor(sub["activation"].to_numpy(), device="cpu").clamp(min=0)
+            seed = torch.tensor(folded[[p for p, _ in ps]], device="cpu").clamp(min=0)
         else:
             h, w, seed = (t.cpu() for t in lrp.relevance_argmax(x, rows, layers, chans))
+        if neuron_seed == "one":
+            seed = torch.ones(len(ps), dtype=torch.float64, device="cpu")
         imgs = images.cpu()
         depth = [explainer.by_name[name].index for name in layers]
         order = sorted(range(len(ps)), key=lambda q: (depth[q], q))
@@ -271,24 +321,32 @@ def run_lrpmax(arch: str, weights: str | os.PathLike | None, ranking: str | os.P
                out: str | os.PathLike, k: int = 114, sets: Sequence[str] | None = None, per_tff: int = 20,
                show: int = 5, variant: str = "activation", preset: str = "center224", batch_size: int = 64,
                chunk: int = 64, device: str = "auto", num_workers: int | None = None,
-               max_per_class: int | None = None, rows_per_figure: int = 10, progress: bool = True) -> pd.DataFrame:
-    """The ``tff lrpmax`` job: top-N fakes per (T-FF, set), LRP-max maps, patches, overlays, collages."""
+               max_per_class: int | None = None, rows_per_figure: int = 10, progress: bool = True,
+               paper_code: bool = False, neuron_seed: str | None = None, bounds: str | None = None,
+               activation_site: str | None = None) -> pd.DataFrame:
+    """The ``tff lrpmax`` job: top-N fakes per (T-FF, set), LRP-max maps, patches, overlays, collages.
+
+    ``paper_code`` takes the public code's neuron seed (1), zβ bounds and pre-BN activation site unless
+    ``neuron_seed`` / ``bounds`` / ``activation_site`` are given (:mod:`tffkit.conventions`)."""
     from ..report import figures_tff as fig
 
     ctx = tdist.init(device)
+    settings = resolve(paper_code, neuron_seed=neuron_seed, bounds=bounds, activation_site=activation_site)
     record = RunRecord("lrpmax", dict(arch=arch, weights=str(weights), ranking=str(ranking), data=str(data), k=k,
                                       sets=sets, per_tff=per_tff, show=show, variant=variant, preset=preset,
-                                      batch_size=batch_size, chunk=chunk, max_per_class=max_per_class), ctx.world)
+                                      batch_size=batch_size, chunk=chunk, max_per_class=max_per_class, **settings),
+                       ctx.world)
     model = load_detector(arch, weights, ctx.device)
-    explainer = Explainer(model)
+    explainer = Explainer(model, bounds=settings["bounds"])
     tffs = load_tffs(ranking, k, explainer)
+    site = settings["activation_site"]
     keys = tff_keys(explainer, tffs)
     samples = [s for s in find_samples(data, sets, max_per_class=max_per_class) if s.label == 1]
     if not samples:
         raise ValueError(f"no fakes (1_fake) under {data} for sets {sets}")
     set_names = list(dict.fromkeys(s.set for s in samples))
     pass_args = dict(preset=preset, batch_size=batch_size, num_workers=num_workers, progress=progress)
-    top = top_images(explainer, tffs, samples, set_names, per_tff, ctx, desc="max activations", **pass_args)
+    top = top_images(explainer, tffs, samples, set_names, per_tff, ctx, site, desc="max activations", **pass_args)
     out = Path(out)
     thumbs: dict[tuple[int, str], list[tuple[int, np.ndarray]]] = {}
 
@@ -302,8 +360,8 @@ def run_lrpmax(arch: str, weights: str | os.PathLike | None, ranking: str | os.P
         if row["rank"] <= show:
             thumbs.setdefault((int(row["tff"]), row["set"]), []).append((int(row["rank"]), fig.thumbnail(patch)))
 
-    table = compute_lrpmax(explainer, tffs, samples, top, ctx, variant, chunk, on_pair=save, desc="LRP-max",
-                           **pass_args)
+    table = compute_lrpmax(explainer, tffs, samples, top, ctx, variant, chunk, on_pair=save,
+                           neuron_seed=settings["neuron_seed"], site=site, desc="LRP-max", **pass_args)
     all_thumbs: dict[tuple[int, str], list[np.ndarray]] = {}
     for part in tdist.gather_objects(thumbs):
         for key, items in part.items():
@@ -319,6 +377,8 @@ def run_lrpmax(arch: str, weights: str | os.PathLike | None, ranking: str | os.P
         stems = [f"r{r:02d}_{Path(p).stem}.png" for r, p in zip(table["rank"], table["image"], strict=True)]
         table["patch"] = [f"patches/{f}/{s}" for f, s in zip(folder, stems, strict=True)]
         table["overlay"] = [f"overlays/{f}/{s}" for f, s in zip(folder, stems, strict=True)]
+        table["neuron_seed"] = settings["neuron_seed"]
+        table["activation_site"] = site
         write_csv(out / "lrpmax_index.csv", table)
         cells = {(j, s): [t for _, t in sorted(v, key=lambda x: x[0])] for (j, s), v in all_thumbs.items()}
         figures = []
@@ -329,9 +389,13 @@ def run_lrpmax(arch: str, weights: str | os.PathLike | None, ranking: str | os.P
                                                                     enumerate(ids) for s in set_names}, show, path,
                                title=f"LRP-max patches ({variant}), T-FF {ids[0] + 1}–{ids[-1] + 1} of {len(tffs)}")
             figures.append(path.name)
+        negative = bn_scale(explainer, tffs) < 0
         summary = {"k": len(tffs), "sets": set_names, "variant": variant, "pairs": len(table),
-                   "n_fakes": {s: sum(x.set == s for x in samples) for s in set_names}, "figures": figures}
+                   "n_fakes": {s: sum(x.set == s for x in samples) for s in set_names}, "figures": figures,
+                   "neuron_seed": settings["neuron_seed"], "bounds": settings["bounds"], "activation_site": site,
+                   "n_negative_gamma": int(negative.sum()),
+                   "negative_gamma_keys": [keys[j] for j in np.nonzero(negative)[0]]}
         write_json(out / "lrpmax.json", summary)
-        record.write(out, device=str(ctx.device), **summary)
+        record.write(out, device=str(ctx.device), settings=settings, **summary)
     tdist.barrier()
     return table
