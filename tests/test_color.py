@@ -16,7 +16,7 @@ from conftest import make_tree
 from lrp_helpers import pseudo_trained
 from tffkit import distributed as tdist
 from tffkit.analysis import color as col
-from tffkit.analysis.lrpmax import MaxActivationTap
+from tffkit.analysis.activations import MaxActivationTap
 from tffkit.cli import main
 from tffkit.data import find_samples, load_rgb, normalize
 from tffkit.detectors import save_checkpoint
@@ -68,19 +68,19 @@ def test_benjamini_hochberg_by_hand_and_against_scipy():
     assert np.array_equal(col.benjamini_hochberg(p, 0.05), false_discovery_control(p) <= 0.05)
 
 
-def test_median_probability_drop_by_hand():
+def test_median_probability_change_by_hand():
     def table(probs):
         return pd.DataFrame({"path": list("abcdef"), "set": ["g"] * 4 + ["h"] * 2, "label": [1, 1, 1, 1, 0, 1],
                              "prob": probs})
 
     colour = table([0.9, 0.8, 0.1, 0.6, 0.9, 0.5])
     gray = table([0.1, 0.2, 0.05, 0.3, 0.9, 0.5])
-    probs, drops = col.median_probability_drop(colour, gray, 0.2)
+    probs, changes = col.median_probability_change(colour, gray, 0.2)
     assert probs["path"].tolist() == ["a", "b", "d", "f"]  # c below 0.2, e is real
-    g = drops.set_index("set").loc["g"]
+    g = changes.set_index("set").loc["g"]
     assert (g["n"], g["median_colour"], g["median_grayscale"]) == (3, 0.8, 0.2)
-    assert math.isclose(g["median_drop_pct"], 75.0)
-    assert drops.set_index("set").loc["h", "median_drop_pct"] == 0
+    assert math.isclose(g["median_change_pct"], -75.0)  # negative: grayscale lowers p
+    assert changes.set_index("set").loc["h", "median_change_pct"] == 0
 
 
 def test_table_layout_of_colour_vs_grayscale():

@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from lrp_helpers import pseudo_trained
+from tffkit.analysis.activations import MaxActivationTap
 from tffkit.analysis.dropout import DropPlan
 from tffkit.analysis.ffrs import FFRSAccumulator, accumulate_batch
-from tffkit.analysis.lrpmax import LRPMax, MaxActivationTap
+from tffkit.analysis.lrpmax import LRPMax
 from tffkit.lrp import Explainer
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "tffkit"

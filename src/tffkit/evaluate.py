@@ -13,9 +13,10 @@ import torch
 from torch import nn
 
 from . import distributed as tdist
+from .conventions import resolve
 from .data import Perturbation, Sample, find_samples, normalize
 from .detectors import load_detector
-from .metrics import format_table, metrics_table
+from .metrics import format_table, metrics_table, probabilities
 from .passes import DatasetPass
 from .results import RunRecord, write_csv, write_json
 
@@ -31,8 +32,10 @@ class Scores:
 @torch.no_grad()
 def score_samples(model: nn.Module, samples: Sequence[Sample], ctx: tdist.DistContext,
                   preset: str = "center224", perturb: Perturbation | None = None, batch_size: int = 64,
-                  num_workers: int | None = None, progress: bool = True, desc: str = "scoring") -> Scores:
-    """Logits and probabilities for every readable sample; exact under torchrun (no padding)."""
+                  num_workers: int | None = None, progress: bool = True, desc: str = "scoring",
+                  prob_dtype: str = "float64") -> Scores:
+    """Logits and probabilities (``prob_dtype``, see :func:`probabilities`) for every readable sample; exact under
+    torchrun (no padding)."""
     was_training = model.training
     model.eval()
     run = DatasetPass(samples, ctx, preset, perturb, batch_size, num_workers, desc, progress)
@@ -42,20 +45,21 @@ def score_samples(model: nn.Module, samples: Sequence[Sample], ctx: tdist.DistCo
         logit_parts.append(model(normalize(images)).reshape(-1).float())  # on the device: no sync per batch
     model.train(was_training)
     index, logit = tdist.gather_rows(idx_parts, logit_parts)
-    return Scores(scores_table(samples, index, logit), run.gather_failed())
+    return Scores(scores_table(samples, index, logit, prob_dtype), run.gather_failed())
 
 
-def scores_table(samples: Sequence[Sample], index: np.ndarray, logit: np.ndarray) -> pd.DataFrame:
-    """One row per scored sample in dataset order: path, set, class, label, logit, prob."""
+def scores_table(samples: Sequence[Sample], index: np.ndarray, logit: np.ndarray,
+                 prob_dtype: str = "float64") -> pd.DataFrame:
+    """One row per scored sample in dataset order: path, set, class, label, logit, prob (in ``prob_dtype``)."""
     order = np.argsort(index, kind="stable")
-    index, logit = index[order], logit[order].astype(np.float64)
+    index, logit = index[order], logit[order]
     return pd.DataFrame({
         "path": [samples[i].path for i in index],
         "set": [samples[i].set for i in index],
         "class": [samples[i].cls for i in index],
         "label": [samples[i].label for i in index],
-        "logit": logit,
-        "prob": 1.0 / (1.0 + np.exp(-logit)),
+        "logit": logit.astype(np.float64),
+        "prob": probabilities(logit, prob_dtype),
     })
 
 
@@ -66,39 +70,49 @@ class Evaluation:
     scores: pd.DataFrame
     metrics: pd.DataFrame
     failed: list[dict[str, str]]
+    settings: dict | None = None
 
 
 def evaluate(arch: str, weights: str | os.PathLike | None, data: str | os.PathLike,
              out: str | os.PathLike | None = None, sets: Sequence[str] | None = None,
              preset: str = "center224", perturb: Perturbation | None = None, batch_size: int = 64,
              device: str = "auto", num_workers: int | None = None, max_per_class: int | None = None,
-             progress: bool = True) -> Evaluation:
-    """Score ``data`` with the detector and write ``metrics.csv``, ``scores.csv``, ``run.json`` to ``out``."""
+             progress: bool = True, paper_code: bool = False, prob_dtype: str | None = None,
+             cal_compare: str | None = None) -> Evaluation:
+    """Score ``data`` with the detector and write ``metrics.csv``, ``scores.csv``, ``run.json`` to ``out``.
+
+    ``paper_code`` takes the public code's probability precision and calibrated comparison unless
+    ``prob_dtype`` / ``cal_compare`` are given (:mod:`tffkit.conventions`)."""
     ctx = tdist.init(device)
+    settings = resolve(paper_code, prob_dtype=prob_dtype, cal_compare=cal_compare)
     record = RunRecord("evaluate", dict(arch=arch, weights=str(weights), data=str(data), sets=sets,
                                         preset=preset, perturb=(perturb or Perturbation()).__dict__,
-                                        batch_size=batch_size, max_per_class=max_per_class), ctx.world)
+                                        batch_size=batch_size, max_per_class=max_per_class, **settings), ctx.world)
     samples = find_samples(data, sets, max_per_class=max_per_class)
     model = load_detector(arch, weights, ctx.device)
-    scores = score_samples(model, samples, ctx, preset, perturb, batch_size, num_workers, progress)
-    table = metrics_table(scores.table)
+    scores = score_samples(model, samples, ctx, preset, perturb, batch_size, num_workers, progress,
+                           prob_dtype=settings["prob_dtype"])
+    table = metrics_table(scores.table, cal_compare=settings["cal_compare"])
     if out is not None and ctx.is_main:
         out = Path(out)
         write_csv(out / "scores.csv", scores.table)
         write_csv(out / "metrics.csv", table)
         write_json(out / "skipped.json", scores.failed)
-        record.write(out, n_images=len(samples), n_scored=len(scores.table),
+        record.write(out, settings=settings, n_images=len(samples), n_scored=len(scores.table),
                      n_skipped=len(scores.failed), skipped=scores.failed, device=str(ctx.device))
     tdist.barrier()
-    return Evaluation(scores.table, table, scores.failed)
+    return Evaluation(scores.table, table, scores.failed, settings)
 
 
 def print_evaluation(ev: Evaluation) -> None:
     """Print the metrics table (percent) and any skipped files."""
-    cols = ["set", "class", "n_real", "n_fake", "ap", "acc", "real_acc", "fake_acc",
+    cols = ["set", "class", "n_real", "n_fake", "n_saturated", "n_tied", "ap", "acc", "real_acc", "fake_acc",
             "cal_threshold", "cal_real_acc", "cal_fake_acc"]
     print(format_table(ev.metrics, [c for c in cols if c in ev.metrics]))
-    print("(metrics in %; cal_* use a threshold calibrated on the same test set — test-calibrated)")
+    s = ev.settings or {"prob_dtype": "float64", "cal_compare": "ge"}
+    print(f"(metrics in %; p in {s['prob_dtype']} (n_saturated: p exactly 0 or 1, n_tied: p shared with another "
+          f"image); cal_* use a threshold t calibrated on the same test set — test-calibrated — with "
+          f"p {'≥' if s['cal_compare'] == 'ge' else '>'} t counted as fake)")
     if ev.failed:
         print(f"skipped {len(ev.failed)} unreadable file(s):")
         for row in ev.failed[:20]:

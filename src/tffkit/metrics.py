@@ -1,4 +1,4 @@
-"""Detection metrics (fake = positive class): AP, accuracies, test-calibrated threshold, tables."""
+"""Detection metrics (fake = positive class): probabilities, AP, accuracies, test-calibrated threshold, tables."""
 
 from __future__ import annotations
 
@@ -7,10 +7,32 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+import torch
 from sklearn.metrics import average_precision_score, roc_curve
 
 METRIC_COLUMNS = ["ap", "acc", "real_acc", "fake_acc"]
 CALIBRATED_COLUMNS = ["cal_threshold", "cal_acc", "cal_real_acc", "cal_fake_acc"]
+PROB_DTYPES = ("float64", "float32")
+CAL_COMPARES = ("ge", "gt")
+
+
+def probabilities(logits: np.ndarray, dtype: str = "float64") -> np.ndarray:
+    """p(fake) = sigmoid(logit) as float64 values: computed in float64, or (``float32``, the public code) as
+    torch's float32 sigmoid of the float32 logit, which is exactly 1.0 above logit ≈ 16.6."""
+    logits = np.asarray(logits)
+    if dtype == "float64":
+        with np.errstate(over="ignore"):  # exp overflows to inf for logit < −709: p = 0, as it should
+            return 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+    if dtype == "float32":
+        return torch.sigmoid(torch.from_numpy(logits.astype(np.float32))).numpy().astype(np.float64)
+    raise ValueError(f"unknown probability dtype {dtype!r}; use one of {PROB_DTYPES}")
+
+
+def tie_counts(probs: np.ndarray) -> dict[str, int]:
+    """``n_saturated``: scores exactly 0 or 1; ``n_tied``: scores equal to at least one other score."""
+    probs = np.asarray(probs, dtype=np.float64)
+    _, inverse, counts = np.unique(probs, return_inverse=True, return_counts=True)
+    return {"n_saturated": int(((probs == 0) | (probs == 1)).sum()), "n_tied": int((counts[inverse] > 1).sum())}
 
 
 def accuracies(labels: np.ndarray, probs: np.ndarray, threshold: float = 0.5,
@@ -48,27 +70,31 @@ def calibrated_threshold(labels: np.ndarray, probs: np.ndarray) -> float:
 
 
 def binary_metrics(labels: np.ndarray, probs: np.ndarray, calibrate: bool = True,
-                   threshold: float | None = None) -> dict[str, float]:
-    """n_real, n_fake, AP and accuracies at 0.5, plus test-calibrated ones (or at ``threshold``)."""
+                   threshold: float | None = None, cal_compare: str = "ge") -> dict[str, float]:
+    """n_real, n_fake, saturated/tied scores, AP and accuracies at 0.5 (p > 0.5 is fake), plus test-calibrated
+    ones (or at ``threshold``) where p ≥ t (``ge``) or p > t (``gt``, the public code) is fake."""
+    if cal_compare not in CAL_COMPARES:
+        raise ValueError(f"unknown cal_compare {cal_compare!r}; use one of {CAL_COMPARES}")
     labels = np.asarray(labels).astype(int)
     probs = np.asarray(probs, dtype=np.float64)
     row: dict[str, float] = {"n_real": int((labels == 0).sum()), "n_fake": int((labels == 1).sum()),
-                             "ap": average_precision(labels, probs)}
+                             **tie_counts(probs), "ap": average_precision(labels, probs)}
     row.update(accuracies(labels, probs, 0.5))
     if calibrate or threshold is not None:
         thr = calibrated_threshold(labels, probs) if threshold is None else float(threshold)
-        cal = accuracies(labels, probs, thr, inclusive=True)
+        cal = accuracies(labels, probs, thr, inclusive=cal_compare == "ge")
         row.update({"cal_threshold": thr, "cal_acc": cal["acc"], "cal_real_acc": cal["real_acc"],
                     "cal_fake_acc": cal["fake_acc"]})
     return row
 
 
-def metrics_table(scores: pd.DataFrame, calibrate: bool = True,
-                  thresholds: dict[str, float] | None = None) -> pd.DataFrame:
+def metrics_table(scores: pd.DataFrame, calibrate: bool = True, thresholds: dict[str, float] | None = None,
+                  cal_compare: str = "ge") -> pd.DataFrame:
     """Per (set, class), per set (class ``all``) and a ``mean`` row over sets.
 
     ``scores`` needs columns ``set, class, label, prob``. ``thresholds`` fixes the calibrated
     threshold per set (e.g. those of an undropped model); by default each set calibrates itself.
+    ``cal_compare``: ``ge`` (p ≥ t is fake) or ``gt`` (p > t) at the calibrated threshold.
     """
     rows = []
     thresholds = thresholds or {}
@@ -79,9 +105,9 @@ def metrics_table(scores: pd.DataFrame, calibrate: bool = True,
             for cls in classes:
                 sub = part[part["class"] == cls]
                 rows.append({"set": set_name, "class": cls,
-                             **binary_metrics(sub["label"], sub["prob"], calibrate, thr)})
+                             **binary_metrics(sub["label"], sub["prob"], calibrate, thr, cal_compare)})
         rows.append({"set": set_name, "class": "all",
-                     **binary_metrics(part["label"], part["prob"], calibrate, thr)})
+                     **binary_metrics(part["label"], part["prob"], calibrate, thr, cal_compare)})
     table = pd.DataFrame(rows)
     if table.empty:
         return table

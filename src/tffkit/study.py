@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from .conventions import SWITCHES
 from .results import read_json, write_json
 
 STEP_ORDER = ("evaluate", "rank", "dropout", "lrpmax", "color", "color_robust")
@@ -29,10 +30,17 @@ class ConfigError(ValueError):
 
 # field → (type(s), default, help); a default of REQUIRED means the field must be given
 REQUIRED = object()
+SWITCH = ((str, type(None)), None)  # a tffkit.conventions switch: None = from the paper_code preset
+# step → {config key: switch name}; an explicit value overrides the top-level ``paper_code`` preset
+STEP_SWITCHES = {"evaluate": {"prob_dtype": "prob_dtype", "cal_compare": "cal_compare"},
+                 "rank": {"bounds": "bounds"},
+                 "dropout": {"site": "dropout_site", "prob_dtype": "prob_dtype", "cal_compare": "cal_compare"},
+                 "lrpmax": {"neuron_seed": "neuron_seed", "bounds": "bounds", "activation_site": "activation_site"},
+                 "color": {"activation_site": "activation_site", "prob_dtype": "prob_dtype"}}
 SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
     "": {"name": (str, "study"), "out": (str, REQUIRED), "device": (str, "auto"), "batch_size": (int, 64),
-         "workers": ((int, type(None)), None), "preset": (str, "center224"), "detector": (dict, REQUIRED),
-         "data": (dict, REQUIRED), "steps": (dict, {})},
+         "workers": ((int, type(None)), None), "preset": (str, "center224"), "paper_code": (bool, False),
+         "detector": (dict, REQUIRED), "data": (dict, REQUIRED), "steps": (dict, {})},
     "detector": {"arch": (str, REQUIRED), "weights": ((str, type(None)), None),
                  "paper_detector": ((str, type(None)), None), "label": (str, "detector")},
     "data": {"source": (str, REQUIRED), "source_sets": ((list, type(None)), None), "test": (str, REQUIRED),
@@ -42,15 +50,18 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
     "steps.rank": {"enabled": (bool, True), "min_prob": (float, 0.9), "k": (int, 114),
                    "max_per_class": ((int, type(None)), None), "with_reals": (bool, False)},
     "steps.dropout": {"enabled": (bool, True), "k_sweep": (list, [114]), "random_repeats": (int, 5),
-                      "seed": (int, 0), "site": (str, "folded")},
+                      "seed": (int, 0)},
     "steps.lrpmax": {"enabled": (bool, True), "k": (int, 114), "per_tff": (int, 20), "show": (int, 5),
                      "variant": (str, "activation"), "max_per_class": ((int, type(None)), None)},
     "steps.color": {"enabled": (bool, True), "k": (int, 114), "max_per_class": ((int, type(None)), 500)},
     "steps.color_robust": {"enabled": (bool, False), "weights": ((str, type(None)), None),
                            "train": ((dict, type(None)), None), "label": (str, "colour-robust")},
 }
-CHOICES = {"preset": ("center224", "full"), "steps.dropout.site": ("folded", "pre-bn"),
-           "steps.lrpmax.variant": ("activation", "relevance")}
+CHOICES = {"preset": ("center224", "full"), "steps.lrpmax.variant": ("activation", "relevance")}
+for _step, _keys in STEP_SWITCHES.items():
+    for _key, _switch in _keys.items():
+        SCHEMA[f"steps.{_step}"][_key] = SWITCH
+        CHOICES[f"steps.{_step}.{_key}"] = SWITCHES[_switch].choices
 
 
 def _validate(section: str, given: dict, errors: list[str]) -> dict:
@@ -73,7 +84,7 @@ def _validate(section: str, given: dict, errors: list[str]) -> dict:
             names = " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
             errors.append(f"{prefix}{key}: expected {names}, got {type(value).__name__} {value!r}")
         choices = CHOICES.get(prefix + key)
-        if choices and value not in choices:
+        if choices and value is not None and value not in choices:
             errors.append(f"{prefix}{key}: {value!r} is not one of {choices}")
         out[key] = value
     return out
@@ -182,7 +193,13 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
     out = Path(cfg["out"])
     common = dict(preset=cfg["preset"], batch_size=cfg["batch_size"], device=cfg["device"],
                   num_workers=cfg["workers"], progress=progress)
-    base = {"detector": det, "data": data, "preset": cfg["preset"]}
+    base = {"detector": det, "data": data, "preset": cfg["preset"], "paper_code": cfg["paper_code"]}
+
+    def switches(step: str) -> dict:
+        """The preset and the step's explicit switches, as keyword arguments of its API function."""
+        given = {"site" if name == "dropout_site" else name: st[step][key]
+                 for key, name in STEP_SWITCHES[step].items()}
+        return {"paper_code": cfg["paper_code"], **given}
     ranking = out / "rank" / "ffrs.csv"
     rank_settings = {**base, **st["rank"]}
     steps: list[Step] = []
@@ -195,22 +212,23 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
         from .evaluate import evaluate
 
         evaluate(det["arch"], det["weights"], data["test"], folder, data["sets"],
-                 max_per_class=data["max_per_class"], **common)
+                 max_per_class=data["max_per_class"], **common, **switches("evaluate"))
 
     def rank_step(folder: Path) -> None:
         from .analysis.rank import rank
 
         r = st["rank"]
         rank(det["arch"], det["weights"], data["source"], folder, data["source_sets"], r["max_per_class"],
-             r["min_prob"], r["with_reals"], r["k"], **common)
+             r["min_prob"], r["with_reals"], r["k"], **common, **switches("rank"))
 
     def dropout_step(folder: Path) -> None:
         from .analysis.dropout import dropout
 
         d = st["dropout"]
         dropout(det["arch"], det["weights"], ranking, data["test"], folder, data["sets"], d["k_sweep"],
-                d["random_repeats"], d["seed"], d["site"], max_per_class=data["max_per_class"],
-                fixed_threshold_sets=data["train_set"], paper_detector=det["paper_detector"], **common)
+                d["random_repeats"], d["seed"], max_per_class=data["max_per_class"],
+                fixed_threshold_sets=data["train_set"], paper_detector=det["paper_detector"], **common,
+                **switches("dropout"))
 
     def lrpmax_step(folder: Path) -> None:
         from .analysis.lrpmax import run_lrpmax
@@ -218,7 +236,7 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
         m = st["lrpmax"]
         run_lrpmax(det["arch"], det["weights"], ranking, data["test"], folder, k=m["k"], sets=data["sets"],
                    per_tff=m["per_tff"], show=m["show"], variant=m["variant"], max_per_class=m["max_per_class"],
-                   **common)
+                   **common, **switches("lrpmax"))
 
     def color_step(folder: Path, arch: str = det["arch"], weights: str | None = det["weights"],
                    ranking_path: Path = ranking,
@@ -232,7 +250,7 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
         colour = pd.read_csv(scores, keep_default_na=False) if scores and scores.is_file() else None
         run_color(arch, weights, data["test"], folder, ranking=ranking_path, k=c["k"], sets=data["sets"],
                   max_per_class=c["max_per_class"], metrics_max_per_class=data["max_per_class"],
-                  colour_scores=colour, **common)
+                  colour_scores=colour, **common, **switches("color"))
 
     def color_robust_step(folder: Path) -> None:
         from .analysis.rank import rank
@@ -251,10 +269,10 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
             weights = str(res["model_best"] or res["model_last"])
         arch = (cr["train"] or {}).get("arch", det["arch"])
         evaluate(arch, weights, data["test"], folder / "evaluate", data["sets"], max_per_class=data["max_per_class"],
-                 **common)
+                 **common, **switches("evaluate"))
         r = st["rank"]
         rank(arch, weights, data["source"], folder / "rank", data["source_sets"], r["max_per_class"], r["min_prob"],
-             False, r["k"], **common)
+             False, r["k"], **common, **switches("rank"))
         color_step(folder / "color", arch, weights, folder / "rank" / "ffrs.csv", folder / "evaluate")
 
     add("evaluate", base, evaluate_step, ("metrics.csv", "scores.csv", "run.json"))
@@ -263,7 +281,8 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
         ("dropout.csv", "dropout_table.md", "run.json"))
     add("lrpmax", {**base, **st["lrpmax"], "rank": rank_settings}, lrpmax_step, ("run.json",))
     add("color", {**base, **st["color"], "rank": rank_settings}, color_step, ("run.json",))
-    add("color_robust", {**base, **st["color_robust"], "rank": rank_settings, "color": st["color"]},
+    add("color_robust", {**base, **st["color_robust"], "rank": rank_settings, "color": st["color"],
+                         "evaluate": st["evaluate"]},
         color_robust_step, ("evaluate/metrics.csv", "rank/ffrs.csv", "color/table_color_gray.csv"))
     needs_rank = [s.name for s in steps if s.name in ("dropout", "lrpmax", "color")]
     if needs_rank and not st["rank"]["enabled"] and not ranking.is_file():
@@ -271,11 +290,15 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
     return steps
 
 
-def run_study(config: str | os.PathLike | dict, progress: bool = True) -> Path:
-    """Validate ``config``, run (or resume) every enabled step, then write ``OUT/report.html``."""
+def run_study(config: str | os.PathLike | dict, progress: bool = True, paper_code: bool | None = None) -> Path:
+    """Validate ``config``, run (or resume) every enabled step, then write ``OUT/report.html``.
+
+    ``paper_code`` (when not None) replaces the config's ``paper_code`` preset."""
     from .report.html import build_report
 
     cfg = load_config(config)
+    if paper_code is not None:
+        cfg["paper_code"] = bool(paper_code)
     out = Path(cfg["out"])
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "study.json", cfg)

@@ -13,14 +13,15 @@ import pandas as pd
 from scipy.stats import median_test
 
 from .. import distributed as tdist
+from ..conventions import resolve
 from ..data import Perturbation, find_samples, normalize
 from ..detectors import load_detector
 from ..evaluate import score_samples
 from ..lrp import Explainer
-from ..metrics import metrics_table
+from ..metrics import metrics_table, probabilities
 from ..passes import DatasetPass
 from ..results import RunRecord, write_csv, write_json
-from .lrpmax import TFF, MaxActivationTap, load_tffs, tff_keys
+from .activations import TFF, MaxActivationTap, bn_scale, load_tffs, tff_keys
 
 VERSIONS = {"colour": Perturbation(), "grayscale": Perturbation(grayscale=True)}
 TABLE_METRICS = {"ap": "AP", "real_acc": "real", "fake_acc": "fake"}
@@ -42,8 +43,16 @@ def color_metrics_table(metrics: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame,
     return tidy, wide.reset_index()
 
 
-def median_probability_drop(color: pd.DataFrame, gray: pd.DataFrame, min_prob: float = 0.2):
-    """Fakes whose colour p ≥ ``min_prob``: (per-fake p colour/grayscale, per-set medians and relative drop in %)."""
+MEDIAN_COLUMNS = ["set", "n", "median_colour", "median_grayscale", "median_change_pp", "median_change_pct"]
+
+
+def median_probability_change(color: pd.DataFrame, gray: pd.DataFrame,
+                              min_prob: float = 0.2) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Fakes whose colour p ≥ ``min_prob``: (per-fake p colour/grayscale, per-set medians and their change).
+
+    Sign convention: positive = grayscale raises p. ``median_change_pp`` = 100·(m_gray − m_colour), percentage
+    points (the paper's box plots); ``median_change_pct`` = 100·(m_gray − m_colour)/m_colour, relative (NaN
+    when m_colour = 0)."""
     both = color[color["label"] == 1][["path", "set", "prob"]].merge(
         gray[gray["label"] == 1][["path", "prob"]], on="path", suffixes=("_c", "_g"))
     both = both[both["prob_c"] >= min_prob].rename(columns={"prob_c": "colour", "prob_g": "grayscale"})
@@ -51,15 +60,17 @@ def median_probability_drop(color: pd.DataFrame, gray: pd.DataFrame, min_prob: f
     for s, part in both.groupby("set", sort=False):
         mc, mg = float(part["colour"].median()), float(part["grayscale"].median())
         rows.append({"set": s, "n": len(part), "median_colour": mc, "median_grayscale": mg,
-                     "median_drop_pct": 100 * (mc - mg) / mc})
-    return both.reset_index(drop=True), pd.DataFrame(rows, columns=["set", "n", "median_colour",
-                                                                    "median_grayscale", "median_drop_pct"])
+                     "median_change_pp": 100 * (mg - mc),
+                     "median_change_pct": 100 * (mg - mc) / mc if mc != 0 else float("nan")})
+    return both.reset_index(drop=True), pd.DataFrame(rows, columns=MEDIAN_COLUMNS)
 
 
 def max_activations(explainer: Explainer, tffs: Sequence[TFF], samples, ctx: tdist.DistContext,
-                    perturb: Perturbation | None = None, **pass_args) -> tuple[np.ndarray, np.ndarray]:
-    """(dataset indices (N,), max spatial activation (N, K)) of every readable sample, all ranks, sorted."""
-    tap = MaxActivationTap(explainer, tffs)
+                    perturb: Perturbation | None = None, site: str = "folded",
+                    **pass_args) -> tuple[np.ndarray, np.ndarray]:
+    """(dataset indices (N,), max spatial activation at ``site`` (N, K)) of every readable sample, all ranks,
+    sorted."""
+    tap = MaxActivationTap(explainer, tffs, site)
     dtype = next(explainer.model.buffers()).dtype
     idx, vals = [], []
     for images, indices in DatasetPass(samples, ctx, perturb=perturb, **pass_args):
@@ -132,48 +143,60 @@ def run_color(arch: str, weights: str | os.PathLike | None, data: str | os.PathL
               max_per_class: int | None = 500, metrics_max_per_class: int | None = None, min_prob: float = 0.2,
               alpha: float = 0.05, preset: str = "center224", batch_size: int = 64, device: str = "auto",
               num_workers: int | None = None, progress: bool = True,
-              colour_scores: pd.DataFrame | None = None) -> dict:
+              colour_scores: pd.DataFrame | None = None, paper_code: bool = False,
+              activation_site: str | None = None, prob_dtype: str | None = None) -> dict:
     """The ``tff color`` job: Table I.1 metrics, median-probability box plots, colour-conditional T-FF.
 
     ``colour_scores`` (a ``scores.csv`` of the same detector and images, e.g. from ``tff evaluate``)
-    replaces the colour scoring pass."""
+    replaces the colour scoring pass (its probabilities are recomputed from the logits in ``prob_dtype``).
+    ``paper_code`` takes the public code's activation site (pre-BN) and probability precision unless
+    ``activation_site`` / ``prob_dtype`` are given (:mod:`tffkit.conventions`)."""
     from ..report import figures_tff as fig
 
     ctx = tdist.init(device)
+    settings = resolve(paper_code, activation_site=activation_site, prob_dtype=prob_dtype)
+    site, dtype = settings["activation_site"], settings["prob_dtype"]
     record = RunRecord("color", dict(arch=arch, weights=str(weights), data=str(data), sets=sets, ranking=str(ranking),
                                      k=k, max_per_class=max_per_class, metrics_max_per_class=metrics_max_per_class,
-                                     min_prob=min_prob, alpha=alpha, preset=preset, batch_size=batch_size), ctx.world)
+                                     min_prob=min_prob, alpha=alpha, preset=preset, batch_size=batch_size,
+                                     **settings), ctx.world)
     out = Path(out)
     model = load_detector(arch, weights, ctx.device)
     pass_args = dict(preset=preset, batch_size=batch_size, num_workers=num_workers, progress=progress)
     samples = find_samples(data, sets, max_per_class=metrics_max_per_class)
+    if colour_scores is not None:
+        colour_scores = colour_scores.assign(prob=probabilities(colour_scores["logit"].to_numpy(), dtype))
     scores = {v: colour_scores if v == "colour" and colour_scores is not None else
-              score_samples(model, samples, ctx, perturb=p, desc=f"scoring ({v})", **pass_args).table
+              score_samples(model, samples, ctx, perturb=p, desc=f"scoring ({v})", prob_dtype=dtype, **pass_args).table
               for v, p in VERSIONS.items()}
     tidy, wide = color_metrics_table({v: metrics_table(t, calibrate=False) for v, t in scores.items()})
-    probs, drops = median_probability_drop(scores["colour"], scores["grayscale"], min_prob)
-    result = {"metrics": tidy, "table": wide, "median_drop": drops}
+    probs, changes = median_probability_change(scores["colour"], scores["grayscale"], min_prob)
+    result = {"metrics": tidy, "table": wide, "median_change": changes}
     if ctx.is_main:
         write_csv(out / "color_metrics.csv", tidy)
         write_csv(out / "table_color_gray.csv", wide)
-        write_csv(out / "median_probability.csv", drops)
+        write_csv(out / "median_probability.csv", changes)
         write_csv(out / "probabilities.csv", probs)
         if len(probs):
-            fig.probability_boxplot(probs, drops, out / "median_probability.png", min_prob)
+            fig.probability_boxplot(probs, changes, out / "median_probability.png", min_prob)
     if ranking is not None:
         explainer = Explainer(model)
         tffs = load_tffs(ranking, k, explainer)
         keys = tff_keys(explainer, tffs)
         fakes = [s for s in find_samples(data, sets, max_per_class=max_per_class) if s.label == 1]
-        acts = {v: max_activations(explainer, tffs, fakes, ctx, p, desc=f"max activations ({v})", **pass_args)
+        acts = {v: max_activations(explainer, tffs, fakes, ctx, p, site, desc=f"max activations ({v})", **pass_args)
                 for v, p in VERSIONS.items()}
+        negative = bn_scale(explainer, tffs) < 0
         (ic, ac), (ig, ag) = acts["colour"], acts["grayscale"]
         common, pc, pg = np.intersect1d(ic, ig, return_indices=True)
         ac, ag = ac[pc], ag[pg]
         set_of = [fakes[i].set for i in common]
         tests = mood_tests(ac, ag, set_of, keys, alpha)
-        summary = colour_conditional_summary(tests, len(tffs))
-        result.update(tests=tests, summary=summary)
+        tests["negative_gamma"] = negative[tests["tff"].to_numpy() - 1]
+        tests["activation_site"] = site
+        summary = colour_conditional_summary(tests, len(tffs)).assign(activation_site=site,
+                                                                     n_negative_gamma=int(negative.sum()))
+        result.update(tests=tests, summary=summary, n_negative_gamma=int(negative.sum()))
         if ctx.is_main:
             base = pd.DataFrame({"path": [fakes[i].path for i in common], "set": set_of,
                                  "class": [fakes[i].cls for i in common]})
@@ -187,14 +210,17 @@ def run_color(arch: str, weights: str | os.PathLike | None, data: str | os.PathL
                 m = np.asarray(set_of) == s
                 p = tests[tests["set"] == s]["p"].to_numpy()
                 pct = float(summary.loc[summary["set"] == s, "percent"].iloc[0])
-                title = (f"{s}: max spatial activation of the top-{len(tffs)} T-FF on {int(m.sum())} fakes, "
-                         f"colour vs grayscale ({pct:.1f}% colour-conditional, Mood p ≤ {alpha})")
+                title = (f"{s}: max spatial activation ({site}) of the top-{len(tffs)} T-FF on {int(m.sum())} "
+                         f"fakes, colour vs grayscale ({pct:.1f}% colour-conditional, Mood p ≤ {alpha})")
                 fig.activation_distributions(ac[m], ag[m], keys, p, out / f"distributions_{s}.png", title)
     if ctx.is_main:
-        js = {"median_drop": drops.to_dict("records"), "n_images": len(samples)}
+        js = {"median_change": changes.to_dict("records"), "n_images": len(samples), "prob_dtype": dtype,
+              "activation_site": site}
         if "summary" in result:
             js["colour_conditional"] = result["summary"].to_dict("records")
+            js["n_negative_gamma"] = result["n_negative_gamma"]
+            js["negative_gamma_keys"] = [key for key, neg in zip(keys, negative, strict=True) if neg]
         write_json(out / "color.json", js)
-        record.write(out, device=str(ctx.device), **js)
+        record.write(out, device=str(ctx.device), settings=settings, **js)
     tdist.barrier()
     return result

@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 
 from .. import distributed as tdist
+from ..conventions import resolve
 from ..data import Sample, find_samples, normalize
 from ..detectors import load_detector
 from ..evaluate import scores_table
@@ -78,7 +79,8 @@ def dropped(explainer: Explainer, channels: Sequence[tuple[str, int]], site: str
 @torch.no_grad()
 def score_variants(explainer: Explainer, variants: Sequence[ChannelSets | None], samples: Sequence[Sample],
                    ctx: tdist.DistContext, site: str = "folded", preset: str = "center224", batch_size: int = 64,
-                   num_workers: int | None = None, progress: bool = True) -> tuple[list[pd.DataFrame], list[dict]]:
+                   num_workers: int | None = None, progress: bool = True,
+                   prob_dtype: str = "float64") -> tuple[list[pd.DataFrame], list[dict]]:
     """Scores of every variant (``None`` = undropped) from one pass over the data: each batch is decoded
     once and run once per variant; logits stay on the device until the end. Returns (tables, unreadable)."""
     plans = [DropPlan(explainer, v.channels if v else (), site) for v in variants]
@@ -95,14 +97,15 @@ def score_variants(explainer: Explainer, variants: Sequence[ChannelSets | None],
                 per_variant.append(model(x).reshape(-1).float())
         logits.append(torch.stack(per_variant, 1))
     index, logit = tdist.gather_rows(idx, logits, (len(plans),))
-    return [scores_table(samples, index, logit[:, v]) for v in range(len(plans))], run.gather_failed()
+    return ([scores_table(samples, index, logit[:, v], prob_dtype) for v in range(len(plans))],
+            run.gather_failed())
 
 
-def set_metrics(scores: pd.DataFrame, thresholds: dict[str, float]) -> list[dict]:
-    """Per-set AP and accuracies at 0.5 and at the given (baseline-calibrated) thresholds."""
+def set_metrics(scores: pd.DataFrame, thresholds: dict[str, float], cal_compare: str = "ge") -> list[dict]:
+    """Per-set AP and accuracies at 0.5 and at the given (baseline-calibrated) thresholds (p ≥ t or p > t)."""
     rows = []
     for set_name, part in scores.groupby("set", sort=True):
-        m = binary_metrics(part["label"], part["prob"], threshold=thresholds[set_name])
+        m = binary_metrics(part["label"], part["prob"], threshold=thresholds[set_name], cal_compare=cal_compare)
         rows.append({"set": set_name, **m})
     return rows
 
@@ -117,30 +120,34 @@ def calibrated_thresholds(scores: pd.DataFrame, fixed_sets: Sequence[str] = ("pr
 
 def dropout(arch: str, weights: str | os.PathLike | None, ranking: str | os.PathLike, data: str | os.PathLike,
             out: str | os.PathLike | None, sets: Sequence[str] | None = None, ks: Sequence[int] = (114,),
-            random_repeats: int = 5, seed: int = 0, site: str = "folded", preset: str = "center224",
+            random_repeats: int = 5, seed: int = 0, site: str | None = None, preset: str = "center224",
             batch_size: int = 64, device: str = "auto", num_workers: int | None = None,
             max_per_class: int | None = None, fixed_threshold_sets: Sequence[str] = ("progan",),
-            paper_detector: str | None = None, progress: bool = True) -> pd.DataFrame:
+            paper_detector: str | None = None, progress: bool = True, paper_code: bool = False,
+            prob_dtype: str | None = None, cal_compare: str | None = None) -> pd.DataFrame:
     """Baseline and every variant (top-k, random-k × repeats, low-k per k) from one pass over the data;
-    long-format table."""
+    long-format table. ``paper_code`` takes the public code's site, probability precision and calibrated
+    comparison unless ``site`` / ``prob_dtype`` / ``cal_compare`` are given (:mod:`tffkit.conventions`)."""
     ctx = tdist.init(device)
+    settings = resolve(paper_code, dropout_site=site, prob_dtype=prob_dtype, cal_compare=cal_compare)
+    site = settings["dropout_site"]
     record = RunRecord("dropout", dict(arch=arch, weights=str(weights), ranking=str(ranking), data=str(data),
                                        sets=sets, ks=list(ks), random_repeats=random_repeats, seed=seed, site=site,
                                        preset=preset, batch_size=batch_size, max_per_class=max_per_class,
-                                       paper_detector=paper_detector), ctx.world)
+                                       paper_detector=paper_detector, **settings), ctx.world)
     samples = find_samples(data, sets, max_per_class=max_per_class)
     explainer = Explainer(load_detector(arch, weights, ctx.device))
     table = load_ranking(ranking, explainer.layers)
 
     variants = [None, *(v for k in ks for v in select_channels(table, k, random_repeats, seed))]
     scores, unreadable = score_variants(explainer, variants, samples, ctx, site, preset, batch_size, num_workers,
-                                        progress)
+                                        progress, settings["prob_dtype"])
     thresholds = calibrated_thresholds(scores[0], fixed_threshold_sets)
     rows = []
     for variant, sc in zip(variants, scores, strict=True):
         head = ({"variant": "baseline", "kind": "baseline", "k": 0, "replica": 0} if variant is None else
                 {"variant": variant.name, "kind": variant.kind, "k": variant.k, "replica": variant.replica})
-        rows += [{**head, **r} for r in set_metrics(sc, thresholds)]
+        rows += [{**head, **r} for r in set_metrics(sc, thresholds, settings["cal_compare"])]
     long = pd.DataFrame(rows)
     if out is not None and ctx.is_main:
         out = Path(out)
@@ -152,8 +159,8 @@ def dropout(arch: str, weights: str | os.PathLike | None, ranking: str | os.Path
             text = paper_layout(summary, fmt, paper)
             atomic_write(out / f"dropout_table.{suffix}", lambda tmp, text=text: Path(tmp).write_text(text))
         plot_ap_vs_k(summary, out / "ap_vs_k.png")
-        record.write(out, n_images=len(samples), n_skipped=len(unreadable), unreadable=unreadable,
-                     thresholds=thresholds)
+        record.write(out, settings=settings, n_images=len(samples), n_skipped=len(unreadable),
+                     unreadable=unreadable, thresholds=thresholds)
     tdist.barrier()
     return long
 

@@ -5,6 +5,11 @@ For every top-k T-FF and test set, the fakes are ranked by the T-FF's maximum sp
 the argmax neuron of each selected (image, T-FF) pair and propagated to the pixels, many pairs per
 backward (images replicated, one seed per row, rows seeding different layers). Patches are the
 bounding boxes of the strongest positive relevance, cropped from the un-normalised image.
+
+The activation is read at the BN-folded conv output (``folded``) or, as the public code did, at the raw
+conv output before batch norm (``pre-bn``: raw = (folded − zero) / scale per channel, so a channel with
+BN γ < 0 peaks where its folded map is lowest). The seed is the folded activation at the neuron
+(``activation``) or 1 (``one``, the public code).
 """
 
 from __future__ import annotations
@@ -18,68 +23,18 @@ import pandas as pd
 import torch
 
 from .. import distributed as tdist
+from ..conventions import resolve
 from ..data import find_samples, normalize
 from ..detectors import load_detector
 from ..lrp import Explainer
 from ..passes import DatasetPass
 from ..results import RunRecord, write_csv, write_json
-from .ffrs import channel_key, load_ranking, unit_major
+from .activations import TFF, MaxActivationTap, bn_scale, folded_activation, load_tffs, position_width, tff_keys
+from .ffrs import unit_major
 
-TFF = tuple[str, int]  # (layer name, channel)
 SENTINEL = 2 ** 62  # dataset index of an empty top-N slot
 VARIANTS = ("activation", "relevance")
-
-
-def position_width(shape: Sequence[int], dim: int) -> int:
-    """Positions of a unit's map (its layer output without batch and unit dims, flattened) are reported as
-    (h, w) = (p // width, p % width): pixel rows/columns of a conv map, (token, 0) for token layers, (token,
-    head dim) for attention heads. ``shape`` excludes the batch dimension; ``dim`` counts it."""
-    rest = [s for i, s in enumerate(shape, start=1) if i != dim]
-    return rest[-1] if len(rest) >= 2 else 1
-
-
-def load_tffs(path: str | os.PathLike, k: int, explainer: Explainer) -> list[TFF]:
-    """The first ``k`` (layer, channel) of a ranking file (``ffrs.csv`` or the public format), checked."""
-    table = load_ranking(path, explainer.layers).head(k)
-    return [(str(layer), int(ch)) for layer, ch in zip(table["layer"], table["channel"], strict=True)]
-
-
-def tff_keys(explainer: Explainer, tffs: Sequence[TFF]) -> list[str]:
-    """Public-format keys ``layer.#c(T=C)`` of the T-FF."""
-    return [channel_key(layer, c, explainer.by_name[layer].channels) for layer, c in tffs]
-
-
-class MaxActivationTap:
-    """Forward tap: per image, max over space of each T-FF's map and the (h, w) where it is reached.
-
-    ``run(x)`` returns values (B, K) and positions h, w (B, K) in T-FF order, from one forward pass.
-    """
-
-    def __init__(self, explainer: Explainer, tffs: Sequence[TFF]):
-        self.explainer, self.k = explainer, len(tffs)
-        groups: dict[str, tuple[list[int], list[int]]] = {}
-        for j, (layer, c) in enumerate(tffs):
-            groups.setdefault(layer, ([], []))
-            groups[layer][0].append(j)
-            groups[layer][1].append(c)
-        dev = explainer.device
-        self.groups = {n: (torch.tensor(cols, device=dev), torch.tensor(chs, device=dev))
-                       for n, (cols, chs) in groups.items()}
-        self.layers = [explainer.by_name[n] for n in groups]
-
-    def __call__(self, layer, act: torch.Tensor) -> None:
-        cols, chs = self.groups[layer.name]
-        v, p = unit_major(act, layer.dim).index_select(1, chs).max(2)
-        width = position_width(act.shape[1:], layer.dim)
-        self.values[:, cols], self.h[:, cols], self.w[:, cols] = v.to(self.values.dtype), p // width, p % width
-
-    def run(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        b = x.shape[0]
-        self.values = torch.empty(b, self.k, dtype=x.dtype, device=x.device)
-        self.h = torch.empty(b, self.k, dtype=torch.long, device=x.device)
-        self.w = torch.empty_like(self.h)
-        self.explainer.forward(x, tap=self, layers=self.layers)
-        return self.values, self.h, self.w
+NEURON_SEEDS = ("activation", "one")
 
 
 def select_top(values: torch.Tensor, index: torch.Tensor, extra: Sequence[torch.Tensor], n: int):
@@ -208,14 +163,14 @@ def relevance_bbox(rmap: np.ndarray, q: float = 75.0) -> tuple[int, int, int, in
 
 
 def top_images(explainer: Explainer, tffs: Sequence[TFF], samples, sets: Sequence[str], n: int,
-               ctx: tdist.DistContext, **pass_args) -> pd.DataFrame:
-    """Per (set, T-FF) the ``n`` fakes with the largest max activation, merged over ranks exactly.
+               ctx: tdist.DistContext, site: str = "folded", **pass_args) -> pd.DataFrame:
+    """Per (set, T-FF) the ``n`` fakes with the largest max activation at ``site``, merged over ranks exactly.
 
     Rows: set, tff (position in ``tffs``), rank (1 = strongest), index (into ``samples``), activation, h, w.
     """
     group_of = {s: g for g, s in enumerate(sets)}
     groups = torch.tensor([group_of[s.set] for s in samples], device="cpu")
-    tap = MaxActivationTap(explainer, tffs)
+    tap = MaxActivationTap(explainer, tffs, site)
     top = RunningTopN(len(sets), len(tffs), n, ctx.device)
     dtype = next(explainer.model.buffers()).dtype
     for images, indices in DatasetPass(samples, ctx, **pass_args):
@@ -230,11 +185,17 @@ def top_images(explainer: Explainer, tffs: Sequence[TFF], samples, sets: Sequenc
 
 
 def compute_lrpmax(explainer: Explainer, tffs: Sequence[TFF], samples, top: pd.DataFrame, ctx: tdist.DistContext,
-                   variant: str = "activation", chunk: int = 64, on_pair=None, **pass_args) -> pd.DataFrame:
+                   variant: str = "activation", chunk: int = 64, on_pair=None, neuron_seed: str = "activation",
+                   site: str = "folded", **pass_args) -> pd.DataFrame:
     """LRP-max maps for every row of ``top``; ``on_pair(row, image uint8 CHW, map HW numpy)`` is called
-    for each (on the rank that computed it). Returns ``top`` with seed, map_sum and bbox columns (all ranks)."""
+    for each (on the rank that computed it). The seed at the neuron is its BN-folded activation (clamped
+    at 0; ``top``'s activations were read at ``site``) or, with ``neuron_seed='one'``, 1. Returns ``top``
+    with seed, map_sum and bbox columns (all ranks)."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; use one of {VARIANTS}")
+    if neuron_seed not in NEURON_SEEDS:
+        raise ValueError(f"unknown neuron seed {neuron_seed!r}; use one of {NEURON_SEEDS}")
+    folded = folded_activation(explainer, tffs, top["tff"].to_numpy(), top["activation"].to_numpy(), site)
     lrp = LRPMax(explainer, chunk)
     dtype = next(explainer.model.buffers()).dtype
     wanted = sorted(set(top["index"].tolist()))
@@ -253,9 +214,11 @@ def compute_lrpmax(explainer: Explainer, tffs: Sequence[TFF], samples, top: pd.D
         x = normalize(images, dtype)
         if variant == "activation":
             h, w = (torch.tensor(sub[c].to_numpy(), device="cpu") for c in ("h", "w"))
-            seed = torch.tensor(sub["activation"].to_numpy(), device="cpu").clamp(min=0)
+            seed = torch.tensor(folded[[p for p, _ in ps]], device="cpu").clamp(min=0)
         else:
             h, w, seed = (t.cpu() for t in lrp.relevance_argmax(x, rows, layers, chans))
+        if neuron_seed == "one":
+            seed = torch.ones(len(ps), dtype=torch.float64, device="cpu")
         imgs = images.cpu()
         depth = [explainer.by_name[name].index for name in layers]
         order = sorted(range(len(ps)), key=lambda q: (depth[q], q))
@@ -281,24 +244,32 @@ def run_lrpmax(arch: str, weights: str | os.PathLike | None, ranking: str | os.P
                out: str | os.PathLike, k: int = 114, sets: Sequence[str] | None = None, per_tff: int = 20,
                show: int = 5, variant: str = "activation", preset: str = "center224", batch_size: int = 64,
                chunk: int = 64, device: str = "auto", num_workers: int | None = None,
-               max_per_class: int | None = None, rows_per_figure: int = 10, progress: bool = True) -> pd.DataFrame:
-    """The ``tff lrpmax`` job: top-N fakes per (T-FF, set), LRP-max maps, patches, overlays, collages."""
+               max_per_class: int | None = None, rows_per_figure: int = 10, progress: bool = True,
+               paper_code: bool = False, neuron_seed: str | None = None, bounds: str | None = None,
+               activation_site: str | None = None) -> pd.DataFrame:
+    """The ``tff lrpmax`` job: top-N fakes per (T-FF, set), LRP-max maps, patches, overlays, collages.
+
+    ``paper_code`` takes the public code's neuron seed (1), zβ bounds and pre-BN activation site unless
+    ``neuron_seed`` / ``bounds`` / ``activation_site`` are given (:mod:`tffkit.conventions`)."""
     from ..report import figures_tff as fig
 
     ctx = tdist.init(device)
+    settings = resolve(paper_code, neuron_seed=neuron_seed, bounds=bounds, activation_site=activation_site)
     record = RunRecord("lrpmax", dict(arch=arch, weights=str(weights), ranking=str(ranking), data=str(data), k=k,
                                       sets=sets, per_tff=per_tff, show=show, variant=variant, preset=preset,
-                                      batch_size=batch_size, chunk=chunk, max_per_class=max_per_class), ctx.world)
+                                      batch_size=batch_size, chunk=chunk, max_per_class=max_per_class, **settings),
+                       ctx.world)
     model = load_detector(arch, weights, ctx.device)
-    explainer = Explainer(model)
+    explainer = Explainer(model, bounds=settings["bounds"])
     tffs = load_tffs(ranking, k, explainer)
+    site = settings["activation_site"]
     keys = tff_keys(explainer, tffs)
     samples = [s for s in find_samples(data, sets, max_per_class=max_per_class) if s.label == 1]
     if not samples:
         raise ValueError(f"no fakes (1_fake) under {data} for sets {sets}")
     set_names = list(dict.fromkeys(s.set for s in samples))
     pass_args = dict(preset=preset, batch_size=batch_size, num_workers=num_workers, progress=progress)
-    top = top_images(explainer, tffs, samples, set_names, per_tff, ctx, desc="max activations", **pass_args)
+    top = top_images(explainer, tffs, samples, set_names, per_tff, ctx, site, desc="max activations", **pass_args)
     out = Path(out)
     thumbs: dict[tuple[int, str], list[tuple[int, np.ndarray]]] = {}
 
@@ -312,8 +283,8 @@ def run_lrpmax(arch: str, weights: str | os.PathLike | None, ranking: str | os.P
         if row["rank"] <= show:
             thumbs.setdefault((int(row["tff"]), row["set"]), []).append((int(row["rank"]), fig.thumbnail(patch)))
 
-    table = compute_lrpmax(explainer, tffs, samples, top, ctx, variant, chunk, on_pair=save, desc="LRP-max",
-                           **pass_args)
+    table = compute_lrpmax(explainer, tffs, samples, top, ctx, variant, chunk, on_pair=save,
+                           neuron_seed=settings["neuron_seed"], site=site, desc="LRP-max", **pass_args)
     all_thumbs: dict[tuple[int, str], list[np.ndarray]] = {}
     for part in tdist.gather_objects(thumbs):
         for key, items in part.items():
@@ -329,6 +300,8 @@ def run_lrpmax(arch: str, weights: str | os.PathLike | None, ranking: str | os.P
         stems = [f"r{r:02d}_{Path(p).stem}.png" for r, p in zip(table["rank"], table["image"], strict=True)]
         table["patch"] = [f"patches/{f}/{s}" for f, s in zip(folder, stems, strict=True)]
         table["overlay"] = [f"overlays/{f}/{s}" for f, s in zip(folder, stems, strict=True)]
+        table["neuron_seed"] = settings["neuron_seed"]
+        table["activation_site"] = site
         write_csv(out / "lrpmax_index.csv", table)
         cells = {(j, s): [t for _, t in sorted(v, key=lambda x: x[0])] for (j, s), v in all_thumbs.items()}
         figures = []
@@ -339,9 +312,13 @@ def run_lrpmax(arch: str, weights: str | os.PathLike | None, ranking: str | os.P
                                                                     enumerate(ids) for s in set_names}, show, path,
                                title=f"LRP-max patches ({variant}), T-FF {ids[0] + 1}–{ids[-1] + 1} of {len(tffs)}")
             figures.append(path.name)
+        negative = bn_scale(explainer, tffs) < 0
         summary = {"k": len(tffs), "sets": set_names, "variant": variant, "pairs": len(table),
-                   "n_fakes": {s: sum(x.set == s for x in samples) for s in set_names}, "figures": figures}
+                   "n_fakes": {s: sum(x.set == s for x in samples) for s in set_names}, "figures": figures,
+                   "neuron_seed": settings["neuron_seed"], "bounds": settings["bounds"], "activation_site": site,
+                   "n_negative_gamma": int(negative.sum()),
+                   "negative_gamma_keys": [keys[j] for j in np.nonzero(negative)[0]]}
         write_json(out / "lrpmax.json", summary)
-        record.write(out, device=str(ctx.device), **summary)
+        record.write(out, device=str(ctx.device), settings=settings, **summary)
     tdist.barrier()
     return table

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import distributed as tdist
+from ..conventions import resolve
 from ..data import Sample, find_samples, normalize
 from ..detectors import load_detector
 from ..lrp import Explainer
@@ -119,8 +120,8 @@ def image_samples(paths: Sequence[str | os.PathLike]) -> list[Sample]:
 def run_explain(arch: str, weights: str | os.PathLike | None, out: str | os.PathLike,
                 images: Sequence[str] | None = None, data: str | os.PathLike | None = None,
                 sets: Sequence[str] | None = None, max_per_class: int | None = 4, preset: str = "center224",
-                cam_layer: str | None = None, bounds: str = "exact", batch_size: int = 16, device: str = "auto",
-                num_workers: int | None = None, progress: bool = True) -> pd.DataFrame:
+                cam_layer: str | None = None, bounds: str | None = None, batch_size: int = 16, device: str = "auto",
+                num_workers: int | None = None, progress: bool = True, paper_code: bool = False) -> pd.DataFrame:
     """The ``tff explain`` job: per image, LRP / Grad-CAM / Guided Grad-CAM overlays and a panel figure.
 
     Fakes (and loose images) explain +logit, reals −logit (SPEC §2 seeds). Writes ``explain.csv`` with the
@@ -131,9 +132,11 @@ def run_explain(arch: str, weights: str | os.PathLike | None, out: str | os.Path
     if (images is None) == (data is None):
         raise ValueError("give either --images or --data")
     ctx = tdist.init(device)
+    settings = resolve(paper_code, bounds=bounds)
+    bounds = settings["bounds"]
     record = RunRecord("explain", dict(arch=arch, weights=str(weights), images=images, data=str(data), sets=sets,
-                                       max_per_class=max_per_class, preset=preset, cam_layer=cam_layer,
-                                       bounds=bounds), ctx.world)
+                                       max_per_class=max_per_class, preset=preset, cam_layer=cam_layer, **settings),
+                       ctx.world)
     samples = image_samples(images) if images is not None else find_samples(data, sets, max_per_class=max_per_class)
     model = load_detector(arch, weights, ctx.device)
     explainer = Explainer(model, bounds=bounds)
@@ -167,6 +170,6 @@ def run_explain(arch: str, weights: str | os.PathLike | None, out: str | os.Path
     if ctx.is_main:
         write_csv(out / "explain.csv", table)
         write_json(out / "explain.json", {"n_images": len(table), "cam_layer": cam_layer or "auto"})
-        record.write(out, device=str(ctx.device), n_images=len(samples), n_explained=len(table))
+        record.write(out, device=str(ctx.device), settings=settings, n_images=len(samples), n_explained=len(table))
     tdist.barrier()
     return table

@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 
 from .. import distributed as tdist
+from ..conventions import resolve
 from ..data import find_samples, normalize
 from ..detectors import load_detector
 from ..lrp import Explainer
@@ -36,13 +37,17 @@ class RankResult:
 def rank(arch: str, weights: str | os.PathLike | None, data: str | os.PathLike, out: str | os.PathLike | None,
          sets: Sequence[str] | None = None, max_per_class: int | None = None, min_prob: float = 0.9,
          with_reals: bool = False, k: int = 114, preset: str = "center224", batch_size: int = 64,
-         device: str = "auto", num_workers: int | None = None, bounds: str = "exact",
-         progress: bool = True) -> RankResult:
-    """Compute ω (SPEC §3) with one LRP pass per batch, reduce exactly across processes, write results."""
+         device: str = "auto", num_workers: int | None = None, bounds: str | None = None,
+         progress: bool = True, paper_code: bool = False) -> RankResult:
+    """Compute ω (SPEC §3) with one LRP pass per batch, reduce exactly across processes, write results.
+
+    ``paper_code`` takes the public code's zβ bounds unless ``bounds`` is given (ω does not depend on them)."""
     ctx = tdist.init(device)
+    settings = resolve(paper_code, bounds=bounds)
+    bounds = settings["bounds"]
     record = RunRecord("rank", dict(arch=arch, weights=str(weights), data=str(data), sets=sets,
                                     max_per_class=max_per_class, min_prob=min_prob, with_reals=with_reals, k=k,
-                                    preset=preset, batch_size=batch_size, bounds=bounds), ctx.world)
+                                    preset=preset, batch_size=batch_size, **settings), ctx.world)
     samples = [s for s in find_samples(data, sets, max_per_class=max_per_class) if with_reals or s.label == 1]
     if not samples:
         raise NoConfidentImagesError(f"no fake images (1_fake folders) under {data}")
@@ -79,7 +84,7 @@ def rank(arch: str, weights: str | os.PathLike | None, data: str | os.PathLike, 
             write_csv(out / "ffrs_reals.csv", reals.drop(columns=["layer_index"]))
         write_json(out / "ffrs.json", summary)
         plot_ranking(table, explainer, k, out)
-        record.write(out, n_images=len(samples), n_skipped=len(failed), device=str(ctx.device))
+        record.write(out, settings=settings, n_images=len(samples), n_skipped=len(failed), device=str(ctx.device))
     tdist.barrier()
     return RankResult(table, reals, summary)
 

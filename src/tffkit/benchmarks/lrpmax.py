@@ -59,7 +59,8 @@ def _sync(dev: torch.device) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..analysis.lrpmax import LRPMax, MaxActivationTap, load_tffs
+    from ..analysis.activations import MaxActivationTap, load_tffs
+    from ..analysis.lrpmax import LRPMax
     from ..data import normalize
     from ..detectors import build_detector
     from ..distributed import resolve_device

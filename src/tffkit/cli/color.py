@@ -1,17 +1,18 @@
 """Colour ablation: AP and real/fake accuracy on colour vs grayscale images (ITU-R 601 luma) per set (paper
-Table I.1), box plots of the counterfeit probability of fakes with colour p >= 0.2 and the relative drop of
-its median, and with --ranking the colour-conditional top-k T-FF: Mood's median test per T-FF and set on the
-max spatial activation, colour vs grayscale (first --max-per-class fakes per class), % colour-conditional
-(p <= 0.05) and its Benjamini-Hochberg-corrected count, per-T-FF distribution plots. Writes CSV/JSON/PNG to
-OUT and OUT/run.json; runs under torchrun."""
+Table I.1), box plots of the counterfeit probability of fakes with colour p >= 0.2 and the change of its
+median (grayscale minus colour, in percentage points and relative %), and with --ranking the
+colour-conditional top-k T-FF: Mood's median test per T-FF and set on the max spatial activation (BN-folded
+or, --activation-site pre-bn, before batch norm), colour vs grayscale (first --max-per-class fakes per
+class), % colour-conditional (p <= 0.05) and its Benjamini-Hochberg-corrected count, per-T-FF distribution
+plots. Writes CSV/JSON/PNG to OUT and OUT/run.json; runs under torchrun."""
 
 from __future__ import annotations
 
 import argparse
 
-from .common import detector_args, is_main_process
+from .common import detector_args, is_main_process, paper_code_args, switches
 
-HELP = "colour vs grayscale: metrics, median probability drop, colour-conditional T-FF (Mood's test)"
+HELP = "colour vs grayscale: metrics, median probability change, colour-conditional T-FF (Mood's test)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -27,6 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="images per (set, class, label) for the metrics and probabilities (default: all)")
     p.add_argument("--min-prob", type=float, default=0.2, help="fakes with colour p(fake) >= this enter the box plots")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level of Mood's test")
+    paper_code_args(p, "activation_site", "prob_dtype")
     p.add_argument("--out", required=True, help="output folder")
 
 
@@ -36,10 +38,13 @@ def run(args: argparse.Namespace) -> int:
     res = run_color(args.arch, args.weights, args.data, args.out, sets=args.sets, ranking=args.ranking, k=args.k,
                     max_per_class=args.max_per_class, metrics_max_per_class=args.metrics_max_per_class,
                     min_prob=args.min_prob, alpha=args.alpha, preset=args.preset, batch_size=args.batch_size,
-                    device=args.device, num_workers=args.workers, progress=not args.no_progress)
+                    device=args.device, num_workers=args.workers, progress=not args.no_progress,
+                    **switches(args, "activation_site", "prob_dtype"))
     if is_main_process():
         print(res["table"].round(1).to_string(index=False))
-        print(res["median_drop"].round(3).to_string(index=False))
+        print(res["median_change"].round(3).to_string(index=False))
+        print("(median_change_pp: grayscale − colour median in percentage points; median_change_pct: relative, %; "
+              "positive = grayscale raises p)")
         if "summary" in res:
             print(res["summary"].round(1).to_string(index=False))
         print(f"results written to {args.out}")

@@ -46,3 +46,25 @@ def is_main_process() -> bool:
     import torch.distributed as dist
 
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+SWITCH_FLAGS = {"prob_dtype": "--prob-dtype", "cal_compare": "--cal-compare", "neuron_seed": "--neuron-seed",
+                "bounds": "--bounds", "activation_site": "--activation-site", "dropout_site": "--site"}
+
+
+def paper_code_args(p: argparse.ArgumentParser, *switches: str) -> None:
+    """--paper-code and a flag per named switch (tffkit.conventions); a flag given explicitly overrides the preset."""
+    from ..conventions import SWITCHES
+
+    p.add_argument("--paper-code", action="store_true",
+                   help="the public code's behaviour for every switch of this command (listed below; a switch "
+                        "given explicitly overrides it) — see docs/algorithms.md")
+    for name in switches:
+        sw = SWITCHES[name]
+        p.add_argument(SWITCH_FLAGS[name], dest=name, choices=sw.choices, default=argparse.SUPPRESS,
+                       help=f"{sw.help} [default: {sw.ours}; with --paper-code: {sw.paper_code}]")
+
+
+def switches(args: argparse.Namespace, *names: str) -> dict:
+    """``paper_code`` and the named switches as given on the command line (None where not given)."""
+    return {"paper_code": bool(getattr(args, "paper_code", False)), **{n: getattr(args, n, None) for n in names}}

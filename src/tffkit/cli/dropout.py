@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import data_args, detector_args, is_main_process
+from .common import data_args, detector_args, is_main_process, paper_code_args, switches
 
 HELP = "feature-map dropout: top-k vs random-k vs low-k (dropout.csv, tables)"
 
@@ -22,22 +22,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--k-sweep", type=int, nargs="+", default=None, help="several k (overrides --k)")
     p.add_argument("--random-repeats", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--site", default="folded", choices=["folded", "pre-bn"],
-                   help="folded: zero the BN-folded map (default); pre-bn: zero the raw conv output (public code)")
     p.add_argument("--train-set", nargs="*", default=["progan"],
                    help="sets whose accuracy threshold stays 0.5 (the training family)")
     p.add_argument("--paper-detector", default=None, choices=PAPER_DETECTORS,
                    help="show the paper's numbers for this released detector beside ours")
+    paper_code_args(p, "dropout_site", "prob_dtype", "cal_compare")
     p.add_argument("--out", required=True, help="output folder")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..analysis.dropout import dropout, paper_layout, summarize
 
+    sw = switches(args, "dropout_site", "prob_dtype", "cal_compare")
     long = dropout(args.arch, args.weights, args.ranking, args.data, args.out, args.sets,
-                   args.k_sweep or [args.k], args.random_repeats, args.seed, args.site, args.preset,
+                   args.k_sweep or [args.k], args.random_repeats, args.seed, sw.pop("dropout_site"), args.preset,
                    args.batch_size, args.device, args.workers, args.max_per_class, args.train_set,
-                   args.paper_detector, not args.no_progress)
+                   args.paper_detector, not args.no_progress, **sw)
     if is_main_process():
         print(paper_layout(summarize(long), "markdown"))
         print(f"results written to {args.out}")

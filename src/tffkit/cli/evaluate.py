@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import data_args, detector_args, is_main_process, perturbation
+from .common import data_args, detector_args, is_main_process, paper_code_args, perturbation, switches
 
 HELP = "AP and accuracies per set/class (metrics.csv, scores.csv)"
 
@@ -14,6 +14,7 @@ HELP = "AP and accuracies per set/class (metrics.csv, scores.csv)"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     detector_args(p)
     data_args(p)
+    paper_code_args(p, "prob_dtype", "cal_compare")
     p.add_argument("--out", required=True, help="output folder")
 
 
@@ -21,7 +22,8 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluate import evaluate, print_evaluation
 
     ev = evaluate(args.arch, args.weights, args.data, args.out, args.sets, args.preset, perturbation(args),
-                  args.batch_size, args.device, args.workers, args.max_per_class, not args.no_progress)
+                  args.batch_size, args.device, args.workers, args.max_per_class, not args.no_progress,
+                  **switches(args, "prob_dtype", "cal_compare"))
     if is_main_process():
         print_evaluation(ev)
         print(f"results written to {args.out}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import data_args, detector_args, is_main_process
+from .common import data_args, detector_args, is_main_process, paper_code_args, switches
 
 HELP = "rank feature maps by ω (FF-RS) on the source set (ffrs.csv)"
 
@@ -17,8 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-prob", type=float, default=0.9, help="fakes with p(fake) ≥ this are used")
     p.add_argument("--with-reals", action="store_true", help="also rank with reals (p ≤ 1 − min-prob, seed −1)")
     p.add_argument("--k", type=int, default=114, help="top-k reported in ffrs.json and figures")
-    p.add_argument("--bounds", default="exact", choices=["exact", "paper-code"],
-                   help="pixel bounds of the zβ input rule (changes pixel maps only, never ω)")
+    paper_code_args(p, "bounds")
     p.add_argument("--out", required=True, help="output folder")
 
 
@@ -26,8 +25,8 @@ def run(args: argparse.Namespace) -> int:
     from ..analysis.rank import rank
 
     res = rank(args.arch, args.weights, args.data, args.out, args.sets, args.max_per_class, args.min_prob,
-               args.with_reals, args.k, args.preset, args.batch_size, args.device, args.workers, args.bounds,
-               not args.no_progress)
+               args.with_reals, args.k, args.preset, args.batch_size, args.device, args.workers,
+               progress=not args.no_progress, **switches(args, "bounds"))
     if is_main_process():
         s = res.summary
         print(f"ω of {s['n_feature_maps']} feature maps in {s['n_layers']} layers from {s['fakes_used']} confident "

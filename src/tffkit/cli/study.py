@@ -14,6 +14,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="study YAML (fields: out, detector, data, steps …)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--report-only", action="store_true", help="only re-draw report.html from existing results")
+    p.add_argument("--paper-code", action="store_true",
+                   help="the public code's behaviours in every step (as the config key paper_code: true; switches "
+                        "set in a step still override it) — see docs/algorithms.md")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -24,6 +27,6 @@ def run(args: argparse.Namespace) -> int:
 
         path = build_report(load_config(args.config)["out"])
     else:
-        path = run_study(args.config, not args.no_progress)
+        path = run_study(args.config, not args.no_progress, True if args.paper_code else None)
     print(f"report: {path}")
     return 0

@@ -87,11 +87,12 @@ def lrpmax_collage(row_labels: Sequence[str], sets: Sequence[str], cells: Mappin
     return save_figure(fig, path)
 
 
-def probability_boxplot(probs: pd.DataFrame, drops: pd.DataFrame, path: str | os.PathLike,
+def probability_boxplot(probs: pd.DataFrame, changes: pd.DataFrame, path: str | os.PathLike,
                         min_prob: float = 0.2) -> Path:
-    """Box plots of p(fake), colour vs grayscale, per set; the relative median drop annotated.
+    """Box plots of p(fake), colour vs grayscale, per set; the change of the median annotated in percentage
+    points, as in the paper (grayscale − colour: negative = grayscale lowers p).
 
-    ``probs``: columns set, colour, grayscale (one row per fake); ``drops``: set, median_drop_pct.
+    ``probs``: columns set, colour, grayscale (one row per fake); ``changes``: set, median_change_pp.
     """
     sets = list(dict.fromkeys(probs["set"]))
     fig, ax = plt.subplots(figsize=(1.4 * max(2, len(sets)) + 1.5, 4))
@@ -102,14 +103,14 @@ def probability_boxplot(probs: pd.DataFrame, drops: pd.DataFrame, path: str | os
         for box in bp["boxes"]:
             box.set_facecolor(VERSION_COLORS[version])
         ax.plot([], [], color=VERSION_COLORS[version], lw=8, label=version)
-    drop = dict(zip(drops["set"], drops["median_drop_pct"], strict=True))
+    change = dict(zip(changes["set"], changes["median_change_pp"], strict=True))
     for i, s in enumerate(sets):
-        ax.annotate(f"{-drop.get(s, np.nan):+.1f}%", (i, 1.02), ha="center", fontsize=8, annotation_clip=False)
+        ax.annotate(f"{change.get(s, np.nan):+.1f} pp", (i, 1.02), ha="center", fontsize=8, annotation_clip=False)
     ax.set_xticks(np.arange(len(sets)), sets, rotation=30, ha="right")
     ax.set_ylim(0, 1.08)
     ax.set_ylabel("counterfeit probability p(fake)")
-    ax.set_title(f"Fakes with colour p ≥ {min_prob}: colour vs grayscale (annotation: change of the median)",
-                 fontsize=9, pad=16)
+    ax.set_title(f"Fakes with colour p ≥ {min_prob}: colour vs grayscale (annotation: median change, grayscale − "
+                 "colour, in percentage points)", fontsize=9, pad=16)
     ax.legend(loc="lower left", fontsize=8)
     return save_figure(fig, path)
 

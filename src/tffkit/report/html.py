@@ -51,7 +51,9 @@ def section_data(out: Path, study: dict) -> dict | None:
             ("test data", data["test"]), ("source set (FF-RS)", data["source"]),
             ("images scored", info.get("n_scored")), ("unreadable files skipped", info.get("n_skipped")),
             ("device", info.get("device")), ("tffkit", info["versions"]["tffkit"]),
-            ("torch", info["versions"]["torch"])]
+            ("torch", info["versions"]["torch"]),
+            ("conventions", "the public code's (paper_code: true; docs/algorithms.md)" if study.get("paper_code")
+             else "tffkit's defaults (docs/algorithms.md lists the public code's alternatives)")]
     body = "<table class='tbl'>" + "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
                                            for k, v in rows) + "</table>"
     skipped = info.get("skipped") or []
@@ -154,11 +156,15 @@ def section_color(out: Path, study: dict, folder_name: str = "color", title: str
         else pd.DataFrame()
     sentence = "Detection on grayscale versions of the test images."
     if len(drops):
-        body += "<h3>Median counterfeit probability (fakes with colour p ≥ 0.2)</h3>" + _table(drops.round(3))
-        drop = drops["median_drop_pct"]
-        sentence = (f"Removing colour {'lowers' if drop.mean() >= 0 else 'raises'} the median counterfeit "
-                    f"probability of the fakes by {abs(drop.mean()):.1f}% on average over sets (per set: "
-                    + ", ".join(f"{s} {-d:+.1f}%" for s, d in zip(drops["set"], drop, strict=True)) + ").")
+        body += ("<h3>Median counterfeit probability (fakes with colour p ≥ 0.2)</h3>" + _table(drops.round(3))
+                 + "<p class='note'>median_change_pp: grayscale median − colour median, in percentage points (the "
+                 "paper's box plots); median_change_pct: the same relative to the colour median, in %. Negative = "
+                 "removing colour lowers p.</p>")
+        pp, pct = drops["median_change_pp"], drops["median_change_pct"]
+        sentence = (f"Removing colour {'lowers' if pp.mean() <= 0 else 'raises'} the median counterfeit probability "
+                    f"of the fakes: change {pp.mean():+.1f} percentage points ({pct.mean():+.1f}% relative) on "
+                    "average over sets (per set: " + ", ".join(
+                        f"{s} {a:+.1f} pp ({b:+.1f}%)" for s, a, b in zip(drops["set"], pp, pct, strict=True)) + ").")
     cc = folder / "colour_conditional.csv"
     if cc.is_file():
         summary = pd.read_csv(cc)
@@ -169,8 +175,13 @@ def section_color(out: Path, study: dict, folder_name: str = "color", title: str
             if len(paper):
                 body += "<p>The paper reports (% colour-conditional of the top-114):</p>" + _table(
                     paper.pivot(index="row", columns="gan", values="value").reset_index())
+        site = summary["activation_site"].iloc[0] if "activation_site" in summary else "folded"
+        where = "the raw conv output before batch norm" if site == "pre-bn" else "the BN-folded conv output"
+        neg = f"; {int(summary['n_negative_gamma'].iloc[0])} of them have BN γ < 0" \
+            if "n_negative_gamma" in summary else ""
         sentence += (f" {summary['percent'].mean():.1f}% of the top-{int(summary['k'].iloc[0])} T-FF respond "
-                     "differently to colour and grayscale fakes on average (Mood's median test, p ≤ 0.05).")
+                     "differently to colour and grayscale fakes on average (Mood's median test, p ≤ 0.05, on the max "
+                     f"spatial activation of {where}{neg}).")
     figures = _figures(folder, "median_probability*.png") + _figures(folder, "distributions_*.png", limit=4)
     return {"id": folder_name.replace("/", "-"), "title": title, "sentence": sentence, "body": body,
             "figures": figures}
@@ -199,6 +210,20 @@ def section_color_robust(out: Path, study: dict) -> dict | None:
             "figures": color["figures"] if color else []}
 
 
+def lrpmax_settings(out: Path) -> str:
+    """One sentence on how the LRP-max maps were made (from lrpmax.json), or '' when it is missing."""
+    path = out / "lrpmax" / "lrpmax.json"
+    if not path.is_file():
+        return ""
+    s = read_json(path)
+    if "neuron_seed" not in s:
+        return ""
+    site = "the raw conv output before batch norm" if s["activation_site"] == "pre-bn" else "the BN-folded conv output"
+    seed = "1" if s["neuron_seed"] == "one" else "its activation"
+    return (f" Images were ranked by the max spatial activation of {site} ({s['n_negative_gamma']} of the "
+            f"{s['k']} T-FF have BN γ < 0); the argmax neuron was seeded with {seed}; zβ bounds: {s['bounds']}.")
+
+
 def build_report(out: str | Path) -> Path:
     """Write ``OUT/report.html`` from a study folder; returns its path."""
     out = Path(out)
@@ -208,7 +233,7 @@ def build_report(out: str | Path) -> Path:
         section_dropout(out, study),
         section_folder(out, "lrpmax", "What the T-FF detect (LRP-max)",
                        "Each row is a top T-FF; each column a test set; patches are the image regions whose "
-                       "positive LRP-max relevance is in the top quartile.", "collage*.png"),
+                       "positive LRP-max relevance is in the top quartile." + lrpmax_settings(out), "collage*.png"),
         section_color(out, study, "color", "Colour ablation and colour-conditional T-FF"),
         section_color_robust(out, study),
     ]
