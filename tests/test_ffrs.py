@@ -103,6 +103,22 @@ def test_rank_cli_and_torchrun_identical(tmp_path: Path, trained_tiny):
     assert summary["fakes_used"] + summary["fakes_skipped_not_confident"] == 48
     assert sum(summary["top_k_per_layer"].values()) == 20
     assert (tmp_path / "one" / "topk_per_layer.png").stat().st_size > 0
+    # the relevance budget: per layer, the mean over confident fakes of the layer's total relevance (seed 1)
+    budget = pd.read_csv(tmp_path / "one" / "relevance_budget.csv")
+    assert list(budget["layer"])[0] == "conv1" and len(budget) == 12
+    from tffkit.data import find_samples, load_rgb, normalize
+    from tffkit.detectors import load_detector
+
+    fakes = [s for s in find_samples(data) if s.label == 1]
+    x = torch.stack([torch.from_numpy(np.array(load_rgb(s.path))).permute(2, 0, 1) for s in fakes])
+    totals = {}
+    e = Explainer(load_detector("tiny_resnet", weights)).explain(
+        normalize(x), tap=lambda layer, rel, act: totals.__setitem__(layer.name, rel.double().sum((1, 2, 3))))
+    kept = torch.sigmoid(e.logits.double()) >= 0.5
+    assert int(kept.sum()) == summary["fakes_used"]
+    for layer, share in zip(budget["layer"], budget["retained_share_fakes"], strict=True):
+        assert share == pytest.approx(totals[layer][kept].mean().item(), rel=1e-5, abs=1e-7), layer
+    assert summary["lowest_retained_share"]["share"] == pytest.approx(budget["retained_share_fakes"].min(), abs=1e-6)
 
 
 def test_rank_without_confident_fakes_explains(tmp_path: Path, trained_tiny, capsys):

@@ -14,6 +14,7 @@ from sklearn.metrics import average_precision_score
 from conftest import make_tree
 from lrp_helpers import pseudo_trained
 from tffkit import distributed as tdist
+from tffkit.analysis import activations as act
 from tffkit.analysis import color as col
 from tffkit.analysis import lrpmax as lm
 from tffkit.cli import main
@@ -83,14 +84,14 @@ def test_pre_bn_site_reads_the_raw_conv_output(negative_gamma_model):
     torch.manual_seed(3)
     x = torch.randn(6, 3, 32, 32)
     layer, tffs = "layer1.0.conv1", [("layer1.0.conv1", 3), ("layer1.0.conv1", 5)]
-    assert lm.bn_scale(ex, tffs).tolist()[0] < 0 < lm.bn_scale(ex, tffs).tolist()[1]
+    assert act.bn_scale(ex, tffs).tolist()[0] < 0 < act.bn_scale(ex, tffs).tolist()[1]
     raw = {}
     handle = model.layer1[0].conv1.register_forward_hook(lambda m, i, o: raw.__setitem__("out", o.detach()))
     with torch.no_grad():
         model(x)
     handle.remove()
-    folded, fh, fw = lm.MaxActivationTap(ex, tffs, "folded").run(x)
-    pre, ph, pw = lm.MaxActivationTap(ex, tffs, "pre-bn").run(x)
+    folded, fh, fw = act.MaxActivationTap(ex, tffs, "folded").run(x)
+    pre, ph, pw = act.MaxActivationTap(ex, tffs, "pre-bn").run(x)
     expected = raw["out"][:, [3, 5]].flatten(2).amax(2)  # the original, unfolded conv module
     assert torch.allclose(pre, expected, rtol=1e-4, atol=1e-5)
     scale, zero = (getattr(ex.module(layer), b)[[3, 5]] for b in ("pre_bn_scale", "pre_bn_zero"))
@@ -113,7 +114,7 @@ def test_pre_bn_site_refuses_channels_with_zero_gamma():
     with torch.no_grad():
         model.layer1[0].bn1.weight[2] = 0.0
     with pytest.raises(ValueError, match="BN γ = 0"):
-        lm.MaxActivationTap(Explainer(model), [("layer1.0.conv1", 2)], "pre-bn")
+        act.MaxActivationTap(Explainer(model), [("layer1.0.conv1", 2)], "pre-bn")
 
 
 def test_lrpmax_seed_one_times_activation_equals_the_default_map(tmp_path, negative_gamma_model):
@@ -203,11 +204,11 @@ def test_paper_code_flag_sets_every_switch_of_every_command(tmp_path, negative_g
         "dropout": (["--data", str(tree), "--ranking", ranking, "--k", "1", "--random-repeats", "1"],
                     ("dropout_site", "prob_dtype", "cal_compare")),
         "lrpmax": (["--data", str(tree), "--ranking", ranking, "--k", "2", "--per-tff", "1", "--show", "1"],
-                   ("neuron_seed", "bounds", "activation_site")),
+                   ("neuron_seed", "bounds", "activation_site", "zplus_fallback")),
         "color": (["--data", str(tree), "--ranking", ranking, "--k", "2", "--min-prob", "0"],
                   ("activation_site", "prob_dtype")),
-        "rank": (["--data", str(tree), "--min-prob", "0", "--k", "4"], ("bounds",)),
-        "explain": (["--data", str(tree), "--max-per-class", "1"], ("bounds",)),
+        "rank": (["--data", str(tree), "--min-prob", "0", "--k", "4"], ("bounds", "zplus_fallback")),
+        "explain": (["--data", str(tree), "--max-per-class", "1"], ("bounds", "zplus_fallback")),
     }
     for name, (extra, names) in commands.items():
         out = tmp_path / name
@@ -251,9 +252,10 @@ def test_study_paper_code_key_reaches_every_step(tmp_path, trained_tiny):
                      "color": {"k": 2, "max_per_class": 4}}}
     run_study(cfg, progress=False)
     out = Path(cfg["out"])
-    expected = {"evaluate": ("prob_dtype", "cal_compare"), "rank": ("bounds",),
+    expected = {"evaluate": ("prob_dtype", "cal_compare"), "rank": ("bounds", "zplus_fallback"),
                 "dropout": ("dropout_site", "prob_dtype", "cal_compare"),
-                "lrpmax": ("neuron_seed", "bounds", "activation_site"), "color": ("activation_site", "prob_dtype")}
+                "lrpmax": ("neuron_seed", "bounds", "activation_site", "zplus_fallback"),
+                "color": ("activation_site", "prob_dtype")}
     for step, names in expected.items():
         want = {"paper_code": True, **{n: PAPER[n] for n in names}}
         if step == "lrpmax":

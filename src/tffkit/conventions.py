@@ -37,6 +37,10 @@ SWITCHES: dict[str, Switch] = {
                               "where max spatial activations are read (Mood's test, ranking images for LRP-max): the "
                               "BN-folded conv output, or the raw conv output before batch norm as in the public code "
                               "(differs for channels with BN γ < 0)"),
+    "zplus_fallback": Switch(("depthwise", "none", "all"), "depthwise", "none",
+                             "z⁺ neurons with no positive input (common in depthwise convolutions): their relevance "
+                             "is spread evenly over their window in depthwise convolutions (or in all), or lost as "
+                             "in the public code (none)"),
     "dropout_site": Switch(("folded", "pre-bn"), "folded", "pre-bn",
                            "where a dropped feature map is zeroed: the BN-folded conv output, or the raw conv output "
                            "before batch norm as in the public code (the folded map becomes BN(0))"),

@@ -64,6 +64,21 @@ def efficientnet_b0_lukemelas() -> nn.Module:
     )
 
 
+def tiny_vit() -> nn.Module:
+    """A torchvision ``VisionTransformer`` on 32×32 images (patch 8, 2 blocks, width 32) — tests and demos."""
+    model = torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2,
+                                                 hidden_dim=32, mlp_dim=64, num_classes=1)
+    nn.init.normal_(model.heads.head.weight, 0.0, 0.02)  # torchvision starts the head at zero
+    return model
+
+
+def tiny_convnext() -> nn.Module:
+    """A torchvision ``ConvNeXt`` with two narrow stages (16 and 32 channels) — tests and demos."""
+    from torchvision.models.convnext import CNBlockConfig, ConvNeXt
+
+    return ConvNeXt([CNBlockConfig(16, 32, 1), CNBlockConfig(32, None, 1)], layer_scale=0.5, num_classes=1)
+
+
 ARCHITECTURES: dict[str, Callable[[], nn.Module]] = {
     "resnet18": _torchvision("resnet18"),
     "resnet34": _torchvision("resnet34"),
@@ -72,7 +87,14 @@ ARCHITECTURES: dict[str, Callable[[], nn.Module]] = {
     "resnet152": _torchvision("resnet152"),
     "efficientnet_b0": _torchvision("efficientnet_b0"),
     "efficientnet_b0_lukemelas": efficientnet_b0_lukemelas,
+    "convnext_tiny": _torchvision("convnext_tiny"),
+    "densenet121": _torchvision("densenet121"),
+    "inception_v3": lambda: torchvision.models.inception_v3(weights=None, num_classes=1, aux_logits=False),
+    "swin_t": _torchvision("swin_t"),
+    "vit_b_16": _torchvision("vit_b_16"),
     "tiny_resnet": tiny_resnet,
+    "tiny_vit": tiny_vit,
+    "tiny_convnext": tiny_convnext,
     "tiny_resnet_bottleneck": lambda: tiny_resnet((8, 16, 32, 64), (1, 1, 1, 1), Bottleneck),
 }
 

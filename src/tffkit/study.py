@@ -33,16 +33,18 @@ REQUIRED = object()
 SWITCH = ((str, type(None)), None)  # a tffkit.conventions switch: None = from the paper_code preset
 # step → {config key: switch name}; an explicit value overrides the top-level ``paper_code`` preset
 STEP_SWITCHES = {"evaluate": {"prob_dtype": "prob_dtype", "cal_compare": "cal_compare"},
-                 "rank": {"bounds": "bounds"},
+                 "rank": {"bounds": "bounds", "zplus_fallback": "zplus_fallback"},
                  "dropout": {"site": "dropout_site", "prob_dtype": "prob_dtype", "cal_compare": "cal_compare"},
-                 "lrpmax": {"neuron_seed": "neuron_seed", "bounds": "bounds", "activation_site": "activation_site"},
+                 "lrpmax": {"neuron_seed": "neuron_seed", "bounds": "bounds", "activation_site": "activation_site",
+                            "zplus_fallback": "zplus_fallback"},
                  "color": {"activation_site": "activation_site", "prob_dtype": "prob_dtype"}}
 SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
     "": {"name": (str, "study"), "out": (str, REQUIRED), "device": (str, "auto"), "batch_size": (int, 64),
          "workers": ((int, type(None)), None), "preset": (str, "center224"), "paper_code": (bool, False),
          "detector": (dict, REQUIRED), "data": (dict, REQUIRED), "steps": (dict, {})},
     "detector": {"arch": (str, REQUIRED), "weights": ((str, type(None)), None),
-                 "paper_detector": ((str, type(None)), None), "label": (str, "detector")},
+                 "paper_detector": ((str, type(None)), None), "label": (str, "detector"),
+                 "attention": (str, "attnlrp")},
     "data": {"source": (str, REQUIRED), "source_sets": ((list, type(None)), None), "test": (str, REQUIRED),
              "sets": ((list, type(None)), None), "train_set": (list, ["progan"]),
              "max_per_class": ((int, type(None)), None)},
@@ -57,7 +59,8 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
     "steps.color_robust": {"enabled": (bool, False), "weights": ((str, type(None)), None),
                            "train": ((dict, type(None)), None), "label": (str, "colour-robust")},
 }
-CHOICES = {"preset": ("center224", "full"), "steps.lrpmax.variant": ("activation", "relevance")}
+CHOICES = {"preset": ("center224", "full"), "steps.lrpmax.variant": ("activation", "relevance"),
+           "detector.attention": ("attnlrp", "cp")}
 for _step, _keys in STEP_SWITCHES.items():
     for _key, _switch in _keys.items():
         SCHEMA[f"steps.{_step}"][_key] = SWITCH
@@ -219,7 +222,7 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
 
         r = st["rank"]
         rank(det["arch"], det["weights"], data["source"], folder, data["source_sets"], r["max_per_class"],
-             r["min_prob"], r["with_reals"], r["k"], **common, **switches("rank"))
+             r["min_prob"], r["with_reals"], r["k"], attention=det["attention"], **common, **switches("rank"))
 
     def dropout_step(folder: Path) -> None:
         from .analysis.dropout import dropout
@@ -236,7 +239,7 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
         m = st["lrpmax"]
         run_lrpmax(det["arch"], det["weights"], ranking, data["test"], folder, k=m["k"], sets=data["sets"],
                    per_tff=m["per_tff"], show=m["show"], variant=m["variant"], max_per_class=m["max_per_class"],
-                   **common, **switches("lrpmax"))
+                   attention=det["attention"], **common, **switches("lrpmax"))
 
     def color_step(folder: Path, arch: str = det["arch"], weights: str | None = det["weights"],
                    ranking_path: Path = ranking,
@@ -272,7 +275,7 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
                  **common, **switches("evaluate"))
         r = st["rank"]
         rank(arch, weights, data["source"], folder / "rank", data["source_sets"], r["max_per_class"], r["min_prob"],
-             False, r["k"], **common, **switches("rank"))
+             False, r["k"], attention=det["attention"], **common, **switches("rank"))
         color_step(folder / "color", arch, weights, folder / "rank" / "ffrs.csv", folder / "evaluate")
 
     add("evaluate", base, evaluate_step, ("metrics.csv", "scores.csv", "run.json"))

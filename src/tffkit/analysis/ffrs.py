@@ -47,6 +47,9 @@ class FFRSAccumulator:
             start += layer.channels
         self.sums = torch.zeros(groups, start, dtype=torch.int64, device=device)
         self.counts = torch.zeros(groups, dtype=torch.int64, device=device)
+        # per layer, Σ of the per-image total relevance relative to the seed: where relevance is kept or lost
+        self.retained = torch.zeros(groups, len(self.layers), dtype=torch.int64, device=device)
+        self.position = {layer.name: i for i, layer in enumerate(self.layers)}
         self._keep: torch.Tensor | None = None
         self._slot: torch.Tensor | None = None
 
@@ -69,6 +72,13 @@ class FFRSAccumulator:
         fixed = torch.round(share * FIXED_POINT).to(torch.int64) * self._keep[:, None]
         start = self.offsets[layer.name]
         self.sums[:, start:start + layer.channels].index_add_(0, self._slot, fixed)
+        sign = 1 - 2 * self._slot.to(torch.float64)  # seed +1 for group 0 (fakes), −1 for group 1 (reals)
+        kept = torch.round(r.sum((1, 2)).to(torch.float64) * sign * FIXED_POINT).to(torch.int64) * self._keep
+        self.retained[:, self.position[layer.name]].index_add_(0, self._slot, kept)
+
+    def retained_share(self) -> torch.Tensor:
+        """(G, layers) mean over images of the layer's total relevance relative to the seed (1 = all kept)."""
+        return self.retained.to(torch.float64) / FIXED_POINT / self.counts.clamp(min=1)[:, None].to(torch.float64)
 
     def omega(self) -> torch.Tensor:
         """(G, channels) mean ω per group (float64; 0 for a group without images)."""

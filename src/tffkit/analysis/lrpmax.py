@@ -246,21 +246,24 @@ def run_lrpmax(arch: str, weights: str | os.PathLike | None, ranking: str | os.P
                chunk: int = 64, device: str = "auto", num_workers: int | None = None,
                max_per_class: int | None = None, rows_per_figure: int = 10, progress: bool = True,
                paper_code: bool = False, neuron_seed: str | None = None, bounds: str | None = None,
-               activation_site: str | None = None) -> pd.DataFrame:
+               activation_site: str | None = None, zplus_fallback: str | None = None,
+               attention: str = "attnlrp") -> pd.DataFrame:
     """The ``tff lrpmax`` job: top-N fakes per (T-FF, set), LRP-max maps, patches, overlays, collages.
 
-    ``paper_code`` takes the public code's neuron seed (1), zβ bounds and pre-BN activation site unless
-    ``neuron_seed`` / ``bounds`` / ``activation_site`` are given (:mod:`tffkit.conventions`)."""
+    ``paper_code`` takes the public code's neuron seed (1), zβ bounds, pre-BN activation site and z⁺ without
+    fallback unless given (:mod:`tffkit.conventions`); ``attention``: the rule inside attention layers."""
     from ..report import figures_tff as fig
 
     ctx = tdist.init(device)
-    settings = resolve(paper_code, neuron_seed=neuron_seed, bounds=bounds, activation_site=activation_site)
+    settings = resolve(paper_code, neuron_seed=neuron_seed, bounds=bounds, activation_site=activation_site,
+                       zplus_fallback=zplus_fallback)
     record = RunRecord("lrpmax", dict(arch=arch, weights=str(weights), ranking=str(ranking), data=str(data), k=k,
                                       sets=sets, per_tff=per_tff, show=show, variant=variant, preset=preset,
-                                      batch_size=batch_size, chunk=chunk, max_per_class=max_per_class, **settings),
-                       ctx.world)
+                                      batch_size=batch_size, chunk=chunk, max_per_class=max_per_class,
+                                      attention=attention, **settings), ctx.world)
     model = load_detector(arch, weights, ctx.device)
-    explainer = Explainer(model, bounds=settings["bounds"])
+    explainer = Explainer(model, bounds=settings["bounds"], zplus_fallback=settings["zplus_fallback"],
+                          attention=attention)
     tffs = load_tffs(ranking, k, explainer)
     site = settings["activation_site"]
     keys = tff_keys(explainer, tffs)

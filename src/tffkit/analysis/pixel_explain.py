@@ -121,7 +121,8 @@ def run_explain(arch: str, weights: str | os.PathLike | None, out: str | os.Path
                 images: Sequence[str] | None = None, data: str | os.PathLike | None = None,
                 sets: Sequence[str] | None = None, max_per_class: int | None = 4, preset: str = "center224",
                 cam_layer: str | None = None, bounds: str | None = None, batch_size: int = 16, device: str = "auto",
-                num_workers: int | None = None, progress: bool = True, paper_code: bool = False) -> pd.DataFrame:
+                num_workers: int | None = None, progress: bool = True, paper_code: bool = False,
+                zplus_fallback: str | None = None, attention: str = "attnlrp") -> pd.DataFrame:
     """The ``tff explain`` job: per image, LRP / Grad-CAM / Guided Grad-CAM overlays and a panel figure.
 
     Fakes (and loose images) explain +logit, reals −logit (SPEC §2 seeds). Writes ``explain.csv`` with the
@@ -132,14 +133,14 @@ def run_explain(arch: str, weights: str | os.PathLike | None, out: str | os.Path
     if (images is None) == (data is None):
         raise ValueError("give either --images or --data")
     ctx = tdist.init(device)
-    settings = resolve(paper_code, bounds=bounds)
+    settings = resolve(paper_code, bounds=bounds, zplus_fallback=zplus_fallback)
     bounds = settings["bounds"]
     record = RunRecord("explain", dict(arch=arch, weights=str(weights), images=images, data=str(data), sets=sets,
                                        max_per_class=max_per_class, preset=preset, cam_layer=cam_layer, **settings),
                        ctx.world)
     samples = image_samples(images) if images is not None else find_samples(data, sets, max_per_class=max_per_class)
     model = load_detector(arch, weights, ctx.device)
-    explainer = Explainer(model, bounds=bounds)
+    explainer = Explainer(model, bounds=bounds, zplus_fallback=settings["zplus_fallback"], attention=attention)
     out = Path(out)
     rows = []
     for imgs, indices in DatasetPass(samples, ctx, preset, None, batch_size, num_workers, "explaining", progress):

@@ -38,21 +38,25 @@ def rank(arch: str, weights: str | os.PathLike | None, data: str | os.PathLike, 
          sets: Sequence[str] | None = None, max_per_class: int | None = None, min_prob: float = 0.9,
          with_reals: bool = False, k: int = 114, preset: str = "center224", batch_size: int = 64,
          device: str = "auto", num_workers: int | None = None, bounds: str | None = None,
-         progress: bool = True, paper_code: bool = False) -> RankResult:
+         progress: bool = True, paper_code: bool = False, zplus_fallback: str | None = None,
+         attention: str = "attnlrp") -> RankResult:
     """Compute ω (SPEC §3) with one LRP pass per batch, reduce exactly across processes, write results.
 
-    ``paper_code`` takes the public code's zβ bounds unless ``bounds`` is given (ω does not depend on them)."""
+    ``paper_code`` takes the public code's zβ bounds (ω does not depend on them) and z⁺ without fallback
+    unless given; ``attention`` is the rule inside attention layers (``attnlrp`` or ``cp``)."""
     ctx = tdist.init(device)
-    settings = resolve(paper_code, bounds=bounds)
+    settings = resolve(paper_code, bounds=bounds, zplus_fallback=zplus_fallback)
     bounds = settings["bounds"]
     record = RunRecord("rank", dict(arch=arch, weights=str(weights), data=str(data), sets=sets,
                                     max_per_class=max_per_class, min_prob=min_prob, with_reals=with_reals, k=k,
-                                    preset=preset, batch_size=batch_size, **settings), ctx.world)
+                                    preset=preset, batch_size=batch_size, attention=attention, **settings),
+                       ctx.world)
     samples = [s for s in find_samples(data, sets, max_per_class=max_per_class) if with_reals or s.label == 1]
     if not samples:
         raise NoConfidentImagesError(f"no fake images (1_fake folders) under {data}")
     run = DatasetPass(samples, ctx, preset, None, batch_size, num_workers, "ranking (LRP)", progress).start()
-    explainer = Explainer(load_detector(arch, weights, ctx.device), bounds=bounds)  # while the workers decode
+    explainer = Explainer(load_detector(arch, weights, ctx.device), bounds=bounds, attention=attention,
+                          zplus_fallback=settings["zplus_fallback"])  # while the workers decode
     acc = FFRSAccumulator(explainer.layers, ctx.device, groups=2 if with_reals else 1)
     labels_all = torch.tensor([s.label for s in samples], device=ctx.device)
     idx_parts, prob_parts = [], []  # probabilities stay on the device until the end: no sync per batch
@@ -63,6 +67,7 @@ def rank(arch: str, weights: str | os.PathLike | None, data: str | os.PathLike, 
         prob_parts.append(probs.float())
     tdist.all_reduce_sum(acc.sums)
     tdist.all_reduce_sum(acc.counts)
+    tdist.all_reduce_sum(acc.retained)
     failed = run.gather_failed()
     idx, prob = tdist.gather_rows(idx_parts, prob_parts)
     labels = np.array([samples[i].label for i in idx], dtype=int)
@@ -83,6 +88,7 @@ def rank(arch: str, weights: str | os.PathLike | None, data: str | os.PathLike, 
         if reals is not None:
             write_csv(out / "ffrs_reals.csv", reals.drop(columns=["layer_index"]))
         write_json(out / "ffrs.json", summary)
+        write_csv(out / "relevance_budget.csv", relevance_budget(explainer, acc, with_reals))
         plot_ranking(table, explainer, k, out)
         record.write(out, settings=settings, n_images=len(samples), n_skipped=len(failed), device=str(ctx.device))
     tdist.barrier()
@@ -110,7 +116,29 @@ def summarize(table: pd.DataFrame, explainer: Explainer, k: int, labels: np.ndar
         "top_k_omega_range": [float(top["omega"].min()), float(top["omega"].max())],
         "input_rule": explainer.input_rule,
         "bounds": explainer.bounds,
+        "unit_kinds": {kind: int((table["unit"] == kind).sum()) for kind in dict.fromkeys(table["unit"])},
+        "lowest_retained_share": _lowest(explainer, acc),
     }
+
+
+def relevance_budget(explainer: Explainer, acc: FFRSAccumulator, with_reals: bool = False) -> pd.DataFrame:
+    """Per unit layer, the mean share of the seeded relevance that reaches it (1 = conserved; below 1 it was
+    absorbed by biases or lost, e.g. by z⁺ neurons without positive input)."""
+    share = acc.retained_share().cpu().numpy()
+    table = pd.DataFrame({"layer_index": [layer.index for layer in explainer.layers],
+                          "layer": [layer.name for layer in explainer.layers],
+                          "unit": [layer.kind for layer in explainer.layers],
+                          "units": [layer.channels for layer in explainer.layers],
+                          "retained_share_fakes": share[0]})
+    if with_reals:
+        table["retained_share_reals"] = share[1]
+    return table
+
+
+def _lowest(explainer: Explainer, acc: FFRSAccumulator) -> dict:
+    share = acc.retained_share()[0].cpu().numpy()
+    i = int(np.argmin(share))
+    return {"layer": explainer.layers[i].name, "share": round(float(share[i]), 6)}
 
 
 def plot_ranking(table: pd.DataFrame, explainer: Explainer, k: int, out: Path) -> None:

@@ -49,7 +49,8 @@ def is_main_process() -> bool:
 
 
 SWITCH_FLAGS = {"prob_dtype": "--prob-dtype", "cal_compare": "--cal-compare", "neuron_seed": "--neuron-seed",
-                "bounds": "--bounds", "activation_site": "--activation-site", "dropout_site": "--site"}
+                "bounds": "--bounds", "activation_site": "--activation-site", "dropout_site": "--site",
+                "zplus_fallback": "--zplus-fallback"}
 
 
 def paper_code_args(p: argparse.ArgumentParser, *switches: str) -> None:
@@ -68,3 +69,10 @@ def paper_code_args(p: argparse.ArgumentParser, *switches: str) -> None:
 def switches(args: argparse.Namespace, *names: str) -> dict:
     """``paper_code`` and the named switches as given on the command line (None where not given)."""
     return {"paper_code": bool(getattr(args, "paper_code", False)), **{n: getattr(args, n, None) for n in names}}
+
+
+def lrp_args(p: argparse.ArgumentParser) -> None:
+    """--attention: the LRP rule inside attention layers (transformer detectors)."""
+    p.add_argument("--attention", default="attnlrp", choices=["attnlrp", "cp"],
+                   help="attention rule: AttnLRP (softmax and uniform product rules) or CP-LRP (attention weights "
+                        "held constant, relevance through the values only)")

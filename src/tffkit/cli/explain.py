@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import detector_args, is_main_process, paper_code_args, switches
+from .common import detector_args, is_main_process, lrp_args, paper_code_args, switches
 
 HELP = "LRP and Guided Grad-CAM heatmaps of the logit for images (overlays, panels)"
 
@@ -22,7 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="center224", choices=["center224", "full"],
                    help="center224: CenterCrop 224 (Wang's eval); full: whole images, batched by size")
     p.add_argument("--cam-layer", default=None, help="module for Grad-CAM (default: the last spatial feature map)")
-    paper_code_args(p, "bounds")
+    lrp_args(p)
+    paper_code_args(p, "bounds", "zplus_fallback")
     p.add_argument("--out", required=True, help="output folder")
 
 
@@ -32,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
     table = run_explain(args.arch, args.weights, args.out, images=args.images, data=args.data, sets=args.sets,
                         max_per_class=args.max_per_class, preset=args.preset, cam_layer=args.cam_layer,
                         batch_size=args.batch_size, device=args.device, num_workers=args.workers,
-                        progress=not args.no_progress, **switches(args, "bounds"))
+                        progress=not args.no_progress, attention=args.attention,
+                        **switches(args, "bounds", "zplus_fallback"))
     if is_main_process():
         print(f"explained {len(table)} image(s); overlays and panels in {args.out}")
     return 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import detector_args, is_main_process, paper_code_args, switches
+from .common import detector_args, is_main_process, lrp_args, paper_code_args, switches
 
 HELP = "LRP-max patches and collages of the top-k T-FF (lrpmax_index.csv, collage_*.png)"
 
@@ -28,7 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="seed at the argmax of the activation map, or of the relevance map of the logit")
     p.add_argument("--pairs-per-backward", type=int, default=64, help="(image, T-FF) pairs per LRP backward")
     p.add_argument("--rows-per-figure", type=int, default=10, help="T-FF rows per collage figure")
-    paper_code_args(p, "neuron_seed", "bounds", "activation_site")
+    lrp_args(p)
+    paper_code_args(p, "neuron_seed", "bounds", "activation_site", "zplus_fallback")
     p.add_argument("--out", required=True, help="output folder")
 
 
@@ -40,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
                        batch_size=args.batch_size, chunk=args.pairs_per_backward, device=args.device,
                        num_workers=args.workers, max_per_class=args.max_per_class,
                        rows_per_figure=args.rows_per_figure, progress=not args.no_progress,
-                       **switches(args, "neuron_seed", "bounds", "activation_site"))
+                       attention=args.attention,
+                       **switches(args, "neuron_seed", "bounds", "activation_site", "zplus_fallback"))
     if is_main_process():
         print(f"{len(table)} (image, T-FF) LRP-max maps for {table['key'].nunique()} T-FF; results in {args.out}")
     return 0

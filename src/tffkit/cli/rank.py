@@ -1,12 +1,14 @@
 """Rank every feature map by FF-RS (ω, SPEC §3): LRP from the logit of each confident fake of the source
 set (p ≥ --min-prob), per-image share of positive relevance per channel, averaged; one global ranking.
-Writes OUT/ffrs.csv (rank, layer, channel, omega, key), OUT/ffrs.json and figures. Runs under torchrun."""
+Units are conv channels, and for transformers MLP neurons, residual-stream dimensions and attention heads.
+Writes OUT/ffrs.csv (rank, layer, channel, omega, key, unit), OUT/ffrs.json, OUT/relevance_budget.csv (share of
+the logit's relevance reaching each layer) and figures. Runs under torchrun."""
 
 from __future__ import annotations
 
 import argparse
 
-from .common import data_args, detector_args, is_main_process, paper_code_args, switches
+from .common import data_args, detector_args, is_main_process, lrp_args, paper_code_args, switches
 
 HELP = "rank feature maps by ω (FF-RS) on the source set (ffrs.csv)"
 
@@ -17,7 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-prob", type=float, default=0.9, help="fakes with p(fake) ≥ this are used")
     p.add_argument("--with-reals", action="store_true", help="also rank with reals (p ≤ 1 − min-prob, seed −1)")
     p.add_argument("--k", type=int, default=114, help="top-k reported in ffrs.json and figures")
-    paper_code_args(p, "bounds")
+    lrp_args(p)
+    paper_code_args(p, "bounds", "zplus_fallback")
     p.add_argument("--out", required=True, help="output folder")
 
 
@@ -26,7 +29,8 @@ def run(args: argparse.Namespace) -> int:
 
     res = rank(args.arch, args.weights, args.data, args.out, args.sets, args.max_per_class, args.min_prob,
                args.with_reals, args.k, args.preset, args.batch_size, args.device, args.workers,
-               progress=not args.no_progress, **switches(args, "bounds"))
+               progress=not args.no_progress, attention=args.attention,
+               **switches(args, "bounds", "zplus_fallback"))
     if is_main_process():
         s = res.summary
         print(f"ω of {s['n_feature_maps']} feature maps in {s['n_layers']} layers from {s['fakes_used']} confident "

@@ -16,8 +16,11 @@ The model passed in is never modified.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import operator
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -87,6 +90,22 @@ class _Tracer(fx.Tracer):
             return True
         registered_base = any(c in reg.MODULE_RULES or reg._qualname(c) in reg.NAMED_RULES for c in type(m).__mro__)
         return not registered_base and super().is_leaf_module(m, qualname)
+
+
+@contextlib.contextmanager
+def _traceable_batch_norm() -> Iterator[None]:
+    """While tracing, batch norm's input-rank check (``if input.dim() != 4: raise``, not traceable) is skipped,
+    so a BN subclass whose forward calls ``super().forward`` can be traced into."""
+    classes = [c for c in vars(nn.modules.batchnorm).values()
+               if isinstance(c, type) and "_check_input_dim" in vars(c)]
+    saved = {c: vars(c)["_check_input_dim"] for c in classes}
+    for c in classes:
+        c._check_input_dim = lambda self, input: None
+    try:
+        yield
+    finally:
+        for c, method in saved.items():
+            c._check_input_dim = method
 
 
 class _Probe(fx.Interpreter):
@@ -247,6 +266,9 @@ def _canonicalize(gm: fx.GraphModule, info: dict[fx.Node, _Info], problems: list
             name = _free_name(gm, f"{_scope(node)}.conv" if _scope(node) else "conv")
             gm.add_submodule(name, conv)
             node.op, node.target, node.args, node.kwargs = "call_module", name, (node.args[0],), {}
+    for node in gm.graph.nodes:
+        if node.kwargs.get("inplace") is True:
+            node.kwargs = {**node.kwargs, "inplace": False}
     folded: dict[str, str] = {}
     for node in list(gm.graph.nodes):
         bn = _module(gm, node)
@@ -275,7 +297,15 @@ def _canonicalize(gm: fx.GraphModule, info: dict[fx.Node, _Info], problems: list
     return folded
 
 
+_OUT_OF_PLACE = {operator.iadd: operator.add, operator.isub: operator.sub, operator.imul: operator.mul,
+                 operator.itruediv: operator.truediv}
+
+
 def _method(name: str):
+    """``x.name(…)`` as a function; in-place methods (``mul_``) run out of place (the rules keep their inputs)."""
+    if name.endswith("_") and not name.startswith("__"):
+        name = name[:-1]
+
     def call(self, *args, **kwargs):
         return getattr(self, name)(*args, **kwargs)
     call.__name__ = name
@@ -305,7 +335,7 @@ def _site(gm: fx.GraphModule, node: fx.Node, info: dict[fx.Node, _Info], config:
     keys = [(i, a) for i, a in enumerate(node.args)] + list(node.kwargs.items())
     live = {k: a for k, a in keys if isinstance(a, fx.Node) and info[a].tainted and info[a].tensor}
     fn = _module(gm, node) if node.op == "call_module" else (
-        _method(node.target) if node.op == "call_method" else node.target)
+        _method(node.target) if node.op == "call_method" else _OUT_OF_PLACE.get(node.target, node.target))
     return reg.Site(node, _module(gm, node), fn, tuple(live), {k: info[a].shape for k, a in live.items()},
                     info[node].shape, config, lambda key: _is_sigmoid_node(gm, live.get(key)))
 
@@ -463,6 +493,9 @@ def build_explainable(model: nn.Module, example: torch.Tensor, input_low: torch.
     net = copy.deepcopy(model).eval()
     for p in net.parameters():
         p.requires_grad_(False)
+    for m in net.modules():  # in-place activations would overwrite tensors the rules and taps still read
+        if isinstance(getattr(m, "inplace", None), bool):
+            m.inplace = False
     with torch.no_grad():
         reference = net(example)
     two_class = isinstance(reference, torch.Tensor) and reference.dim() == 2 and reference.shape[1] == 2
@@ -474,7 +507,8 @@ def build_explainable(model: nn.Module, example: torch.Tensor, input_low: torch.
         raise UnsupportedLayerError(f"the detector outputs {shape}; expected one logit per image or two class "
                                     "logits (real, fake)")
     try:
-        gm = fx.GraphModule(net, _Tracer().trace(net))
+        with _traceable_batch_norm():
+            gm = fx.GraphModule(net, _Tracer().trace(net))
     except Exception as exc:  # fx cannot trace data-dependent control flow
         raise UnsupportedLayerError(f"the detector cannot be traced by torch.fx ({type(exc).__name__}: {exc})"
                                     f"{_failing_module(exc)}; register the untraceable module class with a rule "
