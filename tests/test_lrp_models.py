@@ -10,7 +10,7 @@ from torchvision.ops import SqueezeExcitation
 
 from lrp_helpers import pseudo_trained
 from tffkit.lrp import Explainer, UnsupportedLayerError, input_bounds
-from tffkit.lrp.rewrite import fold_batchnorm
+from tffkit.lrp.trace import fold_batchnorm
 
 ARCHS = ["tiny_resnet", "tiny_resnet_bottleneck", "resnet18", "resnet50", "efficientnet_b0",
          "efficientnet_b0_lukemelas"]
@@ -266,8 +266,9 @@ def _saved_bytes(fn, resident: set[int]) -> int:
     return sum(seen.values())
 
 
-@pytest.mark.parametrize("arch", ["resnet18", "efficientnet_b0"])
-def test_lrp_saves_at_most_twice_the_plain_gradient(arch):
+@pytest.mark.parametrize("arch,size", [("resnet18", 64), ("efficientnet_b0", 64), ("tiny_vit", 32),
+                                       ("tiny_convnext", 32)])
+def test_lrp_saves_at_most_twice_the_plain_gradient(arch, size):
     """The memory side of the LRP benchmark: activations kept for the backward (the bulk of peak memory)."""
     from tffkit.analysis.ffrs import FFRSAccumulator
 
@@ -275,7 +276,7 @@ def test_lrp_saves_at_most_twice_the_plain_gradient(arch):
     for p in model.parameters():
         p.requires_grad_(False)
     explainer = Explainer(model)
-    x = torch.randn(2, 3, 64, 64)
+    x = torch.randn(2, 3, size, size)
     resident = {t.untyped_storage().data_ptr() for m in (model, explainer.model)
                 for t in [*m.parameters(), *m.buffers()]}
 

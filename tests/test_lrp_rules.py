@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tffkit.lrp.rewrite import fold_batchnorm
 from tffkit.lrp.rules import LRPConv, LRPEpsilon, epsilon_sum, gate
+from tffkit.lrp.trace import fold_batchnorm
 
 EPS = 1e-6
 

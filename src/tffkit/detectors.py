@@ -79,6 +79,18 @@ def tiny_convnext() -> nn.Module:
     return ConvNeXt([CNBlockConfig(16, 32, 1), CNBlockConfig(32, None, 1)], layer_scale=0.5, num_classes=1)
 
 
+def clip_vit(name: str = "ViT-L-14", quick_gelu: bool = True) -> nn.Module:
+    """An open_clip image tower (OpenAI CLIP uses QuickGELU) with a linear one-logit probe, as UnivFD."""
+    try:
+        import open_clip
+        from open_clip.model import _build_vision_tower
+    except ImportError as exc:
+        raise ImportError(f"arch {name!r} needs open_clip: pip install 'tffkit[clip]'") from exc
+    cfg = open_clip.get_model_config(name)
+    tower = _build_vision_tower(cfg["embed_dim"], cfg["vision_cfg"], quick_gelu=quick_gelu)
+    return nn.Sequential(tower, nn.Linear(cfg["embed_dim"], 1))
+
+
 ARCHITECTURES: dict[str, Callable[[], nn.Module]] = {
     "resnet18": _torchvision("resnet18"),
     "resnet34": _torchvision("resnet34"),
@@ -92,6 +104,8 @@ ARCHITECTURES: dict[str, Callable[[], nn.Module]] = {
     "inception_v3": lambda: torchvision.models.inception_v3(weights=None, num_classes=1, aux_logits=False),
     "swin_t": _torchvision("swin_t"),
     "vit_b_16": _torchvision("vit_b_16"),
+    "clip_vit_b16": lambda: clip_vit("ViT-B-16"),
+    "clip_vit_l14": lambda: clip_vit("ViT-L-14"),
     "tiny_resnet": tiny_resnet,
     "tiny_vit": tiny_vit,
     "tiny_convnext": tiny_convnext,

@@ -73,7 +73,8 @@ class FFRSAccumulator:
         start = self.offsets[layer.name]
         self.sums[:, start:start + layer.channels].index_add_(0, self._slot, fixed)
         sign = 1 - 2 * self._slot.to(torch.float64)  # seed +1 for group 0 (fakes), −1 for group 1 (reals)
-        kept = torch.round(r.sum((1, 2)).to(torch.float64) * sign * FIXED_POINT).to(torch.int64) * self._keep
+        signed_total = (2 * pos - absolute).sum(1)  # Σ R = Σ R⁺ − Σ R⁻ = 2 Σ R⁺ − Σ |R|, no second pass
+        kept = torch.round(signed_total * sign * FIXED_POINT).to(torch.int64) * self._keep
         self.retained[:, self.position[layer.name]].index_add_(0, self._slot, kept)
 
     def retained_share(self) -> torch.Tensor:

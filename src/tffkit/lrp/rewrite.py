@@ -16,12 +16,9 @@ The model passed in is never modified.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import operator
-import re
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.fx as fx
@@ -30,6 +27,19 @@ from torch import nn
 
 from . import registry as reg
 from .rules import LRPConv, LRPEpsilon, LRPSum
+from .trace import (
+    NodeInfo,
+    Probe,
+    Tracer,
+    canonicalize,
+    describe,
+    failing_module,
+    free_name,
+    module_of,
+    scope_of,
+    set_module,
+    traceable_batch_norm,
+)
 from .transformer import LRPMultiheadAttention
 
 
@@ -68,235 +78,6 @@ class LogOdds(nn.Module):
         return out[:, self.fake_index] - out[:, 1 - self.fake_index]
 
 
-@dataclass
-class _Info:
-    tensor: bool
-    tainted: bool
-    shape: tuple[int, ...] | None = None
-    value: torch.Tensor | None = field(default=None, repr=False)
-
-
-class _Tracer(fx.Tracer):
-    """Leaves are the modules with a rule; containers and everything else are traced into."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.record_stack_traces = True
-
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        if isinstance(m, (nn.Sequential, nn.ModuleList, nn.ModuleDict)):
-            return False
-        if reg.module_rule(m) is not None:
-            return True
-        registered_base = any(c in reg.MODULE_RULES or reg._qualname(c) in reg.NAMED_RULES for c in type(m).__mro__)
-        return not registered_base and super().is_leaf_module(m, qualname)
-
-
-@contextlib.contextmanager
-def _traceable_batch_norm() -> Iterator[None]:
-    """While tracing, batch norm's input-rank check (``if input.dim() != 4: raise``, not traceable) is skipped,
-    so a BN subclass whose forward calls ``super().forward`` can be traced into."""
-    classes = [c for c in vars(nn.modules.batchnorm).values()
-               if isinstance(c, type) and "_check_input_dim" in vars(c)]
-    saved = {c: vars(c)["_check_input_dim"] for c in classes}
-    for c in classes:
-        c._check_input_dim = lambda self, input: None
-    try:
-        yield
-    finally:
-        for c, method in saved.items():
-            c._check_input_dim = method
-
-
-class _Probe(fx.Interpreter):
-    """Runs the graph once, recording per node: tensor-valued, input-derived, shape, constant value."""
-
-    def __init__(self, gm: fx.GraphModule):
-        super().__init__(gm)
-        self.info: dict[fx.Node, _Info] = {}
-
-    def run_node(self, n: fx.Node):
-        result = super().run_node(n)
-        tensor = _has_tensor(result)
-        tainted = n.op == "placeholder" or (tensor and any(self.info[a].tainted and self.info[a].tensor
-                                                             for a in n.all_input_nodes))
-        is_t = isinstance(result, torch.Tensor)
-        self.info[n] = _Info(tensor, tainted, tuple(result.shape) if is_t else None,
-                             result if is_t and not tainted else None)
-        return result
-
-
-def _failing_module(exc: BaseException) -> str:
-    """`` in module <Class>`` for the innermost module whose forward was being traced when ``exc`` was raised."""
-    tb, found = exc.__traceback__, ""
-    while tb is not None:
-        owner = tb.tb_frame.f_locals.get("self")
-        if isinstance(owner, nn.Module) and not isinstance(owner, fx.GraphModule):
-            found = f" in module {type(owner).__module__}.{type(owner).__qualname__}"
-        tb = tb.tb_next
-    return found
-
-
-def _has_tensor(value) -> bool:
-    if isinstance(value, torch.Tensor):
-        return True
-    return isinstance(value, (tuple, list)) and any(_has_tensor(v) for v in value)
-
-
-def _module(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
-    return gm.get_submodule(node.target) if node.op == "call_module" else None
-
-
-def _set_module(gm: fx.GraphModule, name: str, module: nn.Module) -> None:
-    parent, _, attr = name.rpartition(".")
-    setattr(gm.get_submodule(parent) if parent else gm, attr, module)
-
-
-def _scope(node: fx.Node) -> str:
-    stack = node.meta.get("nn_module_stack") or {}
-    return next(reversed(stack.values()))[0] if stack else ""
-
-
-def _source_line(node: fx.Node) -> str:
-    """``file:line`` and code of the user frame that created ``node`` (fx records the stack)."""
-    frames = re.findall(r'File "([^"]+)", line (\d+), in [^\n]+\n\s*([^\n]*)', node.stack_trace or "")
-    user = [f for f in frames if "/torch/fx/" not in f[0] and "/torch/nn/modules/module.py" not in f[0]]
-    if not user:
-        return ""
-    path, line, code = user[-1]
-    return f" at {path.split('site-packages/')[-1]}:{line} `{code.strip()}`"
-
-
-def _describe(gm: fx.GraphModule, node: fx.Node) -> str:
-    if node.op == "call_module":
-        return f"module {type(_module(gm, node)).__name__} at '{node.target}'"
-    target = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", str(node.target))
-    kind = "method" if node.op == "call_method" else "function"
-    where = f" in module '{_scope(node)}'" if _scope(node) else ""
-    return f"{kind} '{target}' (graph node '{node.name}'){where}{_source_line(node)}"
-
-
-def _free_name(gm: fx.GraphModule, base: str) -> str:
-    names = dict(gm.named_modules())
-    if base not in names:
-        return base
-    i = 1
-    while f"{base}{i}" in names:
-        i += 1
-    return f"{base}{i}"
-
-
-def fold_affine(conv: nn.Module, scale: torch.Tensor, shift: torch.Tensor) -> None:
-    """Fold a per-output-channel affine map y ↦ scale·y + shift into ``conv`` (weights and bias), in place."""
-    transposed = isinstance(conv, nn.modules.conv._ConvTransposeNd)
-    w = conv.weight
-    with torch.no_grad():
-        if transposed:  # (in, out/groups, …): out channels on dim 1 (groups = 1 here)
-            w.copy_(w * scale.reshape(1, -1, *([1] * (w.dim() - 2))))
-        else:
-            w.copy_(w * scale.reshape(-1, *([1] * (w.dim() - 1))))
-        bias = conv.bias if conv.bias is not None else torch.zeros_like(shift)
-        conv.bias = nn.Parameter((bias * scale + shift).detach().clone(), requires_grad=False)
-
-
-def fold_batchnorm(conv: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> None:
-    """W' = W·γ/σ, b' = (b − μ)·γ/σ + β with σ = sqrt(var + eps), written into ``conv`` in place."""
-    _fold_bn(conv, bn.running_mean, bn.running_var, bn.weight if bn.affine else None,
-             bn.bias if bn.affine else None, bn.eps)
-
-
-def _fold_bn(conv: nn.Module, mean, var, gamma, beta, eps: float) -> None:
-    with torch.no_grad():
-        gamma = gamma if gamma is not None else torch.ones_like(var)
-        beta = beta if beta is not None else torch.zeros_like(var)
-        scale = gamma / torch.sqrt(var + eps)
-        shift = beta - mean * scale
-        # the BN map raw ↦ scale·raw + shift, kept for the pre-BN site (public code)
-        conv._tff_pre_bn_scale, conv._tff_pre_bn_zero = scale.clone(), shift.clone()
-    fold_affine(conv, scale, shift)
-
-
-_CONV_MODULES = {F.conv1d: nn.Conv1d, F.conv2d: nn.Conv2d, F.conv3d: nn.Conv3d,
-                 F.conv_transpose1d: nn.ConvTranspose1d, F.conv_transpose2d: nn.ConvTranspose2d}
-_CONV_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
-_CONV_T_ARGS = ("input", "weight", "bias", "stride", "padding", "output_padding", "groups", "dilation")
-
-
-def _conv_module(node: fx.Node, info: dict[fx.Node, _Info]) -> nn.Module:
-    """An nn.ConvNd equal to a functional convolution node whose weight (and bias) are constants."""
-    cls = _CONV_MODULES[node.target]
-    transposed = issubclass(cls, nn.modules.conv._ConvTransposeNd)
-    names = _CONV_T_ARGS if transposed else _CONV_ARGS
-    args = {**dict(zip(names, node.args, strict=False)), **node.kwargs}
-
-    def const(key):
-        a = args.get(key)
-        if isinstance(a, fx.Node):
-            if info[a].tainted or info[a].value is None:
-                raise ValueError("a convolution whose weights depend on the input")
-            return info[a].value
-        return a
-
-    w, b = const("weight"), const("bias")
-    groups = args.get("groups", 1)
-    extra = {k: args[k] for k in ("stride", "padding", "dilation", "output_padding") if k in args}
-    in_ch, out_ch = (w.shape[0], w.shape[1] * groups) if transposed else (w.shape[1] * groups, w.shape[0])
-    conv = cls(in_ch, out_ch, tuple(w.shape[2:]), groups=groups, bias=b is not None, device=w.device,
-               dtype=w.dtype, **extra)
-    with torch.no_grad():
-        conv.weight.copy_(w)
-        if b is not None:
-            conv.bias.copy_(b)
-    return conv.requires_grad_(False)
-
-
-def _is_conv(m: nn.Module | None) -> bool:
-    return m is not None and isinstance(reg.module_rule(m), reg.Conv)
-
-
-def _canonicalize(gm: fx.GraphModule, info: dict[fx.Node, _Info], problems: list[str]) -> dict[str, str]:
-    """Functional convolutions → modules; BN after a convolution folded. Returns {conv name: BN name}."""
-    for node in list(gm.graph.nodes):
-        if node.op == "call_function" and node.target in _CONV_MODULES and info[node].tainted:
-            try:
-                conv = _conv_module(node, info)
-            except ValueError as exc:
-                problems.append(f"{_describe(gm, node)}: {exc}")
-                continue
-            name = _free_name(gm, f"{_scope(node)}.conv" if _scope(node) else "conv")
-            gm.add_submodule(name, conv)
-            node.op, node.target, node.args, node.kwargs = "call_module", name, (node.args[0],), {}
-    for node in gm.graph.nodes:
-        if node.kwargs.get("inplace") is True:
-            node.kwargs = {**node.kwargs, "inplace": False}
-    folded: dict[str, str] = {}
-    for node in list(gm.graph.nodes):
-        bn = _module(gm, node)
-        if isinstance(bn, nn.modules.batchnorm._BatchNorm) and not bn.training:
-            params = (bn.running_mean, bn.running_var, bn.weight if bn.affine else None,
-                      bn.bias if bn.affine else None, bn.eps)
-        elif node.op == "call_function" and node.target is F.batch_norm:
-            names = ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps")
-            args = {**dict(zip(names, node.args, strict=False)), **node.kwargs}
-            if args.get("training", False):
-                continue
-            params = tuple(info[args[k]].value if isinstance(args.get(k), fx.Node) else args.get(k)
-                           for k in ("running_mean", "running_var", "weight", "bias"))
-            params = (*params, args.get("eps", 1e-5))
-        else:
-            continue
-        src = node.args[0]
-        conv = _module(gm, src) if isinstance(src, fx.Node) else None
-        if not info[node].tainted or not _is_conv(conv) or len(src.users) != 1 or params[0] is None:
-            continue
-        _fold_bn(conv, *params)
-        folded[src.target] = node.target if node.op == "call_module" else _scope(node)
-        node.replace_all_uses_with(src)
-        gm.graph.erase_node(node)
-    gm.graph.eliminate_dead_code()
-    return folded
-
-
 _OUT_OF_PLACE = {operator.iadd: operator.add, operator.isub: operator.sub, operator.imul: operator.mul,
                  operator.itruediv: operator.truediv}
 
@@ -314,7 +95,7 @@ def _method(name: str):
 
 def _lookup(gm: fx.GraphModule, node: fx.Node) -> reg.Rule | None:
     if node.op == "call_module":
-        return reg.module_rule(_module(gm, node))
+        return reg.module_rule(module_of(gm, node))
     if node.op == "call_function":
         return reg.function_rule(node.target)
     if node.op == "call_method":
@@ -326,21 +107,21 @@ def _is_sigmoid_node(gm: fx.GraphModule, node: object) -> bool:
     if not isinstance(node, fx.Node):
         return False
     if node.op == "call_module":
-        return isinstance(_module(gm, node), (nn.Sigmoid, nn.Hardsigmoid))
+        return isinstance(module_of(gm, node), (nn.Sigmoid, nn.Hardsigmoid))
     return (node.op == "call_function" and node.target in (torch.sigmoid, F.sigmoid, F.hardsigmoid)) or \
         (node.op == "call_method" and node.target in ("sigmoid", "sigmoid_"))
 
 
-def _site(gm: fx.GraphModule, node: fx.Node, info: dict[fx.Node, _Info], config: reg.RuleConfig) -> reg.Site:
+def _site(gm: fx.GraphModule, node: fx.Node, info: dict[fx.Node, NodeInfo], config: reg.RuleConfig) -> reg.Site:
     keys = [(i, a) for i, a in enumerate(node.args)] + list(node.kwargs.items())
     live = {k: a for k, a in keys if isinstance(a, fx.Node) and info[a].tainted and info[a].tensor}
-    fn = _module(gm, node) if node.op == "call_module" else (
+    fn = module_of(gm, node) if node.op == "call_module" else (
         _method(node.target) if node.op == "call_method" else _OUT_OF_PLACE.get(node.target, node.target))
-    return reg.Site(node, _module(gm, node), fn, tuple(live), {k: info[a].shape for k, a in live.items()},
+    return reg.Site(node, module_of(gm, node), fn, tuple(live), {k: info[a].shape for k, a in live.items()},
                     info[node].shape, config, lambda key: _is_sigmoid_node(gm, live.get(key)))
 
 
-def _assign(gm: fx.GraphModule, info: dict[fx.Node, _Info], config: reg.RuleConfig,
+def _assign(gm: fx.GraphModule, info: dict[fx.Node, NodeInfo], config: reg.RuleConfig,
             problems: list[str]) -> dict[fx.Node, tuple[reg.Rule, reg.Site]]:
     """Walk back from the output: each operation relevance reaches gets its (resolved) rule."""
     output = next(n for n in gm.graph.nodes if n.op == "output")
@@ -353,7 +134,7 @@ def _assign(gm: fx.GraphModule, info: dict[fx.Node, _Info], config: reg.RuleConf
         live = [a for a in node.all_input_nodes if info[a].tainted and info[a].tensor]
         rule = _lookup(gm, node)
         if rule is None:
-            problems.append(f"{_describe(gm, node)}: no rule")
+            problems.append(f"{describe(gm, node)}: no rule")
             needed.update(live)
             continue
         site = _site(gm, node, info, config)
@@ -361,13 +142,13 @@ def _assign(gm: fx.GraphModule, info: dict[fx.Node, _Info], config: reg.RuleConf
             rule = rule.resolve(site)
             keys = rule.keys(site)
         except ValueError as exc:
-            problems.append(f"{_describe(gm, node)}: {exc}")
+            problems.append(f"{describe(gm, node)}: {exc}")
             needed.update(live)
             continue
         if isinstance(rule, reg.Conv):
             conv_calls[node.target] = conv_calls.get(node.target, 0) + 1
             if conv_calls[node.target] == 2:
-                problems.append(f"{_describe(gm, node)}: the convolution is applied twice, so its feature maps "
+                problems.append(f"{describe(gm, node)}: the convolution is applied twice, so its feature maps "
                                 "would be ambiguous")
         assigned[node] = (rule, site)
         if isinstance(rule, reg.Gradient):
@@ -397,7 +178,7 @@ def _nonnegative(gm: fx.GraphModule, assigned: dict) -> set[fx.Node]:
     out: set[fx.Node] = set()
     for node in gm.graph.nodes:
         rule = assigned.get(node, (None,))[0]
-        m = _module(gm, node)
+        m = module_of(gm, node)
         ins = [a for a in node.all_input_nodes if a in assigned or a.op == "placeholder"]
         if isinstance(m, relus) or (node.op == "call_function" and node.target in relu_fns) or \
                 (node.op == "call_method" and node.target in ("relu", "relu_")):
@@ -409,7 +190,7 @@ def _nonnegative(gm: fx.GraphModule, assigned: dict) -> set[fx.Node]:
     return out
 
 
-def _apply(gm: fx.GraphModule, assigned: dict, info: dict[fx.Node, _Info], config: reg.RuleConfig,
+def _apply(gm: fx.GraphModule, assigned: dict, info: dict[fx.Node, NodeInfo], config: reg.RuleConfig,
            low: torch.Tensor | None, high: torch.Tensor | None) -> dict[fx.Node, str]:
     """Replace every assigned operation by its rule's module. Returns unit kinds of special nodes."""
     nonneg = _nonnegative(gm, assigned)
@@ -423,7 +204,7 @@ def _apply(gm: fx.GraphModule, assigned: dict, info: dict[fx.Node, _Info], confi
         if node.op == "call_module" and node.target in replaced:
             continue
         if isinstance(rule, reg.Conv):
-            conv = _module(gm, node)
+            conv = module_of(gm, node)
             src = _through_gradient(node, assigned, forward=False)
             reads_input = bool(src) and src[-1].op == "placeholder"
             box = reads_input and low is not None
@@ -439,10 +220,10 @@ def _apply(gm: fx.GraphModule, assigned: dict, info: dict[fx.Node, _Info], confi
             if module is None:
                 continue
         if node.op == "call_module":
-            _set_module(gm, node.target, module)
+            set_module(gm, node.target, module)
             replaced.add(node.target)
         else:
-            scope = _scope(node)
+            scope = scope_of(node)
             shape = info[node].shape
             if isinstance(module, LRPSum) and shape is not None and len(shape) == 3:
                 residuals[scope] = residuals.get(scope, 0) + 1
@@ -451,7 +232,7 @@ def _apply(gm: fx.GraphModule, assigned: dict, info: dict[fx.Node, _Info], confi
                 base, kinds[node] = f"{scope + '.' if scope else ''}heads", "head"
             else:
                 base = f"_lrp.{node.name}"
-            name = _free_name(gm, base)
+            name = free_name(gm, base)
             gm.add_submodule(name, module)
             node.op, node.target = "call_module", name
         if isinstance(module, LRPEpsilon) and isinstance(module.layer, nn.Linear) or (
@@ -462,14 +243,14 @@ def _apply(gm: fx.GraphModule, assigned: dict, info: dict[fx.Node, _Info], confi
     return kinds
 
 
-def _units(gm: fx.GraphModule, kinds: dict[fx.Node, str], info: dict[fx.Node, _Info]) -> list[FeatureLayer]:
+def _units(gm: fx.GraphModule, kinds: dict[fx.Node, str], info: dict[fx.Node, NodeInfo]) -> list[FeatureLayer]:
     layers: list[FeatureLayer] = []
     seen: set[str] = set()
     for node in gm.graph.nodes:
         if node.op != "call_module" or node.target in seen:
             continue
         seen.add(node.target)
-        m, shape = _module(gm, node), info[node].shape
+        m, shape = module_of(gm, node), info[node].shape
         if isinstance(m, LRPMultiheadAttention):
             layers.append(FeatureLayer(f"{node.target}.heads", m.num_heads, len(layers), 1, "head"))
         elif node in kinds and shape is not None:
@@ -507,17 +288,17 @@ def build_explainable(model: nn.Module, example: torch.Tensor, input_low: torch.
         raise UnsupportedLayerError(f"the detector outputs {shape}; expected one logit per image or two class "
                                     "logits (real, fake)")
     try:
-        with _traceable_batch_norm():
-            gm = fx.GraphModule(net, _Tracer().trace(net))
+        with traceable_batch_norm():
+            gm = fx.GraphModule(net, Tracer().trace(net))
     except Exception as exc:  # fx cannot trace data-dependent control flow
         raise UnsupportedLayerError(f"the detector cannot be traced by torch.fx ({type(exc).__name__}: {exc})"
-                                    f"{_failing_module(exc)}; register the untraceable module class with a rule "
+                                    f"{failing_module(exc)}; register the untraceable module class with a rule "
                                     "(tffkit.lrp.register_rule) so it is kept as one operation") from exc
-    probe = _Probe(gm)
+    probe = Probe(gm)
     with torch.no_grad():
         probe.run(example)
     info, problems = probe.info, []
-    folded = _canonicalize(gm, info, problems)
+    folded = canonicalize(gm, info, problems)
     assigned = _assign(gm, info, config, problems)
     if problems:
         listing = "\n  ".join(dict.fromkeys(problems))

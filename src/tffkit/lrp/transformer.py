@@ -18,7 +18,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .rules import EpsilonFn, LinearizedFn, LRPEpsilon, MultiEpsilonFn, SoftmaxFn
+from .rules import EpsilonFn, LinearizedFn, LRPEpsilon, MultiEpsilonFn, stabilize_
 
 ATTENTION_MODES = ("attnlrp", "cp")
 
@@ -76,11 +76,6 @@ def product(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], a: torch.T
     return fn(a, b)
 
 
-def softmax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """``softmax(x, dim)`` with the AttnLRP softmax rule in the backward."""
-    return SoftmaxFn.apply(x, lambda t: torch.softmax(t, dim), dim)
-
-
 def additive_mask(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
     """A boolean attention mask (True = attend) as an additive one (0 / −inf); float masks unchanged."""
     if mask is None or mask.dtype != torch.bool:
@@ -106,11 +101,31 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torc
             weights = torch.softmax(scores if mask is None else scores + mask, -1)
         return product(torch.matmul, weights, v, eps)
     scores = product(lambda a, b: a @ b.transpose(-2, -1) * scale, q, k, eps)
-    if mask is not None:  # the mask is a constant inside the softmax, which sees the unmasked scores as its input
-        weights = SoftmaxFn.apply(scores, lambda t: torch.softmax(t + mask, -1), -1)
-    else:
-        weights = softmax(scores, -1)
-    return product(torch.matmul, weights, v, eps)
+    return WeightedSumFn.apply(scores, v, mask, eps)
+
+
+class WeightedSumFn(torch.autograd.Function):
+    """softmax(scores + mask) @ v with the AttnLRP rules: the uniform rule on the product (ε rule when ``v`` is a
+    constant), then the softmax rule on the scores (the mask is a constant inside the softmax). Only the scores
+    and ``v`` are kept for the backward — the attention weights are recomputed (one (L, S) map per head
+    instead of two)."""
+
+    @staticmethod
+    def forward(ctx, scores, v, mask, eps):
+        ctx.save_for_backward(scores, v)
+        ctx.mask, ctx.eps = mask, eps
+        return torch.softmax(scores if mask is None else scores + mask, -1) @ v
+
+    @staticmethod
+    def backward(ctx, relevance):
+        scores, v = ctx.saved_tensors
+        w = torch.softmax(scores if ctx.mask is None else scores + ctx.mask, -1)
+        share = 0.5 if ctx.needs_input_grad[1] else 1.0
+        s = relevance / stabilize_(w @ v, ctx.eps) * share
+        rel_v = v * (w.transpose(-2, -1) @ s) if ctx.needs_input_grad[1] else None
+        rel_w = w * (s @ v.transpose(-2, -1))
+        x = torch.where(torch.isneginf(scores), torch.zeros_like(scores), scores)
+        return x * (rel_w - w * rel_w.sum(-1, keepdim=True)), rel_v, None, None
 
 
 def sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: torch.Tensor | None = None,

@@ -1,0 +1,247 @@
+"""Tracing a detector for the LRP rewrite: the torch.fx graph (leaves are the modules with a rule), a probe run
+that marks which values derive from the input and their shapes, and the canonical form — functional
+convolutions with constant weights as modules, batch norm after a convolution folded into it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+import torch.fx as fx
+import torch.nn.functional as F
+from torch import nn
+
+from . import registry as reg
+
+
+@dataclass
+class NodeInfo:
+    tensor: bool
+    tainted: bool
+    shape: tuple[int, ...] | None = None
+    value: torch.Tensor | None = field(default=None, repr=False)
+
+
+class Tracer(fx.Tracer):
+    """Leaves are the modules with a rule; containers and everything else are traced into."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.record_stack_traces = True
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        if isinstance(m, (nn.Sequential, nn.ModuleList, nn.ModuleDict)):
+            return False
+        if reg.module_rule(m) is not None:
+            return True
+        registered_base = any(c in reg.MODULE_RULES or reg._qualname(c) in reg.NAMED_RULES for c in type(m).__mro__)
+        return not registered_base and super().is_leaf_module(m, qualname)
+
+
+@contextlib.contextmanager
+def traceable_batch_norm() -> Iterator[None]:
+    """While tracing, batch norm's input-rank check (``if input.dim() != 4: raise``, not traceable) is skipped,
+    so a BN subclass whose forward calls ``super().forward`` can be traced into."""
+    classes = [c for c in vars(nn.modules.batchnorm).values()
+               if isinstance(c, type) and "_check_input_dim" in vars(c)]
+    saved = {c: vars(c)["_check_input_dim"] for c in classes}
+    for c in classes:
+        c._check_input_dim = lambda self, input: None
+    try:
+        yield
+    finally:
+        for c, method in saved.items():
+            c._check_input_dim = method
+
+
+class Probe(fx.Interpreter):
+    """Runs the graph once, recording per node: tensor-valued, input-derived, shape, constant value."""
+
+    def __init__(self, gm: fx.GraphModule):
+        super().__init__(gm)
+        self.info: dict[fx.Node, NodeInfo] = {}
+
+    def run_node(self, n: fx.Node):
+        result = super().run_node(n)
+        tensor = has_tensor(result)
+        tainted = n.op == "placeholder" or (tensor and any(self.info[a].tainted and self.info[a].tensor
+                                                             for a in n.all_input_nodes))
+        is_t = isinstance(result, torch.Tensor)
+        self.info[n] = NodeInfo(tensor, tainted, tuple(result.shape) if is_t else None,
+                             result if is_t and not tainted else None)
+        return result
+
+
+def failing_module(exc: BaseException) -> str:
+    """`` in module <Class>`` for the innermost module whose forward was being traced when ``exc`` was raised."""
+    tb, found = exc.__traceback__, ""
+    while tb is not None:
+        owner = tb.tb_frame.f_locals.get("self")
+        if isinstance(owner, nn.Module) and not isinstance(owner, fx.GraphModule):
+            found = f" in module {type(owner).__module__}.{type(owner).__qualname__}"
+        tb = tb.tb_next
+    return found
+
+
+def has_tensor(value) -> bool:
+    if isinstance(value, torch.Tensor):
+        return True
+    return isinstance(value, (tuple, list)) and any(has_tensor(v) for v in value)
+
+
+def module_of(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
+    return gm.get_submodule(node.target) if node.op == "call_module" else None
+
+
+def set_module(gm: fx.GraphModule, name: str, module: nn.Module) -> None:
+    parent, _, attr = name.rpartition(".")
+    setattr(gm.get_submodule(parent) if parent else gm, attr, module)
+
+
+def scope_of(node: fx.Node) -> str:
+    stack = node.meta.get("nn_module_stack") or {}
+    return next(reversed(stack.values()))[0] if stack else ""
+
+
+def source_line(node: fx.Node) -> str:
+    """``file:line`` and code of the user frame that created ``node`` (fx records the stack)."""
+    frames = re.findall(r'File "([^"]+)", line (\d+), in [^\n]+\n\s*([^\n]*)', node.stack_trace or "")
+    user = [f for f in frames if "/torch/fx/" not in f[0] and "/torch/nn/modules/module.py" not in f[0]]
+    if not user:
+        return ""
+    path, line, code = user[-1]
+    return f" at {path.split('site-packages/')[-1]}:{line} `{code.strip()}`"
+
+
+def describe(gm: fx.GraphModule, node: fx.Node) -> str:
+    if node.op == "call_module":
+        return f"module {type(module_of(gm, node)).__name__} at '{node.target}'"
+    target = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", str(node.target))
+    kind = "method" if node.op == "call_method" else "function"
+    where = f" in module '{scope_of(node)}'" if scope_of(node) else ""
+    return f"{kind} '{target}' (graph node '{node.name}'){where}{source_line(node)}"
+
+
+def free_name(gm: fx.GraphModule, base: str) -> str:
+    names = dict(gm.named_modules())
+    if base not in names:
+        return base
+    i = 1
+    while f"{base}{i}" in names:
+        i += 1
+    return f"{base}{i}"
+
+
+def fold_affine(conv: nn.Module, scale: torch.Tensor, shift: torch.Tensor) -> None:
+    """Fold a per-output-channel affine map y ↦ scale·y + shift into ``conv`` (weights and bias), in place."""
+    transposed = isinstance(conv, nn.modules.conv._ConvTransposeNd)
+    w = conv.weight
+    with torch.no_grad():
+        if transposed:  # (in, out/groups, …): out channels on dim 1 (groups = 1 here)
+            w.copy_(w * scale.reshape(1, -1, *([1] * (w.dim() - 2))))
+        else:
+            w.copy_(w * scale.reshape(-1, *([1] * (w.dim() - 1))))
+        bias = conv.bias if conv.bias is not None else torch.zeros_like(shift)
+        conv.bias = nn.Parameter((bias * scale + shift).detach().clone(), requires_grad=False)
+
+
+def fold_batchnorm(conv: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> None:
+    """W' = W·γ/σ, b' = (b − μ)·γ/σ + β with σ = sqrt(var + eps), written into ``conv`` in place."""
+    fold_bn(conv, bn.running_mean, bn.running_var, bn.weight if bn.affine else None,
+             bn.bias if bn.affine else None, bn.eps)
+
+
+def fold_bn(conv: nn.Module, mean, var, gamma, beta, eps: float) -> None:
+    with torch.no_grad():
+        gamma = gamma if gamma is not None else torch.ones_like(var)
+        beta = beta if beta is not None else torch.zeros_like(var)
+        scale = gamma / torch.sqrt(var + eps)
+        shift = beta - mean * scale
+        # the BN map raw ↦ scale·raw + shift, kept for the pre-BN site (public code)
+        conv._tff_pre_bn_scale, conv._tff_pre_bn_zero = scale.clone(), shift.clone()
+    fold_affine(conv, scale, shift)
+
+
+_CONV_MODULES = {F.conv1d: nn.Conv1d, F.conv2d: nn.Conv2d, F.conv3d: nn.Conv3d,
+                 F.conv_transpose1d: nn.ConvTranspose1d, F.conv_transpose2d: nn.ConvTranspose2d}
+_CONV_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+_CONV_T_ARGS = ("input", "weight", "bias", "stride", "padding", "output_padding", "groups", "dilation")
+
+
+def conv_module(node: fx.Node, info: dict[fx.Node, NodeInfo]) -> nn.Module:
+    """An nn.ConvNd equal to a functional convolution node whose weight (and bias) are constants."""
+    cls = _CONV_MODULES[node.target]
+    transposed = issubclass(cls, nn.modules.conv._ConvTransposeNd)
+    names = _CONV_T_ARGS if transposed else _CONV_ARGS
+    args = {**dict(zip(names, node.args, strict=False)), **node.kwargs}
+
+    def const(key):
+        a = args.get(key)
+        if isinstance(a, fx.Node):
+            if info[a].tainted or info[a].value is None:
+                raise ValueError("a convolution whose weights depend on the input")
+            return info[a].value
+        return a
+
+    w, b = const("weight"), const("bias")
+    groups = args.get("groups", 1)
+    extra = {k: args[k] for k in ("stride", "padding", "dilation", "output_padding") if k in args}
+    in_ch, out_ch = (w.shape[0], w.shape[1] * groups) if transposed else (w.shape[1] * groups, w.shape[0])
+    conv = cls(in_ch, out_ch, tuple(w.shape[2:]), groups=groups, bias=b is not None, device=w.device,
+               dtype=w.dtype, **extra)
+    with torch.no_grad():
+        conv.weight.copy_(w)
+        if b is not None:
+            conv.bias.copy_(b)
+    return conv.requires_grad_(False)
+
+
+def is_conv(m: nn.Module | None) -> bool:
+    return m is not None and isinstance(reg.module_rule(m), reg.Conv)
+
+
+def canonicalize(gm: fx.GraphModule, info: dict[fx.Node, NodeInfo], problems: list[str]) -> dict[str, str]:
+    """Functional convolutions → modules; BN after a convolution folded. Returns {conv name: BN name}."""
+    for node in list(gm.graph.nodes):
+        if node.op == "call_function" and node.target in _CONV_MODULES and info[node].tainted:
+            try:
+                conv = conv_module(node, info)
+            except ValueError as exc:
+                problems.append(f"{describe(gm, node)}: {exc}")
+                continue
+            name = free_name(gm, f"{scope_of(node)}.conv" if scope_of(node) else "conv")
+            gm.add_submodule(name, conv)
+            node.op, node.target, node.args, node.kwargs = "call_module", name, (node.args[0],), {}
+    for node in gm.graph.nodes:
+        if node.kwargs.get("inplace") is True:
+            node.kwargs = {**node.kwargs, "inplace": False}
+    folded: dict[str, str] = {}
+    for node in list(gm.graph.nodes):
+        bn = module_of(gm, node)
+        if isinstance(bn, nn.modules.batchnorm._BatchNorm) and not bn.training:
+            params = (bn.running_mean, bn.running_var, bn.weight if bn.affine else None,
+                      bn.bias if bn.affine else None, bn.eps)
+        elif node.op == "call_function" and node.target is F.batch_norm:
+            names = ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps")
+            args = {**dict(zip(names, node.args, strict=False)), **node.kwargs}
+            if args.get("training", False):
+                continue
+            params = tuple(info[args[k]].value if isinstance(args.get(k), fx.Node) else args.get(k)
+                           for k in ("running_mean", "running_var", "weight", "bias"))
+            params = (*params, args.get("eps", 1e-5))
+        else:
+            continue
+        src = node.args[0]
+        conv = module_of(gm, src) if isinstance(src, fx.Node) else None
+        if not info[node].tainted or not is_conv(conv) or len(src.users) != 1 or params[0] is None:
+            continue
+        fold_bn(conv, *params)
+        folded[src.target] = node.target if node.op == "call_module" else scope_of(node)
+        node.replace_all_uses_with(src)
+        gm.graph.erase_node(node)
+    gm.graph.eliminate_dead_code()
+    return folded
