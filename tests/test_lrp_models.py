@@ -288,3 +288,18 @@ def test_lrp_saves_at_most_twice_the_plain_gradient(arch, size):
     acc.set_batch(torch.zeros(2, dtype=torch.long))
     ours = _saved_bytes(lambda: explainer.explain(x, 1.0, tap=acc, input_relevance=False), resident)
     assert 0 < ours <= 2 * _saved_bytes(plain, resident)
+
+
+def test_cli_reports_unsupported_operations_in_one_message_not_a_traceback(tmp_path, monkeypatch, capsys):
+    from conftest import make_tree
+    from tffkit import detectors
+    from tffkit.cli import main
+
+    monkeypatch.setitem(detectors.ARCHITECTURES, "odd", _Odd)
+    weights = detectors.save_checkpoint(tmp_path / "w.pth", _Odd())
+    data = make_tree(tmp_path / "d", {"progan": []}, n=2, size=8)
+    rc = main(["rank", "--arch", "odd", "--weights", str(weights), "--data", str(data), "--preset", "full",
+               "--device", "cpu", "--workers", "0", "--no-progress", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("tff rank: error: LRP has no rule for 3 operation(s)")
+    assert "Traceback" not in err and "module LocalResponseNorm at 'lrn'" in err

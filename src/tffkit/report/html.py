@@ -95,11 +95,22 @@ def section_ffrs(out: Path, study: dict) -> dict | None:
     top = pd.read_csv(folder / "ffrs.csv").head(15)
     per_layer = sorted(s["top_k_per_layer"].items(), key=lambda kv: -kv[1])
     lead = ", ".join(f"{k} ({v})" for k, v in per_layer[:3] if v)
-    sentence = (f"ω was computed for {s['n_feature_maps']} feature maps in {s['n_layers']} layers from "
+    kinds = s.get("unit_kinds", {"conv": s["n_feature_maps"]})
+    units = ", ".join(f"{n} {UNIT_NAMES.get(kind, kind)}" for kind, n in kinds.items())
+    sentence = (f"ω was computed for {s['n_feature_maps']} units ({units}) in {s['n_layers']} layers from "
                 f"{s['fakes_used']} confident fakes; the top-{s['k']} concentrate in {lead}; "
-                f"{s['zero_omega_channels']} feature maps never receive positive relevance (ω = 0).")
+                f"{s['zero_omega_channels']} units never receive positive relevance (ω = 0).")
+    if "lowest_retained_share" in s:
+        low = s["lowest_retained_share"]
+        sentence += (f" The layer reached by the smallest share of the logit's relevance is {low['layer']} "
+                     f"({100 * low['share']:.1f}%; relevance_budget.csv has every layer).")
+    columns = ["rank", "key", "omega"] + (["unit"] if "unit" in top.columns and len(kinds) > 1 else [])
     return {"id": "ffrs", "title": "Forensic feature relevance (FF-RS, ω)", "sentence": sentence,
-            "body": _table(top[["rank", "key", "omega"]]), "figures": _figures(folder)}
+            "body": _table(top[columns]), "figures": _figures(folder)}
+
+
+UNIT_NAMES = {"conv": "conv feature maps", "neuron": "MLP neurons", "residual": "residual-stream dimensions",
+              "head": "attention heads"}
 
 
 def section_dropout(out: Path, study: dict) -> dict | None:
