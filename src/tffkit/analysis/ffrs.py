@@ -185,5 +185,5 @@ def accumulate_batch(explainer: Explainer, acc: FFRSAccumulator, x: torch.Tensor
         acc.set_batch(group)
         return torch.where(group == 0, 1.0, torch.where(group == 1, -1.0, 0.0)).to(logits.dtype)
 
-    explainer.explain(x, seeds, tap=acc, input_relevance=False)
+    explainer.explain(x, seeds, tap=acc, layers=acc.layers, input_relevance=False)
     return probs[0]

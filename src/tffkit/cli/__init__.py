@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 
-COMMANDS = ["evaluate", "rank", "dropout", "lrpmax", "color", "explain", "train", "study", "demo", "bench"]
+COMMANDS = ["evaluate", "rank", "dropout", "lrpmax", "color", "explain", "generator", "train", "study", "demo", "bench"]
 
 
 def build_parser() -> argparse.ArgumentParser:

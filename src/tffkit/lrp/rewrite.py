@@ -235,8 +235,7 @@ def _apply(gm: fx.GraphModule, assigned: dict, info: dict[fx.Node, NodeInfo], co
             name = free_name(gm, base)
             gm.add_submodule(name, module)
             node.op, node.target = "call_module", name
-        if isinstance(module, LRPEpsilon) and isinstance(module.layer, nn.Linear) or (
-                isinstance(rule, reg.Epsilon) and node.op == "call_function" and node.target is F.linear):
+        if isinstance(module, LRPEpsilon) and isinstance(module.layer, nn.Linear):
             if any(getattr(assigned.get(u, (None,))[0], "activation", False)
                    for u in _through_gradient(node, assigned, forward=True)):
                 kinds[node] = "neuron"

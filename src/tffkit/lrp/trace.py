@@ -166,38 +166,42 @@ def fold_bn(conv: nn.Module, mean, var, gamma, beta, eps: float) -> None:
     fold_affine(conv, scale, shift)
 
 
-_CONV_MODULES = {F.conv1d: nn.Conv1d, F.conv2d: nn.Conv2d, F.conv3d: nn.Conv3d,
-                 F.conv_transpose1d: nn.ConvTranspose1d, F.conv_transpose2d: nn.ConvTranspose2d}
+_WEIGHTED_MODULES = {F.conv1d: nn.Conv1d, F.conv2d: nn.Conv2d, F.conv3d: nn.Conv3d, F.linear: nn.Linear,
+                     F.conv_transpose1d: nn.ConvTranspose1d, F.conv_transpose2d: nn.ConvTranspose2d}
 _CONV_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
 _CONV_T_ARGS = ("input", "weight", "bias", "stride", "padding", "output_padding", "groups", "dilation")
 
 
-def conv_module(node: fx.Node, info: dict[fx.Node, NodeInfo]) -> nn.Module:
-    """An nn.ConvNd equal to a functional convolution node whose weight (and bias) are constants."""
-    cls = _CONV_MODULES[node.target]
+def weighted_module(node: fx.Node, info: dict[fx.Node, NodeInfo]) -> nn.Module:
+    """An nn.ConvNd / nn.Linear equal to a functional convolution / linear node whose weight (and bias) are
+    constants (possibly computed from parameters, e.g. equalised learning rate or weight standardisation)."""
+    cls = _WEIGHTED_MODULES[node.target]
     transposed = issubclass(cls, nn.modules.conv._ConvTransposeNd)
-    names = _CONV_T_ARGS if transposed else _CONV_ARGS
+    names = ("input", "weight", "bias") if cls is nn.Linear else _CONV_T_ARGS if transposed else _CONV_ARGS
     args = {**dict(zip(names, node.args, strict=False)), **node.kwargs}
 
     def const(key):
         a = args.get(key)
         if isinstance(a, fx.Node):
             if info[a].tainted or info[a].value is None:
-                raise ValueError("a convolution whose weights depend on the input")
+                raise ValueError("its weights depend on the input")
             return info[a].value
         return a
 
     w, b = const("weight"), const("bias")
-    groups = args.get("groups", 1)
-    extra = {k: args[k] for k in ("stride", "padding", "dilation", "output_padding") if k in args}
-    in_ch, out_ch = (w.shape[0], w.shape[1] * groups) if transposed else (w.shape[1] * groups, w.shape[0])
-    conv = cls(in_ch, out_ch, tuple(w.shape[2:]), groups=groups, bias=b is not None, device=w.device,
-               dtype=w.dtype, **extra)
+    if cls is nn.Linear:
+        module = nn.Linear(w.shape[1], w.shape[0], bias=b is not None, device=w.device, dtype=w.dtype)
+    else:
+        groups = args.get("groups", 1)
+        extra = {k: args[k] for k in ("stride", "padding", "dilation", "output_padding") if k in args}
+        in_ch, out_ch = (w.shape[0], w.shape[1] * groups) if transposed else (w.shape[1] * groups, w.shape[0])
+        module = cls(in_ch, out_ch, tuple(w.shape[2:]), groups=groups, bias=b is not None, device=w.device,
+                     dtype=w.dtype, **extra)
     with torch.no_grad():
-        conv.weight.copy_(w)
+        module.weight.copy_(w)
         if b is not None:
-            conv.bias.copy_(b)
-    return conv.requires_grad_(False)
+            module.bias.copy_(b)
+    return module.requires_grad_(False)
 
 
 def is_conv(m: nn.Module | None) -> bool:
@@ -205,17 +209,29 @@ def is_conv(m: nn.Module | None) -> bool:
 
 
 def canonicalize(gm: fx.GraphModule, info: dict[fx.Node, NodeInfo], problems: list[str]) -> dict[str, str]:
-    """Functional convolutions → modules; BN after a convolution folded. Returns {conv name: BN name}."""
+    """Functional convolutions and linear layers → modules; BN after a convolution folded. Returns {conv name:
+    BN name}. A module made from a function takes the name of the module whose forward called the function when
+    nothing else of that module remains in the graph (``stem.conv`` for a weight-standardising conv)."""
+    made: list[tuple[fx.Node, str]] = []
     for node in list(gm.graph.nodes):
-        if node.op == "call_function" and node.target in _CONV_MODULES and info[node].tainted:
+        if node.op == "call_function" and node.target in _WEIGHTED_MODULES and info[node].tainted:
             try:
-                conv = conv_module(node, info)
+                module = weighted_module(node, info)
             except ValueError as exc:
                 problems.append(f"{describe(gm, node)}: {exc}")
                 continue
-            name = free_name(gm, f"{scope_of(node)}.conv" if scope_of(node) else "conv")
-            gm.add_submodule(name, conv)
+            kind = "linear" if isinstance(module, nn.Linear) else "conv"
+            name = free_name(gm, f"{scope_of(node)}.{kind}" if scope_of(node) else kind)
+            gm.add_submodule(name, module)
             node.op, node.target, node.args, node.kwargs = "call_module", name, (node.args[0],), {}
+            made.append((node, scope_of(node)))
+    gm.graph.eliminate_dead_code()
+    for node, scope in made:
+        used = [n.target for n in gm.graph.nodes if n.op in ("call_module", "get_attr") and n is not node]
+        if scope and not any(t == scope or t.startswith(scope + ".") for t in used) and \
+                sum(s == scope for _, s in made) == 1:
+            set_module(gm, scope, module_of(gm, node))
+            node.target = scope
     for node in gm.graph.nodes:
         if node.kwargs.get("inplace") is True:
             node.kwargs = {**node.kwargs, "inplace": False}

@@ -1,0 +1,223 @@
+"""LRP into the generator (the paper's appendix M): which generator units make a fake detectable.
+
+ω (FF-RS, docs/algorithms.md §3) of every generator unit over the confident fakes generated from N seeded
+inputs, one global ranking; then the top-p%, low-p% and random-p% units (outside the top set, R seeded
+replicas) are zeroed in turn, the *same* inputs regenerated and scored, and the image change measured.
+Batches are whole and dealt to processes by batch, so every image is computed identically for any number
+of torchrun processes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from .. import distributed as tdist
+from ..generation.compose import GeneratorExplainer
+from ..results import RunRecord, write_csv, write_json
+from .dropout import DropPlan
+from .ffrs import FFRSAccumulator, accumulate_batch, ranking_table, select_channels
+
+
+class LatentSource:
+    """N seeded generator inputs: input i is N(0, I) from a random generator seeded with (seed, i), so it does
+    not depend on batching or on the number of processes."""
+
+    def __init__(self, n: int, shape: Sequence[int], seed: int = 0):
+        self.n, self.shape, self.seed = n, tuple(shape), seed
+
+    def __len__(self) -> int:
+        return self.n
+
+    def batch(self, indices: Sequence[int]) -> torch.Tensor:
+        """Inputs (B, *shape) of ``indices`` on the CPU, float32."""
+        return torch.stack([torch.from_numpy(np.random.default_rng([self.seed, int(i)]).standard_normal(
+            self.shape).astype(np.float32)) for i in indices])
+
+
+class ImageSource:
+    """Images as generator inputs (image-to-image generators), mapped to ``out_range`` (equal sizes)."""
+
+    def __init__(self, paths: Sequence[str | Path], out_range: tuple[float, float] = (-1.0, 1.0)):
+        self.paths, self.out_range = list(paths), out_range
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def batch(self, indices: Sequence[int]) -> torch.Tensor:
+        lo, hi = self.out_range
+        arrays = [np.asarray(Image.open(self.paths[i]).convert("RGB"), dtype=np.float32) / 255.0 for i in indices]
+        return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2) * (hi - lo) + lo
+
+
+def my_batches(n: int, batch_size: int, ctx: tdist.DistContext) -> list[list[int]]:
+    """This process's batches: all batches of ``range(n)`` dealt round-robin (whole batches, never split)."""
+    batches = [list(range(i, min(n, i + batch_size))) for i in range(0, n, batch_size)]
+    return batches[ctx.rank::ctx.world]
+
+
+@dataclass
+class GeneratorRanking:
+    """ω of every generator unit (``table``: rank, layer, channel, omega, key, unit), probabilities of all
+    generated images (index → p), and the counts written to generator_ffrs.json."""
+
+    table: pd.DataFrame
+    probs: pd.DataFrame
+    summary: dict
+
+
+def rank_generator(gex: GeneratorExplainer, source, ctx: tdist.DistContext, min_prob: float = 0.9,
+                   batch_size: int = 16) -> GeneratorRanking:
+    """ω of the generator's units from LRP of each confident fake's logit (p ≥ ``min_prob``, seed +1)."""
+    acc = FFRSAccumulator(gex.units, ctx.device)
+    idx_parts, prob_parts = [], []
+    for idx in my_batches(len(source), batch_size, ctx):
+        z = source.batch(idx).to(ctx.device, gex.explainer.dtype, non_blocking=True)
+        labels = torch.ones(len(idx), dtype=torch.long, device=ctx.device)
+        prob_parts.append(accumulate_batch(gex.explainer, acc, z, labels, min_prob, False).float())
+        idx_parts.append(torch.tensor(idx, device="cpu"))
+    for t in (acc.sums, acc.counts, acc.retained):
+        tdist.all_reduce_sum(t)
+    index, probs = tdist.gather_rows(idx_parts, prob_parts)
+    order = np.argsort(index, kind="stable")
+    probs = pd.DataFrame({"index": index[order], "prob": probs[order]})
+    used = int(acc.counts[0])
+    if used == 0:
+        raise ValueError(f"no generated image reached p(fake) ≥ {min_prob} (median p {probs['prob'].median():.3f}); "
+                         "check the detector, its preprocessing, or lower --min-prob")
+    table = ranking_table(gex.units, acc.omega()[0].cpu().numpy())
+    share = acc.retained_share()[0].cpu().numpy()
+    summary = {"n_images": len(source), "fakes_used": used, "min_prob": min_prob, "n_units": len(table),
+               "n_layers": len(gex.units), "unit_kinds": table["unit"].value_counts().to_dict(),
+               "retained_share": {layer.name: round(float(s), 6) for layer, s in zip(gex.units, share, strict=True)}}
+    return GeneratorRanking(table.drop(columns=["layer_index"]), probs, summary)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Peak signal-to-noise ratio in dB of images in [0, 1] per image (inf when equal)."""
+    mse = (a - b).pow(2).flatten(1).mean(1)
+    return 10 * torch.log10(1.0 / mse)
+
+
+def mask_generator(gex: GeneratorExplainer, source, ranking: pd.DataFrame, ctx: tdist.DistContext,
+                   percent: float = 5.0, repeats: int = 5, seed: int = 0, batch_size: int = 16) -> pd.DataFrame:
+    """Per image and masking (baseline, top-p%, low-p%, random-p% × repeats): p(fake) and the change of the
+    generated image (mean absolute pixel change in [0, 1], PSNR against the unmasked image)."""
+    k = max(1, round(percent / 100 * len(ranking)))
+    variants = [None, *select_channels(ranking, k, repeats, seed)]
+    plans = [DropPlan(gex.explainer, v.channels) if v else None for v in variants]
+    idx_parts, rows = [], []
+    for idx in my_batches(len(source), batch_size, ctx):
+        z = source.batch(idx).to(ctx.device, gex.explainer.dtype, non_blocking=True)
+        base, base_logit = gex.images_and_logits(z)
+        per_variant = []
+        for plan in plans:
+            if plan is None:
+                img, logit = base, base_logit
+            else:
+                with plan.applied():
+                    img, logit = gex.images_and_logits(z)
+            change = (img - base).abs().flatten(1).mean(1)
+            per_variant.append(torch.stack([torch.sigmoid(logit.double()), change.double(),
+                                            psnr(img.double(), base.double())], 1))
+        rows.append(torch.stack(per_variant, 1))
+        idx_parts.append(torch.tensor(idx, device="cpu"))
+    index, values = tdist.gather_rows(idx_parts, rows, (len(variants), 3))
+    order = np.argsort(index, kind="stable")
+    index, values = index[order], values[order]
+    frames = []
+    for v, variant in enumerate(variants):
+        head = ({"variant": "baseline", "kind": "baseline", "k": 0, "replica": 0} if variant is None else
+                {"variant": variant.name, "kind": variant.kind, "k": variant.k, "replica": variant.replica})
+        frames.append(pd.DataFrame({"index": index, **head, "prob": values[:, v, 0],
+                                    "mean_abs_change": values[:, v, 1],
+                                    "psnr_db": np.where(np.isinf(values[:, v, 2]), np.nan, values[:, v, 2])}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def masking_summary(per_image: pd.DataFrame) -> pd.DataFrame:
+    """Per masking: median p(fake) (mean ± std over random replicas), its change in percentage points from the
+    baseline median, and the mean image change."""
+    base = float(per_image.loc[per_image["kind"] == "baseline", "prob"].median())
+    per_replica = per_image.groupby(["variant", "kind", "k", "replica"], sort=False).agg(
+        median_prob=("prob", "median"), mean_abs_change=("mean_abs_change", "mean"), psnr_db=("psnr_db", "mean"))
+    grouped = per_replica.groupby(["variant", "kind", "k"], sort=False)
+    out = grouped.mean().join(grouped["median_prob"].std(ddof=0).fillna(0.0).rename("median_prob_std"))
+    out["median_change_pp"] = 100 * (out["median_prob"] - base)
+    out["replicas"] = grouped.size()
+    return out.reset_index()
+
+
+def explain_generator(gex: GeneratorExplainer, source, out: str | Path | None, percent: float = 5.0,
+                      repeats: int = 5, seed: int = 0, min_prob: float = 0.9, batch_size: int = 16,
+                      ctx: tdist.DistContext | None = None, record: RunRecord | None = None,
+                      near: Sequence[str] = ()) -> dict:
+    """Rank the generator's units, mask top/low/random p%, write results to ``out``. ``near``: layer names (e.g.
+    the upsampling layer and its neighbours) whose share of the top-p% units is reported."""
+    ctx = ctx or tdist.DistContext(0, 1, gex.device)
+    ranked = rank_generator(gex, source, ctx, min_prob, batch_size)
+    per_image = mask_generator(gex, source, ranked.table, ctx, percent, repeats, seed, batch_size)
+    summary_table = masking_summary(per_image)
+    k = int(summary_table.loc[summary_table["kind"] == "top", "k"].iloc[0])
+    top = ranked.table.head(k)
+    per_layer = top.groupby("layer", sort=False).size()
+    summary = {**ranked.summary, "percent": percent, "k": k, "repeats": repeats, "seed": seed,
+               "top_units_per_layer": {layer.name: int(per_layer.get(layer.name, 0)) for layer in gex.units},
+               "median_prob": {r["variant"]: round(float(r["median_prob"]), 6) for _, r in summary_table.iterrows()},
+               "median_change_pp": {r["variant"]: round(float(r["median_change_pp"]), 3)
+                                    for _, r in summary_table.iterrows()}}
+    if near:
+        summary["top_units_near"] = {"layers": list(near), "count": int(top["layer"].isin(near).sum()), "of": k}
+    if out is not None and ctx.is_main:
+        from ..report.figures_generator import masking_boxplot, top_units_per_layer
+
+        out = Path(out)
+        write_csv(out / "generator_ffrs.csv", ranked.table)
+        write_csv(out / "masking.csv", per_image)
+        write_csv(out / "masking_summary.csv", summary_table)
+        write_json(out / "generator.json", summary)
+        masking_boxplot(per_image, summary_table, out / "masking_boxplot.png")
+        top_units_per_layer(summary["top_units_per_layer"], k, percent, out / "top_units_per_layer.png")
+        if record is not None:
+            record.write(out, **{k_: summary[k_] for k_ in ("n_images", "fakes_used", "k", "percent")})
+    tdist.barrier()
+    return {"ranking": ranked.table, "masking": per_image, "summary_table": summary_table, "summary": summary}
+
+
+
+def run_generator(generator: str, generator_weights: str | Path, arch: str, weights: str | Path | None,
+                  out: str | Path, n: int = 500, percent: float = 5.0, repeats: int = 5, seed: int = 0,
+                  min_prob: float = 0.9, inputs: str | Path | None = None, out_range: tuple[float, float] = (-1, 1),
+                  resize: int | None = None, crop: int | None = None, batch_size: int = 16, device: str = "auto",
+                  trust_checkpoint: bool = False, attention: str = "attnlrp") -> dict:
+    """The ``tff generator`` job: load a ``progan``/``dcgan`` generator and a detector, generate ``n`` images
+    from seeded latents (or from the images in ``inputs``, for image-to-image generators), rank the generator's
+    units by ω and mask the top/random/low ``percent``%."""
+    from ..data import IMAGE_EXTENSIONS
+    from ..detectors import load_detector
+    from ..generation.compose import DetectorInput
+    from ..generation.models import load_generator
+
+    ctx = tdist.init(device)
+    record = RunRecord("generator", dict(generator=generator, generator_weights=str(generator_weights), arch=arch,
+                                         weights=str(weights), n=n, percent=percent, repeats=repeats, seed=seed,
+                                         min_prob=min_prob, inputs=str(inputs), out_range=list(out_range),
+                                         resize=resize, crop=crop, batch_size=batch_size, attention=attention),
+                       ctx.world)
+    gen = load_generator(generator, generator_weights, trust_checkpoint).to(ctx.device)
+    detector = load_detector(arch, weights, ctx.device)
+    gex = GeneratorExplainer(gen, detector, DetectorInput(out_range, size=resize, crop=crop), attention=attention)
+    if inputs is not None:
+        paths = sorted(p for p in Path(inputs).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)[:n]
+        if not paths:
+            raise ValueError(f"no images under {inputs}")
+        source = ImageSource(paths, out_range)
+    else:
+        source = LatentSource(n, gex.input_shape, seed)
+    return explain_generator(gex, source, out, percent, repeats, seed, min_prob, batch_size, ctx, record)

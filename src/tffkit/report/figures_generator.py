@@ -1,0 +1,59 @@
+"""Figures of LRP into the generator: the paper's Fig. M.1 box plots and where the top units sit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ..results import save_figure
+
+COLOURS = {"baseline": "0.6", "top": "tab:red", "random": "tab:blue", "low": "tab:green"}
+
+
+def masking_boxplot(per_image: pd.DataFrame, summary: pd.DataFrame, path: Path) -> None:
+    """p(fake) of the generated images before and after masking the top / random / low units (Fig. M.1), the
+    median annotated (and its change in percentage points)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = [k for k in ("baseline", "top", "random", "low") if (per_image["kind"] == k).any()]
+    data = [per_image.loc[per_image["kind"] == k, "prob"].to_numpy() for k in kinds]
+    k = int(summary.loc[summary["kind"] != "baseline", "k"].iloc[0]) if len(kinds) > 1 else 0
+    labels = ["no masking" if kind == "baseline" else f"{kind}-{k} masked" for kind in kinds]
+    fig, ax = plt.subplots(figsize=(1.9 * len(kinds) + 1.5, 3.8))
+    box = ax.boxplot(data, patch_artist=True, widths=0.55, medianprops={"color": "black"})
+    ax.set_xticks(range(1, len(kinds) + 1), labels)
+    for patch, kind in zip(box["boxes"], kinds, strict=True):
+        patch.set_facecolor(COLOURS[kind])
+        patch.set_alpha(0.6)
+    for i, kind in enumerate(kinds, start=1):
+        row = summary[summary["kind"] == kind].iloc[0]
+        text = f"median {row['median_prob']:.2f}"
+        if kind != "baseline":
+            text += f"\n{row['median_change_pp']:+.1f} pp"
+        ax.annotate(text, (i, row["median_prob"]), xytext=(0, 6), textcoords="offset points", ha="center",
+                    fontsize=9)
+    ax.set_ylabel("detector p(fake) of the generated image")
+    ax.set_ylim(-0.02, 1.12)
+    ax.set_title("Masking generator units ranked by ω (random: all replicas)", fontsize=10)
+    save_figure(fig, path)
+
+
+def top_units_per_layer(counts: dict[str, int], k: int, percent: float, path: Path) -> None:
+    """How many of the top-p% generator units each generator layer holds (input → output)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [n.removeprefix("generator.") for n in counts]
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.35 * len(names) + 2), 3.6))
+    ax.bar(range(len(names)), list(counts.values()), color="tab:red")
+    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=9)
+    ax.set_xlabel("generator layer (input → output)")
+    ax.set_ylabel(f"# of the top-{k} units")
+    ax.set_title(f"Where the top {percent:g}% generator units sit", fontsize=10)
+    save_figure(fig, path)

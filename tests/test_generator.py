@@ -1,0 +1,253 @@
+"""LRP into the generator (appendix M): the composed graph equals detector(preprocess(generator(z))), relevance
+is conserved into the latent, the new rules hold in matrix form, neither network is modified, a planted
+artefact channel is found and masking it hurts the detector more than random masking, runs are reproducible
+and identical under two torchrun processes, and the generator checkpoint layouts load strictly and safely."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from conftest import run_torchrun
+from lrp_helpers import pseudo_trained
+from tffkit import distributed as tdist
+from tffkit.analysis.generator import LatentSource, explain_generator
+from tffkit.detectors import save_checkpoint
+from tffkit.generation.compose import DetectorInput, GeneratorExplainer
+from tffkit.generation.models import DCGANGenerator, ProGANGenerator, load_generator
+from tffkit.lrp.rules import LRPConv
+
+CPU = tdist.DistContext(0, 1, torch.device("cpu"))
+
+
+def _progan() -> ProGANGenerator:
+    torch.manual_seed(0)
+    g = ProGANGenerator(16, (16, 8, 8)).eval()  # 4 → 8 → 16 px
+    with torch.no_grad():
+        for name, p in g.named_parameters():
+            if name.endswith("bias"):
+                p.uniform_(-0.2, 0.2)
+    return g
+
+
+def _dcgan() -> DCGANGenerator:
+    torch.manual_seed(1)
+    g = DCGANGenerator(8, 4, 3).eval()
+    with torch.no_grad():
+        for m in g.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.1, 0.1)
+    return g
+
+
+@pytest.mark.parametrize("make,size", [(_progan, 16), (_dcgan, 64)])
+def test_composed_logits_equal_and_neither_network_is_modified(make, size):
+    generator, detector = make(), pseudo_trained("tiny_resnet")
+    before = [copy.deepcopy(m.state_dict()) for m in (generator, detector)]
+    adapter = DetectorInput(size=32, crop=28)
+    gex = GeneratorExplainer(generator, detector, adapter)
+    z = LatentSource(3, gex.input_shape, seed=1).batch(range(3))
+    with torch.no_grad():
+        images = generator(z)
+        want = detector(adapter(images)).reshape(-1)
+    got_images, got = gex.images_and_logits(z)
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(got_images, (images + 1) / 2, atol=1e-6)
+    assert {layer.name.split(".")[0] for layer in gex.units} == {"generator"}
+    res = explain_generator(gex, LatentSource(6, gex.input_shape), None, percent=10, repeats=2, min_prob=0.0,
+                            batch_size=4)
+    assert set(res["masking"]["kind"]) == {"baseline", "top", "random", "low"}
+    assert torch.allclose(gex.logits(z), want, rtol=1e-5, atol=1e-6)  # masking is undone
+    after = [m.state_dict() for m in (generator, detector)]
+    assert all(torch.equal(b[k], a[k]) for b, a in zip(before, after, strict=True) for k in b)
+
+
+@pytest.mark.parametrize("make", [_progan, _dcgan])
+def test_relevance_reaches_the_latent_whole_without_biases(make):
+    """With no additive constants (biases, BN mean and β) z⁺ (flat fallback), ε, pixel norm (the norm held
+    constant), nearest upsampling, the output affine map (identity rule) and resizing are conservative: the
+    latent receives the whole logit."""
+    generator, detector = make().double(), pseudo_trained("tiny_resnet").double()
+    with torch.no_grad():
+        for m in (generator, detector):
+            for name, p in m.named_parameters():
+                if name.endswith("bias"):
+                    p.zero_()
+            for b in m.modules():
+                if isinstance(b, nn.BatchNorm2d):
+                    b.running_mean.zero_()
+    gex = GeneratorExplainer(generator, detector, DetectorInput(size=32), eps=1e-15, zplus_fallback="all")
+    z = LatentSource(2, gex.input_shape, seed=3).batch(range(2)).double()
+    totals = {}
+    e = gex.explainer.explain(z, tap=lambda layer, rel, act: totals.__setitem__(layer.name, rel.sum().item()),
+                              layers=gex.units)
+    assert torch.allclose(e.input_relevance.flatten(1).sum(1), torch.ones(2, dtype=torch.float64), rtol=1e-6)
+    assert all(abs(t - 2.0) < 1e-5 for t in totals.values())
+
+
+def test_transposed_convolution_zplus_matches_matrix_form():
+    torch.manual_seed(4)
+    conv = nn.ConvTranspose2d(3, 2, 4, stride=2, padding=1).double()
+    x, eps = torch.randn(1, 3, 3, 3, dtype=torch.float64), 1e-6
+    rel = torch.rand(conv(x).shape, dtype=torch.float64)
+    xg = x.clone().requires_grad_(True)
+    (got,) = torch.autograd.grad(LRPConv(conv, eps)(xg), xg, rel)
+
+    def dense(w):
+        return torch.autograd.functional.jacobian(
+            lambda v: F.conv_transpose2d(v, w, None, 2, 1).reshape(-1), torch.zeros_like(x)).reshape(-1, x.numel())
+
+    mp, mn = dense(conv.weight.clamp(min=0)), dense(conv.weight.clamp(max=0))
+    v = x.reshape(-1)
+    contrib = mp * v.clamp(min=0) + mn * v.clamp(max=0)
+    expected = (contrib / (contrib.sum(1) + eps)[:, None] * rel.reshape(-1)[:, None]).sum(0)
+    assert torch.allclose(got.reshape(-1), expected, atol=1e-12)
+
+
+def test_pixel_norm_and_nearest_upsampling_pass_relevance():
+    from tffkit.lrp import Explainer
+
+    class Tiny(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.fc = nn.Conv2d(4, 2, 1, bias=False), nn.Linear(2, 1, bias=False)
+
+        def forward(self, x):
+            from tffkit.generation.models import pixel_norm
+            h = F.interpolate(pixel_norm(x), scale_factor=2, mode="nearest")
+            return self.fc(self.conv(h).mean((2, 3)))
+
+    model = Tiny().double().eval()
+    ex = Explainer(model, input_shape=(4, 3, 3), eps=1e-15, zplus_fallback="all")
+    x = torch.randn(2, 4, 3, 3, dtype=torch.float64)
+    e = ex.explain(x)
+    assert torch.allclose(e.input_relevance.sum((1, 2, 3)), torch.ones(2, dtype=torch.float64))
+
+
+class Planted(nn.Module):
+    """Latent → 4 maps of 8×8 → nearest ×2 → ``feat`` (4 channels) → ``rgb``. Channel 3 of the first layer is a
+    fixed 8×8 checkerboard (its bias); ``feat`` channel 2 alone copies it, so only that unit carries the
+    period-4 artefact into the image."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.feat, self.rgb = nn.Linear(8, 4 * 64), nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 3, 1)
+        with torch.no_grad():
+            checker = (torch.arange(8)[:, None] + torch.arange(8)[None, :]) % 2 * 2.0 - 1.0
+            self.fc.weight[192:] = 0
+            self.fc.bias[192:] = checker.reshape(-1)
+            self.feat.weight[:, 3] = 0
+            self.feat.weight[2] = 0
+            self.feat.weight[2, 3, 1, 1] = 1.0
+            self.feat.bias[2] = 0
+            self.rgb.weight[:, 2] = 0.4
+        self.tff_input_shape = (8,)
+
+    def forward(self, z):
+        x = F.leaky_relu(self.fc(z), 0.2).reshape(-1, 4, 8, 8)
+        x = F.leaky_relu(self.feat(F.interpolate(x, scale_factor=2, mode="nearest")), 0.2)
+        return torch.tanh(self.rgb(x))
+
+
+def _trained_detector(generator: Planted) -> nn.Module:
+    """A small CNN trained for a few seconds on generated images with the artefact (fake) and without (real)."""
+    clean = copy.deepcopy(generator)
+    with torch.no_grad():
+        clean.rgb.weight[:, 2] = 0
+    torch.manual_seed(5)
+    det = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 1))
+    opt = torch.optim.Adam(det.parameters(), lr=1e-2)
+    for _ in range(120):
+        z = torch.randn(32, 8)
+        with torch.no_grad():
+            x = torch.cat([generator(z[:16]), clean(z[16:])])
+        y = torch.cat([torch.ones(16), torch.zeros(16)])
+        loss = F.binary_cross_entropy_with_logits(det(x).reshape(-1), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return det.eval()
+
+
+def test_the_planted_artefact_channel_ranks_first_and_masking_it_hurts_most(one_thread):
+    generator = Planted().eval()
+    gex = GeneratorExplainer(generator, _trained_detector(generator), DetectorInput(mean=(0.5,) * 3, std=(0.5,) * 3))
+    source = LatentSource(32, (8,), seed=7)
+    res = explain_generator(gex, source, None, percent=0.3, repeats=5, min_prob=0.9, batch_size=8)
+    assert res["summary"]["fakes_used"] >= 24
+    assert res["ranking"]["key"].iloc[0] == "generator.feat.#2(T=4)"
+    table = res["summary_table"].set_index("kind")
+    assert table.loc["top", "median_prob"] < 0.5 < table.loc["baseline", "median_prob"]
+    assert table.loc["top", "median_change_pp"] < table.loc["random", "median_change_pp"] - 30
+    masking = res["masking"]
+    top = masking[masking["kind"] == "top"]
+    assert (top["mean_abs_change"] > 0).all() and np.isfinite(top["psnr_db"]).all()
+
+
+def test_generator_job_is_reproducible_and_identical_under_two_processes(tmp_path):
+    generator = _progan()
+    path = tmp_path / "progan.pth"
+    torch.save({"avgG": generator.state_dict(), "netG": generator.state_dict()}, path)
+    weights = save_checkpoint(tmp_path / "det.pth", pseudo_trained("tiny_resnet"))
+    common = ["generator", "--generator", "progan", "--generator-weights", str(path), "--arch", "tiny_resnet",
+              "--weights", str(weights), "--images", "12", "--batch-size", "4", "--min-prob", "0", "--percent", "10",
+              "--random-repeats", "2", "--device", "cpu"]
+    from tffkit.cli import main
+
+    assert main([*common, "--out", str(tmp_path / "a")]) == 0
+    assert main([*common, "--out", str(tmp_path / "b")]) == 0
+    run_torchrun([*common, "--out", str(tmp_path / "one")], nproc=1)  # one thread per process, as below
+    run_torchrun([*common, "--out", str(tmp_path / "two")], nproc=2)
+    for name in ("generator_ffrs.csv", "masking.csv", "masking_summary.csv"):
+        assert (tmp_path / "a" / name).read_text() == (tmp_path / "b" / name).read_text(), name
+        assert (tmp_path / "one" / name).read_text() == (tmp_path / "two" / name).read_text(), name
+    table = pd.read_csv(tmp_path / "a" / "generator_ffrs.csv")
+    assert table["layer"].str.startswith("generator.").all() and len(table) == 16 * 16 + 16 + 4 * 8 + 3
+    for figure in ("masking_boxplot.png", "top_units_per_layer.png"):
+        assert (tmp_path / "a" / figure).stat().st_size > 0
+
+
+class _Config:
+    """Stands in for the GAN zoo's pickled training config."""
+
+    def __reduce__(self):
+        return (_boom, ())
+
+
+def _boom():
+    raise RuntimeError("unpickling ran code")
+
+
+def test_gan_zoo_layout_loads_strictly_and_a_pickled_config_needs_trust(tmp_path):
+    generator = _progan()
+    zoo = {f"{k.rsplit('.', 1)[0]}.module.{k.rsplit('.', 1)[1]}": v for k, v in generator.state_dict().items()}
+    plain = tmp_path / "plain.pth"
+    torch.save({"netG": zoo}, plain)
+    loaded = load_generator("progan", plain)
+    z = torch.randn(2, 16)
+    with torch.no_grad():
+        assert torch.equal(loaded(z), generator(z))
+    assert loaded.depths == (16, 8, 8) and loaded.latent == 16
+    pickled = tmp_path / "pickled.pth"
+    with open(pickled, "wb") as f:
+        torch.save({"config": _Config(), "avgG": generator.state_dict()}, f, pickle_protocol=pickle.HIGHEST_PROTOCOL)
+    with pytest.raises(ValueError, match="--trust-checkpoint"):
+        load_generator("progan", pickled)  # weights_only: nothing is unpickled, nothing runs
+    with pytest.raises(RuntimeError, match="unpickling ran code"):
+        load_generator("progan", pickled, trust=True)  # the opt-in really unpickles
+    dcgan = _dcgan()
+    torch.save(dcgan.state_dict(), tmp_path / "dcgan.pth")
+    assert load_generator("dcgan", tmp_path / "dcgan.pth").main[0].weight.shape == (8, 32, 4, 4)
+    with pytest.raises(ValueError, match="not a DCGAN"):
+        load_generator("dcgan", plain)
