@@ -16,11 +16,13 @@ TINY = {
                "--k", "6", "--chunk", "8"],
     "train": ["--arch", "tiny_resnet", "--batch-size", "8", "--crop-size", "24", "--load-size", "32", "--steps", "2",
               "--warmup", "1", "--workers", "0"],
+    "generator": ["--arch", "tiny_resnet", "--depths", "8", "8", "--batch-size", "2", "--iters", "1", "--warmup", "1"],
 }
 RATES = {"lrp": ("tffkit_lrp_img_s", "plain_gradient_img_s", "ratio_lrp_vs_plain"),
          "rank": ("rank_end_to_end_img_s", "plain_gradient_img_s", "ratio_rank_vs_plain"),
          "lrpmax": ("batched_pairs_per_s", "loop_pairs_per_s", "speedup"),
-         "train": ("ours_images_per_s", "bare_images_per_s", "ratio")}
+         "train": ("ours_images_per_s", "bare_images_per_s", "ratio"),
+         "generator": ("tffkit_lrp_img_s", "plain_gradient_img_s", "ratio_lrp_vs_plain")}
 
 
 @pytest.mark.parametrize("name", sorted(TINY))
@@ -35,7 +37,7 @@ def test_bench_prints_json_with_rates_ratio_and_machine(name, capsys):
 
 def test_suite_runs_every_benchmark_and_checks_the_targets(tmp_path):
     doc = run_suite("cpu", tmp_path, {name: args for name, args in TINY.items()})
-    assert set(doc["results"]) == {"lrp", "rank", "lrpmax", "train_fp32", "train_bf16"}
+    assert set(doc["results"]) == {"lrp", "lrp_vit", "rank", "lrpmax", "train_fp32", "train_bf16", "generator"}
     assert not [r for r in doc["results"].values() if "error" in r]
     assert doc["results"]["train_bf16"]["amp"] == "bf16" and len(doc["checks"]) == len(TARGETS)
     for check in doc["checks"]:

@@ -81,11 +81,20 @@ def test_interrupted_study_resumes_without_recomputing(tmp_path: Path, trained_t
 @pytest.fixture(scope="module")
 def full_report(tmp_path_factory, trained_tiny) -> Path:
     """A study with every step enabled (the colour-robust step loads a given checkpoint)."""
+    import torch
+
+    from tffkit.generation.models import DCGANGenerator
+
     weights, data = trained_tiny
     tmp = tmp_path_factory.mktemp("full")
+    torch.manual_seed(0)
+    torch.save(DCGANGenerator(8, 4).state_dict(), tmp / "dcgan.pth")
     cfg = _config(tmp, weights, data, lrpmax={"k": 3, "per_tff": 2, "show": 2},
                   color={"k": 8, "max_per_class": 8},
-                  color_robust={"enabled": True, "weights": str(weights), "label": "CR"})
+                  color_robust={"enabled": True, "weights": str(weights), "label": "CR"},
+                  generator={"enabled": True, "images": 6, "percent": 10.0, "random_repeats": 2, "min_prob": 0.0,
+                             "generators": [{"name": "dcgan", "kind": "dcgan", "weights": str(tmp / "dcgan.pth"),
+                                             "near": ["main.12"]}]})
     cfg["detector"]["paper_detector"] = "wang2020_resnet50_blur_jpg_prob0.5"
     return run_study(cfg, progress=False)
 
@@ -94,9 +103,9 @@ def test_full_study_report_has_every_section(full_report: Path):
     page = full_report.read_text()
     for section in ("Detector and data", "Cross-model transfer", "Forensic feature relevance",
                     "Sensitivity assessment", "What the T-FF detect", "Colour ablation", "Colour-robust detector",
-                    "(paper)", "colour-conditional"):
+                    "(paper)", "colour-conditional", "Where the traces come from in the generator"):
         assert section in page, section
-    for step in ("evaluate", "rank", "dropout", "lrpmax", "color", "color_robust"):
+    for step in ("evaluate", "rank", "dropout", "lrpmax", "color", "color_robust", "generator"):
         marker = json.loads((full_report.parent / step / ".step.json").read_text())
         assert all((full_report.parent / step / f).is_file() for f in marker["files"])
     assert len(re.findall(r'<img src="data:image/png;base64,', page)) >= 8

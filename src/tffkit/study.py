@@ -21,7 +21,7 @@ import yaml
 from .conventions import SWITCHES
 from .results import read_json, write_json
 
-STEP_ORDER = ("evaluate", "rank", "dropout", "lrpmax", "color", "color_robust")
+STEP_ORDER = ("evaluate", "rank", "dropout", "lrpmax", "color", "color_robust", "generator")
 
 
 class ConfigError(ValueError):
@@ -58,6 +58,11 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
     "steps.color": {"enabled": (bool, True), "k": (int, 114), "max_per_class": ((int, type(None)), 500)},
     "steps.color_robust": {"enabled": (bool, False), "weights": ((str, type(None)), None),
                            "train": ((dict, type(None)), None), "label": (str, "colour-robust")},
+    # LRP into generators: a list of {name, kind (progan | dcgan | demo:<family>), weights, inputs (a folder of
+    # input images, for image-to-image generators), near (layer names reported as 'in or next to upsampling')}
+    "steps.generator": {"enabled": (bool, False), "generators": (list, []), "images": (int, 200),
+                        "percent": (float, 5.0), "random_repeats": (int, 5), "min_prob": (float, 0.9),
+                        "seed": (int, 0)},
 }
 CHOICES = {"preset": ("center224", "full"), "steps.lrpmax.variant": ("activation", "relevance"),
            "detector.attention": ("attnlrp", "cp")}
@@ -278,6 +283,11 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
              False, r["k"], attention=det["attention"], **common, **switches("rank"))
         color_step(folder / "color", arch, weights, folder / "rank" / "ffrs.csv", folder / "evaluate")
 
+    def generator_step(folder: Path) -> None:
+        from .analysis.generator import generators_of_study
+
+        generators_of_study(st["generator"], det["arch"], det["weights"], folder, cfg["device"], cfg["batch_size"])
+
     add("evaluate", base, evaluate_step, ("metrics.csv", "scores.csv", "run.json"))
     add("rank", rank_settings, rank_step, ("ffrs.csv", "ffrs.json", "run.json"))
     add("dropout", {**base, **st["dropout"], "rank": rank_settings}, dropout_step,
@@ -287,6 +297,7 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
     add("color_robust", {**base, **st["color_robust"], "rank": rank_settings, "color": st["color"],
                          "evaluate": st["evaluate"]},
         color_robust_step, ("evaluate/metrics.csv", "rank/ffrs.csv", "color/table_color_gray.csv"))
+    add("generator", {**base, **st["generator"]}, generator_step, ("generators.json",))
     needs_rank = [s.name for s in steps if s.name in ("dropout", "lrpmax", "color")]
     if needs_rank and not st["rank"]["enabled"] and not ranking.is_file():
         raise ConfigError(f"steps {needs_rank} need steps.rank (no {ranking} yet)")

@@ -221,3 +221,40 @@ def run_generator(generator: str, generator_weights: str | Path, arch: str, weig
     else:
         source = LatentSource(n, gex.input_shape, seed)
     return explain_generator(gex, source, out, percent, repeats, seed, min_prob, batch_size, ctx, record)
+
+
+def generators_of_study(step: dict, arch: str, weights: str | None, out: str | Path, device: str = "auto",
+                        batch_size: int = 16) -> dict:
+    """The study's generator step: :func:`explain_generator` for each configured generator into
+    ``out/<name>/``, then ``out/generators.json`` summarising them (top vs random drop, image change)."""
+    from ..data import IMAGE_EXTENSIONS
+    from ..detectors import load_detector
+    from ..generation.compose import DetectorInput
+    from ..generation.models import load_generator
+
+    if not step["generators"]:
+        raise ValueError("steps.generator: no generators configured (a list of {name, kind, weights, inputs})")
+    ctx = tdist.init(device)
+    detector = load_detector(arch, weights, ctx.device)
+    results = {}
+    for spec in step["generators"]:
+        name = spec["name"]
+        gen = load_generator(spec["kind"], spec["weights"]).to(ctx.device)
+        if spec.get("inputs"):
+            paths = sorted(p for p in Path(spec["inputs"]).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+            source = ImageSource(paths[:step["images"]])
+            shape = tuple(source.batch([0]).shape[1:])
+        else:
+            shape = None
+        gex = GeneratorExplainer(gen, detector, DetectorInput(), input_shape=shape)
+        if not spec.get("inputs"):
+            source = LatentSource(step["images"], gex.input_shape, step["seed"])
+        record = RunRecord("generator", {"arch": arch, "weights": str(weights), **spec, **{
+            k: step[k] for k in ("images", "percent", "random_repeats", "min_prob", "seed")}}, ctx.world)
+        res = explain_generator(gex, source, Path(out) / name, step["percent"], step["random_repeats"], step["seed"],
+                                step["min_prob"], batch_size, ctx, record,
+                                near=[f"generator.{n}" for n in spec.get("near", [])])
+        results[name] = res["summary"]
+    if ctx.is_main:
+        write_json(Path(out) / "generators.json", results)
+    return results

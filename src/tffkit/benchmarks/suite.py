@@ -13,7 +13,8 @@ from pathlib import Path
 
 from ..results import atomic_write, write_json
 
-HELP = "all benchmarks (lrp, rank, lrpmax, train fp32/bf16) against the GPU targets; bench.json + bench.md"
+HELP = ("all benchmarks (lrp ResNet-50 and ViT-B/16, rank, lrpmax, train fp32/bf16, generator) against the GPU "
+        "targets; bench.json + bench.md")
 
 
 @dataclass(frozen=True)
@@ -33,11 +34,15 @@ class Target:
 
 
 # run name → (benchmark, its extra arguments)
-RUNS = {"lrp": ("lrp", []), "rank": ("rank", []), "lrpmax": ("lrpmax", []),
-        "train_fp32": ("train", ["--amp", "off"]), "train_bf16": ("train", ["--amp", "bf16"])}
+RUNS = {"lrp": ("lrp", []), "lrp_vit": ("lrp", ["--arch", "vit_b_16"]), "rank": ("rank", []),
+        "lrpmax": ("lrpmax", []), "train_fp32": ("train", ["--amp", "off"]), "train_bf16": ("train", ["--amp", "bf16"]),
+        "generator": ("generator", [])}
 TARGETS = [
     Target("lrp", "ratio_lrp_vs_plain", ">=", 0.6, "LRP with ω taps (53 layers) / plain input gradient, img/s"),
     Target("lrp", "memory_ratio_lrp_vs_plain", "<=", 2.0, "peak memory per image, LRP / plain gradient"),
+    Target("lrp_vit", "ratio_lrp_vs_plain", ">=", 0.5, "LRP with ω taps, ViT-B/16 / plain input gradient, img/s"),
+    Target("lrp_vit", "memory_ratio_lrp_vs_plain", "<=", 2.0, "peak memory per image, ViT-B/16 LRP / plain"),
+    Target("generator", "ratio_lrp_vs_plain", ">=", 0.5, "ProGAN-256 → ResNet-50 LRP / plain latent gradient"),
     Target("rank", "ratio_rank_vs_plain", ">=", 0.5, "tff rank end to end (decoding included) / plain gradient"),
     Target("lrpmax", "batched_pairs_per_s", ">=", 500, "LRP-max (image, neuron) pairs/s"),
     Target("train_fp32", "ratio", ">=", 0.9, "tff train fp32 (loading + augmentation) / bare loop"),
@@ -47,7 +52,8 @@ TARGETS = [
 QUICK = {"lrp": ["--batch-size", "8", "--iters", "3", "--warmup", "1", "--no-zennit"],
          "rank": ["--batch-size", "8", "--images", "64", "--iters", "3"],
          "lrpmax": ["--image-size", "64", "--pairs", "256", "--loop-pairs", "32"],
-         "train": ["--batch-size", "8", "--steps", "5", "--warmup", "2"]}
+         "train": ["--batch-size", "8", "--steps", "5", "--warmup", "2"],
+         "generator": ["--batch-size", "2", "--iters", "2", "--warmup", "1"]}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

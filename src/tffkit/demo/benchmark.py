@@ -42,7 +42,7 @@ __all__ = ["BENCHMARK_VERSION", "FAMILIES", "IMAGE_SIZE", "PHOTO_SPLIT", "TRAINI
            "build_benchmark", "expected_counts", "load_photo"]
 
 #: Bump whenever the content produced for a given (scale, seed) changes.
-BENCHMARK_VERSION: int = 1
+BENCHMARK_VERSION: int = 2  # 2: the trained generators are kept (generators/<family>.pth)
 IMAGE_SIZE: int = 64
 #: Crop windows are ``IMAGE_SIZE * s`` pixels wide (clipped to the photo), then resized to 64.
 CROP_SCALES: tuple[float, ...] = (1.25, 1.5, 2.0, 3.0, 4.0)
@@ -172,6 +172,8 @@ def _cached(root: Path, scale: float, seed: int) -> dict[str, Any] | None:
         return None
     if any(_count_on_disk(root, rel) != n for rel, n in meta["counts"].items()):
         return None
+    if any(not (root / "generators" / f"{fam}.pth").is_file() for fam in FAMILIES):
+        return None
     return meta
 
 
@@ -219,6 +221,8 @@ def _generate(tmp: Path, scale: float, seed: int, progress: bool) -> dict[str, A
             models[fam], loss = train_generator(fam, pool, steps, seed=torch_seed + 1000 * k,
                                                 on_step=lambda: bar.update(1))
             gen_info[fam] = {"parameters": n_parameters(models[fam]), "final_loss": round(loss, 5)}
+            (tmp / "generators").mkdir(parents=True, exist_ok=True)  # kept for LRP into the generator
+            torch.save(models[fam].state_dict(), tmp / "generators" / f"{fam}.pth")
 
         def emit(rel: str, names: Sequence[str], family: str) -> None:
             # The fake with index i is the regenerated version of real i (paired), so a

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..lrp.registry import Epsilon, register_rule
+
 #: Generator families, named after their decoder's upsampling operator.
 FAMILIES: tuple[str, ...] = ("tconv", "nearest", "bilinear", "pixelshuffle", "fourier")
 
@@ -25,12 +27,16 @@ FAMILIES: tuple[str, ...] = ("tconv", "nearest", "bilinear", "pixelshuffle", "fo
 TRAINING_FAMILY: str = "tconv"
 
 
-def _fourier_upsample(x: torch.Tensor) -> torch.Tensor:
+def fourier_upsample(x: torch.Tensor) -> torch.Tensor:
     """Upsample 2x by zero-padding the centred 2-D spectrum (band-limited sinc interpolation)."""
     h, w = x.shape[-2:]
     spec = torch.fft.fftshift(torch.fft.fft2(x, norm="forward"), dim=(-2, -1))
     spec = F.pad(spec, (w // 2, w - w // 2, h // 2, h - h // 2))
     return torch.fft.ifft2(torch.fft.ifftshift(spec, dim=(-2, -1)), norm="forward").real
+
+
+# the Fourier upsampling is linear in its input: the ε-rule applies (torch.fx keeps it as one operation)
+register_rule(fourier_upsample, Epsilon())
 
 
 class Upsample2x(nn.Module):
@@ -60,7 +66,7 @@ class Upsample2x(nn.Module):
             return F.interpolate(x, scale_factor=2, mode="nearest")
         if self.family == "bilinear":
             return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
-        return _fourier_upsample(x)
+        return fourier_upsample(x)
 
 
 def _conv(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Conv2d:

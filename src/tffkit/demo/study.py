@@ -11,6 +11,9 @@ import yaml
 from ..results import write_json
 
 DEMO_ARCH = "tiny_resnet"
+#: the demo generators' ×2 upsampling (decoder.4; a unit only for tconv and pixel shuffle) and the convolutions
+#: feeding and reading it — where the families differ, so where their traces should be found
+UPSAMPLING_NEIGHBOURS = ("decoder.2", "decoder.4.op", "decoder.4.op.0", "decoder.5")
 
 
 def demo_config(out: Path, bench: dict, universal: str, train_args: dict) -> dict:
@@ -31,6 +34,13 @@ def demo_config(out: Path, bench: dict, universal: str, train_args: dict) -> dic
             "color_robust": {"enabled": True, "label": "colour-robust (demo)",
                              "train": {"arch": DEMO_ARCH, "data": str(out / "benchmark" / "train"),
                                        "val": str(out / "benchmark" / "val"), **train_args}},
+            # LRP into each family's generator, fed with the family's real test crops (it regenerates them);
+            # p ≥ 0.5: on the unseen families few fakes reach the paper's 0.9
+            "generator": {"enabled": True, "images": 200, "percent": 5.0, "random_repeats": 5, "min_prob": 0.5,
+                          "generators": [{"name": fam, "kind": f"demo:{fam}",
+                                          "weights": str(out / "benchmark" / "generators" / f"{fam}.pth"),
+                                          "inputs": str(out / "benchmark" / "test" / fam / "0_real"),
+                                          "near": list(UPSAMPLING_NEIGHBOURS)} for fam in bench["families"]]},
         },
     }
 

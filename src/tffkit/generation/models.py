@@ -149,13 +149,23 @@ def generator_state_dict(checkpoint: Mapping) -> dict[str, torch.Tensor]:
     return sd
 
 
+def _demo_generator(sd: Mapping[str, torch.Tensor], family: str) -> nn.Module:
+    from ..demo.generators import RegenGenerator
+
+    model = RegenGenerator(family)
+    model.load_state_dict(sd, strict=True)
+    return model
+
+
 def load_generator(kind: str, weights: str | os.PathLike, trust: bool = False) -> nn.Module:
-    """A ``progan`` or ``dcgan`` generator whose architecture is read off the checkpoint, in eval mode.
+    """A ``progan`` or ``dcgan`` generator whose architecture is read off the checkpoint, or one of the embedded
+    demo's image-to-image generators (``demo:<family>``, e.g. ``demo:tconv``), in eval mode.
 
     Checkpoints load with ``weights_only=True``; GAN zoo files pickle their training config, so they need
     ``trust=True`` (only for files from a source you trust: unpickling can run code)."""
-    if kind not in GENERATORS:
-        raise ValueError(f"unknown generator {kind!r}; known: {', '.join(GENERATORS)}")
+    family = kind.split(":", 1)[1] if kind.startswith("demo:") else None
+    if kind not in GENERATORS and family is None:
+        raise ValueError(f"unknown generator {kind!r}; known: {', '.join(GENERATORS)}, demo:<family>")
     path = Path(weights)
     if not path.is_file():
         raise FileNotFoundError(f"generator weights {path} not found")
@@ -166,4 +176,7 @@ def load_generator(kind: str, weights: str | os.PathLike, trust: bool = False) -
                                  "--trust-checkpoint if you trust its source")
         raise ValueError(f"cannot read generator checkpoint {path}: {type(exc).__name__}: "
                          f"{str(exc).splitlines()[0]}{hint}") from exc
-    return GENERATORS[kind].from_state_dict(generator_state_dict(checkpoint)).eval()
+    sd = generator_state_dict(checkpoint)
+    if family is not None:
+        return _demo_generator(sd, family).eval()
+    return GENERATORS[kind].from_state_dict(sd).eval()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import types
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -30,7 +31,11 @@ class Tracer(fx.Tracer):
     """Leaves are the modules with a rule; containers and everything else are traced into."""
 
     def __init__(self) -> None:
-        super().__init__()
+        # Python functions given a rule by users stay one operation (torch's own are recorded as such anyway;
+        # torch.fx only wraps functions whose names do not start with an underscore)
+        own = tuple(f for f in reg.FUNCTION_RULES if isinstance(f, types.FunctionType)
+                    and not getattr(f, "__module__", "").startswith("torch"))
+        super().__init__(autowrap_functions=own)
         self.record_stack_traces = True
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:

@@ -14,6 +14,7 @@ import pandas as pd
 
 from ..reference import paper_numbers
 from ..results import atomic_write, read_json
+from .section_generator import section_generator
 
 TEMPLATE = Path(__file__).with_name("report.html")
 
@@ -247,6 +248,7 @@ def build_report(out: str | Path) -> Path:
                        "positive LRP-max relevance is in the top quartile." + lrpmax_settings(out), "collage*.png"),
         section_color(out, study, "color", "Colour ablation and colour-conditional T-FF"),
         section_color_robust(out, study),
+        section_generator(out, _figures),
     ]
     env = jinja2.Environment(autoescape=False, undefined=jinja2.StrictUndefined)
     page = env.from_string(TEMPLATE.read_text()).render(
