@@ -59,6 +59,34 @@ def test_lrp_on_gpu_matches_cpu_and_conserves():
     torch.testing.assert_close(gpu.input_relevance.cpu() / scale, cpu.input_relevance / scale, rtol=0, atol=1e-3)
 
 
+@pytest.mark.parametrize("arch", ["tiny_vit", "tiny_convnext"])
+def test_modern_architectures_on_gpu_match_cpu(arch):
+    from tffkit.detectors import build_detector
+
+    torch.manual_seed(0)
+    model = build_detector(arch).eval()
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    cpu = Explainer(model).explain(x)
+    gpu = Explainer(model.to("cuda")).explain(x.to("cuda"))
+    torch.testing.assert_close(gpu.logits.cpu(), cpu.logits, rtol=1e-3, atol=1e-4)
+    scale = cpu.input_relevance.abs().max()
+    torch.testing.assert_close(gpu.input_relevance.cpu() / scale, cpu.input_relevance / scale, rtol=0, atol=1e-3)
+
+
+def test_generator_explainer_on_gpu_matches_cpu():
+    from tffkit.generation.compose import GeneratorExplainer
+    from tffkit.generation.models import ProGANGenerator
+
+    torch.manual_seed(0)
+    generator, detector = ProGANGenerator(16, (16, 8, 8)).eval(), pseudo_trained("tiny_resnet")
+    z = torch.randn(3, 16, generator=torch.Generator().manual_seed(2))
+    cpu = GeneratorExplainer(generator, detector).explainer.explain(z)
+    gpu = GeneratorExplainer(generator.to("cuda"), detector.to("cuda")).explainer.explain(z.to("cuda"))
+    torch.testing.assert_close(gpu.logits.cpu(), cpu.logits, rtol=1e-3, atol=1e-4)
+    scale = cpu.input_relevance.abs().max()
+    torch.testing.assert_close(gpu.input_relevance.cpu() / scale, cpu.input_relevance / scale, rtol=0, atol=1e-3)
+
+
 def test_rank_batch_needs_no_host_sync():
     """The ω tap and the seeding run with CUDA's sync debug mode set to error."""
     dev = torch.device("cuda")
