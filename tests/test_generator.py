@@ -64,6 +64,8 @@ def test_composed_logits_equal_and_neither_network_is_modified(make, size):
     assert torch.allclose(got, want, rtol=1e-5, atol=1e-6)
     assert torch.allclose(got_images, (images + 1) / 2, atol=1e-6)
     assert {layer.name.split(".")[0] for layer in gex.units} == {"generator"}
+    assert gex.output_layer in ("generator.toRGBLayers.2", "generator.main.12")  # the image's colour channels
+    assert gex.output_layer not in {layer.name for layer in gex.units}
     res = explain_generator(gex, LatentSource(6, gex.input_shape), None, percent=10, repeats=2, min_prob=0.0,
                             batch_size=4)
     assert set(res["masking"]["kind"]) == {"baseline", "top", "random", "low"}
@@ -213,7 +215,7 @@ def test_generator_job_is_reproducible_and_identical_under_two_processes(tmp_pat
         assert (tmp_path / "a" / name).read_text() == (tmp_path / "b" / name).read_text(), name
         assert (tmp_path / "one" / name).read_text() == (tmp_path / "two" / name).read_text(), name
     table = pd.read_csv(tmp_path / "a" / "generator_ffrs.csv")
-    assert table["layer"].str.startswith("generator.").all() and len(table) == 16 * 16 + 16 + 4 * 8 + 3
+    assert table["layer"].str.startswith("generator.").all() and len(table) == 16 * 16 + 16 + 4 * 8  # no toRGB
     for figure in ("masking_boxplot.png", "top_units_per_layer.png"):
         assert (tmp_path / "a" / figure).stat().st_size > 0
 

@@ -11,9 +11,10 @@ import yaml
 from ..results import write_json
 
 DEMO_ARCH = "tiny_resnet"
-#: the demo generators' ×2 upsampling (decoder.4; a unit only for tconv and pixel shuffle) and the convolutions
-#: feeding and reading it — where the families differ, so where their traces should be found
-UPSAMPLING_NEIGHBOURS = ("decoder.2", "decoder.4.op", "decoder.4.op.0", "decoder.5")
+#: the demo generators' ×2 upsampling (decoder.4; a unit only for tconv and pixel shuffle) and the convolution
+#: feeding it — where the families differ, so where their traces should be found (decoder.5, which reads it, writes
+#: the image and is not a unit)
+UPSAMPLING_NEIGHBOURS = ("decoder.2", "decoder.4.op", "decoder.4.op.0")
 
 
 def demo_config(out: Path, bench: dict, universal: str, train_args: dict) -> dict:
@@ -36,7 +37,7 @@ def demo_config(out: Path, bench: dict, universal: str, train_args: dict) -> dic
                                        "val": str(out / "benchmark" / "val"), **train_args}},
             # LRP into each family's generator, fed with the family's real test crops (it regenerates them);
             # p ≥ 0.5: on the unseen families few fakes reach the paper's 0.9
-            "generator": {"enabled": True, "images": 200, "percent": 5.0, "random_repeats": 5, "min_prob": 0.5,
+            "generator": {"enabled": True, "images": 100, "percent": 5.0, "random_repeats": 3, "min_prob": 0.5,
                           "generators": [{"name": fam, "kind": f"demo:{fam}",
                                           "weights": str(out / "benchmark" / "generators" / f"{fam}.pth"),
                                           "inputs": str(out / "benchmark" / "test" / fam / "0_real"),

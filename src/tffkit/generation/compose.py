@@ -71,18 +71,32 @@ class GeneratedDetection(nn.Module):
 class GeneratorExplainer:
     """LRP from a detector's logit through the image into a generator, on one explainable copy of the composed
     graph (neither network is modified). ``units``: the generator's unit layers (its convolution channels,
-    transposed included, and the neurons of linear layers followed by a non-linearity)."""
+    transposed included, and the neurons of linear layers followed by a non-linearity). The layer that writes
+    the image (``toRGB``) is left out unless ``include_output_layer``: its channels are the image's colour
+    channels, not features, and with so few units each holds a large share of its layer's relevance."""
 
     def __init__(self, generator: nn.Module, detector: nn.Module, adapter: DetectorInput | None = None,
-                 input_shape: Sequence[int] | None = None, **explainer_options):
+                 input_shape: Sequence[int] | None = None, include_output_layer: bool = False,
+                 **explainer_options):
         self.adapter = adapter or DetectorInput()
         self.input_shape = tuple(input_shape or default_input_shape(generator))
         model = GeneratedDetection(generator, detector, self.adapter)
         self.explainer = Explainer(model, input_shape=self.input_shape, input_rule="zplus", **explainer_options)
-        self.units: list[FeatureLayer] = [layer for layer in self.explainer.layers
-                                          if layer.name.startswith("generator.")]
+        units = [layer for layer in self.explainer.layers if layer.name.startswith("generator.")]
+        self.output_layer = self._output_layer(units)
+        self.units: list[FeatureLayer] = [u for u in units if include_output_layer or u.name != self.output_layer]
         if not self.units:
             raise ValueError("the generator has no unit layers (convolutions or linear layers)")
+
+    def _output_layer(self, units: list[FeatureLayer]) -> str | None:
+        """The unit layer whose output is the generated image itself (up to element-wise maps), if any."""
+        probe = torch.zeros(1, *self.input_shape, dtype=self.explainer.dtype, device=self.explainer.device)
+        shapes: dict[str, tuple[int, ...]] = {}
+        image, _ = self.images_and_logits(probe)
+        self.explainer.forward(probe, tap=lambda layer, act: shapes.__setitem__(layer.name, tuple(act.shape)),
+                               layers=units)
+        last = units[-1].name if units else None
+        return last if last is not None and shapes.get(last) == tuple(image.shape) else None
 
     @property
     def device(self) -> torch.device:
