@@ -1,27 +1,15 @@
-"""Detector architectures (one-logit heads) and checkpoints in Wang et al.'s format.
+"""Plain architectures with one-logit heads (torchvision, the paper's EfficientNet-B0, small test models).
 
-p(fake) = sigmoid(logit). Checkpoints may be ``{'model': sd}`` (Wang et al.), ``{'state_dict': sd}``
-or a bare state dict, with or without ``module.`` prefixes; loading is strict and a mismatch
-names the architecture and the offending keys.
+The published detectors with their own layers, preprocessing and checkpoint layouts are in :mod:`.zoo`.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Mapping
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
 
-import torch
 import torchvision
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
-
-from .results import atomic_write
-
-
-class CheckpointMismatchError(ValueError):
-    """A checkpoint does not fit the requested architecture."""
 
 
 def tiny_resnet(widths: tuple[int, ...] = (16, 32, 64, 128), layers: tuple[int, ...] = (1, 1, 1, 1),
@@ -111,96 +99,3 @@ ARCHITECTURES: dict[str, Callable[[], nn.Module]] = {
     "tiny_convnext": tiny_convnext,
     "tiny_resnet_bottleneck": lambda: tiny_resnet((8, 16, 32, 64), (1, 1, 1, 1), Bottleneck),
 }
-
-
-def build_detector(arch: str) -> nn.Module:
-    """A freshly initialised detector of architecture ``arch`` (see :data:`ARCHITECTURES`)."""
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(sorted(ARCHITECTURES))}")
-    return ARCHITECTURES[arch]()
-
-
-def extract_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    """The weights inside a checkpoint: under ``'model'``/``'state_dict'`` or bare; ``module.`` stripped."""
-    sd = checkpoint
-    for key in ("model", "state_dict"):
-        if isinstance(sd, Mapping) and key in sd and isinstance(sd[key], Mapping):
-            sd = sd[key]
-            break
-    if isinstance(sd, nn.Module):
-        sd = sd.state_dict()
-    if not isinstance(sd, Mapping) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise CheckpointMismatchError(
-            "checkpoint holds no state dict: expected {'model': state_dict}, {'state_dict': ...} "
-            "or a bare state dict of tensors"
-        )
-    if sd and all(k.startswith("module.") for k in sd):
-        sd = {k[len("module."):]: v for k, v in sd.items()}
-    return dict(sd)
-
-
-def load_state(model: nn.Module, checkpoint: Mapping[str, Any], arch: str = "model") -> nn.Module:
-    """Load ``checkpoint`` strictly into ``model``; a mismatch names the keys and shapes at fault."""
-    sd = extract_state_dict(checkpoint)
-    own = model.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in own if k in sd and sd[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-
-        def show(items: list[str]) -> str:
-            head = ", ".join(items[:8])
-            return f"{len(items)} ({head}{', …' if len(items) > 8 else ''})"
-
-        raise CheckpointMismatchError(
-            f"checkpoint does not fit architecture {arch!r}: missing keys {show(missing)}; "
-            f"unexpected keys {show(unexpected)}; shape mismatches {show(shapes)}"
-        )
-    model.load_state_dict(sd, strict=True)
-    return model
-
-
-def load_detector(arch: str, weights: str | os.PathLike | None = None,
-                  device: str | torch.device = "cpu") -> nn.Module:
-    """Build ``arch``, load ``weights`` if given (strictly), move to ``device``, set eval mode."""
-    model = build_detector(arch)
-    if weights is not None:
-        path = Path(weights)
-        if not path.is_file():
-            raise FileNotFoundError(f"weights file {path} not found")
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-        load_state(model, checkpoint, arch)
-    return model.to(device).eval()
-
-
-def save_checkpoint(path: str | os.PathLike, model: nn.Module, **extra: Any) -> Path:
-    """Save ``{'model': state_dict, **extra}`` (Wang et al.'s format), atomically."""
-    net = model.module if hasattr(model, "module") else model
-    payload = {"model": {k: v.detach().cpu() for k, v in net.state_dict().items()}, **extra}
-    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
-
-
-def load_init_weights(model: nn.Module, path: str | os.PathLike) -> dict[str, Any]:
-    """Copy same-architecture weights (e.g. torchvision ImageNet) into ``model``; a head that does not fit
-    (1000 classes vs one logit) is re-initialised as Wang et al. do (weight ~ N(0, 0.02)). Returns a report."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"--init weights {path} not found")
-    sd = extract_state_dict(torch.load(path, map_location="cpu", weights_only=False))
-    own = model.state_dict()
-    head_name = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
-    head = {k for k in own if k.startswith(head_name + ".")}
-    fits = [k for k in own if k in sd and sd[k].shape == own[k].shape]
-    missing = [k for k in own if k not in sd and k not in head and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in sd if k not in own]
-    shapes = [k for k in own if k in sd and k not in head and sd[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        raise CheckpointMismatchError(
-            f"--init {path} does not fit the architecture: missing {missing[:8]}, unexpected {unexpected[:8]}, "
-            f"shape mismatches {shapes[:8]}")
-    model.load_state_dict({k: sd[k] for k in fits}, strict=False)
-    reinit = sorted(k for k in head if k not in fits)
-    if f"{head_name}.weight" in reinit:
-        nn.init.normal_(model.get_submodule(head_name).weight, 0.0, 0.02)
-    return {"path": str(path), "loaded": len(fits), "total": len(own), "reinitialised": reinit,
-            "not_in_file": [k for k in own if k not in sd and k not in head]}
