@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,11 +25,20 @@ from tqdm.auto import tqdm
 
 from . import augment as aug
 from . import distributed as tdist
-from .data import find_samples, normalize
-from .detectors import build_detector, load_init_weights, load_state, save_checkpoint
+from .data import DataSpec, as_spec, find_samples
+from .detectors import (
+    build_detector,
+    fake_logit,
+    load_init_weights,
+    load_state,
+    read_checkpoint,
+    resolve,
+    save_checkpoint,
+)
 from .metrics import accuracies, average_precision
 from .passes import default_workers
 from .results import RunRecord, write_csv
+from .trainstate import restored, rng_state, set_rng_state, storable
 
 RESUME_KEYS = ("arch", "batch_size", "lr", "seed", "blur_prob", "jpeg_prob", "color_robust", "crop_size",
                "load_size", "amp", "max_per_class", "train_digest", "val_digest")
@@ -62,6 +70,7 @@ class TrainConfig:
     save_every: int | None = None
     train_digest: str = ""
     val_digest: str = ""
+    trust_init: bool = False
 
 
 @dataclass
@@ -86,7 +95,7 @@ class Trainer:
     """Data, model, optimiser and the training step; :func:`train_detector` drives it epoch by epoch."""
 
     def __init__(self, cfg: TrainConfig, ctx: tdist.DistContext, num_workers: int | None = None,
-                 progress: bool = True):
+                 progress: bool = True, data: DataSpec | None = None, val: DataSpec | None = None):
         if cfg.amp not in ("off", "bf16") or cfg.batch_size < ctx.world:
             raise ValueError(f"--amp must be 'off' or 'bf16' (got {cfg.amp!r}) and the global batch size "
                              f"({cfg.batch_size}) at least the number of processes ({ctx.world})")
@@ -98,8 +107,8 @@ class Trainer:
         if self.dev.type == "cpu" and self.workers:  # loader workers + compute threads ≤ cores (no oversubscription)
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
             torch.set_num_threads(max(1, min(torch.get_num_threads(), cores // ctx.world - self.workers)))
-        self.train_samples = find_samples(cfg.data, max_per_class=cfg.max_per_class)
-        self.val_samples = find_samples(cfg.val, max_per_class=cfg.max_per_class)
+        self.train_samples = find_samples(data or cfg.data, max_per_class=cfg.max_per_class)
+        self.val_samples = find_samples(val or cfg.val, max_per_class=cfg.max_per_class)
         cfg.train_digest = aug.samples_digest(self.train_samples, cfg.data)
         cfg.val_digest = aug.samples_digest(self.val_samples, cfg.val)
         self.train_set = aug.AugmentedDataset(self.train_samples, aug.training_augment(
@@ -107,8 +116,10 @@ class Trainer:
         self.val_set = aug.AugmentedDataset(self.val_samples, aug.validation_augment(
             cfg.blur_prob, cfg.jpeg_prob, cfg.crop_size, cfg.load_size), 0, aug.VAL_STREAM)
         torch.manual_seed(cfg.seed)
+        self.detector = resolve(cfg.arch)
+        self.prep = self.detector.preprocessing  # the detector's normalisation (CLIP's for the CLIP detectors)
         self.net = build_detector(cfg.arch)
-        self.init_report = load_init_weights(self.net, cfg.init) if cfg.init else None
+        self.init_report = load_init_weights(self.net, cfg.init, cfg.trust_init) if cfg.init else None
         self.memory_format = torch.channels_last if self.dev.type == "cuda" else torch.contiguous_format
         self.net.to(self.dev, memory_format=self.memory_format).train()
         self.model: nn.Module = self.net
@@ -127,8 +138,12 @@ class Trainer:
         return aug.make_loader(self.train_set, batches, (c.seed, epoch, self.ctx.rank), self.workers, self.dev)
 
     def _images(self, images: torch.Tensor) -> torch.Tensor:
-        x = normalize(images.to(self.dev, non_blocking=True))
+        x = self.prep.normalize(images.to(self.dev, non_blocking=True))
         return x.contiguous(memory_format=self.memory_format)
+
+    def logits(self, net: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """The fake logit per image (a two-class head as its log-odds, the detector's polarity applied)."""
+        return fake_logit(net(self._images(images)), self.detector.fake_index)
 
     def step(self, batch: aug.TrainBatch) -> tuple[torch.Tensor, int]:
         """One optimiser step on the global batch; returns (summed BCE of this rank, images of this rank).
@@ -146,7 +161,7 @@ class Trainer:
         if n_local:
             net = self.model if n_empty == 0 else self.net
             with torch.autocast(self.dev.type, dtype=torch.bfloat16, enabled=self.cfg.amp == "bf16"):
-                logits = net(self._images(batch.images)).reshape(-1)
+                logits = self.logits(net, batch.images)
             labels = batch.labels.to(self.dev, non_blocking=True)
             loss_sum = F.binary_cross_entropy_with_logits(logits.float(), labels, reduction="sum")
             (loss_sum * ((world if n_empty == 0 else 1) / n_global)).backward()
@@ -175,7 +190,7 @@ class Trainer:
             if batch.images is None:
                 continue
             with torch.autocast(self.dev.type, dtype=torch.bfloat16, enabled=self.cfg.amp == "bf16"):
-                out = self.net(self._images(batch.images)).reshape(-1)
+                out = self.logits(self.net, batch.images)
             idx.append(batch.indices)
             logits.append(out.float())
         bar.close()
@@ -190,17 +205,12 @@ class Trainer:
                 "n_val": int(len(index)), "val_skipped": skipped}
 
     def rng_state(self) -> dict[str, Any]:
-        """Python, NumPy, torch (and CUDA) random states of this process; :meth:`set_rng_state` restores them."""
-        cuda = {"cuda": torch.cuda.get_rng_state(self.dev)} if self.dev.type == "cuda" else {}
-        return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(), **cuda}
+        """This process's random states (:func:`tffkit.trainstate.rng_state`)."""
+        return rng_state(self.dev)
 
     def set_rng_state(self, state: dict[str, Any]) -> None:
         """Restore the random states of :meth:`rng_state`."""
-        random.setstate(state["python"])
-        np.random.set_state(state["numpy"])
-        torch.set_rng_state(state["torch"])
-        if self.dev.type == "cuda" and "cuda" in state:
-            torch.cuda.set_rng_state(state["cuda"], self.dev)
+        set_rng_state(state, self.dev)
 
 
 def _log(ctx: tdist.DistContext, msg: str) -> None:
@@ -226,7 +236,7 @@ def _new_partial() -> dict[str, Any]:
 
 
 def _save_last(tr: Trainer, out: Path, st: dict[str, Any], partial: dict[str, Any]) -> None:
-    rngs, partials = tdist.gather_objects(tr.rng_state()), tdist.gather_objects(partial)
+    rngs, partials = tdist.gather_objects(tr.rng_state()), tdist.gather_objects(storable(partial))
     if tr.ctx.is_main:
         save_checkpoint(out / "model_last.pth", tr.net, arch=tr.cfg.arch, optimizer=tr.optimizer.state_dict(),
                         progress=st, rng=rngs, partial=partials, config=asdict(tr.cfg), world=tr.ctx.world)
@@ -234,7 +244,7 @@ def _save_last(tr: Trainer, out: Path, st: dict[str, Any], partial: dict[str, An
 
 
 def _resume(tr: Trainer, path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    ck = torch.load(path, map_location="cpu", weights_only=False)
+    ck = read_checkpoint(path, what="training checkpoint")
     old, new = ck.get("config", {}), asdict(tr.cfg)
     diff = [f"{k}: {old.get(k)!r} → {new[k]!r}" for k in RESUME_KEYS if old.get(k) != new[k]]
     if diff:
@@ -246,7 +256,7 @@ def _resume(tr: Trainer, path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
                      "(same data order, but random states and partial-epoch statistics are not per-rank exact)")
     r = tr.ctx.rank
     tr.set_rng_state(ck["rng"][r % len(ck["rng"])])
-    partial = ck["partial"][r] if ck["world"] == tr.ctx.world else _new_partial()
+    partial = restored(ck["partial"][r]) if ck["world"] == tr.ctx.world else _new_partial()
     return ck["progress"], partial
 
 
@@ -326,14 +336,16 @@ def _end_epoch(tr: Trainer, out: Path, st: dict[str, Any], es: EarlyStopping, ro
     return es
 
 
-def train_detector(arch: str, data: str | os.PathLike, val: str | os.PathLike, out: str | os.PathLike,
+def train_detector(arch: str, data: str | os.PathLike | DataSpec, val: str | os.PathLike | DataSpec,
+                   out: str | os.PathLike,
                    color_robust: bool = False, init: str | os.PathLike | None = None, blur_prob: float = 0.5,
                    jpeg_prob: float = 0.5, batch_size: int = 64, lr: float = 1e-4, max_epochs: int | None = None,
                    seed: int = 0, amp: str = "off", resume: bool = False, crop_size: int = 224,
                    load_size: int = 256, device: str = "auto", num_workers: int | None = None, progress: bool = True,
                    max_per_class: int | None = None, max_steps: int | None = None, save_every: int | None = None,
-                   patience: int = 5, min_lr: float = 1e-6) -> dict[str, Any]:
-    """Train a one-logit detector on ``data`` (``0_real``/``1_fake``), validating on ``val`` every epoch.
+                   patience: int = 5, min_lr: float = 1e-6, trust_init: bool = False) -> dict[str, Any]:
+    """Train a detector on ``data`` (a root or :class:`~tffkit.data.DataSpec`), validating on ``val`` every epoch;
+    BCE on its fake logit (a two-class head trains through its log-odds).
 
     Stops by early stopping, ``max_epochs`` or ``max_steps`` (total optimiser steps; checkpoints then too);
     ``save_every`` also checkpoints every N steps. Returns final/best metrics and the output paths.
@@ -342,10 +354,10 @@ def train_detector(arch: str, data: str | os.PathLike, val: str | os.PathLike, o
     out = Path(out)
     cfg = TrainConfig(arch, str(data), str(val), str(out), color_robust, str(init) if init else None, blur_prob,
                       jpeg_prob, batch_size, lr, max_epochs, max_steps, seed, amp, crop_size, load_size, max_per_class,
-                      patience, min_lr, save_every)
+                      patience, min_lr, save_every, trust_init=trust_init)
     threads = torch.get_num_threads()
     try:
-        tr = Trainer(cfg, ctx, num_workers, progress)
+        tr = Trainer(cfg, ctx, num_workers, progress, as_spec(data), as_spec(val))
         return _train(tr, out, resume)
     finally:
         torch.set_num_threads(threads)
