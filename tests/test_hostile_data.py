@@ -45,7 +45,7 @@ def test_every_command_handles_odd_names_and_links(tmp_path: Path):
     assert main(["explain", *[c for c in common if c != "--data" and c != str(data)], "--data", str(data),
                  "--max-per-class", "4", "--out", str(out["explain"])]) == 0
     assert main(["train", "--arch", "tiny_resnet", "--data", str(data), "--val", str(data), "--out", str(out["train"]),
-                 "--max-steps", "1", "--batch-size", "4", "--crop-size", "32", "--load-size", "32", "--device", "cpu",
+                 "--max-epochs", "1", "--batch-size", "8", "--crop-size", "32", "--load-size", "32", "--device", "cpu",
                  "--workers", "0", "--no-progress"]) == 0
     escaped = "caf\\xe9_\\xff.png"
     scores = pd.read_csv(out["evaluate"] / "scores.csv")

@@ -311,3 +311,42 @@ def test_tff_detectors_lists_the_zoo(capsys):
     assert "softmax[1]" in listing["drct2024"]["polarity"]
     assert main(["detectors", "npr2024"]) == 0
     assert "x − up(down(x))" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ZOO_NAMES)
+def test_rank_explains_every_zoo_entry(tmp_path: Path, name: str):
+    from tffkit.analysis.rank import rank
+    from tffkit.detectors import Weights
+
+    tree = make_tree(tmp_path / "d", {"progan": []}, n=2, size=32)
+    res = rank(f"{name}@tiny", Weights(random=True), tree, tmp_path / "rank", min_prob=0.0, k=3, batch_size=2,
+               device="cpu", num_workers=0, progress=False)
+    assert res.summary["fakes_used"] == 2 and np.isfinite(res.ranking["omega"]).all()
+    assert json.loads((tmp_path / "rank" / "run.json").read_text())["detector"]["random_weights"]
+
+
+def run_analysis(analysis: str, arch: str, folder: Path, tree: Path, ranking: Path | None) -> int:
+    """One tffkit analysis through the CLI on random weights (``tff <analysis> …``)."""
+    common = ["--arch", arch, "--random-weights", "--device", "cpu", "--workers", "0", "--no-progress",
+              "--batch-size", "2", "--out", str(folder / analysis)]
+    data = ["--data", str(tree)]
+    args = {"evaluate": data, "rank": [*data, "--min-prob", "0", "--k", "3"],
+            "dropout": [*data, "--ranking", str(ranking), "--k", "2", "--random-repeats", "1", "--train-set"],
+            "lrpmax": [*data, "--ranking", str(ranking), "--k", "2", "--per-tff", "1", "--show", "1"],
+            "color": [*data, "--ranking", str(ranking), "--k", "2", "--min-prob", "0"],
+            "explain": [*data, "--max-per-class", "1"]}
+    if analysis == "train":
+        return main(["train", "--arch", arch, "--data", str(tree), "--val", str(tree), "--out", str(folder / "train"),
+                     "--max-steps", "1", "--batch-size", "4", "--device", "cpu", "--workers", "0", "--no-progress"])
+    return main([analysis, *common, *args[analysis]])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ZOO_NAMES + ["efficientnet_b0_lukemelas", "efficientnet_b0"])
+def test_every_verified_analysis_runs(tmp_path: Path, name: str):
+    """What `tff detectors` lists as verified: every analysis runs end to end on the entry (random weights)."""
+    arch = f"{name}@tiny" if ZOO[name].tiny else name
+    tree = make_tree(tmp_path / "d", {"progan": [], "stylegan": []}, n=2, size=32)
+    for analysis in ("evaluate", "rank", "dropout", "lrpmax", "color", "explain", "train"):
+        if analysis in ZOO[name].verified:
+            assert run_analysis(analysis, arch, tmp_path, tree, tmp_path / "rank" / "ffrs.csv") == 0, analysis

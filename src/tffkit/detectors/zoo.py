@@ -24,6 +24,7 @@ from .archs import ARCHITECTURES, efficientnet_b0_lukemelas, tiny_resnet
 from .checkpoints import CheckpointMismatchError, extract_state_dict
 
 ANALYSES = ("evaluate", "rank", "dropout", "lrpmax", "color", "explain", "train")
+EXPLAINED = ANALYSES[:-1]  # tff train is Wang et al.'s recipe: not the CLIP detectors' nor DRCT's own training
 CLIP_PREP = Preprocessing(CLIP_MEAN, CLIP_STD, crop=224)
 TINY_CLIP = {"vision_cfg": {"image_size": 224, "layers": 2, "width": 32, "head_width": 16, "patch_size": 14,
                             "mlp_ratio": 2.0}, "embed_dim": 16}
@@ -140,7 +141,7 @@ ZOO: dict[str, Detector] = {d.name: d for d in [
              backbone="CLIP ViT-L/14 (OpenAI, QuickGELU) + linear probe 768 → 1",
              files="fc_weights.pth; CLIP weights via --backbone-weights",
              layout="fc_weights.pth: bare {weight (1, 768), bias (1,)}; backbone: CLIP state dict visual.*",
-             licence="MIT (UniversalFakeDetect); CLIP weights: MIT (OpenAI)", verified=ANALYSES,
+             licence="MIT (UniversalFakeDetect); CLIP weights: MIT (OpenAI)", verified=EXPLAINED,
              backbone_prefix="visual.", head_prefix="fc.", tiny=dict(TINY_CLIP), input_shape=(3, 224, 224),
              notes="no resize, centre crop 224, CLIP mean/std (validate.py)"),
     Detector("rine2024", fz.Rine, CLIP_PREP,
@@ -150,7 +151,7 @@ ZOO: dict[str, Detector] = {d.name: d for d in [
              files="ckpt/model_{1,2,4}class_trainable.pth, model_ldm_trainable.pth; CLIP via --backbone-weights",
              layout="bare {alpha (1, 24, d), proj1.{1,4,…}.weight/bias, proj2.…, head.{0,3,6}.weight/bias}; "
                     "backbone: CLIP state dict visual.*",
-             licence="Apache-2.0 (rine repository); CLIP weights: MIT (OpenAI)", verified=ANALYSES,
+             licence="Apache-2.0 (rine repository); CLIP weights: MIT (OpenAI)", verified=EXPLAINED,
              backbone_prefix="visual.", infer=fz.rine_shape, tiny={**TINY_CLIP, "nproj": 2, "proj_dim": 8},
              input_shape=(3, 224, 224),
              notes="nproj and d read from the checkpoint (4/1024, 4/128, 2/1024, 4/1024 for the 1/2/4-class and LDM "
@@ -160,7 +161,7 @@ ZOO: dict[str, Detector] = {d.name: d for d in [
              backbone="timm ConvNeXt-base → 1024-d embedding → fc (real, fake)",
              files="pretrained/…/convnext_base_in22k_224_drct_amp_crop/*.pth",
              layout="bare state_dict: model.* (timm convnext_base keys, head.fc 1024 → 1024), fc (2, 1024)",
-             licence="none stated in the repository", verified=ANALYSES, outputs=2, fake_index=1,
+             licence="none stated in the repository", verified=EXPLAINED, outputs=2, fake_index=1,
              tiny={"embedding": 16, "depths": (1, 1, 1, 1), "dims": (8, 16, 24, 32)}, input_shape=(3, 224, 224),
              notes="centre crop 224 (--is_crop), ImageNet mean/std; p(fake) = softmax[1] = sigmoid(log-odds)"),
     Detector("efficientnet_b0_lukemelas", efficientnet_b0_lukemelas,
