@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from . import augment as aug
 from . import distributed as tdist
-from .data import DataSpec, as_spec, find_samples
+from .data import DataSpec, as_spec, discover
 from .detectors import (
     build_detector,
     fake_logit,
@@ -35,10 +35,11 @@ from .detectors import (
     resolve,
     save_checkpoint,
 )
+from .layouts import format_summary
 from .metrics import accuracies, average_precision
 from .passes import default_workers
 from .results import RunRecord, write_csv
-from .trainstate import restored, rng_state, set_rng_state, storable
+from .trainstate import EarlyStopping, checksum, new_partial, restored, rng_state, set_rng_state, storable, tensorboard
 
 RESUME_KEYS = ("arch", "batch_size", "lr", "seed", "blur_prob", "jpeg_prob", "color_robust", "crop_size",
                "load_size", "amp", "max_per_class", "train_digest", "val_digest")
@@ -73,24 +74,6 @@ class TrainConfig:
     trust_init: bool = False
 
 
-@dataclass
-class EarlyStopping:
-    """Plateau detector on validation accuracy: an epoch improves when acc ≥ best + ``delta`` (Wang et al.)."""
-
-    patience: int = 5
-    delta: float = 0.001
-    best: float | None = None
-    counter: int = 0
-
-    def update(self, acc: float) -> bool:
-        """Record one epoch; True once ``patience`` epochs in a row did not improve."""
-        if self.best is None or acc >= self.best + self.delta:
-            self.best, self.counter = acc, 0
-            return False
-        self.counter += 1
-        return self.counter >= self.patience
-
-
 class Trainer:
     """Data, model, optimiser and the training step; :func:`train_detector` drives it epoch by epoch."""
 
@@ -107,8 +90,11 @@ class Trainer:
         if self.dev.type == "cpu" and self.workers:  # loader workers + compute threads ≤ cores (no oversubscription)
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
             torch.set_num_threads(max(1, min(torch.get_num_threads(), cores // ctx.world - self.workers)))
-        self.train_samples = find_samples(data or cfg.data, max_per_class=cfg.max_per_class)
-        self.val_samples = find_samples(val or cfg.val, max_per_class=cfg.max_per_class)
+        found = [discover(d or c, max_per_class=cfg.max_per_class) for d, c in ((data, cfg.data), (val, cfg.val))]
+        self.train_samples, self.val_samples = found[0].samples, found[1].samples
+        self.data_found = [f.summary() for f in found]
+        for what, f in zip(("training", "validation"), self.data_found, strict=True):
+            _log(ctx, f"{what} {format_summary(f)}")
         cfg.train_digest = aug.samples_digest(self.train_samples, cfg.data)
         cfg.val_digest = aug.samples_digest(self.val_samples, cfg.val)
         self.train_set = aug.AugmentedDataset(self.train_samples, aug.training_augment(
@@ -218,23 +204,6 @@ def _log(ctx: tdist.DistContext, msg: str) -> None:
         tqdm.write(msg)
 
 
-def _checksum(net: nn.Module) -> float:
-    return float(sum(p.detach().double().sum() for p in net.parameters()))
-
-
-def _tensorboard(out: Path, ctx: tdist.DistContext):
-    try:  # optional: skipped silently without tensorboard
-        from torch.utils.tensorboard import SummaryWriter
-
-        return SummaryWriter(str(out / "tensorboard")) if ctx.is_main else None
-    except Exception:  # noqa: BLE001
-        return None
-
-
-def _new_partial() -> dict[str, Any]:
-    return {"loss_sum": 0.0, "n": 0, "seen": [], "failed": [], "time": 0.0}
-
-
 def _save_last(tr: Trainer, out: Path, st: dict[str, Any], partial: dict[str, Any]) -> None:
     rngs, partials = tdist.gather_objects(tr.rng_state()), tdist.gather_objects(storable(partial))
     if tr.ctx.is_main:
@@ -256,7 +225,7 @@ def _resume(tr: Trainer, path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
                      "(same data order, but random states and partial-epoch statistics are not per-rank exact)")
     r = tr.ctx.rank
     tr.set_rng_state(ck["rng"][r % len(ck["rng"])])
-    partial = restored(ck["partial"][r]) if ck["world"] == tr.ctx.world else _new_partial()
+    partial = restored(ck["partial"][r]) if ck["world"] == tr.ctx.world else new_partial()
     return ck["progress"], partial
 
 
@@ -330,7 +299,7 @@ def _end_epoch(tr: Trainer, out: Path, st: dict[str, Any], es: EarlyStopping, ro
             es = EarlyStopping(cfg.patience, delta=0.002)
             _log(ctx, f"no improvement for {cfg.patience} epochs: lr divided by 10 → {lr:.1e}")
     st.update(epoch=row["epoch"] + 1, batch=0, es=asdict(es))
-    _save_last(tr, out, st, _new_partial())
+    _save_last(tr, out, st, new_partial())
     if ctx.is_main:
         write_csv(out / "history.csv", st["history"])
     return es
@@ -369,7 +338,7 @@ def _train(tr: Trainer, out: Path, resume: bool) -> dict[str, Any]:
     last = out / "model_last.pth"
     st: dict[str, Any] = {"epoch": 0, "batch": 0, "step": 0, "es": asdict(EarlyStopping(cfg.patience)), "best": None,
                           "history": [], "stopped": None, "lr_drops": 0, "skipped": []}
-    partial, resumed = _new_partial(), resume and last.is_file()
+    partial, resumed = new_partial(), resume and last.is_file()
     if resumed:
         st, partial = _resume(tr, last)
         _log(ctx, f"resuming {last}: epoch {st['epoch']}, batch {st['batch']}, step {st['step']}")
@@ -386,7 +355,7 @@ def _train(tr: Trainer, out: Path, resume: bool) -> dict[str, Any]:
               f"{torch.get_num_threads()} thread(s) per process")
     if st["stopped"] != "early_stopping":
         st["stopped"] = None
-    writer = _tensorboard(out, ctx)
+    writer = tensorboard(out, ctx)
     es = EarlyStopping(**st["es"])
     while st["stopped"] is None:
         if cfg.max_epochs is not None and st["epoch"] >= cfg.max_epochs:
@@ -396,7 +365,7 @@ def _train(tr: Trainer, out: Path, resume: bool) -> dict[str, Any]:
         elif _train_epoch(tr, out, st, partial):
             row = _epoch_row(tr, st, partial)
             es = _end_epoch(tr, out, st, es, row)
-            partial = _new_partial()
+            partial = new_partial()
             if writer is not None:
                 for key in ("lr", "train_loss", "val_loss", "val_acc", "val_ap", "images_per_s"):
                     writer.add_scalar(key, row[key], row["epoch"])
@@ -412,8 +381,8 @@ def _train(tr: Trainer, out: Path, resume: bool) -> dict[str, Any]:
               "final": st["history"][-1] if st["history"] else None, "init": tr.init_report,
               "n_train": len(tr.train_samples), "n_val": len(tr.val_samples), "skipped": st["skipped"],
               "device": str(ctx.device), "world": ctx.world, "resumed": resumed,
-              "ranks_in_sync": len(set(tdist.gather_objects(_checksum(tr.net)))) == 1}
+              "ranks_in_sync": len(set(tdist.gather_objects(checksum(tr.net)))) == 1}
     if ctx.is_main:
-        record.write(out, **{k: v for k, v in result.items() if k != "final"})
+        record.write(out, data_found=tr.data_found, **{k: v for k, v in result.items() if k != "final"})
     tdist.barrier()
     return result
