@@ -148,10 +148,10 @@ def test_color_cli_writes_every_output(tmp_path, arch, preset, tffs):
     assert len(acts["colour"]) == 6 and not np.allclose(acts["colour"].iloc[:, 3:], acts["grayscale"].iloc[:, 3:])
     # the grayscale version is PIL's luma, replicated, before normalisation
     ex = Explainer(model)
-    img = np.array(Image.open(acts["grayscale"]["path"][0]).convert("L").convert("RGB"))
-    crop = torch.from_numpy(img).permute(2, 0, 1)[None]
-    if preset == "center224":
-        crop = torch.nn.functional.pad(crop, (96, 96, 96, 96))
+    gray = Image.open(acts["grayscale"]["path"][0]).convert("L").convert("RGB")
+    if preset == "center224":  # 32-px images: shorter side resized up to 224 (bilinear), then the centre crop
+        gray = gray.resize((224, 224), Image.BILINEAR)
+    crop = torch.from_numpy(np.array(gray)).permute(2, 0, 1)[None]
     expected = MaxActivationTap(ex, tffs).run(normalize(crop))[0][0].numpy()
     assert np.allclose(acts["grayscale"].iloc[0, 3:].to_numpy(float), expected, rtol=1e-4, atol=1e-5)
     summary = json.loads((out / "color.json").read_text())

@@ -40,10 +40,10 @@ def test_layout_errors(tmp_path: Path, tree: Path):
     with pytest.raises(DatasetLayoutError, match="does not exist"):
         find_samples(tmp_path / "empty_missing")
     (tmp_path / "plain" / "images").mkdir(parents=True)
-    with pytest.raises(DatasetLayoutError, match="Expected ForenSynths layout"):
+    with pytest.raises(DatasetLayoutError, match="expected ForenSynths folders"):
         find_samples(tmp_path / "plain")
     (tmp_path / "hollow" / "x" / "0_real").mkdir(parents=True)
-    with pytest.raises(DatasetLayoutError, match="hold no images"):
+    with pytest.raises(DatasetLayoutError, match="holds no images"):
         find_samples(tmp_path / "hollow")
     with pytest.raises(DatasetLayoutError, match="sets found"):
         find_samples(tree, sets=["biggan"])

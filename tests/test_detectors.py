@@ -46,7 +46,7 @@ def test_wrong_architecture_names_the_mismatch(tmp_path: Path):
 
 
 def test_unknown_arch_and_missing_file(tmp_path: Path):
-    with pytest.raises(ValueError, match="unknown architecture"):
+    with pytest.raises(ValueError, match="unknown detector"):
         build_detector("vgg99")
     with pytest.raises(FileNotFoundError):
         load_detector("tiny_resnet", tmp_path / "nope.pth")

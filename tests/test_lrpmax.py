@@ -152,7 +152,7 @@ def test_top_images_merge_across_ranks_equals_one_process(tmp_path, monkeypatch)
     monkeypatch.setattr(lm.tdist, "gather_objects", lambda obj: states.append(obj) or [obj])
     for rank in range(2):
         lm.top_images(ex, tffs, samples, sets, 2, tdist.DistContext(rank, 2, torch.device("cpu")), **args)
-    merged = lm.merge_top(states, 2)
+    merged = lm.merge_top([s for s in states if isinstance(s, dict)], 2)  # (the other gather counts small images)
     assert np.array_equal(merged["index"].ravel(), one["index"].to_numpy())
     assert np.allclose(merged["values"].ravel(), one["activation"].to_numpy())
     assert len(one) == len(sets) * len(tffs) * 2

@@ -74,7 +74,8 @@ def test_explain_cli_loose_images_center224(tmp_path):
     model = pseudo_trained("tiny_resnet")
     out = tmp_path / "out"
     rc = main(["explain", "--arch", "tiny_resnet", "--weights", str(save_checkpoint(tmp_path / "w.pth", model)),
-               "--images", *map(str, paths), "--device", "cpu", "--workers", "0", "--no-progress", "--out", str(out)])
+               "--images", *map(str, paths), "--device", "cpu", "--workers", "0", "--no-progress", "--out", str(out),
+               "--small-images", "pad"])  # zero-padded to 224 (the default resizes small images up first)
     assert rc == 0
     table = pd.read_csv(out / "explain.csv")
     assert len(table) == 2 and (table["seed"] == 1).all() and table["cam_layer"].eq("layer4.0.relu").all()

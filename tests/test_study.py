@@ -32,11 +32,30 @@ def test_config_errors_name_the_field(tmp_path: Path, trained_tiny):
     with pytest.raises(ConfigError) as err:
         load_config(cfg)
     msg = str(err.value)
-    for field in ("batch_size: expected int", "detector.arch: unknown architecture", "data.test:",
+    for field in ("batch_size: expected int", "detector.arch: unknown detector", "data.test:",
                   "steps.dropout.site", "steps.bogus: unknown step", "colour: unknown field"):
         assert field in msg, field
     with pytest.raises(ConfigError, match="out: required"):
         load_config({k: v for k, v in _config(tmp_path, weights, data).items() if k != "out"})
+
+
+def test_config_takes_detector_and_layout_options(tmp_path: Path, trained_tiny):
+    weights, data = trained_tiny
+    cfg = _config(tmp_path, weights, data)
+    cfg["detector"].pop("weights")
+    with pytest.raises(ConfigError, match="detector.weights: required .*random_weights"):
+        load_config(cfg)
+    cfg["detector"].update(random_weights=True, arch="torchvision:resnet18", trust_checkpoint=True)
+    cfg["data"].update(layout="genimage", real_dirs=["nature", "0_real"], fake_dirs="ai,1_fake", split="val",
+                       small_images="pad")
+    loaded = load_config(cfg)
+    assert loaded["detector"]["random_weights"] and loaded["data"]["real_dirs"] == ["nature", "0_real"]
+    cfg["data"]["layout"] = "zigzag"
+    cfg["detector"]["arch"] = "python:no_such_module_q:build"
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg)
+    assert "data.layout: 'zigzag' is not one of" in str(err.value)
+    assert "detector.arch: python detector" in str(err.value)
 
 
 def test_interrupted_study_resumes_without_recomputing(tmp_path: Path, trained_tiny, monkeypatch):
@@ -140,5 +159,6 @@ def test_shipped_forensynths_config_is_valid(tmp_path: Path):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).touch() if rel.endswith(".pth") else (tmp_path / rel).mkdir(exist_ok=True)
     cfg = load_config(cfg_path)
-    assert cfg["detector"]["arch"] == "resnet50" and cfg["steps"]["dropout"]["k_sweep"] == [29, 57, 114, 228]
+    assert cfg["detector"]["arch"] == "wang2020" and cfg["steps"]["dropout"]["k_sweep"] == [29, 57, 114, 228]
+    assert cfg["preset"] == "detector" and cfg["data"]["layout"] == "auto"
     assert cfg["out"] == str((tmp_path / raw["out"]).resolve())

@@ -158,7 +158,8 @@ def test_tiny_run_learns_and_evaluate_loads_it(tmp_path: Path, data: Path):
     assert res["best"]["val_acc"] == hist["val_acc"].max()
     run = json.loads((out / "run.json").read_text())
     assert run["command"] == "train" and run["stopped"] == "max_epochs" and run["init"] is None
-    best = torch.load(out / "model_best.pth", weights_only=False)
+    best = torch.load(out / "model_best.pth")  # torch ≥ 2.6 default: weights_only=True, no pickled objects inside
+    assert set(torch.load(out / "model_last.pth")) >= {"model", "optimizer", "rng", "partial", "progress"}
     assert set(best) >= {"model", "epoch"} and best["epoch"] == res["best"]["epoch"]
     rc = main(["evaluate", "--arch", "tiny_resnet", "--weights", str(out / "model_best.pth"), "--data",
                str(data / "val"), "--preset", "full", "--device", "cpu", "--workers", "0", "--no-progress",
@@ -177,8 +178,8 @@ def test_killed_run_resumes_to_the_same_state(tmp_path: Path, data: Path):
     with pytest.raises(ValueError, match="other settings"):
         train_detector(out=tmp_path / "b", max_epochs=3, resume=True, **{**kw, "seed": 1})
     resumed = train_detector(out=tmp_path / "b", max_epochs=3, resume=True, **kw)
-    a = torch.load(tmp_path / "a" / "model_last.pth", weights_only=False)
-    b = torch.load(tmp_path / "b" / "model_last.pth", weights_only=False)
+    a = torch.load(tmp_path / "a" / "model_last.pth", weights_only=True)  # resumable state is weights_only-safe
+    b = torch.load(tmp_path / "b" / "model_last.pth", weights_only=True)
     for k, v in a["model"].items():
         assert torch.allclose(v.double(), b["model"][k].double(), atol=1e-6, rtol=0), k
     for s1, s2 in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True):
@@ -214,7 +215,7 @@ def test_torchrun_two_processes_cover_the_same_images(tmp_path: Path, data: Path
     cfg = TrainConfig("tiny_resnet", str(data / "train"), str(data / "val"), "", crop_size=CROP, load_size=LOAD,
                       batch_size=8)
     tr = Trainer(cfg, tdist.init("cpu"), num_workers=0, progress=False)
-    tr.net.load_state_dict(torch.load(tmp_path / "two" / "model_last.pth", weights_only=False)["model"])
+    tr.net.load_state_dict(torch.load(tmp_path / "two" / "model_last.pth", weights_only=True)["model"])
     v = tr.validate()
     assert v["n_val"] == 16 and abs(v["val_loss"] - two["val_loss"].iloc[-1]) < 1e-5
     assert v["val_acc"] == two["val_acc"].iloc[-1]

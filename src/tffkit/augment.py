@@ -195,7 +195,7 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0,
 def samples_digest(samples: Sequence[Sample], root: str | os.PathLike) -> str:
     """A short hash of the (relative path, label) list: resuming checks the data did not change."""
     text = "\n".join(f"{os.path.relpath(s.path, root)}\t{s.label}" for s in samples)
-    return hashlib.sha1(text.encode()).hexdigest()[:16]
+    return hashlib.sha1(text.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
 def seed_worker(seed: int, epoch: int, rank: int, worker_id: int) -> None:

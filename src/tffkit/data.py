@@ -1,9 +1,8 @@
-"""Forensic image datasets: folder discovery, robust decoding, presets and perturbations.
+"""Forensic image datasets: decoding, perturbations, the detector's preprocessing and batching.
 
-Images live in folders named ``0_real`` (label 0) and ``1_fake`` (label 1), at any depth under a
-root (ForenSynths: ``test/<set>/<class>/{0_real,1_fake}`` or ``test/<set>/{0_real,1_fake}``).
-The first folder below the root is the *set*, the folders between it and ``0_real``/``1_fake``
-form the *class*. Labels come from folder names only, never from ``ImageFolder`` ordering.
+Where the images are and which label each has is :mod:`tffkit.layouts` (ForenSynths, GenImage,
+DiffusionForensics, paired fake-only sets, CSV manifests); :mod:`tffkit.preprocess` is the detector's resize, crop
+and normalisation. Labels come from folder names (or a manifest) only, never from ``ImageFolder`` ordering.
 """
 
 from __future__ import annotations
@@ -13,31 +12,20 @@ import io
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageFilter
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
-LABEL_DIRS = {"0_real": 0, "1_fake": 1}
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-PRESETS = ("center224", "full")
+from .imagemeta import image_metadata
+from .layouts import DatasetLayoutError, DataSpec, Discovery, Sample, as_spec, discover, find_samples
+from .preprocess import IMAGENET_MEAN, IMAGENET_STD, PRESETS, Preprocessing, center_crop, normalize_with
+from .walk import IMAGE_EXTENSIONS
 
-
-class DatasetLayoutError(ValueError):
-    """The data root does not follow the ``0_real`` / ``1_fake`` layout."""
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One image on disk with its label (0 real, 1 fake), set and class."""
-
-    path: str
-    label: int
-    set: str
-    cls: str
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "IMAGE_EXTENSIONS", "PRESETS", "Batch", "DataSpec", "DatasetLayoutError",
+           "Discovery", "ImageDataset", "Perturbation", "Preprocessing", "Sample", "SizeGroupedBatchSampler",
+           "as_spec", "center_crop", "collate_images", "discover", "find_samples", "image_size", "jpeg_compress",
+           "load_rgb", "normalize", "to_grayscale"]
 
 
 @dataclass(frozen=True)
@@ -92,87 +80,23 @@ def jpeg_compress(img: Image.Image, quality: int) -> Image.Image:
     return out.convert("RGB")
 
 
-def load_rgb(path: str | os.PathLike) -> Image.Image:
-    """Decode any image (grayscale, palette, RGBA, CMYK, 16-bit) to 8-bit RGB; raises on bad files."""
+def load_rgb(path: str | os.PathLike, with_info: bool = False):
+    """Decode any image (grayscale, palette, RGBA, CMYK, 16-bit) to 8-bit RGB; raises on bad files.
+
+    ``with_info``: also return the file's metadata (format, size, JPEG quality estimate, bytes)."""
     with Image.open(path) as img:
+        info = image_metadata(img, os.fspath(path)) if with_info else None
         img.load()
         if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
             arr = np.asarray(img, dtype=np.float64)
             hi = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
             arr = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
-            return Image.fromarray(arr, mode="L").convert("RGB")
-        if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-            return img.convert("RGBA").convert("RGB")
-        return img.convert("RGB")
-
-
-def _label_dirs(root: Path) -> list[Path]:
-    found = []
-    for dirpath, dirnames, _ in os.walk(root, followlinks=True):
-        dirnames.sort()
-        for name in dirnames:
-            if name in LABEL_DIRS:
-                found.append(Path(dirpath) / name)
-    return sorted(found)
-
-
-def find_samples(
-    root: str | os.PathLike,
-    sets: Sequence[str] | None = None,
-    max_per_class: int | None = None,
-    max_per_label: int | None = None,
-) -> list[Sample]:
-    """Walk ``root`` for ``0_real``/``1_fake`` folders; deterministic order (set, class, label, name).
-
-    ``max_per_class`` keeps the first N images of each (set, class, label); ``max_per_label`` the
-    first N of each (set, label). Raises :class:`DatasetLayoutError` saying what was expected.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise DatasetLayoutError(f"data root {root} does not exist or is not a folder")
-    label_dirs = _label_dirs(root)
-    if not label_dirs:
-        raise DatasetLayoutError(
-            f"no '0_real' or '1_fake' folder found under {root}. Expected ForenSynths layout: "
-            "ROOT/<set>/<class>/{0_real,1_fake}/*.png, ROOT/<set>/{0_real,1_fake}/*.png "
-            "or ROOT/{0_real,1_fake}/*.png"
-        )
-    groups: dict[tuple[str, str, int], list[str]] = {}
-    for d in label_dirs:
-        rel = d.parent.relative_to(root).parts
-        set_name = rel[0] if rel else root.name
-        cls = "/".join(rel[1:])
-        files = sorted(
-            str(d / f) for f in os.listdir(d)
-            if Path(f).suffix.lower() in IMAGE_EXTENSIONS and (d / f).is_file()
-        )
-        groups.setdefault((set_name, cls, LABEL_DIRS[d.name]), []).extend(files)
-    all_sets = sorted({k[0] for k in groups})
-    if sets:
-        missing = [s for s in sets if s not in all_sets]
-        if missing:
-            raise DatasetLayoutError(
-                f"set(s) {missing} not found under {root}; sets found: {all_sets}"
-            )
-        groups = {k: v for k, v in groups.items() if k[0] in set(sets)}
-    samples: list[Sample] = []
-    taken_per_label: dict[tuple[str, int], int] = {}
-    for (set_name, cls, label) in sorted(groups):
-        files = groups[(set_name, cls, label)]
-        if max_per_class is not None:
-            files = files[:max_per_class]
-        for f in files:
-            key = (set_name, label)
-            if max_per_label is not None and taken_per_label.get(key, 0) >= max_per_label:
-                break
-            taken_per_label[key] = taken_per_label.get(key, 0) + 1
-            samples.append(Sample(f, label, set_name, cls))
-    if not samples:
-        raise DatasetLayoutError(
-            f"the '0_real'/'1_fake' folders under {root} hold no images "
-            f"(extensions {sorted(IMAGE_EXTENSIONS)})"
-        )
-    return samples
+            rgb = Image.fromarray(arr, mode="L").convert("RGB")
+        elif img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+            rgb = img.convert("RGBA").convert("RGB")
+        else:
+            rgb = img.convert("RGB")
+    return (rgb, info) if with_info else rgb
 
 
 def image_size(path: str) -> tuple[int, int] | None:
@@ -186,44 +110,38 @@ def image_size(path: str) -> tuple[int, int] | None:
 
 @dataclass
 class ImageDataset(torch.utils.data.Dataset):
-    """Samples → uint8 CHW tensors (un-normalised) after perturbation and preset crop.
+    """Samples → uint8 CHW tensors (un-normalised) after perturbation and the detector's resize and crop.
 
-    Items are ``(tensor, index)``, or ``(None, index, error)`` for files that cannot be decoded;
-    :func:`collate_images` separates those out so they are counted, listed and skipped.
+    Items are ``(tensor, index, info)`` — ``info`` the image's metadata (:mod:`tffkit.imagemeta`) and whether it
+    was smaller than the crop — or ``(None, index, error)`` for files that cannot be decoded;
+    :func:`collate_images` separates those out so they are counted, listed and skipped. ``preset`` chooses the
+    spatial part (``detector``: the preprocessing's own; ``center224``; ``full``).
     """
 
     samples: Sequence[Sample]
-    preset: str = "center224"
+    preset: str = "detector"
     perturb: Perturbation = field(default_factory=Perturbation)
     crop: int = 224
+    preprocessing: Preprocessing | None = None
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; choose one of {PRESETS}")
+        base = self.preprocessing or Preprocessing(crop=self.crop)
+        self.spatial = base.for_preset(self.preset)
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int):
+        path = self.samples[index].path
         try:
-            img = self.perturb.apply(load_rgb(self.samples[index].path))
+            img, info = load_rgb(path, with_info=True)
+            arr, small = self.spatial.spatial(self.perturb.apply(img))
         except Exception as exc:  # noqa: BLE001 - report and skip any decoding failure
             return None, index, f"{type(exc).__name__}: {exc}"
-        arr = np.asarray(img, dtype=np.uint8)
-        if self.preset == "center224":
-            arr = center_crop(arr, self.crop)
-        return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))), index
-
-
-def center_crop(arr: np.ndarray, size: int) -> np.ndarray:
-    """Centre crop an HWC array to size×size, zero-padding when smaller (as torchvision does)."""
-    h, w = arr.shape[:2]
-    if h < size or w < size:
-        ph, pw = max(0, size - h), max(0, size - w)
-        arr = np.pad(arr, ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)))
-        h, w = arr.shape[:2]
-    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
-    return arr[top:top + size, left:left + size]
+        info["smaller_than_crop"] = small
+        return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))), index, info
 
 
 @dataclass
@@ -233,6 +151,7 @@ class Batch:
     images: torch.Tensor | None
     indices: torch.Tensor
     failed: list[tuple[int, str]]
+    info: list[dict] | None = field(default=None, kw_only=True)  # per decoded image, when the dataset gives it
 
     def pin_memory(self) -> Batch:
         """Page-locked copies of the tensors, so copies to the GPU run asynchronously (the DataLoader's
@@ -243,16 +162,18 @@ class Batch:
 
 
 def collate_images(items: Iterable) -> Batch:
-    """Stack decodable items; collect ``(index, error)`` for the rest."""
-    good, idx, failed = [], [], []
+    """Stack decodable items ``(image, index[, info])``; collect ``(index, error)`` for the rest."""
+    good, idx, failed, info = [], [], [], []
     for item in items:
         if item[0] is None:
             failed.append((item[1], item[2]))
         else:
             good.append(item[0])
             idx.append(item[1])
+            info.append(item[2] if len(item) > 2 else None)
     images = torch.stack(good) if good else None
-    return Batch(images, torch.tensor(idx, dtype=torch.long), failed)
+    return Batch(images, torch.tensor(idx, dtype=torch.long), failed,
+                 info=info if any(i is not None for i in info) else None)
 
 
 class SizeGroupedBatchSampler(torch.utils.data.Sampler):
@@ -276,7 +197,6 @@ class SizeGroupedBatchSampler(torch.utils.data.Sampler):
 
 
 def normalize(images: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """uint8 (B,3,H,W) → ImageNet-normalised float tensor on the same device."""
-    mean = torch.tensor(IMAGENET_MEAN, device=images.device, dtype=dtype).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=images.device, dtype=dtype).view(1, 3, 1, 1)
-    return (images.to(dtype) / 255.0 - mean) / std
+    """uint8 (B,3,H,W) → ImageNet-normalised float tensor on the same device (a detector's own constants:
+    :meth:`tffkit.preprocess.Preprocessing.normalize`)."""
+    return normalize_with(images, IMAGENET_MEAN, IMAGENET_STD, dtype)

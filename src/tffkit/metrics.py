@@ -122,13 +122,26 @@ def metrics_table(scores: pd.DataFrame, calibrate: bool = True, thresholds: dict
     return pd.concat([table, pd.DataFrame([mean])], ignore_index=True)
 
 
+def undefined_ap_note(table: pd.DataFrame) -> str | None:
+    """The sentence naming the sets whose AP is undefined (one label only), or None."""
+    if table.empty or "ap" not in table:
+        return None
+    rows = table[(table["class"] == "all") & (table["set"] != "mean") & table["ap"].isna()]
+    parts = [f"{r.set} (only {'fake' if r.n_real == 0 else 'real'} images)" for r in rows.itertuples()]
+    if not parts:
+        return None
+    return ("AP is undefined for " + ", ".join(parts) + ": it needs real and fake images (shown as 'undef'; the mean "
+            "row averages the other sets)")
+
+
 def format_table(table: pd.DataFrame, columns: Sequence[str] | None = None) -> str:
-    """A plain-text table with metrics in percent, for the terminal."""
+    """A plain-text table with metrics in percent for the terminal; an undefined metric shows as 'undef'."""
     cols = list(columns or [c for c in table.columns])
     shown = table[cols].copy()
     for c in cols:
         if c in METRIC_COLUMNS or c in CALIBRATED_COLUMNS[1:]:
-            shown[c] = (shown[c].astype(float) * 100).round(1)
+            values = (shown[c].astype(float) * 100).round(1)
+            shown[c] = [("undef" if np.isnan(v) else v) for v in values] if values.isna().any() else values
         elif c == "cal_threshold":
             shown[c] = shown[c].astype(float).round(3)
     return shown.to_string(index=False)

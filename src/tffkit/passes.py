@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import distributed as tdist
-from .data import ImageDataset, Perturbation, Sample, SizeGroupedBatchSampler, collate_images, image_size
+from .data import ImageDataset, Perturbation, Preprocessing, Sample, SizeGroupedBatchSampler, collate_images, image_size
 
 
 def default_workers(world: int = 1, limit: int | None = 8) -> int:
@@ -27,29 +27,36 @@ class DatasetPass:
     """Iterate this rank's shard of ``samples`` as ``(uint8 images on device, dataset indices)``.
 
     Undecodable files are skipped and remembered in :attr:`failed`; :meth:`gather_failed` returns
-    every rank's failures as ``{'path', 'error'}`` rows sorted by path.
+    every rank's failures as ``{'path', 'error'}`` rows sorted by path. ``preprocessing`` is the detector's
+    (resize, crop, small images; the ``preset`` picks its spatial part); images smaller than the crop are counted
+    (:meth:`gather_small`), and with ``keep_info`` each image's metadata is kept (:meth:`gather_info`).
     """
 
     def __init__(
         self,
         samples: Sequence[Sample],
         ctx: tdist.DistContext,
-        preset: str = "center224",
+        preset: str = "detector",
         perturb: Perturbation | None = None,
         batch_size: int = 64,
         num_workers: int | None = None,
         desc: str = "images",
         progress: bool = True,
+        preprocessing: Preprocessing | None = None,
+        keep_info: bool = False,
     ):
         self.samples = samples
         self.ctx = ctx
-        self.dataset = ImageDataset(samples, preset, perturb or Perturbation())
+        self.dataset = ImageDataset(samples, preset, perturb or Perturbation(), preprocessing=preprocessing)
         self.indices = tdist.shard(len(samples), ctx)
         self.batch_size = batch_size
         self.num_workers = default_workers(ctx.world) if num_workers is None else num_workers
         self.desc = desc
         self.progress = progress and ctx.is_main
         self.failed: list[tuple[int, str]] = []
+        self.keep_info = keep_info
+        self.info: dict[int, dict] = {}
+        self.n_small = 0
         self._started: Iterator | None = None
 
     def start(self) -> DatasetPass:
@@ -60,7 +67,7 @@ class DatasetPass:
         return self
 
     def _loader(self) -> torch.utils.data.DataLoader:
-        if self.dataset.preset == "full":
+        if self.dataset.spatial.batched_by_size:
             sizes = {i: image_size(self.samples[i].path) for i in self.indices}
             sampler = SizeGroupedBatchSampler(self.indices, sizes, self.batch_size)
         else:
@@ -76,16 +83,28 @@ class DatasetPass:
         )
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        self.failed = []
+        self.failed, self.info, self.n_small = [], {}, 0
         batches, self._started = self._started or iter(self._loader()), None
         bar = tqdm(total=len(self.indices), desc=self.desc, unit="img", disable=not self.progress)
         for batch in batches:
             self.failed.extend(batch.failed)
+            for i, info in zip(batch.indices.tolist(), batch.info or [], strict=False):
+                self.n_small += bool(info and info.get("smaller_than_crop"))
+                if self.keep_info:
+                    self.info[i] = info
             bar.update(len(batch.indices) + len(batch.failed))
             if batch.images is None:
                 continue
             yield batch.images.to(self.ctx.device, non_blocking=True), batch.indices
         bar.close()
+
+    def gather_small(self) -> int:
+        """Images of all ranks that were smaller than the crop."""
+        return int(sum(tdist.gather_objects(self.n_small)))
+
+    def gather_info(self) -> dict[int, dict]:
+        """Every rank's per-image metadata (``keep_info=True``), by dataset index."""
+        return {i: info for part in tdist.gather_objects(self.info) for i, info in part.items()}
 
     def gather_failed(self) -> list[dict[str, str]]:
         """All ranks' undecodable files as rows ``{'path', 'error'}``."""

@@ -31,9 +31,35 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     return path
 
 
+def display_path(path: str | os.PathLike | bytes) -> str:
+    """A file name as text that can always be written and printed: the undecodable bytes of a non-UTF-8 name
+    (held by Python as surrogates) become ``\\xNN`` escapes."""
+    text = os.fsdecode(path) if isinstance(path, bytes) else os.fspath(path)
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _writable(value: Any) -> Any:
+    """Strings with undecodable bytes escaped (:func:`display_path`), recursively through lists and dicts."""
+    if isinstance(value, str):
+        return display_path(value)
+    if isinstance(value, dict):
+        return {_writable(k): _writable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_writable(v) for v in value]
+    return value
+
+
 def write_csv(path: str | os.PathLike, frame: pd.DataFrame | list[dict]) -> Path:
-    """Write a DataFrame (or a list of row dicts) as CSV, atomically."""
+    """Write a DataFrame (or a list of row dicts) as CSV, atomically; non-UTF-8 file names are escaped."""
     df = frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(frame)
+    text_cols = [c for c in df.columns if df[c].dtype == object or pd.api.types.is_string_dtype(df[c].dtype)]
+    bad = [c for c in text_cols if not df[c].map(lambda v: not isinstance(v, str) or v.isascii()).all()]
+    if bad:
+        df = df.assign(**{c: df[c].map(lambda v: display_path(v) if isinstance(v, str) else v) for c in bad})
     return atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
 
 
@@ -43,15 +69,15 @@ def _json_default(obj: Any) -> Any:
     if hasattr(obj, "tolist"):
         return obj.tolist()
     if isinstance(obj, Path):
-        return str(obj)
+        return display_path(obj)
     if isinstance(obj, (set, tuple)):
         return list(obj)
-    return str(obj)
+    return display_path(str(obj))
 
 
 def write_json(path: str | os.PathLike, data: Any) -> Path:
-    """Write JSON (numpy/torch scalars and paths converted), atomically."""
-    text = json.dumps(data, indent=2, default=_json_default, allow_nan=True)
+    """Write JSON (numpy/torch scalars and paths converted, non-UTF-8 file names escaped), atomically."""
+    text = json.dumps(_writable(data), indent=2, default=_json_default, allow_nan=True)
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text + "\n"))
 
 

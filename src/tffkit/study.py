@@ -19,6 +19,8 @@ from typing import Any
 import yaml
 
 from .conventions import SWITCHES
+from .detectors import Weights
+from .layouts import DataSpec
 from .results import read_json, write_json
 
 STEP_ORDER = ("evaluate", "rank", "dropout", "lrpmax", "color", "color_robust", "generator")
@@ -40,14 +42,18 @@ STEP_SWITCHES = {"evaluate": {"prob_dtype": "prob_dtype", "cal_compare": "cal_co
                  "color": {"activation_site": "activation_site", "prob_dtype": "prob_dtype"}}
 SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
     "": {"name": (str, "study"), "out": (str, REQUIRED), "device": (str, "auto"), "batch_size": (int, 64),
-         "workers": ((int, type(None)), None), "preset": (str, "center224"), "paper_code": (bool, False),
+         "workers": ((int, type(None)), None), "preset": (str, "detector"), "paper_code": (bool, False),
          "detector": (dict, REQUIRED), "data": (dict, REQUIRED), "steps": (dict, {})},
     "detector": {"arch": (str, REQUIRED), "weights": ((str, type(None)), None),
-                 "paper_detector": ((str, type(None)), None), "label": (str, "detector"),
-                 "attention": (str, "attnlrp")},
+                 "backbone_weights": ((str, type(None)), None), "random_weights": (bool, False),
+                 "trust_checkpoint": (bool, False), "paper_detector": ((str, type(None)), None),
+                 "label": (str, "detector"), "attention": (str, "attnlrp")},
     "data": {"source": (str, REQUIRED), "source_sets": ((list, type(None)), None), "test": (str, REQUIRED),
              "sets": ((list, type(None)), None), "train_set": (list, ["progan"]),
-             "max_per_class": ((int, type(None)), None)},
+             "max_per_class": ((int, type(None)), None), "layout": (str, "auto"),
+             "real_dirs": ((list, str, type(None)), None), "fake_dirs": ((list, str, type(None)), None),
+             "real": ((str, type(None)), None), "split": ((str, type(None)), None),
+             "small_images": (str, "upscale")},
     "steps.evaluate": {"enabled": (bool, True)},
     "steps.rank": {"enabled": (bool, True), "min_prob": (float, 0.9), "k": (int, 114),
                    "max_per_class": ((int, type(None)), None), "with_reals": (bool, False)},
@@ -64,8 +70,10 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
                         "percent": (float, 5.0), "random_repeats": (int, 5), "min_prob": (float, 0.9),
                         "seed": (int, 0)},
 }
-CHOICES = {"preset": ("center224", "full"), "steps.lrpmax.variant": ("activation", "relevance"),
-           "detector.attention": ("attnlrp", "cp")}
+CHOICES = {"preset": ("detector", "center224", "full"), "steps.lrpmax.variant": ("activation", "relevance"),
+           "detector.attention": ("attnlrp", "cp"),
+           "data.layout": ("auto", "forensynths", "genimage", "diffusionforensics", "paired", "manifest"),
+           "data.small_images": ("upscale", "pad")}
 for _step, _keys in STEP_SWITCHES.items():
     for _key, _switch in _keys.items():
         SCHEMA[f"steps.{_step}"][_key] = SWITCH
@@ -118,16 +126,24 @@ def load_config(path_or_dict: str | os.PathLike | dict) -> dict:
         if name not in STEP_ORDER:
             errors.append(f"steps.{name}: unknown step (known: {', '.join(STEP_ORDER)})")
     cfg["steps"] = {name: _validate(f"steps.{name}", steps.get(name) or {}, errors) for name in STEP_ORDER}
-    from .detectors import ARCHITECTURES
+    from .detectors import resolve as resolve_detector
 
     for label, det in (("detector", cfg["detector"]),):
-        if det.get("arch") and det["arch"] not in ARCHITECTURES:
-            errors.append(f"{label}.arch: unknown architecture {det['arch']!r}")
+        if isinstance(det.get("arch"), str):
+            try:
+                resolve_detector(det["arch"])
+            except (ValueError, ImportError) as exc:
+                errors.append(f"{label}.arch: {exc}")
+    det = cfg["detector"]
+    if det.get("weights") is None and det.get("backbone_weights") is None and not det.get("random_weights"):
+        errors.append("detector.weights: required (or detector.random_weights: true for a randomly initialised "
+                      "detector)")
 
     def resolve(p: str | None) -> str | None:
         return None if p is None else str((base / os.path.expanduser(p)).resolve())
 
-    for section, key in (("detector", "weights"), ("data", "source"), ("data", "test")):
+    for section, key in (("detector", "weights"), ("detector", "backbone_weights"), ("data", "source"),
+                         ("data", "test"), ("data", "real")):
         value = cfg[section].get(key)
         if isinstance(value, str):
             cfg[section][key] = resolve(value)
@@ -202,6 +218,11 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
     common = dict(preset=cfg["preset"], batch_size=cfg["batch_size"], device=cfg["device"],
                   num_workers=cfg["workers"], progress=progress)
     base = {"detector": det, "data": data, "preset": cfg["preset"], "paper_code": cfg["paper_code"]}
+    weights = Weights(det["weights"], det["backbone_weights"], det["trust_checkpoint"], det["random_weights"])
+    layout = dict(real_dirs=data["real_dirs"], fake_dirs=data["fake_dirs"], split=data["split"],
+                  small_images=data["small_images"])
+    test = DataSpec(data["test"], data["layout"], real=data["real"], **layout)
+    source = DataSpec(data["source"], "auto" if data["layout"] == "paired" else data["layout"], **layout)
 
     def switches(step: str) -> dict:
         """The preset and the step's explicit switches, as keyword arguments of its API function."""
@@ -219,21 +240,21 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
     def evaluate_step(folder: Path) -> None:
         from .evaluate import evaluate
 
-        evaluate(det["arch"], det["weights"], data["test"], folder, data["sets"],
+        evaluate(det["arch"], weights, test, folder, data["sets"],
                  max_per_class=data["max_per_class"], **common, **switches("evaluate"))
 
     def rank_step(folder: Path) -> None:
         from .analysis.rank import rank
 
         r = st["rank"]
-        rank(det["arch"], det["weights"], data["source"], folder, data["source_sets"], r["max_per_class"],
+        rank(det["arch"], weights, source, folder, data["source_sets"], r["max_per_class"],
              r["min_prob"], r["with_reals"], r["k"], attention=det["attention"], **common, **switches("rank"))
 
     def dropout_step(folder: Path) -> None:
         from .analysis.dropout import dropout
 
         d = st["dropout"]
-        dropout(det["arch"], det["weights"], ranking, data["test"], folder, data["sets"], d["k_sweep"],
+        dropout(det["arch"], weights, ranking, test, folder, data["sets"], d["k_sweep"],
                 d["random_repeats"], d["seed"], max_per_class=data["max_per_class"],
                 fixed_threshold_sets=data["train_set"], paper_detector=det["paper_detector"], **common,
                 **switches("dropout"))
@@ -242,11 +263,11 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
         from .analysis.lrpmax import run_lrpmax
 
         m = st["lrpmax"]
-        run_lrpmax(det["arch"], det["weights"], ranking, data["test"], folder, k=m["k"], sets=data["sets"],
+        run_lrpmax(det["arch"], weights, ranking, test, folder, k=m["k"], sets=data["sets"],
                    per_tff=m["per_tff"], show=m["show"], variant=m["variant"], max_per_class=m["max_per_class"],
                    attention=det["attention"], **common, **switches("lrpmax"))
 
-    def color_step(folder: Path, arch: str = det["arch"], weights: str | None = det["weights"],
+    def color_step(folder: Path, arch: str = det["arch"], weights: Weights = weights,
                    ranking_path: Path = ranking,
                    evaluated: Path | None = out / "evaluate" if st["evaluate"]["enabled"] else None) -> None:
         import pandas as pd
@@ -256,7 +277,7 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
         c = st["color"]
         scores = evaluated / "scores.csv" if evaluated else None  # same detector and images: no second pass
         colour = pd.read_csv(scores, keep_default_na=False) if scores and scores.is_file() else None
-        run_color(arch, weights, data["test"], folder, ranking=ranking_path, k=c["k"], sets=data["sets"],
+        run_color(arch, weights, test, folder, ranking=ranking_path, k=c["k"], sets=data["sets"],
                   max_per_class=c["max_per_class"], metrics_max_per_class=data["max_per_class"],
                   colour_scores=colour, **common, **switches("color"))
 
@@ -265,8 +286,8 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
         from .evaluate import evaluate
 
         cr = st["color_robust"]
-        weights = cr["weights"]
-        if weights is None:
+        cr_weights = cr["weights"]
+        if cr_weights is None:
             from .train import train_detector
 
             train = dict(cr["train"])
@@ -274,14 +295,15 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
                                  folder / "train", color_robust=True, device=cfg["device"],
                                  num_workers=cfg["workers"], progress=progress,
                                  resume=(folder / "train" / "model_last.pth").is_file(), **train)
-            weights = str(res["model_best"] or res["model_last"])
+            cr_weights = str(res["model_best"] or res["model_last"])
         arch = (cr["train"] or {}).get("arch", det["arch"])
-        evaluate(arch, weights, data["test"], folder / "evaluate", data["sets"], max_per_class=data["max_per_class"],
+        cr_w = Weights(cr_weights, trust=det["trust_checkpoint"])
+        evaluate(arch, cr_w, test, folder / "evaluate", data["sets"], max_per_class=data["max_per_class"],
                  **common, **switches("evaluate"))
         r = st["rank"]
-        rank(arch, weights, data["source"], folder / "rank", data["source_sets"], r["max_per_class"], r["min_prob"],
+        rank(arch, cr_w, source, folder / "rank", data["source_sets"], r["max_per_class"], r["min_prob"],
              False, r["k"], attention=det["attention"], **common, **switches("rank"))
-        color_step(folder / "color", arch, weights, folder / "rank" / "ffrs.csv", folder / "evaluate")
+        color_step(folder / "color", arch, cr_w, folder / "rank" / "ffrs.csv", folder / "evaluate")
 
     def generator_step(folder: Path) -> None:
         from .analysis.generator import generators_of_study

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,11 +25,21 @@ from tqdm.auto import tqdm
 
 from . import augment as aug
 from . import distributed as tdist
-from .data import find_samples, normalize
-from .detectors import build_detector, load_init_weights, load_state, save_checkpoint
+from .data import DataSpec, as_spec, discover
+from .detectors import (
+    build_detector,
+    fake_logit,
+    load_init_weights,
+    load_state,
+    read_checkpoint,
+    resolve,
+    save_checkpoint,
+)
+from .layouts import format_summary
 from .metrics import accuracies, average_precision
 from .passes import default_workers
 from .results import RunRecord, write_csv
+from .trainstate import EarlyStopping, checksum, new_partial, restored, rng_state, set_rng_state, storable, tensorboard
 
 RESUME_KEYS = ("arch", "batch_size", "lr", "seed", "blur_prob", "jpeg_prob", "color_robust", "crop_size",
                "load_size", "amp", "max_per_class", "train_digest", "val_digest")
@@ -62,31 +71,14 @@ class TrainConfig:
     save_every: int | None = None
     train_digest: str = ""
     val_digest: str = ""
-
-
-@dataclass
-class EarlyStopping:
-    """Plateau detector on validation accuracy: an epoch improves when acc ≥ best + ``delta`` (Wang et al.)."""
-
-    patience: int = 5
-    delta: float = 0.001
-    best: float | None = None
-    counter: int = 0
-
-    def update(self, acc: float) -> bool:
-        """Record one epoch; True once ``patience`` epochs in a row did not improve."""
-        if self.best is None or acc >= self.best + self.delta:
-            self.best, self.counter = acc, 0
-            return False
-        self.counter += 1
-        return self.counter >= self.patience
+    trust_init: bool = False
 
 
 class Trainer:
     """Data, model, optimiser and the training step; :func:`train_detector` drives it epoch by epoch."""
 
     def __init__(self, cfg: TrainConfig, ctx: tdist.DistContext, num_workers: int | None = None,
-                 progress: bool = True):
+                 progress: bool = True, data: DataSpec | None = None, val: DataSpec | None = None):
         if cfg.amp not in ("off", "bf16") or cfg.batch_size < ctx.world:
             raise ValueError(f"--amp must be 'off' or 'bf16' (got {cfg.amp!r}) and the global batch size "
                              f"({cfg.batch_size}) at least the number of processes ({ctx.world})")
@@ -98,8 +90,11 @@ class Trainer:
         if self.dev.type == "cpu" and self.workers:  # loader workers + compute threads ≤ cores (no oversubscription)
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
             torch.set_num_threads(max(1, min(torch.get_num_threads(), cores // ctx.world - self.workers)))
-        self.train_samples = find_samples(cfg.data, max_per_class=cfg.max_per_class)
-        self.val_samples = find_samples(cfg.val, max_per_class=cfg.max_per_class)
+        found = [discover(d or c, max_per_class=cfg.max_per_class) for d, c in ((data, cfg.data), (val, cfg.val))]
+        self.train_samples, self.val_samples = found[0].samples, found[1].samples
+        self.data_found = [f.summary() for f in found]
+        for what, f in zip(("training", "validation"), self.data_found, strict=True):
+            _log(ctx, f"{what} {format_summary(f)}")
         cfg.train_digest = aug.samples_digest(self.train_samples, cfg.data)
         cfg.val_digest = aug.samples_digest(self.val_samples, cfg.val)
         self.train_set = aug.AugmentedDataset(self.train_samples, aug.training_augment(
@@ -107,8 +102,10 @@ class Trainer:
         self.val_set = aug.AugmentedDataset(self.val_samples, aug.validation_augment(
             cfg.blur_prob, cfg.jpeg_prob, cfg.crop_size, cfg.load_size), 0, aug.VAL_STREAM)
         torch.manual_seed(cfg.seed)
+        self.detector = resolve(cfg.arch)
+        self.prep = self.detector.preprocessing  # the detector's normalisation (CLIP's for the CLIP detectors)
         self.net = build_detector(cfg.arch)
-        self.init_report = load_init_weights(self.net, cfg.init) if cfg.init else None
+        self.init_report = load_init_weights(self.net, cfg.init, cfg.trust_init) if cfg.init else None
         self.memory_format = torch.channels_last if self.dev.type == "cuda" else torch.contiguous_format
         self.net.to(self.dev, memory_format=self.memory_format).train()
         self.model: nn.Module = self.net
@@ -127,8 +124,12 @@ class Trainer:
         return aug.make_loader(self.train_set, batches, (c.seed, epoch, self.ctx.rank), self.workers, self.dev)
 
     def _images(self, images: torch.Tensor) -> torch.Tensor:
-        x = normalize(images.to(self.dev, non_blocking=True))
+        x = self.prep.normalize(images.to(self.dev, non_blocking=True))
         return x.contiguous(memory_format=self.memory_format)
+
+    def logits(self, net: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """The fake logit per image (a two-class head as its log-odds, the detector's polarity applied)."""
+        return fake_logit(net(self._images(images)), self.detector.fake_index)
 
     def step(self, batch: aug.TrainBatch) -> tuple[torch.Tensor, int]:
         """One optimiser step on the global batch; returns (summed BCE of this rank, images of this rank).
@@ -146,7 +147,7 @@ class Trainer:
         if n_local:
             net = self.model if n_empty == 0 else self.net
             with torch.autocast(self.dev.type, dtype=torch.bfloat16, enabled=self.cfg.amp == "bf16"):
-                logits = net(self._images(batch.images)).reshape(-1)
+                logits = self.logits(net, batch.images)
             labels = batch.labels.to(self.dev, non_blocking=True)
             loss_sum = F.binary_cross_entropy_with_logits(logits.float(), labels, reduction="sum")
             (loss_sum * ((world if n_empty == 0 else 1) / n_global)).backward()
@@ -175,7 +176,7 @@ class Trainer:
             if batch.images is None:
                 continue
             with torch.autocast(self.dev.type, dtype=torch.bfloat16, enabled=self.cfg.amp == "bf16"):
-                out = self.net(self._images(batch.images)).reshape(-1)
+                out = self.logits(self.net, batch.images)
             idx.append(batch.indices)
             logits.append(out.float())
         bar.close()
@@ -190,17 +191,12 @@ class Trainer:
                 "n_val": int(len(index)), "val_skipped": skipped}
 
     def rng_state(self) -> dict[str, Any]:
-        """Python, NumPy, torch (and CUDA) random states of this process; :meth:`set_rng_state` restores them."""
-        cuda = {"cuda": torch.cuda.get_rng_state(self.dev)} if self.dev.type == "cuda" else {}
-        return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(), **cuda}
+        """This process's random states (:func:`tffkit.trainstate.rng_state`)."""
+        return rng_state(self.dev)
 
     def set_rng_state(self, state: dict[str, Any]) -> None:
         """Restore the random states of :meth:`rng_state`."""
-        random.setstate(state["python"])
-        np.random.set_state(state["numpy"])
-        torch.set_rng_state(state["torch"])
-        if self.dev.type == "cuda" and "cuda" in state:
-            torch.cuda.set_rng_state(state["cuda"], self.dev)
+        set_rng_state(state, self.dev)
 
 
 def _log(ctx: tdist.DistContext, msg: str) -> None:
@@ -208,25 +204,8 @@ def _log(ctx: tdist.DistContext, msg: str) -> None:
         tqdm.write(msg)
 
 
-def _checksum(net: nn.Module) -> float:
-    return float(sum(p.detach().double().sum() for p in net.parameters()))
-
-
-def _tensorboard(out: Path, ctx: tdist.DistContext):
-    try:  # optional: skipped silently without tensorboard
-        from torch.utils.tensorboard import SummaryWriter
-
-        return SummaryWriter(str(out / "tensorboard")) if ctx.is_main else None
-    except Exception:  # noqa: BLE001
-        return None
-
-
-def _new_partial() -> dict[str, Any]:
-    return {"loss_sum": 0.0, "n": 0, "seen": [], "failed": [], "time": 0.0}
-
-
 def _save_last(tr: Trainer, out: Path, st: dict[str, Any], partial: dict[str, Any]) -> None:
-    rngs, partials = tdist.gather_objects(tr.rng_state()), tdist.gather_objects(partial)
+    rngs, partials = tdist.gather_objects(tr.rng_state()), tdist.gather_objects(storable(partial))
     if tr.ctx.is_main:
         save_checkpoint(out / "model_last.pth", tr.net, arch=tr.cfg.arch, optimizer=tr.optimizer.state_dict(),
                         progress=st, rng=rngs, partial=partials, config=asdict(tr.cfg), world=tr.ctx.world)
@@ -234,7 +213,7 @@ def _save_last(tr: Trainer, out: Path, st: dict[str, Any], partial: dict[str, An
 
 
 def _resume(tr: Trainer, path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    ck = torch.load(path, map_location="cpu", weights_only=False)
+    ck = read_checkpoint(path, what="training checkpoint")
     old, new = ck.get("config", {}), asdict(tr.cfg)
     diff = [f"{k}: {old.get(k)!r} → {new[k]!r}" for k in RESUME_KEYS if old.get(k) != new[k]]
     if diff:
@@ -246,7 +225,7 @@ def _resume(tr: Trainer, path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
                      "(same data order, but random states and partial-epoch statistics are not per-rank exact)")
     r = tr.ctx.rank
     tr.set_rng_state(ck["rng"][r % len(ck["rng"])])
-    partial = ck["partial"][r] if ck["world"] == tr.ctx.world else _new_partial()
+    partial = restored(ck["partial"][r]) if ck["world"] == tr.ctx.world else new_partial()
     return ck["progress"], partial
 
 
@@ -320,20 +299,22 @@ def _end_epoch(tr: Trainer, out: Path, st: dict[str, Any], es: EarlyStopping, ro
             es = EarlyStopping(cfg.patience, delta=0.002)
             _log(ctx, f"no improvement for {cfg.patience} epochs: lr divided by 10 → {lr:.1e}")
     st.update(epoch=row["epoch"] + 1, batch=0, es=asdict(es))
-    _save_last(tr, out, st, _new_partial())
+    _save_last(tr, out, st, new_partial())
     if ctx.is_main:
         write_csv(out / "history.csv", st["history"])
     return es
 
 
-def train_detector(arch: str, data: str | os.PathLike, val: str | os.PathLike, out: str | os.PathLike,
+def train_detector(arch: str, data: str | os.PathLike | DataSpec, val: str | os.PathLike | DataSpec,
+                   out: str | os.PathLike,
                    color_robust: bool = False, init: str | os.PathLike | None = None, blur_prob: float = 0.5,
                    jpeg_prob: float = 0.5, batch_size: int = 64, lr: float = 1e-4, max_epochs: int | None = None,
                    seed: int = 0, amp: str = "off", resume: bool = False, crop_size: int = 224,
                    load_size: int = 256, device: str = "auto", num_workers: int | None = None, progress: bool = True,
                    max_per_class: int | None = None, max_steps: int | None = None, save_every: int | None = None,
-                   patience: int = 5, min_lr: float = 1e-6) -> dict[str, Any]:
-    """Train a one-logit detector on ``data`` (``0_real``/``1_fake``), validating on ``val`` every epoch.
+                   patience: int = 5, min_lr: float = 1e-6, trust_init: bool = False) -> dict[str, Any]:
+    """Train a detector on ``data`` (a root or :class:`~tffkit.data.DataSpec`), validating on ``val`` every epoch;
+    BCE on its fake logit (a two-class head trains through its log-odds).
 
     Stops by early stopping, ``max_epochs`` or ``max_steps`` (total optimiser steps; checkpoints then too);
     ``save_every`` also checkpoints every N steps. Returns final/best metrics and the output paths.
@@ -342,10 +323,10 @@ def train_detector(arch: str, data: str | os.PathLike, val: str | os.PathLike, o
     out = Path(out)
     cfg = TrainConfig(arch, str(data), str(val), str(out), color_robust, str(init) if init else None, blur_prob,
                       jpeg_prob, batch_size, lr, max_epochs, max_steps, seed, amp, crop_size, load_size, max_per_class,
-                      patience, min_lr, save_every)
+                      patience, min_lr, save_every, trust_init=trust_init)
     threads = torch.get_num_threads()
     try:
-        tr = Trainer(cfg, ctx, num_workers, progress)
+        tr = Trainer(cfg, ctx, num_workers, progress, as_spec(data), as_spec(val))
         return _train(tr, out, resume)
     finally:
         torch.set_num_threads(threads)
@@ -357,7 +338,7 @@ def _train(tr: Trainer, out: Path, resume: bool) -> dict[str, Any]:
     last = out / "model_last.pth"
     st: dict[str, Any] = {"epoch": 0, "batch": 0, "step": 0, "es": asdict(EarlyStopping(cfg.patience)), "best": None,
                           "history": [], "stopped": None, "lr_drops": 0, "skipped": []}
-    partial, resumed = _new_partial(), resume and last.is_file()
+    partial, resumed = new_partial(), resume and last.is_file()
     if resumed:
         st, partial = _resume(tr, last)
         _log(ctx, f"resuming {last}: epoch {st['epoch']}, batch {st['batch']}, step {st['step']}")
@@ -374,7 +355,7 @@ def _train(tr: Trainer, out: Path, resume: bool) -> dict[str, Any]:
               f"{torch.get_num_threads()} thread(s) per process")
     if st["stopped"] != "early_stopping":
         st["stopped"] = None
-    writer = _tensorboard(out, ctx)
+    writer = tensorboard(out, ctx)
     es = EarlyStopping(**st["es"])
     while st["stopped"] is None:
         if cfg.max_epochs is not None and st["epoch"] >= cfg.max_epochs:
@@ -384,7 +365,7 @@ def _train(tr: Trainer, out: Path, resume: bool) -> dict[str, Any]:
         elif _train_epoch(tr, out, st, partial):
             row = _epoch_row(tr, st, partial)
             es = _end_epoch(tr, out, st, es, row)
-            partial = _new_partial()
+            partial = new_partial()
             if writer is not None:
                 for key in ("lr", "train_loss", "val_loss", "val_acc", "val_ap", "images_per_s"):
                     writer.add_scalar(key, row[key], row["epoch"])
@@ -400,8 +381,8 @@ def _train(tr: Trainer, out: Path, resume: bool) -> dict[str, Any]:
               "final": st["history"][-1] if st["history"] else None, "init": tr.init_report,
               "n_train": len(tr.train_samples), "n_val": len(tr.val_samples), "skipped": st["skipped"],
               "device": str(ctx.device), "world": ctx.world, "resumed": resumed,
-              "ranks_in_sync": len(set(tdist.gather_objects(_checksum(tr.net)))) == 1}
+              "ranks_in_sync": len(set(tdist.gather_objects(checksum(tr.net)))) == 1}
     if ctx.is_main:
-        record.write(out, **{k: v for k, v in result.items() if k != "final"})
+        record.write(out, data_found=tr.data_found, **{k: v for k, v in result.items() if k != "final"})
     tdist.barrier()
     return result

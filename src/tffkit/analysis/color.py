@@ -14,9 +14,9 @@ from scipy.stats import median_test
 
 from .. import distributed as tdist
 from ..conventions import resolve
-from ..data import Perturbation, find_samples, normalize
-from ..detectors import load_detector
+from ..data import Perturbation, Preprocessing
 from ..evaluate import score_samples
+from ..inputs import explainer_for, find_data, input_record, load_model, run_preprocessing
 from ..lrp import Explainer
 from ..metrics import metrics_table, probabilities
 from ..passes import DatasetPass
@@ -72,10 +72,11 @@ def max_activations(explainer: Explainer, tffs: Sequence[TFF], samples, ctx: tdi
     sorted."""
     tap = MaxActivationTap(explainer, tffs, site)
     dtype = next(explainer.model.buffers()).dtype
+    prep = pass_args.get("preprocessing") or Preprocessing()
     idx, vals = [], []
     for images, indices in DatasetPass(samples, ctx, perturb=perturb, **pass_args):
         idx.append(indices)
-        vals.append(tap.run(normalize(images, dtype))[0].double())  # on the device: no sync per batch
+        vals.append(tap.run(prep.normalize(images, dtype))[0].double())  # on the device: no sync per batch
     index, values = tdist.gather_rows(idx, vals, (len(tffs),))
     order = np.argsort(index, kind="stable")
     return index[order], values[order]
@@ -141,7 +142,7 @@ def colour_conditional_summary(tests: pd.DataFrame, k: int) -> pd.DataFrame:
 def run_color(arch: str, weights: str | os.PathLike | None, data: str | os.PathLike, out: str | os.PathLike,
               sets: Sequence[str] | None = None, ranking: str | os.PathLike | None = None, k: int = 114,
               max_per_class: int | None = 500, metrics_max_per_class: int | None = None, min_prob: float = 0.2,
-              alpha: float = 0.05, preset: str = "center224", batch_size: int = 64, device: str = "auto",
+              alpha: float = 0.05, preset: str = "detector", batch_size: int = 64, device: str = "auto",
               num_workers: int | None = None, progress: bool = True,
               colour_scores: pd.DataFrame | None = None, paper_code: bool = False,
               activation_site: str | None = None, prob_dtype: str | None = None) -> dict:
@@ -161,14 +162,18 @@ def run_color(arch: str, weights: str | os.PathLike | None, data: str | os.PathL
                                      min_prob=min_prob, alpha=alpha, preset=preset, batch_size=batch_size,
                                      **settings), ctx.world)
     out = Path(out)
-    model = load_detector(arch, weights, ctx.device)
-    pass_args = dict(preset=preset, batch_size=batch_size, num_workers=num_workers, progress=progress)
-    samples = find_samples(data, sets, max_per_class=metrics_max_per_class)
+    found = find_data(data, sets, max_per_class=metrics_max_per_class, main=ctx.is_main)
+    samples = found.samples
+    model = load_model(arch, weights, ctx.device, ctx.is_main)
+    prep = run_preprocessing(model, data)
+    pass_args = dict(preset=preset, batch_size=batch_size, num_workers=num_workers, progress=progress,
+                     preprocessing=prep)
     if colour_scores is not None:
         colour_scores = colour_scores.assign(prob=probabilities(colour_scores["logit"].to_numpy(), dtype))
-    scores = {v: colour_scores if v == "colour" and colour_scores is not None else
-              score_samples(model, samples, ctx, perturb=p, desc=f"scoring ({v})", prob_dtype=dtype, **pass_args).table
-              for v, p in VERSIONS.items()}
+    scored = {v: score_samples(model, samples, ctx, perturb=p, desc=f"scoring ({v})", prob_dtype=dtype, **pass_args)
+              for v, p in VERSIONS.items() if not (v == "colour" and colour_scores is not None)}
+    scores = {v: colour_scores if v not in scored else scored[v].table for v in VERSIONS}
+    n_small = max((sc.n_small for sc in scored.values()), default=0)
     tidy, wide = color_metrics_table({v: metrics_table(t, calibrate=False) for v, t in scores.items()})
     probs, changes = median_probability_change(scores["colour"], scores["grayscale"], min_prob)
     result = {"metrics": tidy, "table": wide, "median_change": changes}
@@ -180,10 +185,10 @@ def run_color(arch: str, weights: str | os.PathLike | None, data: str | os.PathL
         if len(probs):
             fig.probability_boxplot(probs, changes, out / "median_probability.png", min_prob)
     if ranking is not None:
-        explainer = Explainer(model)
+        explainer = explainer_for(model, prep)
         tffs = load_tffs(ranking, k, explainer)
         keys = tff_keys(explainer, tffs)
-        fakes = [s for s in find_samples(data, sets, max_per_class=max_per_class) if s.label == 1]
+        fakes = [s for s in find_data(data, sets, max_per_class=max_per_class, main=False).samples if s.label == 1]
         acts = {v: max_activations(explainer, tffs, fakes, ctx, p, site, desc=f"max activations ({v})", **pass_args)
                 for v, p in VERSIONS.items()}
         negative = bn_scale(explainer, tffs) < 0
@@ -221,6 +226,7 @@ def run_color(arch: str, weights: str | os.PathLike | None, data: str | os.PathL
             js["n_negative_gamma"] = result["n_negative_gamma"]
             js["negative_gamma_keys"] = [key for key, neg in zip(keys, negative, strict=True) if neg]
         write_json(out / "color.json", js)
-        record.write(out, device=str(ctx.device), settings=settings, **js)
+        record.write(out, device=str(ctx.device), settings=settings, **js,
+                     **input_record(found, model, prep, preset, weights, n_small))
     tdist.barrier()
     return result

@@ -20,9 +20,9 @@ import torch
 
 from .. import distributed as tdist
 from ..conventions import resolve
-from ..data import Sample, find_samples, normalize
-from ..detectors import load_detector
+from ..data import Preprocessing, Sample
 from ..evaluate import scores_table
+from ..inputs import explainer_for, find_data, input_record, load_model, run_preprocessing
 from ..lrp import Explainer
 from ..metrics import binary_metrics
 from ..passes import DatasetPass
@@ -78,18 +78,20 @@ def dropped(explainer: Explainer, channels: Sequence[tuple[str, int]], site: str
 
 @torch.no_grad()
 def score_variants(explainer: Explainer, variants: Sequence[ChannelSets | None], samples: Sequence[Sample],
-                   ctx: tdist.DistContext, site: str = "folded", preset: str = "center224", batch_size: int = 64,
-                   num_workers: int | None = None, progress: bool = True,
-                   prob_dtype: str = "float64") -> tuple[list[pd.DataFrame], list[dict]]:
+                   ctx: tdist.DistContext, site: str = "folded", preset: str = "detector", batch_size: int = 64,
+                   num_workers: int | None = None, progress: bool = True, prob_dtype: str = "float64",
+                   preprocessing: Preprocessing | None = None) -> tuple[list[pd.DataFrame], list[dict], int]:
     """Scores of every variant (``None`` = undropped) from one pass over the data: each batch is decoded
-    once and run once per variant; logits stay on the device until the end. Returns (tables, unreadable)."""
+    once and run once per variant; logits stay on the device until the end. Returns (tables, unreadable,
+    images smaller than the crop)."""
     plans = [DropPlan(explainer, v.channels if v else (), site) for v in variants]
     model = explainer.model.eval()
+    prep = preprocessing or Preprocessing()
     run = DatasetPass(samples, ctx, preset, None, batch_size, num_workers,
-                      f"dropout ({len(variants)} variants)", progress)
+                      f"dropout ({len(variants)} variants)", progress, prep)
     idx, logits = [], []  # logits (B, variants) per batch
     for images, indices in run:
-        x = normalize(images)
+        x = prep.normalize(images)
         idx.append(indices)
         per_variant = []
         for plan in plans:
@@ -98,7 +100,7 @@ def score_variants(explainer: Explainer, variants: Sequence[ChannelSets | None],
         logits.append(torch.stack(per_variant, 1))
     index, logit = tdist.gather_rows(idx, logits, (len(plans),))
     return ([scores_table(samples, index, logit[:, v], prob_dtype) for v in range(len(plans))],
-            run.gather_failed())
+            run.gather_failed(), run.gather_small())
 
 
 def set_metrics(scores: pd.DataFrame, thresholds: dict[str, float], cal_compare: str = "ge") -> list[dict]:
@@ -120,7 +122,7 @@ def calibrated_thresholds(scores: pd.DataFrame, fixed_sets: Sequence[str] = ("pr
 
 def dropout(arch: str, weights: str | os.PathLike | None, ranking: str | os.PathLike, data: str | os.PathLike,
             out: str | os.PathLike | None, sets: Sequence[str] | None = None, ks: Sequence[int] = (114,),
-            random_repeats: int = 5, seed: int = 0, site: str | None = None, preset: str = "center224",
+            random_repeats: int = 5, seed: int = 0, site: str | None = None, preset: str = "detector",
             batch_size: int = 64, device: str = "auto", num_workers: int | None = None,
             max_per_class: int | None = None, fixed_threshold_sets: Sequence[str] = ("progan",),
             paper_detector: str | None = None, progress: bool = True, paper_code: bool = False,
@@ -135,13 +137,16 @@ def dropout(arch: str, weights: str | os.PathLike | None, ranking: str | os.Path
                                        sets=sets, ks=list(ks), random_repeats=random_repeats, seed=seed, site=site,
                                        preset=preset, batch_size=batch_size, max_per_class=max_per_class,
                                        paper_detector=paper_detector, **settings), ctx.world)
-    samples = find_samples(data, sets, max_per_class=max_per_class)
-    explainer = Explainer(load_detector(arch, weights, ctx.device))
+    found = find_data(data, sets, max_per_class=max_per_class, main=ctx.is_main)
+    samples = found.samples
+    model = load_model(arch, weights, ctx.device, ctx.is_main)
+    prep = run_preprocessing(model, data)
+    explainer = explainer_for(model, prep)
     table = load_ranking(ranking, explainer.layers)
 
     variants = [None, *(v for k in ks for v in select_channels(table, k, random_repeats, seed))]
-    scores, unreadable = score_variants(explainer, variants, samples, ctx, site, preset, batch_size, num_workers,
-                                        progress, settings["prob_dtype"])
+    scores, unreadable, n_small = score_variants(explainer, variants, samples, ctx, site, preset, batch_size,
+                                                 num_workers, progress, settings["prob_dtype"], prep)
     thresholds = calibrated_thresholds(scores[0], fixed_threshold_sets)
     rows = []
     for variant, sc in zip(variants, scores, strict=True):
@@ -160,7 +165,8 @@ def dropout(arch: str, weights: str | os.PathLike | None, ranking: str | os.Path
             atomic_write(out / f"dropout_table.{suffix}", lambda tmp, text=text: Path(tmp).write_text(text))
         plot_ap_vs_k(summary, out / "ap_vs_k.png")
         record.write(out, settings=settings, n_images=len(samples), n_skipped=len(unreadable),
-                     unreadable=unreadable, thresholds=thresholds)
+                     unreadable=unreadable, thresholds=thresholds,
+                     **input_record(found, model, prep, preset, weights, n_small))
     tdist.barrier()
     return long
 

@@ -24,8 +24,8 @@ import torch
 
 from .. import distributed as tdist
 from ..conventions import resolve
-from ..data import find_samples, normalize
-from ..detectors import load_detector
+from ..data import Preprocessing
+from ..inputs import explainer_for, find_data, input_record, load_model, run_preprocessing
 from ..lrp import Explainer
 from ..passes import DatasetPass
 from ..results import RunRecord, write_csv, write_json
@@ -173,15 +173,20 @@ def top_images(explainer: Explainer, tffs: Sequence[TFF], samples, sets: Sequenc
     tap = MaxActivationTap(explainer, tffs, site)
     top = RunningTopN(len(sets), len(tffs), n, ctx.device)
     dtype = next(explainer.model.buffers()).dtype
-    for images, indices in DatasetPass(samples, ctx, **pass_args):
-        v, h, w = tap.run(normalize(images, dtype))
+    prep = pass_args.get("preprocessing") or Preprocessing()
+    run = DatasetPass(samples, ctx, **pass_args)
+    for images, indices in run:
+        v, h, w = tap.run(prep.normalize(images, dtype))
         top.update(groups[indices], v, indices, h, w)
     st = merge_top(tdist.gather_objects(top.state()), n)
+    n_small = run.gather_small()
     g, j, r = np.meshgrid(np.arange(len(sets)), np.arange(len(tffs)), np.arange(n), indexing="ij")
     table = pd.DataFrame({"set": np.asarray(sets)[g.ravel()], "tff": j.ravel(), "rank": r.ravel() + 1,
                           "index": st["index"].ravel(), "activation": st["values"].ravel(),
                           "h": st["h"].ravel(), "w": st["w"].ravel()})
-    return table[table["index"] != SENTINEL].reset_index(drop=True)
+    table = table[table["index"] != SENTINEL].reset_index(drop=True)
+    table.attrs["n_smaller_than_crop"] = n_small
+    return table
 
 
 def compute_lrpmax(explainer: Explainer, tffs: Sequence[TFF], samples, top: pd.DataFrame, ctx: tdist.DistContext,
@@ -198,6 +203,7 @@ def compute_lrpmax(explainer: Explainer, tffs: Sequence[TFF], samples, top: pd.D
     folded = folded_activation(explainer, tffs, top["tff"].to_numpy(), top["activation"].to_numpy(), site)
     lrp = LRPMax(explainer, chunk)
     dtype = next(explainer.model.buffers()).dtype
+    prep = pass_args.get("preprocessing") or Preprocessing()
     wanted = sorted(set(top["index"].tolist()))
     pairs_of = {i: [] for i in wanted}
     for p, i in enumerate(top["index"].tolist()):
@@ -211,7 +217,7 @@ def compute_lrpmax(explainer: Explainer, tffs: Sequence[TFF], samples, top: pd.D
         rows = torch.tensor([r for _, r in ps], device="cpu")
         layers = [tffs[j][0] for j in sub["tff"]]
         chans = torch.tensor([tffs[j][1] for j in sub["tff"]], device="cpu")
-        x = normalize(images, dtype)
+        x = prep.normalize(images, dtype)
         if variant == "activation":
             h, w = (torch.tensor(sub[c].to_numpy(), device="cpu") for c in ("h", "w"))
             seed = torch.tensor(folded[[p for p, _ in ps]], device="cpu").clamp(min=0)
@@ -242,7 +248,7 @@ def compute_lrpmax(explainer: Explainer, tffs: Sequence[TFF], samples, top: pd.D
 
 def run_lrpmax(arch: str, weights: str | os.PathLike | None, ranking: str | os.PathLike, data: str | os.PathLike,
                out: str | os.PathLike, k: int = 114, sets: Sequence[str] | None = None, per_tff: int = 20,
-               show: int = 5, variant: str = "activation", preset: str = "center224", batch_size: int = 64,
+               show: int = 5, variant: str = "activation", preset: str = "detector", batch_size: int = 64,
                chunk: int = 64, device: str = "auto", num_workers: int | None = None,
                max_per_class: int | None = None, rows_per_figure: int = 10, progress: bool = True,
                paper_code: bool = False, neuron_seed: str | None = None, bounds: str | None = None,
@@ -261,17 +267,20 @@ def run_lrpmax(arch: str, weights: str | os.PathLike | None, ranking: str | os.P
                                       sets=sets, per_tff=per_tff, show=show, variant=variant, preset=preset,
                                       batch_size=batch_size, chunk=chunk, max_per_class=max_per_class,
                                       attention=attention, **settings), ctx.world)
-    model = load_detector(arch, weights, ctx.device)
-    explainer = Explainer(model, bounds=settings["bounds"], zplus_fallback=settings["zplus_fallback"],
-                          attention=attention)
+    found = find_data(data, sets, max_per_class=max_per_class, main=ctx.is_main)
+    model = load_model(arch, weights, ctx.device, ctx.is_main)
+    prep = run_preprocessing(model, data)
+    explainer = explainer_for(model, prep, bounds=settings["bounds"], zplus_fallback=settings["zplus_fallback"],
+                              attention=attention)
     tffs = load_tffs(ranking, k, explainer)
     site = settings["activation_site"]
     keys = tff_keys(explainer, tffs)
-    samples = [s for s in find_samples(data, sets, max_per_class=max_per_class) if s.label == 1]
+    samples = [s for s in found.samples if s.label == 1]
     if not samples:
-        raise ValueError(f"no fakes (1_fake) under {data} for sets {sets}")
+        raise ValueError(f"no fakes under {data} for sets {sets}")
     set_names = list(dict.fromkeys(s.set for s in samples))
-    pass_args = dict(preset=preset, batch_size=batch_size, num_workers=num_workers, progress=progress)
+    pass_args = dict(preset=preset, batch_size=batch_size, num_workers=num_workers, progress=progress,
+                     preprocessing=prep)
     top = top_images(explainer, tffs, samples, set_names, per_tff, ctx, site, desc="max activations", **pass_args)
     out = Path(out)
     thumbs: dict[tuple[int, str], list[tuple[int, np.ndarray]]] = {}
@@ -322,6 +331,7 @@ def run_lrpmax(arch: str, weights: str | os.PathLike | None, ranking: str | os.P
                    "n_negative_gamma": int(negative.sum()),
                    "negative_gamma_keys": [keys[j] for j in np.nonzero(negative)[0]]}
         write_json(out / "lrpmax.json", summary)
-        record.write(out, device=str(ctx.device), settings=settings, **summary)
+        record.write(out, device=str(ctx.device), settings=settings, **summary,
+                     **input_record(found, model, prep, preset, weights, top.attrs.get("n_smaller_than_crop", 0)))
     tdist.barrier()
     return table

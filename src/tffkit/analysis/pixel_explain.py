@@ -17,12 +17,11 @@ from torch import nn
 
 from .. import distributed as tdist
 from ..conventions import resolve
-from ..data import Sample, find_samples, normalize
-from ..detectors import load_detector
-from ..lrp import Explainer
+from ..data import Sample
+from ..inputs import explainer_for, find_data, input_record, load_model, run_preprocessing
 from ..lrp.registry import module_rule
 from ..passes import DatasetPass
-from ..results import RunRecord, write_csv, write_json
+from ..results import RunRecord, display_path, write_csv, write_json
 
 POOLS = (nn.AdaptiveAvgPool2d, nn.AvgPool2d, nn.AdaptiveMaxPool2d, nn.MaxPool2d)
 
@@ -119,14 +118,16 @@ def image_samples(paths: Sequence[str | os.PathLike]) -> list[Sample]:
 
 def run_explain(arch: str, weights: str | os.PathLike | None, out: str | os.PathLike,
                 images: Sequence[str] | None = None, data: str | os.PathLike | None = None,
-                sets: Sequence[str] | None = None, max_per_class: int | None = 4, preset: str = "center224",
+                sets: Sequence[str] | None = None, max_per_class: int | None = 4, preset: str = "detector",
                 cam_layer: str | None = None, bounds: str | None = None, batch_size: int = 16, device: str = "auto",
                 num_workers: int | None = None, progress: bool = True, paper_code: bool = False,
-                zplus_fallback: str | None = None, attention: str = "attnlrp") -> pd.DataFrame:
+                zplus_fallback: str | None = None, attention: str = "attnlrp",
+                small_images: str | None = None) -> pd.DataFrame:
     """The ``tff explain`` job: per image, LRP / Grad-CAM / Guided Grad-CAM overlays and a panel figure.
 
     Fakes (and loose images) explain +logit, reals −logit (SPEC §2 seeds). Writes ``explain.csv`` with the
-    logit, p(fake) and the LRP total per image.
+    logit, p(fake) and the LRP total per image. ``small_images``: ``upscale``/``pad`` for images smaller than the
+    crop (default: the data spec's, else upscale).
     """
     from ..report import figures_tff as fig
 
@@ -138,13 +139,17 @@ def run_explain(arch: str, weights: str | os.PathLike | None, out: str | os.Path
     record = RunRecord("explain", dict(arch=arch, weights=str(weights), images=images, data=str(data), sets=sets,
                                        max_per_class=max_per_class, preset=preset, cam_layer=cam_layer, **settings),
                        ctx.world)
-    samples = image_samples(images) if images is not None else find_samples(data, sets, max_per_class=max_per_class)
-    model = load_detector(arch, weights, ctx.device)
-    explainer = Explainer(model, bounds=bounds, zplus_fallback=settings["zplus_fallback"], attention=attention)
+    found = None if images is not None else find_data(data, sets, max_per_class=max_per_class, main=ctx.is_main)
+    samples = image_samples(images) if found is None else found.samples
+    model = load_model(arch, weights, ctx.device, ctx.is_main)
+    prep = run_preprocessing(model, data, small_images)
+    explainer = explainer_for(model, prep, bounds=bounds, zplus_fallback=settings["zplus_fallback"],
+                              attention=attention)
     out = Path(out)
     rows = []
-    for imgs, indices in DatasetPass(samples, ctx, preset, None, batch_size, num_workers, "explaining", progress):
-        x = normalize(imgs)
+    run = DatasetPass(samples, ctx, preset, None, batch_size, num_workers, "explaining", progress, prep)
+    for imgs, indices in run:
+        x = prep.normalize(imgs)
         seed = torch.tensor([1.0 if samples[i].label == 1 else -1.0 for i in indices.tolist()], device=x.device)
         e = explainer.explain(x, seed)
         layer = cam_layer or last_spatial_layer(model, x)
@@ -159,18 +164,21 @@ def run_explain(arch: str, weights: str | os.PathLike | None, out: str | os.Path
             fig.save_png(fig.cam_overlay(pics[b], cam[b]), out / "gradcam" / f"{name}.png")
             fig.save_png(fig.guided_rgb(ggc[b]), out / "guided_gradcam" / f"{name}.png")
             prob = 1 / (1 + np.exp(-logit))
-            fig.explain_panel(pics[b], lrp[b], cam[b], ggc[b], f"{s.path}\nlabel {s.label}, logit {logit:.3f}, "
-                              f"p(fake) {prob:.3f}, explained {'+' if seed[b] > 0 else '−'}logit",
+            fig.explain_panel(pics[b], lrp[b], cam[b], ggc[b],
+                              f"{display_path(s.path)}\nlabel {s.label}, logit {logit:.3f}, p(fake) {prob:.3f}, "
+                              f"explained {'+' if seed[b] > 0 else '−'}logit",
                               out / "panels" / f"{name}.png")
             rows.append({"index": i, "image": s.path, "set": s.set, "class": s.cls, "label": s.label, "logit": logit,
                          "prob": prob, "seed": float(seed[b]), "lrp_sum": float(lrp[b].sum()), "cam_layer": layer,
                          "name": name})
     table = pd.DataFrame([r for part in tdist.gather_objects(rows) for r in part])
+    n_small = run.gather_small()
     if len(table):
         table = table.sort_values("index").reset_index(drop=True)
     if ctx.is_main:
         write_csv(out / "explain.csv", table)
         write_json(out / "explain.json", {"n_images": len(table), "cam_layer": cam_layer or "auto"})
-        record.write(out, device=str(ctx.device), settings=settings, n_images=len(samples), n_explained=len(table))
+        record.write(out, device=str(ctx.device), settings=settings, n_images=len(samples), n_explained=len(table),
+                     **input_record(found or [], model, prep, preset, weights, n_small))
     tdist.barrier()
     return table

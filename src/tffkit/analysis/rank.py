@@ -13,8 +13,7 @@ import torch
 
 from .. import distributed as tdist
 from ..conventions import resolve
-from ..data import find_samples, normalize
-from ..detectors import load_detector
+from ..inputs import explainer_for, find_data, input_record, load_model, run_preprocessing
 from ..lrp import Explainer
 from ..passes import DatasetPass
 from ..results import RunRecord, save_figure, write_csv, write_json
@@ -36,7 +35,7 @@ class RankResult:
 
 def rank(arch: str, weights: str | os.PathLike | None, data: str | os.PathLike, out: str | os.PathLike | None,
          sets: Sequence[str] | None = None, max_per_class: int | None = None, min_prob: float = 0.9,
-         with_reals: bool = False, k: int = 114, preset: str = "center224", batch_size: int = 64,
+         with_reals: bool = False, k: int = 114, preset: str = "detector", batch_size: int = 64,
          device: str = "auto", num_workers: int | None = None, bounds: str | None = None,
          progress: bool = True, paper_code: bool = False, zplus_fallback: str | None = None,
          attention: str = "attnlrp") -> RankResult:
@@ -51,17 +50,20 @@ def rank(arch: str, weights: str | os.PathLike | None, data: str | os.PathLike, 
                                     max_per_class=max_per_class, min_prob=min_prob, with_reals=with_reals, k=k,
                                     preset=preset, batch_size=batch_size, attention=attention, **settings),
                        ctx.world)
-    samples = [s for s in find_samples(data, sets, max_per_class=max_per_class) if with_reals or s.label == 1]
+    found = find_data(data, sets, max_per_class=max_per_class, main=ctx.is_main)
+    samples = [s for s in found.samples if with_reals or s.label == 1]
     if not samples:
-        raise NoConfidentImagesError(f"no fake images (1_fake folders) under {data}")
-    run = DatasetPass(samples, ctx, preset, None, batch_size, num_workers, "ranking (LRP)", progress).start()
-    explainer = Explainer(load_detector(arch, weights, ctx.device), bounds=bounds, attention=attention,
-                          zplus_fallback=settings["zplus_fallback"])  # while the workers decode
+        raise NoConfidentImagesError(f"no fake images under {data}")
+    model = load_model(arch, weights, ctx.device, ctx.is_main)
+    prep = run_preprocessing(model, data)
+    run = DatasetPass(samples, ctx, preset, None, batch_size, num_workers, "ranking (LRP)", progress, prep).start()
+    explainer = explainer_for(model, prep, bounds=bounds, attention=attention,
+                              zplus_fallback=settings["zplus_fallback"])  # while the workers decode
     acc = FFRSAccumulator(explainer.layers, ctx.device, groups=2 if with_reals else 1)
     labels_all = torch.tensor([s.label for s in samples], device=ctx.device)
     idx_parts, prob_parts = [], []  # probabilities stay on the device until the end: no sync per batch
     for images, indices in run:
-        probs = accumulate_batch(explainer, acc, normalize(images),
+        probs = accumulate_batch(explainer, acc, prep.normalize(images),
                                  labels_all[indices.to(ctx.device, non_blocking=True)], min_prob, with_reals)
         idx_parts.append(indices)
         prob_parts.append(probs.float())
@@ -69,6 +71,7 @@ def rank(arch: str, weights: str | os.PathLike | None, data: str | os.PathLike, 
     tdist.all_reduce_sum(acc.counts)
     tdist.all_reduce_sum(acc.retained)
     failed = run.gather_failed()
+    n_small = run.gather_small()
     idx, prob = tdist.gather_rows(idx_parts, prob_parts)
     labels = np.array([samples[i].label for i in idx], dtype=int)
     n_fake_conf = int(acc.counts[0])
@@ -90,7 +93,8 @@ def rank(arch: str, weights: str | os.PathLike | None, data: str | os.PathLike, 
         write_json(out / "ffrs.json", summary)
         write_csv(out / "relevance_budget.csv", relevance_budget(explainer, acc, with_reals))
         plot_ranking(table, explainer, k, out)
-        record.write(out, settings=settings, n_images=len(samples), n_skipped=len(failed), device=str(ctx.device))
+        record.write(out, settings=settings, n_images=len(samples), n_skipped=len(failed), device=str(ctx.device),
+                     **input_record(found, model, prep, preset, weights, n_small))
     tdist.barrier()
     return RankResult(table, reals, summary)
 

@@ -5,7 +5,9 @@ device, in the same run. Prints JSON with images/s and the ratio (issue target o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -42,8 +44,9 @@ def run(args: argparse.Namespace) -> int:
         weights = Path(tmp) / "w.pth"
         torch.save({"model": model.state_dict()}, weights)
         start = time.perf_counter()
-        res = rank(args.arch, weights, root, None, min_prob=0.0, preset=args.preset, batch_size=args.batch_size,
-                   device=str(device), num_workers=args.workers, progress=False)
+        with contextlib.redirect_stdout(sys.stderr):  # rank's data summary: stdout is this benchmark's JSON
+            res = rank(args.arch, weights, root, None, min_prob=0.0, preset=args.preset, batch_size=args.batch_size,
+                       device=str(device), num_workers=args.workers, progress=False)
         if device.type == "cuda":
             torch.cuda.synchronize()
         elapsed = time.perf_counter() - start

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 
 from .. import __version__
 
-COMMANDS = ["evaluate", "rank", "dropout", "lrpmax", "color", "explain", "generator", "train", "study", "demo", "bench"]
+COMMANDS = ["evaluate", "rank", "dropout", "lrpmax", "color", "explain", "generator", "train", "study", "demo", "bench",
+            "detectors"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return int(args._run(args) or 0)
-    except (DatasetLayoutError, CheckpointMismatchError, FileNotFoundError, ValueError) as exc:
+    except (DatasetLayoutError, CheckpointMismatchError, FileNotFoundError, ValueError, ImportError) as exc:
         print(f"tff {args.command}: error: {exc}", file=sys.stderr)
         return 2
     finally:

@@ -10,17 +10,27 @@ from __future__ import annotations
 
 import argparse
 
-from .common import detector_args, is_main_process, paper_code_args, switches
+from .common import (
+    DATA_HELP,
+    data_spec,
+    detector_args,
+    is_main_process,
+    layout_args,
+    paper_code_args,
+    preset_arg,
+    switches,
+    weights,
+)
 
 HELP = "colour vs grayscale: metrics, median probability change, colour-conditional T-FF (Mood's test)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     detector_args(p)
-    p.add_argument("--data", required=True, help="test root holding <set>/[<class>/]{0_real,1_fake} folders")
+    p.add_argument("--data", required=True, help=DATA_HELP)
     p.add_argument("--sets", nargs="+", default=None, help="sets (first folder level) to use; default all")
-    p.add_argument("--preset", default="center224", choices=["center224", "full"],
-                   help="center224: CenterCrop 224 (Wang's eval); full: whole images, batched by size")
+    preset_arg(p)
+    layout_args(p)
     p.add_argument("--ranking", default=None, help="ffrs.csv or public key,mean_relevance file: test the top-k T-FF")
     p.add_argument("--k", type=int, default=114, help="number of top-ranked T-FF (paper: 114 ResNet-50, 27 B0)")
     p.add_argument("--max-per-class", type=int, default=500, help="fakes per (set, class) for the T-FF tests")
@@ -35,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..analysis.color import run_color
 
-    res = run_color(args.arch, args.weights, args.data, args.out, sets=args.sets, ranking=args.ranking, k=args.k,
+    res = run_color(args.arch, weights(args), data_spec(args), args.out, sets=args.sets, ranking=args.ranking, k=args.k,
                     max_per_class=args.max_per_class, metrics_max_per_class=args.metrics_max_per_class,
                     min_prob=args.min_prob, alpha=args.alpha, preset=args.preset, batch_size=args.batch_size,
                     device=args.device, num_workers=args.workers, progress=not args.no_progress,

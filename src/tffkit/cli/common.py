@@ -6,28 +6,93 @@ import argparse
 
 from ..data import Perturbation
 
+ARCH_HELP = ("detector: a zoo name (wang2020 = resnet50, corvi2023, npr2024, univfd2023, rine2024, drct2024, "
+             "efficientnet_b0_lukemelas …; see tff detectors), another built-in architecture, torchvision:<name>, "
+             "timm:<name> or python:<module or file.py>:<factory> (your model, one or two logits)")
+PRESET_HELP = ("detector: the detector's own resize and crop (tff detectors); center224: no resize, centre crop 224 "
+               "(Wang's eval); full: whole images, batched by size. Normalisation is always the detector's")
+
 
 def detector_args(p: argparse.ArgumentParser, weights_required: bool = False) -> None:
-    """--arch/--weights/--device/--batch-size/--workers/--no-progress."""
-    from ..detectors import ARCHITECTURES
-
-    p.add_argument("--arch", default="resnet50", choices=sorted(ARCHITECTURES), help="detector architecture")
+    """--arch/--weights/--backbone-weights/--random-weights/--trust-checkpoint/--device/--batch-size/--workers/
+    --no-progress."""
+    p.add_argument("--arch", default="resnet50", help=ARCH_HELP)
     p.add_argument("--weights", required=weights_required, default=None,
-                   help="checkpoint: {'model': sd} (Wang et al.), {'state_dict': sd} or a bare state dict")
+                   help="checkpoint in the detector's released layout (e.g. {'model': sd} for wang2020, a bare state "
+                        "dict for npr2024), or one tffkit wrote; required unless --random-weights")
+    p.add_argument("--backbone-weights", default=None, metavar="PATH",
+                   help="univfd2023/rine2024: the CLIP ViT-L/14 weights (OpenAI ViT-L-14.pt or open_clip's "
+                        ".bin/.safetensors); --weights is then the released head file")
+    p.add_argument("--random-weights", action="store_true",
+                   help="run a randomly initialised detector (no --weights); its results describe an untrained net")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow checkpoints holding pickled Python objects (unpickling can run code; default: refuse)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto picks CUDA when present)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=None, help="data-loading workers per process (default: cores)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+def weights(args: argparse.Namespace):
+    """The :class:`~tffkit.detectors.Weights` given on the command line (None when nothing was given)."""
+    from ..detectors import Weights
+
+    w = Weights(args.weights, getattr(args, "backbone_weights", None), getattr(args, "trust_checkpoint", False),
+                getattr(args, "random_weights", False))
+    return None if w == Weights() else w
+
+
+DATA_HELP = ("data root (ForenSynths <set>/[<class>/]{0_real,1_fake}, GenImage, DiffusionForensics, fake-only sets "
+             "with --real) or a CSV manifest path,label[,set,class]")
+
+
+def layout_args(p: argparse.ArgumentParser) -> None:
+    """--layout/--real-dirs/--fake-dirs/--real/--split/--small-images (how the data is read and prepared)."""
+    from ..layouts import LAYOUTS
+    from ..preprocess import SMALL_IMAGES
+
+    g = p.add_argument_group("data layout")
+    g.add_argument("--layout", default="auto", choices=LAYOUTS, help="how labels are read (auto: found from the "
+                   "folders; an ambiguous tree is an error)")
+    g.add_argument("--real-dirs", default=None, metavar="NAMES", help="folder names meaning real, comma-separated "
+                   "(default per layout: 0_real; GenImage nature; DiffusionForensics real)")
+    g.add_argument("--fake-dirs", default=None, metavar="NAMES", help="folder names meaning fake (default 1_fake; "
+                   "GenImage ai)")
+    g.add_argument("--real", default=None, metavar="FOLDER", help="shared real images for fake-only sets (layout "
+                   "paired: UniversalFakeDetect's diffusion sets, Synthbuster + RAISE)")
+    g.add_argument("--split", default=None, help="train/val/test folder to use where a set has several (default val)")
+    g.add_argument("--small-images", default="upscale", choices=SMALL_IMAGES,
+                   help="images smaller than the crop: upscale (shorter side resized up first, Wang et al.'s advice) "
+                        "or pad (zeros)")
+
+
+def data_spec(args: argparse.Namespace, attr: str = "data"):
+    """The :class:`~tffkit.data.DataSpec` of ``args.<attr>`` with the layout options (None without data)."""
+    from ..layouts import DataSpec
+
+    root = getattr(args, attr, None)
+    if root is None:
+        return None
+    return DataSpec(root, getattr(args, "layout", "auto"), getattr(args, "real_dirs", None),
+                    getattr(args, "fake_dirs", None), getattr(args, "real", None), getattr(args, "split", None),
+                    getattr(args, "small_images", "upscale"))
+
+
+def preset_arg(p: argparse.ArgumentParser) -> None:
+    """--preset: the spatial preprocessing."""
+    from ..preprocess import PRESETS
+
+    p.add_argument("--preset", default="detector", choices=PRESETS, help=PRESET_HELP)
+
+
 def data_args(p: argparse.ArgumentParser, sets: bool = True, perturbations: bool = True) -> None:
-    """--data/--sets/--preset/--max-per-class and, optionally, the perturbations."""
-    p.add_argument("--data", required=True, help="root holding <set>/[<class>/]{0_real,1_fake} folders")
+    """--data/--sets/--preset/--max-per-class, the layout options and, optionally, the perturbations."""
+    p.add_argument("--data", required=True, help=DATA_HELP)
     if sets:
         p.add_argument("--sets", nargs="+", default=None, help="sets (first folder level) to use; default all")
-    p.add_argument("--preset", default="center224", choices=["center224", "full"],
-                   help="center224: CenterCrop 224 (Wang's eval); full: whole images, batched by size")
+    preset_arg(p)
     p.add_argument("--max-per-class", type=int, default=None, help="first N images per (set, class, label)")
+    layout_args(p)
     if perturbations:
         p.add_argument("--grayscale", action="store_true", help="ITU-R 601 luma replicated to RGB")
         p.add_argument("--jpeg", type=int, default=None, metavar="Q", help="JPEG re-compression at quality Q")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import data_args, detector_args, is_main_process, paper_code_args, switches
+from .common import data_args, data_spec, detector_args, is_main_process, paper_code_args, switches, weights
 
 HELP = "feature-map dropout: top-k vs random-k vs low-k (dropout.csv, tables)"
 
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from ..analysis.dropout import dropout, paper_layout, summarize
 
     sw = switches(args, "dropout_site", "prob_dtype", "cal_compare")
-    long = dropout(args.arch, args.weights, args.ranking, args.data, args.out, args.sets,
+    long = dropout(args.arch, weights(args), args.ranking, data_spec(args), args.out, args.sets,
                    args.k_sweep or [args.k], args.random_repeats, args.seed, sw.pop("dropout_site"), args.preset,
                    args.batch_size, args.device, args.workers, args.max_per_class, args.train_set,
                    args.paper_detector, not args.no_progress, **sw)

@@ -1,4 +1,4 @@
-"""Score a detector on a 0_real/1_fake dataset: AP, accuracy, real/fake accuracy at 0.5 and at a
+"""Score a detector on a benchmark (any layout of tffkit.layouts): AP, accuracy, real/fake accuracy at 0.5 and at a
 test-calibrated threshold, per set and class, plus a mean row. Writes OUT/metrics.csv,
 OUT/scores.csv, OUT/run.json. Runs under torchrun with the data sharded across processes."""
 
@@ -6,7 +6,16 @@ from __future__ import annotations
 
 import argparse
 
-from .common import data_args, detector_args, is_main_process, paper_code_args, perturbation, switches
+from .common import (
+    data_args,
+    data_spec,
+    detector_args,
+    is_main_process,
+    paper_code_args,
+    perturbation,
+    switches,
+    weights,
+)
 
 HELP = "AP and accuracies per set/class (metrics.csv, scores.csv)"
 
@@ -21,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..evaluate import evaluate, print_evaluation
 
-    ev = evaluate(args.arch, args.weights, args.data, args.out, args.sets, args.preset, perturbation(args),
+    ev = evaluate(args.arch, weights(args), data_spec(args), args.out, args.sets, args.preset, perturbation(args),
                   args.batch_size, args.device, args.workers, args.max_per_class, not args.no_progress,
                   **switches(args, "prob_dtype", "cal_compare"))
     if is_main_process():

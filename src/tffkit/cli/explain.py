@@ -7,7 +7,18 @@ from __future__ import annotations
 
 import argparse
 
-from .common import detector_args, is_main_process, lrp_args, paper_code_args, switches
+from .common import (
+    DATA_HELP,
+    data_spec,
+    detector_args,
+    is_main_process,
+    layout_args,
+    lrp_args,
+    paper_code_args,
+    preset_arg,
+    switches,
+    weights,
+)
 
 HELP = "LRP and Guided Grad-CAM heatmaps of the logit for images (overlays, panels)"
 
@@ -16,11 +27,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     detector_args(p)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", nargs="+", default=None, help="image files to explain")
-    src.add_argument("--data", default=None, help="root holding <set>/[<class>/]{0_real,1_fake} folders")
+    src.add_argument("--data", default=None, help=DATA_HELP)
     p.add_argument("--sets", nargs="+", default=None, help="with --data: sets to use; default all")
     p.add_argument("--max-per-class", type=int, default=4, help="with --data: first N images per (set, class, label)")
-    p.add_argument("--preset", default="center224", choices=["center224", "full"],
-                   help="center224: CenterCrop 224 (Wang's eval); full: whole images, batched by size")
+    preset_arg(p)
+    layout_args(p)
     p.add_argument("--cam-layer", default=None, help="module for Grad-CAM (default: the last spatial feature map)")
     lrp_args(p)
     paper_code_args(p, "bounds", "zplus_fallback")
@@ -30,10 +41,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..analysis.pixel_explain import run_explain
 
-    table = run_explain(args.arch, args.weights, args.out, images=args.images, data=args.data, sets=args.sets,
+    table = run_explain(args.arch, weights(args), args.out, images=args.images, data=data_spec(args), sets=args.sets,
                         max_per_class=args.max_per_class, preset=args.preset, cam_layer=args.cam_layer,
                         batch_size=args.batch_size, device=args.device, num_workers=args.workers,
-                        progress=not args.no_progress, attention=args.attention,
+                        progress=not args.no_progress, attention=args.attention, small_images=args.small_images,
                         **switches(args, "bounds", "zplus_fallback"))
     if is_main_process():
         print(f"explained {len(table)} image(s); overlays and panels in {args.out}")

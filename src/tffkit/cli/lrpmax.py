@@ -8,7 +8,18 @@ from __future__ import annotations
 
 import argparse
 
-from .common import detector_args, is_main_process, lrp_args, paper_code_args, switches
+from .common import (
+    DATA_HELP,
+    data_spec,
+    detector_args,
+    is_main_process,
+    layout_args,
+    lrp_args,
+    paper_code_args,
+    preset_arg,
+    switches,
+    weights,
+)
 
 HELP = "LRP-max patches and collages of the top-k T-FF (lrpmax_index.csv, collage_*.png)"
 
@@ -17,10 +28,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     detector_args(p)
     p.add_argument("--ranking", required=True, help="ffrs.csv (tff rank) or a public key,mean_relevance file")
     p.add_argument("--k", type=int, default=114, help="number of top-ranked T-FF (paper: 114 ResNet-50, 27 B0)")
-    p.add_argument("--data", required=True, help="test root holding <set>/[<class>/]{0_real,1_fake} folders")
+    p.add_argument("--data", required=True, help=DATA_HELP)
     p.add_argument("--sets", nargs="+", default=None, help="sets (first folder level) to use; default all")
-    p.add_argument("--preset", default="center224", choices=["center224", "full"],
-                   help="center224: CenterCrop 224 (Wang's eval); full: whole images, batched by size")
+    preset_arg(p)
+    layout_args(p)
     p.add_argument("--max-per-class", type=int, default=None, help="first N fakes per (set, class)")
     p.add_argument("--per-tff", type=int, default=20, help="fakes kept per (T-FF, set) (paper: 20)")
     p.add_argument("--show", type=int, default=5, help="patches shown per (T-FF, set) in the collages (paper: 5)")
@@ -36,7 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..analysis.lrpmax import run_lrpmax
 
-    table = run_lrpmax(args.arch, args.weights, args.ranking, args.data, args.out, k=args.k, sets=args.sets,
+    table = run_lrpmax(args.arch, weights(args), args.ranking, data_spec(args), args.out, k=args.k, sets=args.sets,
                        per_tff=args.per_tff, show=args.show, variant=args.variant, preset=args.preset,
                        batch_size=args.batch_size, chunk=args.pairs_per_backward, device=args.device,
                        num_workers=args.workers, max_per_class=args.max_per_class,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import data_args, detector_args, is_main_process, lrp_args, paper_code_args, switches
+from .common import data_args, data_spec, detector_args, is_main_process, lrp_args, paper_code_args, switches, weights
 
 HELP = "rank feature maps by ω (FF-RS) on the source set (ffrs.csv)"
 
@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..analysis.rank import rank
 
-    res = rank(args.arch, args.weights, args.data, args.out, args.sets, args.max_per_class, args.min_prob,
+    res = rank(args.arch, weights(args), data_spec(args), args.out, args.sets, args.max_per_class, args.min_prob,
                args.with_reals, args.k, args.preset, args.batch_size, args.device, args.workers,
                progress=not args.no_progress, attention=args.attention,
                **switches(args, "bounds", "zplus_fallback"))

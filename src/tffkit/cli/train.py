@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import argparse
 
-from .common import is_main_process
+from .common import ARCH_HELP, data_spec, is_main_process, layout_args
 
 HELP = "train a (colour-robust) detector: model_best.pth, model_last.pth, history.csv"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..detectors import ARCHITECTURES
-
-    p.add_argument("--arch", default="resnet50", choices=sorted(ARCHITECTURES), help="detector architecture")
-    p.add_argument("--data", required=True, help="training root with {0_real,1_fake} folders at any depth")
+    p.add_argument("--arch", default="resnet50", help=ARCH_HELP)
+    p.add_argument("--data", required=True, help="training root (e.g. {0_real,1_fake} folders at any depth; any layout "
+                                                 "of --layout) or a CSV manifest")
     p.add_argument("--val", required=True, help="validation root (same layout)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--color-robust", action="store_true", help="RandomGrayscale(p=0.5) in training (CR detector)")
@@ -40,6 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--workers", type=int, default=None, help="data-loading workers per process (default: cores)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow an --init file holding pickled Python objects (unpickling can run code)")
+    layout_args(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,11 +49,12 @@ def run(args: argparse.Namespace) -> int:
 
     init = None if args.init in (None, "", "none") else args.init
     result = train_detector(
-        args.arch, args.data, args.val, args.out, color_robust=args.color_robust, init=init,
+        args.arch, data_spec(args), data_spec(args, "val"), args.out, color_robust=args.color_robust, init=init,
         blur_prob=args.blur_prob, jpeg_prob=args.jpeg_prob, batch_size=args.batch_size, lr=args.lr,
         max_epochs=args.max_epochs, seed=args.seed, amp=args.amp, resume=args.resume, crop_size=args.crop_size,
         load_size=args.load_size, device=args.device, num_workers=args.workers, progress=not args.no_progress,
-        max_per_class=args.max_per_class, max_steps=args.max_steps, save_every=args.save_every)
+        max_per_class=args.max_per_class, max_steps=args.max_steps, save_every=args.save_every,
+        trust_init=args.trust_checkpoint)
     if is_main_process():
         best = result["best"]
         summary = (f"best epoch {best['epoch']}: val_acc {best['val_acc']:.4f} val_ap {best['val_ap']:.4f}"

@@ -1,0 +1,146 @@
+"""Building and loading detectors: strict keys, safe reading, polarity and preprocessing attached.
+
+:func:`load_detector` returns a module that outputs **the fake logit** (p(fake) = sigmoid(output)) whatever the
+detector's head: a (real, fake) head is wrapped in :class:`tffkit.lrp.LogOdds`, a one-logit 'real' score is
+negated, so scoring and explaining agree. The module carries ``tff_preprocessing`` (its
+:class:`~tffkit.preprocess.Preprocessing`), ``tff_input_shape`` (the probe shape of the LRP engine) and
+``tff_detector`` (the zoo name). Weights are required: a randomly initialised detector only with
+``random_weights=True`` (``--random-weights``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..preprocess import Preprocessing
+from ..results import display_path
+from .checkpoints import extract_state_dict, load_state, read_checkpoint
+from .zoo import Detector, resolve
+
+
+class NoWeightsError(ValueError):
+    """No weights were given and random weights were not asked for."""
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Where a detector's weights come from: ``path`` (the released file or ours), ``backbone`` (a second file,
+    e.g. CLIP's for univfd2023/rine2024), ``trust`` (allow pickled objects), ``random`` (no file: random init)."""
+
+    path: str | None = None
+    backbone: str | None = None
+    trust: bool = False
+    random: bool = False
+
+    def __str__(self) -> str:
+        if self.random and self.path is None:
+            return "random (no weights: randomly initialised detector)"
+        text = display_path(self.path) if self.path else "none"
+        return text + (f" + backbone {display_path(self.backbone)}" if self.backbone else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly fields (run.json)."""
+        return {"path": self.path, "backbone": self.backbone, "trust": self.trust, "random": self.random}
+
+
+def as_weights(weights: str | os.PathLike | Weights | None) -> Weights:
+    """A :class:`Weights` for a path, ``None`` (nothing given) or a :class:`Weights`."""
+    if isinstance(weights, Weights):
+        return weights
+    return Weights(None if weights is None else os.fspath(weights))
+
+
+class NegatedLogit(nn.Module):
+    """A one-logit detector whose logit scores 'real' (0 = fake polarity), turned into the fake logit."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return -self.model(x)
+
+
+def build_detector(arch: str, **kwargs: Any) -> nn.Module:
+    """A freshly initialised detector of ``arch`` with its raw head (see :func:`tffkit.detectors.zoo.resolve`)."""
+    return resolve(arch).create(**kwargs)
+
+
+def fake_logit(output: torch.Tensor, fake_index: int = 1) -> torch.Tensor:
+    """The fake logit of a raw output: (B, 2) → out[fake] − out[real]; (B, 1) → ±logit by polarity; shape (B,)."""
+    if output.dim() == 2 and output.shape[1] == 2:
+        return output[:, fake_index] - output[:, 1 - fake_index]
+    out = output.reshape(len(output), -1)[:, 0]
+    return out if fake_index == 1 else -out
+
+
+def _outputs(model: nn.Module, det: Detector, shape: tuple[int, ...]) -> int:
+    if det.outputs is not None:
+        return det.outputs
+    param = next(iter(model.parameters()), None)
+    with torch.no_grad():
+        out = model.eval()(torch.zeros(1, *shape, device=param.device if param is not None else "cpu"))
+    n = out.reshape(1, -1).shape[1] if isinstance(out, torch.Tensor) else -1
+    if n not in (1, 2):
+        raise ValueError(f"detector {det.name!r} outputs {tuple(out.shape) if n != -1 else type(out).__name__} per "
+                         "image; expected one logit or two (real, fake)")
+    return n
+
+
+def as_fake_logit(model: nn.Module, det: Detector) -> nn.Module:
+    """``model`` with the zoo's polarity applied and its preprocessing and probe shape attached."""
+    prep = getattr(model, "tff_preprocessing", None)
+    prep = Preprocessing(**prep) if isinstance(prep, dict) else prep or det.preprocessing
+    if det.input_shape is not None:
+        shape = det.input_shape
+    else:
+        from ..lrp import default_input_shape
+
+        shape = default_input_shape(model)  # its tff_input_shape, image_size, timm config, else (3, 224, 224)
+    n = _outputs(model, det, shape)
+    if n == 2:
+        from ..lrp import LogOdds
+
+        model = LogOdds(model, det.fake_index)
+    elif det.fake_index == 0:
+        model = NegatedLogit(model)
+    model.tff_preprocessing = prep
+    model.tff_input_shape = tuple(shape)
+    model.tff_detector = det.name
+    return model
+
+
+def load_detector(arch: str, weights: str | os.PathLike | Weights | None = None, device: str | torch.device = "cpu",
+                  *, backbone_weights: str | os.PathLike | None = None, trust: bool = False,
+                  random_weights: bool = False) -> nn.Module:
+    """Build ``arch``, load its weights strictly in the original layout, apply its polarity, move to ``device``,
+    eval mode. ``weights`` may be a :class:`Weights` (which then also gives the backbone, trust and random)."""
+    w = as_weights(weights)
+    w = Weights(w.path, w.backbone or (os.fspath(backbone_weights) if backbone_weights else None),
+                w.trust or trust, w.random or random_weights)
+    det = resolve(arch)
+    if w.random and (w.path or w.backbone):
+        raise ValueError("--random-weights and --weights/--backbone-weights exclude each other")
+    if w.path is None and w.backbone is None:
+        if not w.random:
+            raise NoWeightsError(f"no weights given for detector {arch!r}: pass --weights FILE (Python: weights=…); "
+                                 "to run a randomly initialised detector say so with --random-weights "
+                                 "(random_weights=True)")
+        return as_fake_logit(det.create(), det).to(device).eval()
+    head = read_checkpoint(w.path, w.trust, "weights") if w.path else None
+    backbone = read_checkpoint(w.backbone, w.trust, "backbone weights") if w.backbone else None
+    kwargs = det.infer(extract_state_dict(head)) if det.infer is not None and head is not None else {}
+    model = det.create(**kwargs)
+    load_state(model, det.state_dict(head, backbone), det.name, det.layout or None, w.path or w.backbone)
+    return as_fake_logit(model, det).to(device).eval()
+
+
+def preprocessing_of(model: nn.Module) -> Preprocessing:
+    """The preprocessing attached by :func:`load_detector` (ImageNet, centre crop 224 for any other module)."""
+    prep = getattr(model, "tff_preprocessing", None)
+    return prep if isinstance(prep, Preprocessing) else Preprocessing()

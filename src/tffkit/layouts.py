@@ -1,0 +1,343 @@
+"""Benchmark layouts → labelled samples: ForenSynths, GenImage, DiffusionForensics, fake-only sets paired with a
+shared real folder, and CSV manifests.
+
+- ``forensynths``: ``ROOT/<set>/[<class>/]{0_real,1_fake}`` (label folders at any depth); set = the first folder,
+  class = the folders between.
+- ``genimage``: ``ROOT/<gen>/<subset>/{train,val}/{ai,nature}``; set = ``<gen>``, class = ``<subset>``, split
+  ``val`` unless chosen.
+- ``diffusionforensics``: ``ROOT/…/{real,<gen>…}``; set = the path of ``<gen>``, every ``<gen>`` shares ``real``.
+- ``paired``: ``ROOT/<set>/…`` holds fakes only, ``real`` (``--real FOLDER``) the shared reals; set = first folder.
+- ``manifest``: a CSV ``path,label[,set,class]`` (ArtiFact's ``image_path,target,category`` too).
+
+Real/fake folder names are configurable (``real_dirs``/``fake_dirs``); a ``train``/``val``/``test`` folder just
+above a label folder is a split (``split`` picks one; ``val`` when a set has several). Labels come from names
+only, never from ``ImageFolder`` ordering. :func:`discover` also returns what it found (sets, classes, counts per
+label) and warnings (empty sets, sets with one label, link loops); an ambiguous or empty layout is an error that
+says what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .walk import WalkLog, image_files, images_under, walk
+
+LAYOUTS = ("auto", "forensynths", "genimage", "diffusionforensics", "paired", "manifest")
+DEFAULT_DIRS = {"forensynths": (("0_real",), ("1_fake",)), "genimage": (("nature",), ("ai",)),
+                "diffusionforensics": (("real",), ()), "paired": (("0_real",), ("1_fake",)),
+                "manifest": (("0_real", "real"), ("1_fake", "fake"))}
+SPLITS = ("train", "val", "test")
+
+
+class DatasetLayoutError(ValueError):
+    """The data does not follow the expected layout (the message says what was expected and what was found)."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image on disk with its label (0 real, 1 fake), set and class."""
+
+    path: str
+    label: int
+    set: str
+    cls: str
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where the images are and how to read their labels (see the module docstring); ``small_images``: what the
+    pipeline does with images smaller than the detector's crop (:class:`tffkit.preprocess.Preprocessing`)."""
+
+    root: str
+    layout: str = "auto"
+    real_dirs: tuple[str, ...] | None = None
+    fake_dirs: tuple[str, ...] | None = None
+    real: str | None = None
+    split: str | None = None
+    small_images: str = "upscale"
+
+    def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise DatasetLayoutError(f"unknown layout {self.layout!r}; choose one of {', '.join(LAYOUTS)}")
+        for name in ("real_dirs", "fake_dirs"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, tuple(v.strip() for v in value.split(",") if v.strip()))
+            elif value is not None:
+                object.__setattr__(self, name, tuple(value))
+
+    def __str__(self) -> str:
+        return self.root
+
+    def dirs(self, layout: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(real, fake) folder names for ``layout``: the given ones, else the layout's defaults."""
+        real, fake = DEFAULT_DIRS.get(layout, DEFAULT_DIRS["forensynths"])
+        return self.real_dirs or real, self.fake_dirs or fake
+
+    def to_dict(self) -> dict:
+        """JSON-friendly fields."""
+        return {"root": self.root, "layout": self.layout, "real_dirs": self.real_dirs, "fake_dirs": self.fake_dirs,
+                "real": self.real, "split": self.split, "small_images": self.small_images}
+
+
+def as_spec(data: str | os.PathLike | DataSpec) -> DataSpec:
+    """A :class:`DataSpec` for a path (auto layout) or the spec itself."""
+    return data if isinstance(data, DataSpec) else DataSpec(os.fspath(data))
+
+
+@dataclass
+class Discovery:
+    """The samples of a data spec, the layout used, and warnings about what looked wrong."""
+
+    samples: list[Sample]
+    layout: str
+    spec: DataSpec
+    warnings: list[str] = field(default_factory=list)
+    split: dict[str, str] = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        """Sets, classes and counts per label (for run.json and the printed note)."""
+        sets: dict[str, dict] = {}
+        for s in self.samples:
+            entry = sets.setdefault(s.set, {"set": s.set, "n_real": 0, "n_fake": 0, "classes": {}})
+            key = "n_fake" if s.label else "n_real"
+            entry[key] += 1
+            cls = entry["classes"].setdefault(s.cls or "", {"n_real": 0, "n_fake": 0})
+            cls[key] += 1
+        real, fake = self.spec.dirs(self.layout)
+        return {"root": self.spec.root, "layout": self.layout, "real_dirs": list(real), "fake_dirs": list(fake),
+                "shared_real": self.spec.real, "splits": self.split, "n_images": len(self.samples),
+                "n_real": sum(1 for s in self.samples if s.label == 0),
+                "n_fake": sum(1 for s in self.samples if s.label == 1),
+                "sets": list(sets.values()), "warnings": list(self.warnings)}
+
+
+def format_summary(summary: dict) -> str:
+    """The discovery summary as a few lines for the terminal."""
+    from .results import display_path
+
+    head = f"data {display_path(summary['root'])}: layout {summary['layout']}"
+    if summary["layout"] != "manifest":
+        head += f" (real: {', '.join(summary['real_dirs']) or '—'}; fake: {', '.join(summary['fake_dirs']) or '—'})"
+    if summary.get("shared_real"):
+        head += f", shared reals from {display_path(summary['shared_real'])}"
+    lines = [head + f" — {len(summary['sets'])} set(s), {summary['n_real']} real and {summary['n_fake']} fake images"]
+    for entry in summary["sets"]:
+        classes = [c for c in entry["classes"] if c]
+        split = summary.get("splits", {}).get(entry["set"])
+        extra = (f", split {split}" if split else "") + (f", {len(classes)} classes" if classes else "")
+        lines.append(f"  {entry['set']}: {entry['n_real']} real, {entry['n_fake']} fake{extra}")
+    lines += [f"warning: {w}" for w in summary["warnings"]]
+    return "\n".join(lines)
+
+
+def find_samples(data: str | os.PathLike | DataSpec, sets: Sequence[str] | None = None,
+                 max_per_class: int | None = None, max_per_label: int | None = None) -> list[Sample]:
+    """The samples of ``data`` in a deterministic order (set, class, label, path); see :func:`discover`."""
+    return discover(data, sets, max_per_class, max_per_label).samples
+
+
+def discover(data: str | os.PathLike | DataSpec, sets: Sequence[str] | None = None,
+             max_per_class: int | None = None, max_per_label: int | None = None) -> Discovery:
+    """Read ``data``'s layout; ``max_per_class`` keeps the first N images of each (set, class, label),
+    ``max_per_label`` the first N of each (set, label). Raises :class:`DatasetLayoutError` saying what was expected
+    and what was found."""
+    spec = as_spec(data)
+    root = Path(spec.root)
+    if not root.exists():
+        raise DatasetLayoutError(f"data root {root} does not exist")
+    log = WalkLog()
+    layout = spec.layout if spec.layout != "auto" else _detect(spec, log)
+    if layout == "manifest":
+        from .manifest import read_manifest
+
+        groups, warnings, split = read_manifest(spec), [], {}
+    else:
+        if not root.is_dir():
+            raise DatasetLayoutError(f"data root {root} is not a folder (a .csv file is read as a manifest)")
+        reader = {"forensynths": _label_folders, "genimage": _label_folders, "diffusionforensics": _diffusion,
+                  "paired": _paired}[layout]
+        groups, warnings = reader(spec, layout, log)
+        groups, split, split_warnings = _choose_split(groups, spec.split)
+        warnings += split_warnings
+    warnings += log.warnings()
+    return _select(groups, spec, layout, sets, max_per_class, max_per_label, warnings, split)
+
+
+Groups = dict[tuple[str, str, str, int], list[str]]  # (set, class, split, label) → paths
+
+
+def _detect(spec: DataSpec, log: WalkLog) -> str:
+    root = Path(spec.root)
+    if root.is_file():
+        if root.suffix.lower() == ".csv":
+            return "manifest"
+        raise DatasetLayoutError(f"data {root} is a file; a manifest must be a .csv file (path,label[,set,class])")
+    if spec.real is not None:
+        return "paired"
+    names = {name for _, dirs, _ in walk(root, WalkLog()) for name in dirs}
+    if spec.real_dirs or spec.fake_dirs:
+        return "forensynths"
+    found = {layout: sorted(names & set(real + fake)) for layout, (real, fake) in DEFAULT_DIRS.items()
+             if layout in ("forensynths", "genimage") and names & set(real + fake)}
+    if len(found) == 1:
+        return next(iter(found))
+    if len(found) > 1:
+        what = "; ".join(f"{k} folders {v}" for k, v in found.items())
+        raise DatasetLayoutError(f"ambiguous layout under {root}: found {what}. Choose one with --layout (or name the "
+                                 "folders with --real-dirs/--fake-dirs, e.g. --real-dirs nature,0_real "
+                                 "--fake-dirs ai,1_fake)")
+    if "real" in names:
+        return "diffusionforensics"
+    top = sorted(p.name for p in root.iterdir() if p.is_dir())[:12]
+    n = len(images_under(root, log))
+    raise DatasetLayoutError(
+        f"no known layout under {root}: expected ForenSynths folders ROOT/<set>/[<class>/]{{0_real,1_fake}}, GenImage "
+        "ROOT/<gen>/<subset>/{train,val}/{ai,nature}, DiffusionForensics ROOT/{real,<gen>…}, fake-only sets with "
+        "--real FOLDER, or a CSV manifest; or name your folders with --real-dirs/--fake-dirs. Found "
+        f"{n} image(s) and the folders {top or 'none'} at the top level")
+
+
+def _parts(path: str, root: Path) -> tuple[str, ...]:
+    return Path(os.path.relpath(path, root)).parts if os.path.abspath(path) != os.path.abspath(root) else ()
+
+
+def _label_folders(spec: DataSpec, layout: str, log: WalkLog) -> tuple[Groups, list[str]]:
+    """ForenSynths and GenImage: folders named as real/fake at any depth; set = first folder below the root."""
+    root = Path(spec.root)
+    real, fake = spec.dirs(layout)
+    clash = set(real) & set(fake)
+    if clash:
+        raise DatasetLayoutError(f"folder name(s) {sorted(clash)} are given as both real and fake")
+    groups: Groups = {}
+    for folder, _, files in walk(root, log):
+        parts = _parts(folder, root)
+        if parts and parts[-1] in real + fake:
+            label = 0 if parts[-1] in real else 1
+            inner = list(parts[:-1])
+            split = inner.pop() if len(inner) > 1 and inner[-1] in SPLITS else ""
+            set_name = inner[0] if inner else root.name
+            key = (set_name, "/".join(inner[1:]), split, label)
+            groups.setdefault(key, []).extend(image_files(folder, files))
+    if not groups:
+        raise DatasetLayoutError(
+            f"no folder named {', '.join(real + fake)} under {root}. Expected "
+            + ("ROOT/<gen>/<subset>/{train,val}/{ai,nature}" if layout == "genimage" else
+               "ROOT/<set>/[<class>/]{0_real,1_fake}") + " (other names: --real-dirs/--fake-dirs)")
+    found = {k[0] for k in groups}
+    others = [p.name for p in sorted(root.iterdir())
+              if p.is_dir() and p.name not in found and p.name not in real + fake]
+    warnings = [f"folder {name!r} holds no {'/'.join(real + fake)} folder: it is not a set and is left out"
+                for name in others]
+    return groups, warnings
+
+
+def _diffusion(spec: DataSpec, layout: str, log: WalkLog) -> tuple[Groups, list[str]]:
+    """DiffusionForensics: a folder holding ``real`` and generator folders; each generator is a set."""
+    root = Path(spec.root)
+    real, _ = spec.dirs(layout)
+    groups: Groups = {}
+    for folder, dirs, _ in walk(root, log):
+        reals = [d for d in dirs if d in real]
+        if not reals:
+            continue
+        shared = sorted(p for d in reals for p in images_under(os.path.join(folder, d), log))
+        for gen in (d for d in dirs if d not in real):
+            set_name = "/".join(_parts(os.path.join(folder, gen), root))
+            groups[(set_name, "", "", 1)] = images_under(os.path.join(folder, gen), log)
+            groups[(set_name, "", "", 0)] = list(shared)
+    if not groups:
+        raise DatasetLayoutError(f"no folder holding a '{'/'.join(real)}' folder beside generator folders under "
+                                 f"{root}. Expected DiffusionForensics: ROOT/[<dataset>/]{{real,adm,ddpm,…}}/*.png")
+    return groups, []
+
+
+def _paired(spec: DataSpec, layout: str, log: WalkLog) -> tuple[Groups, list[str]]:
+    """Fake-only sets (``ROOT/<set>/…``) paired with the shared real folder ``spec.real``."""
+    if spec.real is None:
+        raise DatasetLayoutError("layout 'paired' needs the shared real folder (--real FOLDER / data.real)")
+    root, shared_root = Path(spec.root), Path(spec.real)
+    if not shared_root.is_dir():
+        raise DatasetLayoutError(f"shared real folder {shared_root} does not exist or is not a folder")
+    real_names, _ = spec.dirs(layout)
+    shared = images_under(shared_root, log)
+    if not shared:
+        raise DatasetLayoutError(f"the shared real folder {shared_root} holds no images")
+    inside = os.path.realpath(shared_root)
+    groups: Groups = {}
+    warnings = []
+    set_dirs = sorted(p for p in root.iterdir() if p.is_dir()) or [root]
+    for set_dir in set_dirs:
+        if inside == os.path.realpath(set_dir) or inside.startswith(os.path.realpath(set_dir) + os.sep):
+            continue  # the shared real folder (or the set that holds it) is not a fake set
+        name = set_dir.name
+        fakes, own_reals = [], []
+        for folder, _, files in walk(set_dir, log):  # everything outside a real-named folder is fake
+            in_real = any(p in real_names for p in _parts(folder, set_dir))
+            (own_reals if in_real else fakes).extend(image_files(folder, files))
+        groups[(name, "", "", 1)] = sorted(fakes)
+        groups[(name, "", "", 0)] = sorted(own_reals) if own_reals else list(shared)
+        if own_reals:
+            warnings.append(f"set {name!r} has its own real images ({len(own_reals)}); the shared folder is not used "
+                            "for it")
+    return groups, warnings
+
+
+def _choose_split(groups: Groups, split: str | None) -> tuple[Groups, dict[str, str], list[str]]:
+    """Keep one split per set: ``split`` when given, else ``val`` where a set has several."""
+    by_set: dict[str, set[str]] = {}
+    for set_name, _, sp, _ in groups:
+        by_set.setdefault(set_name, set()).add(sp)
+    chosen, warnings = {}, []
+    for set_name, splits in by_set.items():
+        named = sorted(s for s in splits if s)
+        if split is not None:
+            if split not in splits:
+                raise DatasetLayoutError(f"set {set_name!r} has no {split!r} split (found: {named or 'none'})")
+            chosen[set_name] = split
+        elif len(splits) > 1:
+            pick = "val" if "val" in splits else named[0]
+            chosen[set_name] = pick
+            warnings.append(f"set {set_name!r} has splits {named}: using {pick!r} (choose with --split)")
+        elif named:
+            chosen[set_name] = named[0]
+    kept = {k: v for k, v in groups.items() if k[0] not in chosen or k[2] == chosen[k[0]]}
+    return kept, {k: v for k, v in chosen.items() if v}, warnings
+
+
+def _select(groups: Groups, spec: DataSpec, layout: str, sets: Sequence[str] | None, max_per_class: int | None,
+            max_per_label: int | None, warnings: list[str], split: dict[str, str]) -> Discovery:
+    all_sets = sorted({k[0] for k in groups})
+    if sets:
+        missing = [s for s in sets if s not in all_sets]
+        if missing:
+            raise DatasetLayoutError(f"set(s) {missing} not found under {spec.root}; sets found: {all_sets}")
+        groups = {k: v for k, v in groups.items() if k[0] in set(sets)}
+    samples: list[Sample] = []
+    taken: dict[tuple[str, int], int] = {}
+    for key in sorted(groups):
+        set_name, cls, _, label = key
+        files = sorted(groups[key])[:max_per_class] if max_per_class is not None else sorted(groups[key])
+        for f in files:
+            if max_per_label is not None and taken.get((set_name, label), 0) >= max_per_label:
+                break
+            taken[(set_name, label)] = taken.get((set_name, label), 0) + 1
+            samples.append(Sample(f, label, set_name, cls))
+    warnings = list(warnings)
+    for set_name in sorted({k[0] for k in groups}):
+        n = [sum(1 for s in samples if s.set == set_name and s.label == lab) for lab in (0, 1)]
+        if n == [0, 0]:
+            folders = sorted({k[1] or "." for k in groups if k[0] == set_name})
+            warnings.append(f"set {set_name!r} holds no images (classes {folders}); it is left out")
+        elif 0 in n:
+            which = "fake" if n[0] == 0 else "real"
+            warnings.append(f"set {set_name!r} has only {which} images: AP and the calibrated threshold are "
+                            "undefined for it")
+    if not samples:
+        raise DatasetLayoutError(f"the {layout} layout under {spec.root} holds no images (sets "
+                                 f"{sorted({k[0] for k in groups})}; extensions are .png, .jpg, .jpeg, .bmp, .tif, "
+                                 ".tiff, .webp, .gif)")
+    return Discovery(samples, layout, spec, warnings, split)
