@@ -253,3 +253,14 @@ def test_gan_zoo_layout_loads_strictly_and_a_pickled_config_needs_trust(tmp_path
     assert load_generator("dcgan", tmp_path / "dcgan.pth").main[0].weight.shape == (8, 32, 4, 4)
     with pytest.raises(ValueError, match="not a DCGAN"):
         load_generator("dcgan", plain)
+
+
+def test_detector_input_takes_the_detectors_normalisation():
+    from tffkit.detectors import load_detector
+    from tffkit.preprocess import CLIP_MEAN, CLIP_STD
+
+    adapter = DetectorInput.for_detector(load_detector("univfd2023@tiny", random_weights=True))
+    x = torch.rand(1, 3, 8, 8) * 2 - 1
+    expected = ((x + 1) / 2 - torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)) / torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    assert torch.allclose(adapter(x), expected, atol=1e-6)
+    assert torch.allclose(DetectorInput.for_detector(nn.Identity())(x), DetectorInput()(x))  # ImageNet otherwise

@@ -308,7 +308,7 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
     def generator_step(folder: Path) -> None:
         from .analysis.generator import generators_of_study
 
-        generators_of_study(st["generator"], det["arch"], det["weights"], folder, cfg["device"], cfg["batch_size"])
+        generators_of_study(st["generator"], det["arch"], weights, folder, cfg["device"], cfg["batch_size"])
 
     add("evaluate", base, evaluate_step, ("metrics.csv", "scores.csv", "run.json"))
     add("rank", rank_settings, rank_step, ("ffrs.csv", "ffrs.json", "run.json"))

@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from .. import distributed as tdist
+from ..detectors.loading import Weights
 from ..generation.compose import GeneratorExplainer
 from ..results import RunRecord, write_csv, write_json
 from .dropout import DropPlan
@@ -191,14 +192,15 @@ def explain_generator(gex: GeneratorExplainer, source, out: str | Path | None, p
 
 
 
-def run_generator(generator: str, generator_weights: str | Path, arch: str, weights: str | Path | None,
+def run_generator(generator: str, generator_weights: str | Path, arch: str, weights: str | Path | Weights | None,
                   out: str | Path, n: int = 500, percent: float = 5.0, repeats: int = 5, seed: int = 0,
                   min_prob: float = 0.9, inputs: str | Path | None = None, out_range: tuple[float, float] = (-1, 1),
                   resize: int | None = None, crop: int | None = None, batch_size: int = 16, device: str = "auto",
                   trust_checkpoint: bool = False, attention: str = "attnlrp") -> dict:
     """The ``tff generator`` job: load a ``progan``/``dcgan`` generator and a detector, generate ``n`` images
     from seeded latents (or from the images in ``inputs``, for image-to-image generators), rank the generator's
-    units by ω and mask the top/random/low ``percent``%."""
+    units by ω and mask the top/random/low ``percent``%. ``trust_checkpoint`` allows pickled objects in the
+    generator's file (and in the detector's, unless ``weights`` is a :class:`~tffkit.detectors.Weights`)."""
     from ..data import IMAGE_EXTENSIONS
     from ..detectors import load_detector
     from ..generation.compose import DetectorInput
@@ -211,8 +213,9 @@ def run_generator(generator: str, generator_weights: str | Path, arch: str, weig
                                          resize=resize, crop=crop, batch_size=batch_size, attention=attention),
                        ctx.world)
     gen = load_generator(generator, generator_weights, trust_checkpoint).to(ctx.device)
-    detector = load_detector(arch, weights, ctx.device)
-    gex = GeneratorExplainer(gen, detector, DetectorInput(out_range, size=resize, crop=crop), attention=attention)
+    detector = load_detector(arch, weights, ctx.device, trust=trust_checkpoint)
+    adapter = DetectorInput.for_detector(detector, out_range, resize, crop)
+    gex = GeneratorExplainer(gen, detector, adapter, attention=attention)
     if inputs is not None:
         paths = sorted(p for p in Path(inputs).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)[:n]
         if not paths:
@@ -223,7 +226,7 @@ def run_generator(generator: str, generator_weights: str | Path, arch: str, weig
     return explain_generator(gex, source, out, percent, repeats, seed, min_prob, batch_size, ctx, record)
 
 
-def generators_of_study(step: dict, arch: str, weights: str | None, out: str | Path, device: str = "auto",
+def generators_of_study(step: dict, arch: str, weights: str | Weights | None, out: str | Path, device: str = "auto",
                         batch_size: int = 16) -> dict:
     """The study's generator step: :func:`explain_generator` for each configured generator into
     ``out/<name>/``, then ``out/generators.json`` summarising them (top vs random drop, image change)."""
@@ -246,7 +249,7 @@ def generators_of_study(step: dict, arch: str, weights: str | None, out: str | P
             shape = tuple(source.batch([0]).shape[1:])
         else:
             shape = None
-        gex = GeneratorExplainer(gen, detector, DetectorInput(), input_shape=shape)
+        gex = GeneratorExplainer(gen, detector, DetectorInput.for_detector(detector), input_shape=shape)
         if not spec.get("inputs"):
             source = LatentSource(step["images"], gex.input_shape, step["seed"])
         record = RunRecord("generator", {"arch": arch, "weights": str(weights), **spec, **{

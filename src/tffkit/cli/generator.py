@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import detector_args, is_main_process, lrp_args
+from .common import detector_args, is_main_process, lrp_args, weights
 
 HELP = "rank generator units by relevance for the detector and mask them (appendix M)"
 
@@ -18,10 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--generator", required=True, choices=["progan", "dcgan"],
                    help="generator architecture: progan (PyTorch GAN zoo PGAN layout) or dcgan (PyTorch examples)")
     p.add_argument("--generator-weights", required=True, help="generator checkpoint (architecture read off it)")
-    p.add_argument("--trust-checkpoint", action="store_true",
-                   help="allow pickled objects in the generator checkpoint (GAN zoo files keep their config); "
-                        "unpickling can run code, so only for files you trust")
-    detector_args(p)
+    detector_args(p)  # its --trust-checkpoint also admits GAN zoo generator files, which pickle their config
     p.set_defaults(batch_size=16)
     p.add_argument("--images", type=int, default=500, help="generated images N (seeded latents 0..N−1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the latents and of the random masks")
@@ -40,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..analysis.generator import run_generator
 
-    res = run_generator(args.generator, args.generator_weights, args.arch, args.weights, args.out, args.images,
+    res = run_generator(args.generator, args.generator_weights, args.arch, weights(args), args.out, args.images,
                         args.percent, args.random_repeats, args.seed, args.min_prob, args.inputs,
                         tuple(args.out_range), args.resize, args.crop, args.batch_size, args.device,
                         args.trust_checkpoint, args.attention)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import pickletools
 import re
 import warnings
 import zipfile
@@ -44,6 +45,29 @@ def _is_torchscript(path: Path) -> bool:
     except (zipfile.BadZipFile, OSError):
         return False
     return any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names)
+
+
+def _pickled_object(path: Path) -> str | None:
+    """The first non-torch Python object a checkpoint's pickle refers to (found by reading its opcodes, nothing
+    is unpickled); None when there is none or the file is not a readable archive."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            data = z.read(next(n for n in z.namelist() if n.endswith("/data.pkl") or n == "data.pkl"))
+        strings: list[str] = []
+        for op, arg, _ in pickletools.genops(data):
+            if op.name == "GLOBAL":
+                name = str(arg).replace(" ", ".")
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                name = ".".join(strings[-2:])
+            else:
+                if isinstance(arg, str):
+                    strings.append(arg)
+                continue
+            if not name.startswith(("torch.", "collections.OrderedDict", "_codecs.")):
+                return name
+    except (zipfile.BadZipFile, OSError, StopIteration, ValueError):
+        return None
+    return None
 
 
 def _what_is_wrong(path: Path, exc: BaseException) -> str:
@@ -85,11 +109,12 @@ def read_checkpoint(path: str | os.PathLike, trust: bool = False, what: str = "c
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        if found is None:
+        obj = found.group(1) if found else _pickled_object(path)  # protocol-5 pickles fail before naming it
+        if obj is None:
             raise CheckpointReadError(f"cannot read {what} {shown}: {_what_is_wrong(path, exc)}") from None
         if not trust:
             raise UnsafeCheckpointError(
-                f"{what} {shown} holds a pickled Python object ({found.group(1)}): unpickling it could run "
+                f"{what} {shown} holds a pickled Python object ({obj}): unpickling it could run "
                 "arbitrary code, so tffkit reads checkpoints with torch.load(weights_only=True) and refused it. If you "
                 "trust where the file comes from, pass --trust-checkpoint (Python: trust=True)") from None
     except Exception as exc:  # noqa: BLE001 - corrupt, truncated or foreign files

@@ -56,6 +56,17 @@ class DetectorInput(nn.Module):
             x = x[..., top:top + self.crop, left:left + self.crop]
         return x
 
+    @classmethod
+    def for_detector(cls, detector: nn.Module, out_range: tuple[float, float] = (-1.0, 1.0),
+                     size: int | None = None, crop: int | None = None) -> DetectorInput:
+        """The mapping into ``detector`` with the normalisation :func:`~tffkit.detectors.load_detector` attached
+        to it (ImageNet for any other module); resize and crop are the caller's (generated images keep their
+        size by default)."""
+        from ..detectors import preprocessing_of
+
+        prep = preprocessing_of(detector)
+        return cls(out_range, prep.mean, prep.std, size, crop)
+
 
 class GeneratedDetection(nn.Module):
     """``detector(adapter(generator(z)))``: the logit of a generated image as a function of the generator's input."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -166,16 +165,9 @@ def load_generator(kind: str, weights: str | os.PathLike, trust: bool = False) -
     family = kind.split(":", 1)[1] if kind.startswith("demo:") else None
     if kind not in GENERATORS and family is None:
         raise ValueError(f"unknown generator {kind!r}; known: {', '.join(GENERATORS)}, demo:<family>")
-    path = Path(weights)
-    if not path.is_file():
-        raise FileNotFoundError(f"generator weights {path} not found")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=not trust)
-    except Exception as exc:  # unpickling refused (weights_only) or not a torch file
-        hint = "" if trust else (" — it pickles Python objects (GAN zoo files keep their config); load it with "
-                                 "--trust-checkpoint if you trust its source")
-        raise ValueError(f"cannot read generator checkpoint {path}: {type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0]}{hint}") from exc
+    from ..detectors.checkpoints import read_checkpoint
+
+    checkpoint = read_checkpoint(weights, trust, "generator weights")
     sd = generator_state_dict(checkpoint)
     if family is not None:
         return _demo_generator(sd, family).eval()
