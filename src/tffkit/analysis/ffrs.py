@@ -1,4 +1,4 @@
-"""FF-RS (ω): the forensic feature relevance statistic of every feature map, and its ranking (SPEC §3).
+"""FF-RS (ω): the forensic feature relevance statistic of every feature map, and its ranking (docs/algorithms.md §3).
 
 ω_{l,c} = mean over confident images of Σ_{h,w} max(0, R_{c,h,w}) / Σ_{c',h,w} |R_{c',h,w}|, with R the
 LRP relevance at layer l's output (seed +1 for fakes, −1 for reals). Per-image values are

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
-from ..data import Perturbation
+MAX_PER_CLASS_HELP = "use only the first N images (by file name) of each (set, class, label) folder; default: all"
 
 
 def detector_args(p: argparse.ArgumentParser, weights_required: bool = False) -> None:
@@ -14,10 +15,22 @@ def detector_args(p: argparse.ArgumentParser, weights_required: bool = False) ->
     p.add_argument("--arch", default="resnet50", choices=sorted(ARCHITECTURES), help="detector architecture")
     p.add_argument("--weights", required=weights_required, default=None,
                    help="checkpoint: {'model': sd} (Wang et al.), {'state_dict': sd} or a bare state dict")
+    device_args(p)
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward/backward pass on each process")
+    p.add_argument("--workers", type=int, default=None,
+                   help="data-loading worker processes per process; default: this process's cores minus one, at most 8")
+    progress_args(p)
+
+
+def device_args(p: argparse.ArgumentParser) -> None:
+    """--device."""
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto picks CUDA when present)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=None, help="data-loading workers per process (default: cores)")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def progress_args(p: argparse.ArgumentParser) -> None:
+    """--no-progress."""
+    p.add_argument("--no-progress", action="store_true",
+                   help="print no progress (by default a bar on a terminal, a line every 5%% otherwise)")
 
 
 def data_args(p: argparse.ArgumentParser, sets: bool = True, perturbations: bool = True) -> None:
@@ -27,7 +40,7 @@ def data_args(p: argparse.ArgumentParser, sets: bool = True, perturbations: bool
         p.add_argument("--sets", nargs="+", default=None, help="sets (first folder level) to use; default all")
     p.add_argument("--preset", default="center224", choices=["center224", "full"],
                    help="center224: CenterCrop 224 (Wang's eval); full: whole images, batched by size")
-    p.add_argument("--max-per-class", type=int, default=None, help="first N images per (set, class, label)")
+    p.add_argument("--max-per-class", type=int, default=None, metavar="N", help=MAX_PER_CLASS_HELP)
     if perturbations:
         p.add_argument("--grayscale", action="store_true", help="ITU-R 601 luma replicated to RGB")
         p.add_argument("--jpeg", type=int, default=None, metavar="Q", help="JPEG re-compression at quality Q")
@@ -35,8 +48,10 @@ def data_args(p: argparse.ArgumentParser, sets: bool = True, perturbations: bool
         p.add_argument("--resize", type=float, default=None, metavar="FACTOR", help="resize by a factor")
 
 
-def perturbation(args: argparse.Namespace) -> Perturbation:
-    """The perturbation described by the data arguments."""
+def perturbation(args: argparse.Namespace) -> Any:
+    """The perturbation (:class:`tffkit.data.Perturbation`) described by the data arguments."""
+    from ..data import Perturbation
+
     return Perturbation(getattr(args, "grayscale", False), getattr(args, "jpeg", None),
                         getattr(args, "blur", None), getattr(args, "resize", None))
 

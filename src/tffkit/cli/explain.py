@@ -1,13 +1,13 @@
 """Pixel-wise heatmaps of the detector's logit — the paper's control experiment showing that plain pixel
-explanations are uninformative: LRP (the rules of SPEC §2) and Guided Grad-CAM (Grad-CAM on the last spatial
-feature map x guided backpropagation), written as overlays (OUT/lrp, OUT/gradcam, OUT/guided_gradcam), one
+explanations are uninformative: LRP (the rules of docs/algorithms.md §2) and Guided Grad-CAM (Grad-CAM on the
+last spatial feature map x guided backpropagation), written as overlays (OUT/lrp, OUT/gradcam, OUT/guided_gradcam), one
 panel per image (OUT/panels) and OUT/explain.csv. Fakes and loose images explain +logit, reals -logit."""
 
 from __future__ import annotations
 
 import argparse
 
-from .common import detector_args, is_main_process, lrp_args, paper_code_args, switches
+from .common import MAX_PER_CLASS_HELP, detector_args, is_main_process, lrp_args, paper_code_args, switches
 
 HELP = "LRP and Guided Grad-CAM heatmaps of the logit for images (overlays, panels)"
 
@@ -18,7 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--images", nargs="+", default=None, help="image files to explain")
     src.add_argument("--data", default=None, help="root holding <set>/[<class>/]{0_real,1_fake} folders")
     p.add_argument("--sets", nargs="+", default=None, help="with --data: sets to use; default all")
-    p.add_argument("--max-per-class", type=int, default=4, help="with --data: first N images per (set, class, label)")
+    p.add_argument("--max-per-class", type=int, default=4, metavar="N", help=MAX_PER_CLASS_HELP.replace(
+        "; default: all", "") + " (with --data)")
     p.add_argument("--preset", default="center224", choices=["center224", "full"],
                    help="center224: CenterCrop 224 (Wang's eval); full: whole images, batched by size")
     p.add_argument("--cam-layer", default=None, help="module for Grad-CAM (default: the last spatial feature map)")

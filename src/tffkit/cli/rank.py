@@ -1,4 +1,4 @@
-"""Rank every feature map by FF-RS (ω, SPEC §3): LRP from the logit of each confident fake of the source
+"""Rank every feature map by FF-RS (ω, docs/algorithms.md §3): LRP from the logit of each confident fake of the source
 set (p ≥ --min-prob), per-image share of positive relevance per channel, averaged; one global ranking.
 Units are conv channels, and for transformers MLP neurons, residual-stream dimensions and attention heads.
 Writes OUT/ffrs.csv (rank, layer, channel, omega, key, unit), OUT/ffrs.json, OUT/relevance_budget.csv (share of

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import argparse
 
+from .common import progress_args
+
 HELP = "run the whole study from a YAML config and write report.html (resumable)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="study YAML (fields: out, detector, data, steps …)")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    progress_args(p)
     p.add_argument("--report-only", action="store_true", help="only re-draw report.html from existing results")
     p.add_argument("--paper-code", action="store_true",
                    help="the public code's behaviours in every step (as the config key paper_code: true; switches "

@@ -1,4 +1,4 @@
-"""Figures for understanding T-FF (SPEC §5): heatmap overlays, LRP-max collages, colour ablation plots.
+"""Figures for understanding T-FF (docs/algorithms.md §5): heatmap overlays, LRP-max collages, colour ablation plots.
 
 Pure functions of arrays and tables (drawn from the CSVs the analyses write); matplotlib with Agg.
 """
