@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,6 +16,7 @@ from .conventions import resolve
 from .data import Perturbation, Sample, find_samples, normalize
 from .detectors import load_detector
 from .metrics import format_table, metrics_table, probabilities
+from .outputs import run_folder
 from .passes import DatasetPass
 from .results import RunRecord, write_csv, write_json
 
@@ -88,19 +88,18 @@ def evaluate(arch: str, weights: str | os.PathLike | None, data: str | os.PathLi
     record = RunRecord("evaluate", dict(arch=arch, weights=str(weights), data=str(data), sets=sets,
                                         preset=preset, perturb=(perturb or Perturbation()).__dict__,
                                         batch_size=batch_size, max_per_class=max_per_class, **settings), ctx.world)
-    samples = find_samples(data, sets, max_per_class=max_per_class)
-    model = load_detector(arch, weights, ctx.device)
-    scores = score_samples(model, samples, ctx, preset, perturb, batch_size, num_workers, progress,
-                           prob_dtype=settings["prob_dtype"])
-    table = metrics_table(scores.table, cal_compare=settings["cal_compare"])
-    if out is not None and ctx.is_main:
-        out = Path(out)
-        write_csv(out / "scores.csv", scores.table)
-        write_csv(out / "metrics.csv", table)
-        write_json(out / "skipped.json", scores.failed)
-        record.write(out, settings=settings, n_images=len(samples), n_scored=len(scores.table),
-                     n_skipped=len(scores.failed), skipped=scores.failed, device=str(ctx.device))
-    tdist.barrier()
+    with run_folder(out, ctx) as folder:  # checked before the model is built; replaced whole at the end
+        samples = find_samples(data, sets, max_per_class=max_per_class)
+        model = load_detector(arch, weights, ctx.device)
+        scores = score_samples(model, samples, ctx, preset, perturb, batch_size, num_workers, progress,
+                               prob_dtype=settings["prob_dtype"])
+        table = metrics_table(scores.table, cal_compare=settings["cal_compare"])
+        if folder is not None and ctx.is_main:
+            write_csv(folder / "scores.csv", scores.table)
+            write_csv(folder / "metrics.csv", table)
+            write_json(folder / "skipped.json", scores.failed)
+            record.write(folder, settings=settings, n_images=len(samples), n_scored=len(scores.table),
+                         n_skipped=len(scores.failed), skipped=scores.failed, device=str(ctx.device))
     return Evaluation(scores.table, table, scores.failed, settings)
 
 

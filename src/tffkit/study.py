@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from .conventions import SWITCHES
+from .outputs import check_writable
 from .results import read_json, write_json
 
 STEP_ORDER = ("evaluate", "rank", "dropout", "lrpmax", "color", "color_robust")
@@ -302,8 +303,7 @@ def run_study(config: str | os.PathLike | dict, progress: bool = True, paper_cod
     cfg = load_config(config)
     if paper_code is not None:
         cfg["paper_code"] = bool(paper_code)
-    out = Path(cfg["out"])
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_writable(cfg["out"])  # before any model is built
     write_json(out / "study.json", cfg)
     status = run_steps(build_steps(cfg, progress), out)
     write_json(out / "study.json", {**cfg, "status": status})

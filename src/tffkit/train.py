@@ -1,4 +1,4 @@
-"""``tff train``: universal and colour-robust detectors with Wang et al.'s recipe (SPEC §6).
+"""``tff train``: universal and colour-robust detectors with Wang et al.'s recipe (docs/algorithms.md §6).
 
 Adam (lr 1e-4, betas 0.9/0.999), BCE-with-logits on one logit, a *global* batch of 64 (split across
 torchrun processes, so the recipe does not depend on their number), validation every epoch, early
@@ -29,6 +29,7 @@ from . import distributed as tdist
 from .data import find_samples, normalize
 from .detectors import build_detector, load_init_weights, load_state, save_checkpoint
 from .metrics import accuracies, average_precision
+from .outputs import check_writable
 from .passes import default_workers
 from .results import RunRecord, write_csv
 
@@ -339,6 +340,7 @@ def train_detector(arch: str, data: str | os.PathLike, val: str | os.PathLike, o
     ``save_every`` also checkpoints every N steps. Returns final/best metrics and the output paths.
     """
     ctx = tdist.init(device)
+    check_writable(out)  # before any model is built
     out = Path(out)
     cfg = TrainConfig(arch, str(data), str(val), str(out), color_robust, str(init) if init else None, blur_prob,
                       jpeg_prob, batch_size, lr, max_epochs, max_steps, seed, amp, crop_size, load_size, max_per_class,

@@ -1,4 +1,4 @@
-"""Sensitivity assessment (SPEC §4): drop feature maps (top-k, random-k, low-k) and re-measure detection.
+"""Sensitivity assessment (docs/algorithms.md §4): drop feature maps (top-k, random-k, low-k) and re-measure detection.
 
 Dropping sets a feature map to 0 for every image with a forward hook, at the BN-folded conv output
 (``folded``, where ω is measured) or, as the public code did, at the raw conv output before batch
@@ -25,6 +25,7 @@ from ..detectors import load_detector
 from ..evaluate import scores_table
 from ..lrp import Explainer
 from ..metrics import binary_metrics
+from ..outputs import run_folder
 from ..passes import DatasetPass
 from ..reference import paper_numbers
 from ..results import RunRecord, atomic_write, save_figure, write_csv
@@ -135,33 +136,33 @@ def dropout(arch: str, weights: str | os.PathLike | None, ranking: str | os.Path
                                        sets=sets, ks=list(ks), random_repeats=random_repeats, seed=seed, site=site,
                                        preset=preset, batch_size=batch_size, max_per_class=max_per_class,
                                        paper_detector=paper_detector, **settings), ctx.world)
-    samples = find_samples(data, sets, max_per_class=max_per_class)
-    explainer = Explainer(load_detector(arch, weights, ctx.device))
-    table = load_ranking(ranking, explainer.layers)
+    with run_folder(out, ctx) as folder:  # checked before the model is built; replaced whole at the end
+        samples = find_samples(data, sets, max_per_class=max_per_class)
+        explainer = Explainer(load_detector(arch, weights, ctx.device))
+        table = load_ranking(ranking, explainer.layers)
 
-    variants = [None, *(v for k in ks for v in select_channels(table, k, random_repeats, seed))]
-    scores, unreadable = score_variants(explainer, variants, samples, ctx, site, preset, batch_size, num_workers,
-                                        progress, settings["prob_dtype"])
-    thresholds = calibrated_thresholds(scores[0], fixed_threshold_sets)
-    rows = []
-    for variant, sc in zip(variants, scores, strict=True):
-        head = ({"variant": "baseline", "kind": "baseline", "k": 0, "replica": 0} if variant is None else
-                {"variant": variant.name, "kind": variant.kind, "k": variant.k, "replica": variant.replica})
-        rows += [{**head, **r} for r in set_metrics(sc, thresholds, settings["cal_compare"])]
-    long = pd.DataFrame(rows)
-    if out is not None and ctx.is_main:
-        out = Path(out)
-        write_csv(out / "dropout.csv", long)
-        summary = summarize(long)
-        write_csv(out / "dropout_summary.csv", summary)
-        paper = paper_numbers("dropout", paper_detector) if paper_detector else None
-        for fmt, suffix in (("markdown", "md"), ("latex", "tex")):
-            text = paper_layout(summary, fmt, paper)
-            atomic_write(out / f"dropout_table.{suffix}", lambda tmp, text=text: Path(tmp).write_text(text))
-        plot_ap_vs_k(summary, out / "ap_vs_k.png")
-        record.write(out, settings=settings, n_images=len(samples), n_skipped=len(unreadable),
-                     unreadable=unreadable, thresholds=thresholds)
-    tdist.barrier()
+        variants = [None, *(v for k in ks for v in select_channels(table, k, random_repeats, seed))]
+        scores, unreadable = score_variants(explainer, variants, samples, ctx, site, preset, batch_size, num_workers,
+                                            progress, settings["prob_dtype"])
+        thresholds = calibrated_thresholds(scores[0], fixed_threshold_sets)
+        rows = []
+        for variant, sc in zip(variants, scores, strict=True):
+            head = ({"variant": "baseline", "kind": "baseline", "k": 0, "replica": 0} if variant is None else
+                    {"variant": variant.name, "kind": variant.kind, "k": variant.k, "replica": variant.replica})
+            rows += [{**head, **r} for r in set_metrics(sc, thresholds, settings["cal_compare"])]
+        long = pd.DataFrame(rows)
+        if folder is not None and ctx.is_main:
+            out = folder  # the staging folder (becomes OUT when the run finishes)
+            write_csv(out / "dropout.csv", long)
+            summary = summarize(long)
+            write_csv(out / "dropout_summary.csv", summary)
+            paper = paper_numbers("dropout", paper_detector) if paper_detector else None
+            for fmt, suffix in (("markdown", "md"), ("latex", "tex")):
+                text = paper_layout(summary, fmt, paper)
+                atomic_write(out / f"dropout_table.{suffix}", lambda tmp, text=text: Path(tmp).write_text(text))
+            plot_ap_vs_k(summary, out / "ap_vs_k.png")
+            record.write(out, settings=settings, n_images=len(samples), n_skipped=len(unreadable),
+                         unreadable=unreadable, thresholds=thresholds)
     return long
 
 

@@ -1,4 +1,4 @@
-"""Pixel-wise explanations of the detector's logit (SPEC §5, control experiment): LRP with our Explainer
+"""Pixel-wise explanations of the detector's logit (docs/algorithms.md §5, control experiment): LRP with our Explainer
 and Guided Grad-CAM (Grad-CAM on the last spatial feature map × guided backpropagation), as overlays.
 """
 
@@ -21,6 +21,7 @@ from ..data import Sample, find_samples, normalize
 from ..detectors import load_detector
 from ..lrp import Explainer
 from ..lrp.registry import module_rule
+from ..outputs import run_folder
 from ..passes import DatasetPass
 from ..results import RunRecord, write_csv, write_json
 
@@ -125,7 +126,7 @@ def run_explain(arch: str, weights: str | os.PathLike | None, out: str | os.Path
                 zplus_fallback: str | None = None, attention: str = "attnlrp") -> pd.DataFrame:
     """The ``tff explain`` job: per image, LRP / Grad-CAM / Guided Grad-CAM overlays and a panel figure.
 
-    Fakes (and loose images) explain +logit, reals −logit (SPEC §2 seeds). Writes ``explain.csv`` with the
+    Fakes (and loose images) explain +logit, reals −logit (docs/algorithms.md §2 seeds). Writes ``explain.csv`` with the
     logit, p(fake) and the LRP total per image.
     """
     from ..report import figures_tff as fig
@@ -138,39 +139,39 @@ def run_explain(arch: str, weights: str | os.PathLike | None, out: str | os.Path
     record = RunRecord("explain", dict(arch=arch, weights=str(weights), images=images, data=str(data), sets=sets,
                                        max_per_class=max_per_class, preset=preset, cam_layer=cam_layer, **settings),
                        ctx.world)
-    samples = image_samples(images) if images is not None else find_samples(data, sets, max_per_class=max_per_class)
-    model = load_detector(arch, weights, ctx.device)
-    explainer = Explainer(model, bounds=bounds, zplus_fallback=settings["zplus_fallback"], attention=attention)
-    out = Path(out)
-    rows = []
-    for imgs, indices in DatasetPass(samples, ctx, preset, None, batch_size, num_workers, "explaining", progress):
-        x = normalize(imgs)
-        seed = torch.tensor([1.0 if samples[i].label == 1 else -1.0 for i in indices.tolist()], device=x.device)
-        e = explainer.explain(x, seed)
-        layer = cam_layer or last_spatial_layer(model, x)
-        cam, ggc = guided_grad_cam(model, x, layer, seed)
-        lrp = e.input_relevance.sum(1).cpu().numpy()
-        cam, ggc, pics = cam.cpu().numpy(), ggc.cpu().numpy(), imgs.permute(0, 2, 3, 1).cpu().numpy()
-        for b, i in enumerate(indices.tolist()):
-            s = samples[i]
-            name = f"{i:05d}_{Path(s.path).stem}"
-            logit = float(e.logits[b])
-            fig.save_png(fig.overlay(pics[b], lrp[b]), out / "lrp" / f"{name}.png")
-            fig.save_png(fig.cam_overlay(pics[b], cam[b]), out / "gradcam" / f"{name}.png")
-            fig.save_png(fig.guided_rgb(ggc[b]), out / "guided_gradcam" / f"{name}.png")
-            prob = 1 / (1 + np.exp(-logit))
-            fig.explain_panel(pics[b], lrp[b], cam[b], ggc[b], f"{s.path}\nlabel {s.label}, logit {logit:.3f}, "
-                              f"p(fake) {prob:.3f}, explained {'+' if seed[b] > 0 else '−'}logit",
-                              out / "panels" / f"{name}.png")
-            rows.append({"index": i, "image": s.path, "set": s.set, "class": s.cls, "label": s.label, "logit": logit,
-                         "prob": prob, "seed": float(seed[b]), "lrp_sum": float(lrp[b].sum()), "cam_layer": layer,
-                         "name": name})
-    table = pd.DataFrame([r for part in tdist.gather_objects(rows) for r in part])
-    if len(table):
-        table = table.sort_values("index").reset_index(drop=True)
-    if ctx.is_main:
-        write_csv(out / "explain.csv", table)
-        write_json(out / "explain.json", {"n_images": len(table), "cam_layer": cam_layer or "auto"})
-        record.write(out, device=str(ctx.device), settings=settings, n_images=len(samples), n_explained=len(table))
-    tdist.barrier()
+    with run_folder(out, ctx) as folder:  # checked before the model is built; replaced whole at the end
+        samples = image_samples(images) if images is not None else find_samples(data, sets, max_per_class=max_per_class)
+        model = load_detector(arch, weights, ctx.device)
+        explainer = Explainer(model, bounds=bounds, zplus_fallback=settings["zplus_fallback"], attention=attention)
+        out = folder  # the staging folder (becomes OUT when the run finishes)
+        rows = []
+        for imgs, indices in DatasetPass(samples, ctx, preset, None, batch_size, num_workers, "explaining", progress):
+            x = normalize(imgs)
+            seed = torch.tensor([1.0 if samples[i].label == 1 else -1.0 for i in indices.tolist()], device=x.device)
+            e = explainer.explain(x, seed)
+            layer = cam_layer or last_spatial_layer(model, x)
+            cam, ggc = guided_grad_cam(model, x, layer, seed)
+            lrp = e.input_relevance.sum(1).cpu().numpy()
+            cam, ggc, pics = cam.cpu().numpy(), ggc.cpu().numpy(), imgs.permute(0, 2, 3, 1).cpu().numpy()
+            for b, i in enumerate(indices.tolist()):
+                s = samples[i]
+                name = f"{i:05d}_{Path(s.path).stem}"
+                logit = float(e.logits[b])
+                fig.save_png(fig.overlay(pics[b], lrp[b]), out / "lrp" / f"{name}.png")
+                fig.save_png(fig.cam_overlay(pics[b], cam[b]), out / "gradcam" / f"{name}.png")
+                fig.save_png(fig.guided_rgb(ggc[b]), out / "guided_gradcam" / f"{name}.png")
+                prob = 1 / (1 + np.exp(-logit))
+                fig.explain_panel(pics[b], lrp[b], cam[b], ggc[b], f"{s.path}\nlabel {s.label}, logit {logit:.3f}, "
+                                  f"p(fake) {prob:.3f}, explained {'+' if seed[b] > 0 else '−'}logit",
+                                  out / "panels" / f"{name}.png")
+                rows.append({"index": i, "image": s.path, "set": s.set, "class": s.cls, "label": s.label,
+                             "logit": logit, "prob": prob, "seed": float(seed[b]), "lrp_sum": float(lrp[b].sum()),
+                             "cam_layer": layer, "name": name})
+        table = pd.DataFrame([r for part in tdist.gather_objects(rows) for r in part])
+        if len(table):
+            table = table.sort_values("index").reset_index(drop=True)
+        if ctx.is_main:
+            write_csv(out / "explain.csv", table)
+            write_json(out / "explain.json", {"n_images": len(table), "cam_layer": cam_layer or "auto"})
+            record.write(out, device=str(ctx.device), settings=settings, n_images=len(samples), n_explained=len(table))
     return table

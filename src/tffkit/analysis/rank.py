@@ -16,6 +16,7 @@ from ..conventions import resolve
 from ..data import find_samples, normalize
 from ..detectors import load_detector
 from ..lrp import Explainer
+from ..outputs import run_folder
 from ..passes import DatasetPass
 from ..results import RunRecord, save_figure, write_csv, write_json
 from .ffrs import FFRSAccumulator, accumulate_batch, ranking_table
@@ -40,7 +41,7 @@ def rank(arch: str, weights: str | os.PathLike | None, data: str | os.PathLike, 
          device: str = "auto", num_workers: int | None = None, bounds: str | None = None,
          progress: bool = True, paper_code: bool = False, zplus_fallback: str | None = None,
          attention: str = "attnlrp") -> RankResult:
-    """Compute ω (SPEC §3) with one LRP pass per batch, reduce exactly across processes, write results.
+    """Compute ω (docs/algorithms.md §3) with one LRP pass per batch, reduce exactly across processes, write results.
 
     ``paper_code`` takes the public code's zβ bounds (ω does not depend on them) and z⁺ without fallback
     unless given; ``attention`` is the rule inside attention layers (``attnlrp`` or ``cp``)."""
@@ -51,47 +52,47 @@ def rank(arch: str, weights: str | os.PathLike | None, data: str | os.PathLike, 
                                     max_per_class=max_per_class, min_prob=min_prob, with_reals=with_reals, k=k,
                                     preset=preset, batch_size=batch_size, attention=attention, **settings),
                        ctx.world)
-    samples = [s for s in find_samples(data, sets, max_per_class=max_per_class) if with_reals or s.label == 1]
-    if not samples:
-        raise NoConfidentImagesError(f"no fake images (1_fake folders) under {data}")
-    run = DatasetPass(samples, ctx, preset, None, batch_size, num_workers, "ranking (LRP)", progress).start()
-    explainer = Explainer(load_detector(arch, weights, ctx.device), bounds=bounds, attention=attention,
-                          zplus_fallback=settings["zplus_fallback"])  # while the workers decode
-    acc = FFRSAccumulator(explainer.layers, ctx.device, groups=2 if with_reals else 1)
-    labels_all = torch.tensor([s.label for s in samples], device=ctx.device)
-    idx_parts, prob_parts = [], []  # probabilities stay on the device until the end: no sync per batch
-    for images, indices in run:
-        probs = accumulate_batch(explainer, acc, normalize(images),
-                                 labels_all[indices.to(ctx.device, non_blocking=True)], min_prob, with_reals)
-        idx_parts.append(indices)
-        prob_parts.append(probs.float())
-    tdist.all_reduce_sum(acc.sums)
-    tdist.all_reduce_sum(acc.counts)
-    tdist.all_reduce_sum(acc.retained)
-    failed = run.gather_failed()
-    idx, prob = tdist.gather_rows(idx_parts, prob_parts)
-    labels = np.array([samples[i].label for i in idx], dtype=int)
-    n_fake_conf = int(acc.counts[0])
-    if n_fake_conf == 0:
-        fake_p = prob[labels == 1]
-        dist = (f"p(fake) of the {len(fake_p)} fakes seen: min {fake_p.min():.3f}, median {np.median(fake_p):.3f}, "
-                f"max {fake_p.max():.3f}") if len(fake_p) else "no fake image could be read"
-        raise NoConfidentImagesError(f"no fake reached p ≥ {min_prob} — {dist}. Check that --weights and --arch "
-                                     "match, or lower --min-prob.")
-    omega = acc.omega().cpu().numpy()
-    table = ranking_table(explainer.layers, omega[0])
-    reals = ranking_table(explainer.layers, omega[1]) if with_reals else None
-    summary = summarize(table, explainer, k, labels, prob, min_prob, failed, acc, with_reals)
-    if out is not None and ctx.is_main:
-        out = Path(out)
-        write_csv(out / "ffrs.csv", table.drop(columns=["layer_index"]))
-        if reals is not None:
-            write_csv(out / "ffrs_reals.csv", reals.drop(columns=["layer_index"]))
-        write_json(out / "ffrs.json", summary)
-        write_csv(out / "relevance_budget.csv", relevance_budget(explainer, acc, with_reals))
-        plot_ranking(table, explainer, k, out)
-        record.write(out, settings=settings, n_images=len(samples), n_skipped=len(failed), device=str(ctx.device))
-    tdist.barrier()
+    with run_folder(out, ctx) as folder:  # checked before the model is built; replaced whole at the end
+        samples = [s for s in find_samples(data, sets, max_per_class=max_per_class) if with_reals or s.label == 1]
+        if not samples:
+            raise NoConfidentImagesError(f"no fake images (1_fake folders) under {data}")
+        run = DatasetPass(samples, ctx, preset, None, batch_size, num_workers, "ranking (LRP)", progress).start()
+        explainer = Explainer(load_detector(arch, weights, ctx.device), bounds=bounds, attention=attention,
+                              zplus_fallback=settings["zplus_fallback"])  # while the workers decode
+        acc = FFRSAccumulator(explainer.layers, ctx.device, groups=2 if with_reals else 1)
+        labels_all = torch.tensor([s.label for s in samples], device=ctx.device)
+        idx_parts, prob_parts = [], []  # probabilities stay on the device until the end: no sync per batch
+        for images, indices in run:
+            probs = accumulate_batch(explainer, acc, normalize(images),
+                                     labels_all[indices.to(ctx.device, non_blocking=True)], min_prob, with_reals)
+            idx_parts.append(indices)
+            prob_parts.append(probs.float())
+        tdist.all_reduce_sum(acc.sums)
+        tdist.all_reduce_sum(acc.counts)
+        tdist.all_reduce_sum(acc.retained)
+        failed = run.gather_failed()
+        idx, prob = tdist.gather_rows(idx_parts, prob_parts)
+        labels = np.array([samples[i].label for i in idx], dtype=int)
+        n_fake_conf = int(acc.counts[0])
+        if n_fake_conf == 0:
+            fake_p = prob[labels == 1]
+            dist = (f"p(fake) of the {len(fake_p)} fakes seen: min {fake_p.min():.3f}, median {np.median(fake_p):.3f}, "
+                    f"max {fake_p.max():.3f}") if len(fake_p) else "no fake image could be read"
+            raise NoConfidentImagesError(f"no fake reached p ≥ {min_prob} — {dist}. Check that --weights and --arch "
+                                         "match, or lower --min-prob.")
+        omega = acc.omega().cpu().numpy()
+        table = ranking_table(explainer.layers, omega[0])
+        reals = ranking_table(explainer.layers, omega[1]) if with_reals else None
+        summary = summarize(table, explainer, k, labels, prob, min_prob, failed, acc, with_reals)
+        if folder is not None and ctx.is_main:
+            out = folder  # the staging folder (becomes OUT when the run finishes)
+            write_csv(out / "ffrs.csv", table.drop(columns=["layer_index"]))
+            if reals is not None:
+                write_csv(out / "ffrs_reals.csv", reals.drop(columns=["layer_index"]))
+            write_json(out / "ffrs.json", summary)
+            write_csv(out / "relevance_budget.csv", relevance_budget(explainer, acc, with_reals))
+            plot_ranking(table, explainer, k, out)
+            record.write(out, settings=settings, n_images=len(samples), n_skipped=len(failed), device=str(ctx.device))
     return RankResult(table, reals, summary)
 
 
