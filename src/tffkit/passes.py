@@ -2,7 +2,9 @@
 
 Every analysis (evaluate, rank, dropout, lrpmax, colour) iterates a :class:`DatasetPass`, does its
 per-batch work on the device, then reduces exactly across processes with
-:mod:`tffkit.distributed`.
+:mod:`tffkit.distributed`. The batches are planned over the whole dataset, the same for any number of
+processes, and each process takes whole batches (``rank::world``): an image is always computed in the
+same batch, so per-image results do not depend on the world size.
 """
 
 from __future__ import annotations
@@ -11,10 +13,21 @@ import os
 from collections.abc import Iterator, Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from . import distributed as tdist
 from .data import ImageDataset, Perturbation, Sample, SizeGroupedBatchSampler, collate_images, image_size
+from .progress import progress_bar
+
+
+def plan_batches(samples: Sequence[Sample], ctx: tdist.DistContext, preset: str, batch_size: int) -> list[list[int]]:
+    """Every batch of the whole dataset (dataset indices), independent of the world size: consecutive runs of
+    ``batch_size`` or, for the ``full`` preset, of images of one size (headers read by all ranks, shared)."""
+    n = len(samples)
+    if preset != "full":
+        return [list(range(s, min(n, s + batch_size))) for s in range(0, n, batch_size)]
+    mine = {i: image_size(samples[i].path) for i in range(ctx.rank, n, ctx.world)}
+    sizes = {i: size for part in tdist.gather_objects(mine) for i, size in part.items()}
+    return list(SizeGroupedBatchSampler(range(n), sizes, batch_size))
 
 
 def default_workers(world: int = 1, limit: int | None = 8) -> int:
@@ -44,11 +57,13 @@ class DatasetPass:
         self.samples = samples
         self.ctx = ctx
         self.dataset = ImageDataset(samples, preset, perturb or Perturbation())
-        self.indices = tdist.shard(len(samples), ctx)
+        self.batches = plan_batches(samples, ctx, preset, batch_size)[ctx.rank::ctx.world]  # whole batches
+        self.indices = [i for batch in self.batches for i in batch]
         self.batch_size = batch_size
         self.num_workers = default_workers(ctx.world) if num_workers is None else num_workers
         self.desc = desc
         self.progress = progress and ctx.is_main
+        self.bar = None
         self.failed: list[tuple[int, str]] = []
         self._started: Iterator | None = None
 
@@ -60,15 +75,9 @@ class DatasetPass:
         return self
 
     def _loader(self) -> torch.utils.data.DataLoader:
-        if self.dataset.preset == "full":
-            sizes = {i: image_size(self.samples[i].path) for i in self.indices}
-            sampler = SizeGroupedBatchSampler(self.indices, sizes, self.batch_size)
-        else:
-            ids = self.indices
-            sampler = [ids[s:s + self.batch_size] for s in range(0, len(ids), self.batch_size)]
         return torch.utils.data.DataLoader(
             self.dataset,
-            batch_sampler=sampler,
+            batch_sampler=self.batches,
             collate_fn=collate_images,
             num_workers=self.num_workers,
             pin_memory=self.ctx.device.type == "cuda",
@@ -78,13 +87,15 @@ class DatasetPass:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self.failed = []
         batches, self._started = self._started or iter(self._loader()), None
-        bar = tqdm(total=len(self.indices), desc=self.desc, unit="img", disable=not self.progress)
+        n, total = len(self.indices), len(self.samples)
+        desc = self.desc if self.ctx.world == 1 else f"{self.desc} (rank 0's {n} of {total})"
+        self.bar = bar = progress_bar(n, desc, "img", self.progress)
         for batch in batches:
             self.failed.extend(batch.failed)
+            if batch.images is not None:
+                yield batch.images.to(self.ctx.device, non_blocking=True), batch.indices
+            # counted once the caller has processed the batch (it asks for the next one), not when decoded
             bar.update(len(batch.indices) + len(batch.failed))
-            if batch.images is None:
-                continue
-            yield batch.images.to(self.ctx.device, non_blocking=True), batch.indices
         bar.close()
 
     def gather_failed(self) -> list[dict[str, str]]:

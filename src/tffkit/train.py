@@ -31,6 +31,7 @@ from .detectors import build_detector, load_init_weights, load_state, save_check
 from .metrics import accuracies, average_precision
 from .outputs import check_writable
 from .passes import default_workers
+from .progress import progress_bar
 from .results import RunRecord, write_csv
 
 RESUME_KEYS = ("arch", "batch_size", "lr", "seed", "blur_prob", "jpeg_prob", "color_robust", "crop_size",
@@ -165,20 +166,18 @@ class Trainer:
             for buf in self.net.buffers():
                 torch.distributed.broadcast(buf, src=0)
         self.net.eval()
-        ids = tdist.shard(len(self.val_samples), self.ctx)
-        bs = self.cfg.batch_size
-        batches = [[(i, 0) for i in ids[s:s + bs]] for s in range(0, len(ids), bs)]
+        n, bs = len(self.val_samples), self.cfg.batch_size  # whole batches per rank: logits independent of world
+        batches = [[(i, 0) for i in range(s, min(n, s + bs))] for s in range(0, n, bs)][self.ctx.rank::self.ctx.world]
         idx, logits, failed = [], [], []
-        bar = tqdm(total=len(ids), desc="validation", unit="img", leave=False, disable=not self.progress)
+        bar = progress_bar(sum(map(len, batches)), "validation", "img", self.progress, leave=False)
         for batch in aug.make_loader(self.val_set, batches, (0, 0, self.ctx.rank), self.workers, self.dev):
             failed += [self.val_samples[i].path for i, _ in batch.failed]
-            bar.update(len(batch.indices) + len(batch.failed))
-            if batch.images is None:
-                continue
-            with torch.autocast(self.dev.type, dtype=torch.bfloat16, enabled=self.cfg.amp == "bf16"):
-                out = self.net(self._images(batch.images)).reshape(-1)
-            idx.append(batch.indices)
-            logits.append(out.float())
+            if batch.images is not None:
+                with torch.autocast(self.dev.type, dtype=torch.bfloat16, enabled=self.cfg.amp == "bf16"):
+                    out = self.net(self._images(batch.images)).reshape(-1)
+                idx.append(batch.indices)
+                logits.append(out.float())
+            bar.update(len(batch.indices) + len(batch.failed))  # once computed, not when decoded
         bar.close()
         self.net.train()
         index, logit = tdist.gather_rows(idx, logits)
@@ -255,8 +254,8 @@ def _train_epoch(tr: Trainer, out: Path, st: dict[str, Any], partial: dict[str, 
     """Train the rest of epoch ``st['epoch']``; False when ``max_steps`` stopped it (checkpoint written)."""
     start, max_steps, save_every = time.time() - partial["time"], tr.cfg.max_steps, tr.cfg.save_every
     loss_acc = torch.zeros((), dtype=torch.float64, device=tr.dev) + partial["loss_sum"]
-    bar = tqdm(total=-(-len(tr.train_samples) // tr.cfg.batch_size), initial=st["batch"], unit="step",
-               desc=f"epoch {st['epoch']}", disable=not tr.progress, leave=False)
+    bar = progress_bar(-(-len(tr.train_samples) // tr.cfg.batch_size), f"epoch {st['epoch']}", "step", tr.progress,
+                       leave=False, initial=st["batch"])
     for batch in tr.loader(st["epoch"], st["batch"]):
         loss_sum, n = tr.step(batch)
         loss_acc += loss_sum
