@@ -29,7 +29,7 @@ from ..outputs import run_folder
 from ..passes import DatasetPass
 from ..reference import paper_numbers
 from ..results import RunRecord, atomic_write, save_figure, write_csv
-from .ffrs import ChannelSets, load_ranking, select_channels
+from .ffrs import ChannelSets, cut_tie, load_ranking, select_channels, tie_note
 
 SITES = ("folded", "pre-bn")
 
@@ -142,15 +142,20 @@ def dropout(arch: str, weights: str | os.PathLike | None, ranking: str | os.Path
         table = load_ranking(ranking, explainer.layers)
 
         variants = [None, *(v for k in ks for v in select_channels(table, k, random_repeats, seed))]
+        omega = table["omega"].to_numpy()
+        ties = {f"{kind}-{k}": cut_tie(omega, k if kind == "top" else len(omega) - k)  # ranks decided by layer order
+                for k in ks for kind in ("top", "low")}
         scores, unreadable = score_variants(explainer, variants, samples, ctx, site, preset, batch_size, num_workers,
                                             progress, settings["prob_dtype"])
         thresholds = calibrated_thresholds(scores[0], fixed_threshold_sets)
         rows = []
         for variant, sc in zip(variants, scores, strict=True):
             head = ({"variant": "baseline", "kind": "baseline", "k": 0, "replica": 0} if variant is None else
-                    {"variant": variant.name, "kind": variant.kind, "k": variant.k, "replica": variant.replica})
+                    {"variant": variant.name, "kind": variant.kind, "k": variant.k, "replica": variant.replica,
+                     "note": tie_note(variant.kind, variant.k, ties.get(variant.name))})
             rows += [{**head, **r} for r in set_metrics(sc, thresholds, settings["cal_compare"])]
         long = pd.DataFrame(rows)
+        long["note"] = long["note"].fillna("")
         if folder is not None and ctx.is_main:
             out = folder  # the staging folder (becomes OUT when the run finishes)
             write_csv(out / "dropout.csv", long)
@@ -162,14 +167,16 @@ def dropout(arch: str, weights: str | os.PathLike | None, ranking: str | os.Path
                 atomic_write(out / f"dropout_table.{suffix}", lambda tmp, text=text: Path(tmp).write_text(text))
             plot_ap_vs_k(summary, out / "ap_vs_k.png")
             record.write(out, settings=settings, n_images=len(samples), n_skipped=len(unreadable),
-                         unreadable=unreadable, thresholds=thresholds)
+                         unreadable=unreadable, thresholds=thresholds, ties=ties)
     return long
 
 
 def summarize(long: pd.DataFrame) -> pd.DataFrame:
     """Mean and std over random replicas (one row per variant × set)."""
     metrics = ["ap", "acc", "real_acc", "fake_acc", "cal_real_acc", "cal_fake_acc"]
-    grouped = long.groupby(["variant", "kind", "k", "set"], sort=False)[metrics]
+    keys = ["variant", "kind", "k", "set"] + (["note"] if "note" in long.columns else [])
+    long = long.assign(note=long["note"].fillna("")) if "note" in long.columns else long
+    grouped = long.groupby(keys, sort=False)[metrics]
     mean, std = grouped.mean(), grouped.std(ddof=0).fillna(0.0)
     summary = mean.join(std.add_suffix("_std")).reset_index()
     summary["replicas"] = grouped.size().values
@@ -205,6 +212,9 @@ def paper_layout(summary: pd.DataFrame, fmt: str = "markdown", paper: pd.DataFra
     note = ("AP and accuracies in %; Real/GAN accuracy at a threshold calibrated on each test set for the "
             "undropped model (test-calibrated; the training set stays at 0.5)" if calibrated
             else "AP and accuracies in %, threshold 0.5")
+    ties = [n for n in dict.fromkeys(summary["note"].fillna("")) if n] if "note" in summary.columns else []
+    if ties:
+        note += ". Ties in the ranking: " + "; ".join(ties)
     if fmt == "markdown":
         out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         out += ["| " + " | ".join(row) + " |" for row in lines]

@@ -19,7 +19,7 @@ from ..lrp import Explainer
 from ..outputs import run_folder
 from ..passes import DatasetPass
 from ..results import RunRecord, save_figure, write_csv, write_json
-from .ffrs import FFRSAccumulator, accumulate_batch, ranking_table
+from .ffrs import FFRSAccumulator, accumulate_batch, ranking_table, tie_summary
 
 
 class NoConfidentImagesError(ValueError):
@@ -112,6 +112,7 @@ def summarize(table: pd.DataFrame, explainer: Explainer, k: int, labels: np.ndar
         "unreadable": failed,
         "min_prob": min_prob,
         "zero_omega_channels": int((table["omega"] == 0).sum()),
+        "ties": tie_summary(table["omega"].to_numpy(), k),
         "k": k,
         "top_k_per_layer": {layer.name: int(per_layer.get(layer.name, 0)) for layer in explainer.layers},
         "top_k_omega_range": [float(top["omega"].min()), float(top["omega"].max())],

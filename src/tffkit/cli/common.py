@@ -91,3 +91,14 @@ def lrp_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attention", default="attnlrp", choices=["attnlrp", "cp"],
                    help="attention rule: AttnLRP (softmax and uniform product rules) or CP-LRP (attention weights "
                         "held constant, relevance through the values only)")
+
+
+def print_unreadable(rows: list[dict], where: str, limit: int = 20) -> None:
+    """List the files that could not be read (the first ``limit``; all of them are in ``where``)."""
+    if not rows:
+        return
+    print(f"skipped {len(rows)} unreadable file(s):")
+    for row in rows[:limit]:
+        print(f"  {row['path']}: {row['error']}")
+    if len(rows) > limit:
+        print(f"  … and {len(rows) - limit} more (all in {where})")
