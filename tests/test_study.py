@@ -133,3 +133,56 @@ def test_shipped_forensynths_config_is_valid(tmp_path: Path):
     cfg = load_config(cfg_path)
     assert cfg["detector"]["arch"] == "resnet50" and cfg["steps"]["dropout"]["k_sweep"] == [29, 57, 114, 228]
     assert cfg["out"] == str((tmp_path / raw["out"]).resolve())
+
+
+def test_resume_checks_what_the_config_points_to(tmp_path: Path, trained_tiny, monkeypatch):
+    """Replacing the detector file or a data file at the same path re-runs the steps that read it; the report
+    shows the new numbers (stale results were reused before: the digest covered only the config text)."""
+    import hashlib
+
+    import pandas as pd
+    import torch
+
+    from tffkit.detectors import build_detector, save_checkpoint
+    from tffkit.evaluate import evaluate
+
+    weights, data = trained_tiny
+    local_weights, local_data = tmp_path / "detector.pth", tmp_path / "data"
+    shutil.copy(weights, local_weights)
+    shutil.copytree(data, local_data)
+    cfg = _config(tmp_path, local_weights, local_data, dropout={"enabled": False})
+    calls = []
+    original = study_mod.build_steps
+
+    def counting_steps(c, progress=True):
+        steps = original(c, False)
+        for s in steps:
+            s.run = lambda folder, run=s.run, name=s.name: (calls.append(name), run(folder))
+        return steps
+
+    monkeypatch.setattr(study_mod, "build_steps", counting_steps)
+    run_study(cfg)
+    run_study(cfg)
+    assert calls == ["evaluate", "rank"]
+    out = Path(cfg["out"])
+    assert json.loads((out / "evaluate" / "run.json").read_text())["checkpoint_sha256"] == \
+        hashlib.sha256(local_weights.read_bytes()).hexdigest()
+
+    torch.manual_seed(123)  # another detector, saved at the same path
+    save_checkpoint(local_weights, build_detector("tiny_resnet"))
+    report = run_study(cfg)
+    assert calls == ["evaluate", "rank", "evaluate", "rank"]
+    fresh = evaluate("tiny_resnet", local_weights, local_data, None, preset="full", device="cpu", num_workers=0,
+                     batch_size=32, progress=False).metrics
+    stored = pd.read_csv(out / "evaluate" / "metrics.csv", keep_default_na=False)
+    assert stored["ap"].round(12).tolist() == fresh["ap"].round(12).tolist()
+    mean_ap = float(fresh[fresh["set"] == "mean"]["ap"].iloc[0])
+    assert f"{100 * mean_ap:.1f}" in report.read_text()
+
+    image = sorted((local_data / "gan_b" / "1_fake").iterdir())[0]  # a data file rewritten in place
+    shutil.copy(sorted((local_data / "gan_c" / "1_fake").iterdir())[0], image)
+    run_study(cfg)
+    assert calls[4:] == ["evaluate"]  # the test data changed; the source set (progan) did not
+    (local_data / "progan" / "1_fake" / "new.png").write_bytes(image.read_bytes())  # a file added to the source
+    run_study(cfg)
+    assert calls[5:] == ["evaluate", "rank"]  # source and test are the same root here
