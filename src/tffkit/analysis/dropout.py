@@ -228,32 +228,41 @@ def paper_layout(summary: pd.DataFrame, fmt: str = "markdown", paper: pd.DataFra
 
 
 def plot_ap_vs_k(summary: pd.DataFrame, path: Path) -> None:
-    """AP against k per set, one line per kind (top, random ± std, low), baseline dashed."""
+    """AP against k per set, one line per kind (top, random ± std, low), baseline dashed (text readable at the
+    report's width)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ..report.figures_tff import readable_pt
+
     sets = list(dict.fromkeys(summary["set"]))
     cols = min(4, len(sets))
     rows = int(np.ceil(len(sets) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.8 * rows), squeeze=False, sharey=True)
+    fs = readable_pt(3.2 * cols)
     colors = {"top": "tab:red", "random": "tab:blue", "low": "tab:green"}
-    for ax, s in zip(axes.flat, sets, strict=False):
-        part = summary[summary["set"] == s]
-        base = part[part["kind"] == "baseline"]["ap"]
-        if len(base):
-            ax.axhline(100 * base.iloc[0], color="gray", linestyle="--", label="baseline")
-        for kind, color in colors.items():
-            sub = part[part["kind"] == kind].sort_values("k")
-            if len(sub):
-                ax.errorbar(sub["k"], 100 * sub["ap"], yerr=100 * sub["ap_std"], marker="o", color=color,
-                            label=f"{kind}-k", capsize=3)
-        ax.set_title(s)
-        ax.set_xlabel("k (feature maps dropped)")
-        ax.set_ylabel("AP (%)")
-    for ax in list(axes.flat)[len(sets):]:
-        ax.axis("off")
-    axes.flat[0].legend(fontsize=8)
-    fig.suptitle("Sensitivity assessment: AP after dropping k feature maps")
-    save_figure(fig, path)
+    with plt.rc_context({"font.size": fs}):
+        fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.0 * rows + 0.6), squeeze=False, sharey=True)
+        for ax, s in zip(axes.flat, sets, strict=False):
+            part = summary[summary["set"] == s]
+            base = part[part["kind"] == "baseline"]["ap"]
+            if len(base):
+                ax.axhline(100 * base.iloc[0], color="gray", linestyle="--", label="baseline")
+            for kind, color in colors.items():
+                sub = part[part["kind"] == kind].sort_values("k")
+                if len(sub):
+                    ax.errorbar(sub["k"], 100 * sub["ap"], yerr=100 * sub["ap_std"], marker="o", color=color,
+                                label=f"{kind}-k", capsize=3)
+            ax.set_title(s)
+            ax.set_xlabel("k (maps dropped)")
+            ax.locator_params(axis="x", nbins=4)
+        for ax in axes[:, 0]:
+            ax.set_ylabel("AP (%)")
+        for ax in list(axes.flat)[len(sets):]:
+            ax.axis("off")
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        fig.suptitle("Sensitivity assessment: AP after dropping k feature maps")
+        fig.tight_layout()
+        fig.legend(handles, labels, loc="upper center", ncol=len(labels), bbox_to_anchor=(0.5, 0.0), frameon=False)
+        save_figure(fig, path)

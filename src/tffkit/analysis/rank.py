@@ -144,28 +144,37 @@ def _lowest(explainer: Explainer, acc: FFRSAccumulator) -> dict:
 
 
 def plot_ranking(table: pd.DataFrame, explainer: Explainer, k: int, out: Path) -> None:
-    """Where the top-k feature maps sit (per layer) and the distribution of ω."""
+    """Where the top-k feature maps sit (per layer) and the distribution of ω (text readable at the report's width)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ..report.figures_tff import readable_pt
+
     names = [layer.name for layer in explainer.layers]
     counts = table.head(k).groupby("layer").size().reindex(names, fill_value=0)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.22 * len(names)), 3.6))
-    ax.bar(range(len(names)), counts.values, color="tab:red")
-    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
-    ax.set_xlabel("layer (input → output)")
-    ax.set_ylabel(f"# of top-{k} feature maps")
-    ax.set_title(f"Where the top-{k} transferable forensic features sit ({len(table)} feature maps)")
-    save_figure(fig, out / "topk_per_layer.png")
+    width = min(16.0, max(6.0, 0.22 * len(names)))
+    fs = readable_pt(width)
+    step = max(1, int(np.ceil(1.25 * fs / (72 * 0.85 * width / max(1, len(names))))))  # labels that fit their slot
+    with plt.rc_context({"font.size": fs}):
+        fig, ax = plt.subplots(figsize=(width, 4.0))
+        ax.bar(range(len(names)), counts.values, color="tab:red")
+        ax.set_xticks(range(0, len(names), step), names[::step], rotation=90)
+        ax.set_xlim(-0.6, len(names) - 0.4)
+        ax.set_xlabel("layer (input → output)" + (f"; every {step}th named" if step > 1 else ""))
+        ax.set_ylabel(f"# of top-{k} feature maps")
+        ax.set_title(f"Where the top-{k} transferable forensic features sit ({len(table)} feature maps)")
+        save_figure(fig, out / "topk_per_layer.png")
 
-    fig, ax = plt.subplots(figsize=(6.0, 3.6))
-    omega = table["omega"].to_numpy()
-    ax.hist(omega, bins=100, color="tab:blue", log=True, label="all feature maps")
-    ax.axvline(omega[min(k, len(omega)) - 1], color="tab:red", linestyle="--", label=f"top-{k} threshold")
-    ax.set_xlabel("ω (FF-RS, mean share of positive relevance)")
-    ax.set_ylabel("# feature maps (log)")
-    ax.legend()
-    ax.set_title("Distribution of ω")
-    save_figure(fig, out / "omega_distribution.png")
+    fs = readable_pt(6.0)
+    with plt.rc_context({"font.size": fs}):
+        fig, ax = plt.subplots(figsize=(6.0, 3.6))
+        omega = table["omega"].to_numpy()
+        ax.hist(omega, bins=100, color="tab:blue", log=True, label="all feature maps")
+        ax.axvline(omega[min(k, len(omega)) - 1], color="tab:red", linestyle="--", label=f"top-{k} threshold")
+        ax.set_xlabel("ω (FF-RS, mean share of positive relevance)")
+        ax.set_ylabel("# feature maps (log)")
+        ax.legend()
+        ax.set_title("Distribution of ω")
+        save_figure(fig, out / "omega_distribution.png")
