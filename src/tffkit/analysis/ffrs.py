@@ -2,8 +2,9 @@
 
 ω_{l,c} = mean over confident images of Σ_{h,w} max(0, R_{c,h,w}) / Σ_{c',h,w} |R_{c',h,w}|, with R the
 LRP relevance at layer l's output (seed +1 for fakes, −1 for reals). Per-image values are
-accumulated on the device as fixed-point integers, so sums are exact and independent of batch
-order and of the number of torchrun processes.
+accumulated on the device as fixed-point integers, so sums are exact and independent of the order of
+the batches; as every image is computed in the same batch whatever the number of torchrun processes
+(:mod:`tffkit.passes`), ω is then identical for 1 and N processes.
 """
 
 from __future__ import annotations
