@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
+import tffkit
 from tffkit.cli import COMMANDS, HelpFormatter, build_parser, main
 
 REPO = Path(__file__).resolve().parents[1]
+SRC = str(Path(tffkit.__file__).resolve().parents[1])  # the tffkit under test
 
 
 def _subparsers(parser: argparse.ArgumentParser, prefix: str = "tff"):
@@ -30,7 +32,7 @@ def test_help_imports_nothing_heavy():
             "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
             "print(sorted(m for m in ('torch', 'torchvision', 'pandas', 'numpy', 'matplotlib') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         env={"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"})
+                         env={"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
     assert "rank" in out.stdout and "tffkit 0.1.0" in out.stdout
@@ -70,8 +72,8 @@ def test_max_per_class_has_one_meaning():
 def test_help_and_readme_cite_documents_that_ship():
     texts = {name: sub.format_help() for name, sub in _subparsers(build_parser())}
     texts["README.md"] = (REPO / "README.md").read_text()
-    for source in (REPO / "src" / "tffkit").rglob("*.py"):
-        texts[str(source.relative_to(REPO))] = source.read_text()
+    for source in Path(SRC, "tffkit").rglob("*.py"):
+        texts[str(source.relative_to(SRC))] = source.read_text()
     for name, text in texts.items():
         assert "SPEC" not in text, f"{name} cites SPEC, a file users do not have"
         for doc in re.findall(r"\b(docs/[\w./-]+\.md)", text):

@@ -16,13 +16,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import tffkit
 from conftest import make_tree
 from tffkit.cli import main
 from tffkit.detectors import build_detector, save_checkpoint
 from tffkit.lrp import Explainer
 from tffkit.results import write_json
 
-REPO = Path(__file__).resolve().parents[1]
+SRC = str(Path(tffkit.__file__).resolve().parents[1])  # the tffkit under test
 CPU = ["--device", "cpu", "--workers", "0", "--no-progress", "--preset", "full"]
 
 
@@ -165,7 +166,7 @@ def test_ctrl_c_prints_one_line_not_a_traceback(tmp_path: Path, trained_tiny):
     proc = subprocess.Popen([sys.executable, "-m", "tffkit", "evaluate", "--arch", "tiny_resnet", "--weights",
                              str(weights), "--data", str(data), "--device", "cpu", "--workers", "1", "--batch-size",
                              "1", "--out", str(out)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+                            text=True, start_new_session=True, env={**os.environ, "PYTHONPATH": SRC})
     deadline = time.time() + 120
     while not _siblings(out) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)  # the run is under way once its staging folder exists
