@@ -112,3 +112,22 @@ def test_paper_layout_shows_paper_numbers():
     text = paper_layout(summarize(long), "markdown", paper)
     assert "| top-114 | 70.0 | 90.0 | 20.0 |" in text
     assert "top-114 (paper)" in text and "baseline (paper) | 100.0 | 100.0 | 100.0" in text
+
+
+def test_low_k_inside_a_tie_is_said(tmp_path: Path, trained_tiny):
+    """A ranking whose last 100 maps share ω = 0: low-10 takes 10 of them by layer order, and the outputs say so."""
+    weights, data = trained_tiny
+    ex = Explainer(load_detector("tiny_resnet", weights))
+    pairs = [(layer.name, c) for layer in ex.layers for c in range(layer.channels)]
+    omega = [1.0 - i / len(pairs) for i in range(len(pairs) - 100)] + [0.0] * 100
+    ranking = tmp_path / "ranking.csv"
+    pd.DataFrame({"rank": range(1, len(pairs) + 1), "layer": [p[0] for p in pairs], "channel": [p[1] for p in pairs],
+                  "omega": omega}).to_csv(ranking, index=False)
+    assert main(["dropout", "--arch", "tiny_resnet", "--weights", str(weights), "--data", str(data), "--sets", "gan_b",
+                 "--preset", "full", "--device", "cpu", "--workers", "0", "--no-progress", "--ranking", str(ranking),
+                 "--k", "10", "--random-repeats", "1", "--out", str(tmp_path / "drop")]) == 0
+    long = pd.read_csv(tmp_path / "drop" / "dropout.csv", keep_default_na=False)
+    notes = dict(zip(long["variant"], long["note"], strict=False))
+    assert "100 maps share ω = 0" in notes["low-10"] and "10 of them are in the low-10" in notes["low-10"]
+    assert notes["top-10"] == "" and notes["baseline"] == ""
+    assert "low-10 cut falls inside a tie" in (tmp_path / "drop" / "dropout_table.md").read_text()

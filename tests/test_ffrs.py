@@ -127,3 +127,53 @@ def test_rank_without_confident_fakes_explains(tmp_path: Path, trained_tiny, cap
                "--device", "cpu", "--workers", "0", "--no-progress", "--min-prob", "1.01", "--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert rc == 2 and "no fake reached p ≥ 1.01" in err and "median" in err
+
+
+def test_per_image_values_do_not_depend_on_the_number_of_processes(tmp_path: Path, trained_tiny):
+    """Batches are the same whatever the world size (ranks take whole batches), so 1 and 2 processes give
+    byte-identical ω; with per-image sharding the last batches differ in size and the float values in their bits."""
+    weights, data = trained_tiny
+    common = ["--arch", "tiny_resnet", "--weights", str(weights), "--data", str(data), "--preset", "full",
+              "--device", "cpu", "--workers", "0", "--no-progress", "--min-prob", "0.5", "--k", "20",
+              "--batch-size", "10"]
+    run_torchrun(["rank", *common, "--out", str(tmp_path / "one")], nproc=1)
+    run_torchrun(["rank", *common, "--out", str(tmp_path / "two")], nproc=2)
+    one, two = (pd.read_csv(tmp_path / name / "ffrs.csv") for name in ("one", "two"))
+    assert (tmp_path / "one" / "ffrs.csv").read_bytes() == (tmp_path / "two" / "ffrs.csv").read_bytes(), \
+        f"{int((one['omega'] != two['omega']).sum())} ω differ"
+
+
+def test_ties_are_reported():
+    from tffkit.analysis.ffrs import cut_tie, tie_note, tie_summary
+
+    omega = np.array([0.5, 0.4, 0.4, 0.4, 0.2, 0.0, 0.0, 0.0, 0.0])
+    assert cut_tie(omega, 1) is None and cut_tie(omega, 4) is None
+    assert cut_tie(omega, 2) == {"omega": 0.4, "tied_maps": 3, "before_cut": 1, "first_rank": 2, "last_rank": 4}
+    s = tie_summary(omega, 2)
+    assert s["tied_values"] == 2 and s["maps_in_ties"] == 7 and s["largest_tie"] == {"omega": 0.0, "maps": 4}
+    assert s["top_k_cut"]["tied_maps"] == 3 and s["low_k_cut"]["before_cut"] == 2  # low-2 takes 2 of the 4 zeros
+    assert "2 of them are in the low-2" in tie_note("low", 2, s["low_k_cut"])
+    assert tie_summary(omega, 4)["top_k_cut"] is None and tie_summary(omega, 4)["low_k_cut"] is None  # all 4 zeros
+    assert "3 of them are in the low-3" in tie_note("low", 3, tie_summary(omega, 3)["low_k_cut"])
+
+
+def test_rank_reports_ties_and_lists_unreadable_files(tmp_path: Path, trained_tiny, capsys):
+    import json
+    import shutil
+
+    weights, data = trained_tiny
+    root = tmp_path / "data"
+    shutil.copytree(data / "progan", root / "progan")
+    bad = root / "progan" / "1_fake" / "zz_broken.png"
+    bad.write_bytes(b"not a png")
+    assert main(["rank", "--arch", "tiny_resnet", "--weights", str(weights), "--data", str(root), "--preset", "full",
+                 "--device", "cpu", "--workers", "0", "--no-progress", "--min-prob", "0.5", "--k", "700",
+                 "--out", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    assert str(bad) in printed  # listed, not only counted
+    t = pd.read_csv(tmp_path / "out" / "ffrs.csv")
+    ties = json.loads((tmp_path / "out" / "ffrs.json").read_text())["ties"]
+    counts = t["omega"].value_counts()
+    assert ties["tied_values"] == int((counts > 1).sum()) and ties["maps_in_ties"] == int(counts[counts > 1].sum())
+    omega = t["omega"].to_numpy()
+    assert (ties["low_k_cut"] is not None) == bool(omega[719 - 700] == omega[720 - 700])

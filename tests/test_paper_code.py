@@ -175,9 +175,9 @@ def test_report_states_the_same_signed_change(tmp_path):
         folder / "table_color_gray.csv", index=False)
     pd.DataFrame([{"set": "A", "n": 3, "median_colour": 0.8, "median_grayscale": 0.2, "median_change_pp": -60.0,
                    "median_change_pct": -75.0}]).to_csv(folder / "median_probability.csv", index=False)
-    sec = section_color(tmp_path, {"detector": {}}, "color", "t")
+    sec = section_color(tmp_path, {"detector": {}, "data": {"train_set": []}}, "color", "t")
     assert "lowers" in sec["sentence"] and "A -60.0 pp (-75.0%)" in sec["sentence"]
-    assert "median_change_pp" in sec["body"] and "median_drop" not in sec["body"]
+    assert "change of the median (pp)" in sec["body"] and "median_drop" not in sec["body"]
 
 
 def _ranking(path: Path, tffs) -> Path:

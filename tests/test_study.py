@@ -90,7 +90,7 @@ def test_interrupted_study_resumes_without_recomputing(tmp_path: Path, trained_t
     assert calls.count("dropout") == 3 and calls.count("rank") == 1
 
     page = report.read_text()
-    for section in ("Detector and data", "Cross-model transfer", "Forensic feature relevance",
+    for section in ("Detectors", "Data", "Cross-model transfer", "Forensic feature relevance",
                     "Sensitivity assessment"):
         assert section in page, section
     assert len(re.findall(r'<img src="data:image/png;base64,', page)) >= 3
@@ -120,7 +120,7 @@ def full_report(tmp_path_factory, trained_tiny) -> Path:
 
 def test_full_study_report_has_every_section(full_report: Path):
     page = full_report.read_text()
-    for section in ("Detector and data", "Cross-model transfer", "Forensic feature relevance",
+    for section in ("Detectors", "Data", "Cross-model transfer", "Forensic feature relevance",
                     "Sensitivity assessment", "What the T-FF detect", "Colour ablation", "Colour-robust detector",
                     "(paper)", "colour-conditional", "Where the traces come from in the generator"):
         assert section in page, section
@@ -162,3 +162,154 @@ def test_shipped_forensynths_config_is_valid(tmp_path: Path):
     assert cfg["detector"]["arch"] == "wang2020" and cfg["steps"]["dropout"]["k_sweep"] == [29, 57, 114, 228]
     assert cfg["preset"] == "detector" and cfg["data"]["layout"] == "auto"
     assert cfg["out"] == str((tmp_path / raw["out"]).resolve())
+
+
+def test_resume_checks_what_the_config_points_to(tmp_path: Path, trained_tiny, monkeypatch):
+    """Replacing the detector file or a data file at the same path re-runs the steps that read it; the report
+    shows the new numbers (stale results were reused before: the digest covered only the config text)."""
+    import hashlib
+
+    import pandas as pd
+    import torch
+
+    from tffkit.detectors import build_detector, save_checkpoint
+    from tffkit.evaluate import evaluate
+
+    weights, data = trained_tiny
+    local_weights, local_data = tmp_path / "detector.pth", tmp_path / "data"
+    shutil.copy(weights, local_weights)
+    shutil.copytree(data, local_data)
+    cfg = _config(tmp_path, local_weights, local_data, dropout={"enabled": False})
+    calls = []
+    original = study_mod.build_steps
+
+    def counting_steps(c, progress=True):
+        steps = original(c, False)
+        for s in steps:
+            s.run = lambda folder, run=s.run, name=s.name: (calls.append(name), run(folder))
+        return steps
+
+    monkeypatch.setattr(study_mod, "build_steps", counting_steps)
+    run_study(cfg)
+    run_study(cfg)
+    assert calls == ["evaluate", "rank"]
+    out = Path(cfg["out"])
+    assert json.loads((out / "evaluate" / "run.json").read_text())["checkpoint_sha256"] == \
+        hashlib.sha256(local_weights.read_bytes()).hexdigest()
+
+    torch.manual_seed(123)  # another detector, saved at the same path
+    save_checkpoint(local_weights, build_detector("tiny_resnet"))
+    report = run_study(cfg)
+    assert calls == ["evaluate", "rank", "evaluate", "rank"]
+    fresh = evaluate("tiny_resnet", local_weights, local_data, None, preset="full", device="cpu", num_workers=0,
+                     batch_size=32, progress=False).metrics
+    stored = pd.read_csv(out / "evaluate" / "metrics.csv", keep_default_na=False)
+    assert stored["ap"].round(12).tolist() == fresh["ap"].round(12).tolist()
+    mean_ap = float(fresh[fresh["set"] == "mean"]["ap"].iloc[0])
+    assert f"{100 * mean_ap:.1f}" in report.read_text()
+
+    image = sorted((local_data / "gan_b" / "1_fake").iterdir())[0]  # a data file rewritten in place
+    shutil.copy(sorted((local_data / "gan_c" / "1_fake").iterdir())[0], image)
+    run_study(cfg)
+    assert calls[4:] == ["evaluate"]  # the test data changed; the source set (progan) did not
+    (local_data / "progan" / "1_fake" / "new.png").write_bytes(image.read_bytes())  # a file added to the source
+    run_study(cfg)
+    assert calls[5:] == ["evaluate", "rank"]  # source and test are the same root here
+
+
+class _Tables:
+    """The report's tables as (header list, rows of cell texts, inside a scrolling box?)."""
+
+    def __init__(self, page: str):
+        from html.parser import HTMLParser
+
+        tables, stack = [], []
+
+        class Parser(HTMLParser):
+            def handle_starttag(self, tag, attrs):
+                a = dict(attrs)
+                if tag == "div":
+                    stack.append(a.get("class") == "scroll")
+                elif tag == "table" and "tbl" in (a.get("class") or "") and "kv" not in (a.get("class") or ""):
+                    tables.append({"scroll": bool(stack and stack[-1]), "head": [], "rows": []})
+                    self.cell = None
+                elif tag == "tr" and tables:
+                    tables[-1]["rows"].append([])
+                elif tag in ("td", "th") and tables:
+                    self.cell = tag
+                    self.text = ""
+
+            def handle_endtag(self, tag):
+                if tag == "div" and stack:
+                    stack.pop()
+                elif tag in ("td", "th") and tables and getattr(self, "cell", None):
+                    (tables[-1]["head"] if tag == "th" else tables[-1]["rows"][-1]).append(self.text.strip())
+                    self.cell = None
+
+            def handle_data(self, data):
+                if getattr(self, "cell", None):
+                    self.text += data
+
+        Parser().feed(page)
+        self.tables = [dict(t, rows=[r for r in t["rows"] if r]) for t in tables]
+
+
+def test_report_tables_are_readable(full_report: Path):
+    """One precision per column, headers in words, no empty column, wide tables scroll, the training family
+    marked, ± and (T=…) explained once, the config as YAML."""
+    import html as html_mod
+
+    import yaml
+
+    page = full_report.read_text()
+    tables = _Tables(page).tables
+    assert len(tables) >= 8
+    identifiers = {"n_real", "n_fake", "ap", "acc", "real_acc", "fake_acc", "cal_real_acc", "cal_fake_acc", "omega",
+                   "median_colour", "median_grayscale", "median_change_pp", "median_change_pct", "bh_count",
+                   "bh_percent", "activation_site", "n_negative_gamma", "column", ""}
+    number = re.compile(r"^[−-]?\d[\d,]*(?:\.(\d+))?(?: ± \d+(?:\.\d+)?)?$")
+    for t in tables:
+        assert t["scroll"], t["head"]
+        assert not identifiers & set(t["head"]), t["head"]
+        for j, name in enumerate(t["head"]):
+            cells = [r[j] for r in t["rows"] if j < len(r)]
+            assert any(c not in ("", "–") for c in cells), f"empty column {name!r}"
+            decimals = {len(m.group(1) or "") for c in cells if (m := number.match(c))}
+            assert len(decimals) <= 1, f"column {name!r} mixes precisions: {cells}"
+    transfer = next(t for t in tables if "AP (%)" in t["head"])
+    assert {"progan†", "gan_b", "gan_c"} <= {r[0] for r in transfer["rows"]}
+    assert all(re.fullmatch(r"\d+\.\d", r[transfer["head"].index("AP (%)")]) for r in transfer["rows"])
+    assert page.count("<strong>a ± b</strong>") == 1 and page.count("<strong>layer.#c(T=n)</strong>") == 1
+    assert "marks the detector's training family (progan)" in page
+    config = html_mod.unescape(re.search(r"<h2>Configuration \(YAML\)</h2>\s*<pre>(.*?)</pre>", page, re.S).group(1))
+    assert yaml.safe_load(config) == json.loads((full_report.parent / "study.json").read_text())
+    weights = yaml.safe_load(config)["detector"]["weights"]
+    import hashlib
+
+    assert hashlib.sha256(Path(weights).read_bytes()).hexdigest() in page  # each detector's checkpoint hash
+
+
+def test_report_summarises_a_trained_detector(tmp_path: Path, trained_tiny):
+    """A detector trained by tff train is shown with its training history; a checkpoint replaced after the run
+    is flagged."""
+    import pandas as pd
+
+    from tffkit.report.html import section_detectors
+
+    weights, _ = trained_tiny
+    folder = tmp_path / "detector"
+    folder.mkdir()
+    shutil.copy(weights, folder / "model_best.pth")
+    pd.DataFrame({"epoch": [1, 2], "lr": [1e-3, 1e-3], "train_loss": [0.6, 0.3], "val_loss": [0.5, 0.2],
+                  "val_acc": [0.75, 0.9375], "val_ap": [0.8, 0.99]}).to_csv(folder / "history.csv", index=False)
+    (folder / "run.json").write_text(json.dumps({"command": "train", "args": {"color_robust": True, "data": "d"},
+                                                 "epochs": 2, "steps": 40, "stopped": "max_epochs",
+                                                 "best": {"epoch": 2, "val_acc": 0.9375, "val_ap": 0.99}}))
+    (tmp_path / "evaluate").mkdir()
+    (tmp_path / "evaluate" / "run.json").write_text(json.dumps({"checkpoint_sha256": "0" * 64}))
+    study = {"detector": {"arch": "tiny_resnet", "weights": str(folder / "model_best.pth"), "label": "mine"},
+             "steps": {"color_robust": {"enabled": False}}}
+    body = section_detectors(tmp_path, study)["body"]
+    assert "trained by tff train (colour-robust) on d: 2 epoch(s), 40 step(s), stopped by max_epochs" in body
+    assert "best epoch 2: validation accuracy 93.8%, AP 99.0%" in body and "<td>93.8</td>" in body
+    assert "changed after these results were computed" in body  # recorded hash 000… differs from the file's

@@ -1,4 +1,4 @@
-"""Training and validation data for ``tff train`` (SPEC §6, Wang et al. 2020).
+"""Training and validation data for ``tff train`` (docs/algorithms.md §6, Wang et al. 2020).
 
 Training: resize the shorter side to ``load_size`` where smaller, Gaussian blur (σ ~ U[0, 3], p=0.5),
 JPEG (quality U{30..100}, p=0.5, PIL or OpenCV codec drawn with equal odds), RandomCrop, horizontal flip,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,6 +18,7 @@ from .detectors import Weights, preprocessing_of
 from .imagemeta import META_COLUMNS
 from .inputs import find_data, input_record, load_model, run_preprocessing
 from .metrics import format_table, metrics_table, probabilities, undefined_ap_note
+from .outputs import run_folder
 from .passes import DatasetPass
 from .results import RunRecord, display_path, write_csv, write_json
 
@@ -118,22 +118,21 @@ def evaluate(arch: str, weights: str | os.PathLike | Weights | None, data: str |
     record = RunRecord("evaluate", dict(arch=arch, weights=str(weights), data=str(data), sets=sets,
                                         preset=preset, perturb=(perturb or Perturbation()).__dict__,
                                         batch_size=batch_size, max_per_class=max_per_class, **settings), ctx.world)
-    found = find_data(data, sets, max_per_class=max_per_class, main=ctx.is_main)
-    samples = found.samples
-    model = load_model(arch, weights, ctx.device, ctx.is_main)
-    prep = run_preprocessing(model, data)
-    scores = score_samples(model, samples, ctx, preset, perturb, batch_size, num_workers, progress,
-                           prob_dtype=settings["prob_dtype"], preprocessing=prep)
-    table = metrics_table(scores.table, cal_compare=settings["cal_compare"])
-    inputs = input_record(found, model, prep, preset, weights, scores.n_small, ctx.is_main)
-    if out is not None and ctx.is_main:
-        out = Path(out)
-        write_csv(out / "scores.csv", scores.table)
-        write_csv(out / "metrics.csv", table)
-        write_json(out / "skipped.json", scores.failed)
-        record.write(out, settings=settings, n_images=len(samples), n_scored=len(scores.table),
-                     n_skipped=len(scores.failed), skipped=scores.failed, device=str(ctx.device), **inputs)
-    tdist.barrier()
+    with run_folder(out, ctx) as folder:  # checked before the model is built; replaced whole at the end
+        found = find_data(data, sets, max_per_class=max_per_class, main=ctx.is_main)
+        samples = found.samples
+        model = load_model(arch, weights, ctx.device, ctx.is_main)
+        prep = run_preprocessing(model, data)
+        scores = score_samples(model, samples, ctx, preset, perturb, batch_size, num_workers, progress,
+                               prob_dtype=settings["prob_dtype"], preprocessing=prep)
+        table = metrics_table(scores.table, cal_compare=settings["cal_compare"])
+        inputs = input_record(found, model, prep, preset, weights, scores.n_small, ctx.is_main)
+        if folder is not None and ctx.is_main:
+            write_csv(folder / "scores.csv", scores.table)
+            write_csv(folder / "metrics.csv", table)
+            write_json(folder / "skipped.json", scores.failed)
+            record.write(folder, settings=settings, n_images=len(samples), n_scored=len(scores.table),
+                         n_skipped=len(scores.failed), skipped=scores.failed, device=str(ctx.device), **inputs)
     return Evaluation(scores.table, table, scores.failed, settings, inputs)
 
 

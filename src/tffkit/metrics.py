@@ -59,7 +59,7 @@ def average_precision(labels: np.ndarray, probs: np.ndarray) -> float:
 
 
 def calibrated_threshold(labels: np.ndarray, probs: np.ndarray) -> float:
-    """Threshold maximising sqrt(TPR·(1 − FPR)) on these scores (test-calibrated, SPEC §4)."""
+    """Threshold maximising sqrt(TPR·(1 − FPR)) on these scores (test-calibrated, docs/algorithms.md §4)."""
     labels = np.asarray(labels).astype(int)
     if labels.min(initial=1) == labels.max(initial=0):
         return 0.5

@@ -2,7 +2,9 @@
 
 Every analysis (evaluate, rank, dropout, lrpmax, colour) iterates a :class:`DatasetPass`, does its
 per-batch work on the device, then reduces exactly across processes with
-:mod:`tffkit.distributed`.
+:mod:`tffkit.distributed`. The batches are planned over the whole dataset, the same for any number of
+processes, and each process takes whole batches (``rank::world``): an image is always computed in the
+same batch, so per-image results do not depend on the world size.
 """
 
 from __future__ import annotations
@@ -11,10 +13,20 @@ import os
 from collections.abc import Iterator, Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from . import distributed as tdist
 from .data import ImageDataset, Perturbation, Preprocessing, Sample, SizeGroupedBatchSampler, collate_images, image_size
+from .progress import progress_bar
+
+
+def plan_batches(samples: Sequence[Sample], by_size: bool, batch_size: int) -> list[list[int]]:
+    """Every batch of the whole dataset (dataset indices), independent of the world size: consecutive runs of
+    ``batch_size`` or, when whole images are batched (``by_size``), of images of one size."""
+    n = len(samples)
+    if not by_size:
+        return [list(range(s, min(n, s + batch_size))) for s in range(0, n, batch_size)]
+    sizes = {i: image_size(samples[i].path) for i in range(n)}  # headers only; every rank plans the same batches
+    return list(SizeGroupedBatchSampler(range(n), sizes, batch_size))
 
 
 def default_workers(world: int = 1, limit: int | None = 8) -> int:
@@ -48,11 +60,14 @@ class DatasetPass:
         self.samples = samples
         self.ctx = ctx
         self.dataset = ImageDataset(samples, preset, perturb or Perturbation(), preprocessing=preprocessing)
-        self.indices = tdist.shard(len(samples), ctx)
+        by_size = self.dataset.spatial.batched_by_size
+        self.batches = plan_batches(samples, by_size, batch_size)[ctx.rank::ctx.world]  # whole batches
+        self.indices = [i for batch in self.batches for i in batch]
         self.batch_size = batch_size
         self.num_workers = default_workers(ctx.world) if num_workers is None else num_workers
         self.desc = desc
         self.progress = progress and ctx.is_main
+        self.bar = None
         self.failed: list[tuple[int, str]] = []
         self.keep_info = keep_info
         self.info: dict[int, dict] = {}
@@ -67,15 +82,9 @@ class DatasetPass:
         return self
 
     def _loader(self) -> torch.utils.data.DataLoader:
-        if self.dataset.spatial.batched_by_size:
-            sizes = {i: image_size(self.samples[i].path) for i in self.indices}
-            sampler = SizeGroupedBatchSampler(self.indices, sizes, self.batch_size)
-        else:
-            ids = self.indices
-            sampler = [ids[s:s + self.batch_size] for s in range(0, len(ids), self.batch_size)]
         return torch.utils.data.DataLoader(
             self.dataset,
-            batch_sampler=sampler,
+            batch_sampler=self.batches,
             collate_fn=collate_images,
             num_workers=self.num_workers,
             pin_memory=self.ctx.device.type == "cuda",
@@ -85,17 +94,19 @@ class DatasetPass:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self.failed, self.info, self.n_small = [], {}, 0
         batches, self._started = self._started or iter(self._loader()), None
-        bar = tqdm(total=len(self.indices), desc=self.desc, unit="img", disable=not self.progress)
+        n, total = len(self.indices), len(self.samples)
+        desc = self.desc if self.ctx.world == 1 else f"{self.desc} (rank 0's {n} of {total})"
+        self.bar = bar = progress_bar(n, desc, "img", self.progress)
         for batch in batches:
             self.failed.extend(batch.failed)
             for i, info in zip(batch.indices.tolist(), batch.info or [], strict=False):
                 self.n_small += bool(info and info.get("smaller_than_crop"))
                 if self.keep_info:
                     self.info[i] = info
+            if batch.images is not None:
+                yield batch.images.to(self.ctx.device, non_blocking=True), batch.indices
+            # counted once the caller has processed the batch (it asks for the next one), not when decoded
             bar.update(len(batch.indices) + len(batch.failed))
-            if batch.images is None:
-                continue
-            yield batch.images.to(self.ctx.device, non_blocking=True), batch.indices
         bar.close()
 
     def gather_small(self) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -16,14 +17,36 @@ from typing import Any
 import pandas as pd
 
 
+def current_umask() -> int:
+    """This process's umask (read from /proc where possible, so no other thread sees it change)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode(directory: bool = False) -> int:
+    """The mode a new file (0666) or folder (0777) gets under the umask, as ``open``/``mkdir`` would give it."""
+    return (0o777 if directory else 0o666) & ~current_umask()
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp_path)`` then move the file into place, so readers never see half a file."""
+    """Call ``write(tmp_path)`` then move the file into place, so readers never see half a file.
+
+    The file gets the usual mode for a new file (0644 under the common umask 022), not ``mkstemp``'s 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix or ".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -96,6 +119,62 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 150) -> Path:
     return out
 
 
+_SHA256_CACHE: dict[tuple, str] = {}
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes (remembered per path, size, mtime and inode, so a study hashes each file once)."""
+    st = os.stat(path)
+    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    if key not in _SHA256_CACHE:
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        _SHA256_CACHE[key] = digest.hexdigest()
+    return _SHA256_CACHE[key]
+
+
+def tree_identity(root: str | os.PathLike) -> dict[str, Any]:
+    """Every file under ``root`` (links followed, loops skipped): how many, their bytes, and a digest of the
+    sorted (relative path, size, mtime) list — adding, removing, replacing or rewriting a file changes it."""
+    root = Path(root)
+    if root.is_file():
+        st = root.stat()
+        return {"files": 1, "bytes": st.st_size, "digest": file_sha256(root)[:16]}
+    lines, total, seen = [], 0, set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:  # a symlink loop or a folder linked twice
+            dirnames.clear()
+            continue
+        seen.add(real)
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = os.path.join(dirpath, name)
+            try:
+                st = os.stat(path)
+            except OSError:  # a dangling link: its name still counts
+                lines.append(f"{os.path.relpath(path, root)}\tmissing")
+                continue
+            total += st.st_size
+            lines.append(f"{os.path.relpath(path, root)}\t{st.st_size}\t{st.st_mtime_ns}")
+    digest = hashlib.sha256("\n".join(lines).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return {"files": len(lines), "bytes": total, "digest": digest}
+
+
+def input_hashes(args: dict[str, Any]) -> dict[str, str]:
+    """``checkpoint_sha256`` (``weights``), ``init_sha256``, ``ranking_sha256`` and ``generator_sha256`` for the
+    arguments naming files."""
+    out = {}
+    for key, field in (("weights", "checkpoint_sha256"), ("init", "init_sha256"), ("ranking", "ranking_sha256"),
+                       ("generator_weights", "generator_sha256")):
+        value = args.get(key)
+        if isinstance(value, (str, os.PathLike)) and os.path.isfile(value):
+            out[field] = file_sha256(value)
+    return out
+
+
 def git_revision() -> str | None:
     """The git commit of the installed source tree, if it is a checkout."""
     try:
@@ -138,6 +217,7 @@ class RunRecord:
             "args": {k: v for k, v in args.items() if not callable(v)},
             "versions": versions(),
             "git_revision": git_revision(),
+            **input_hashes(args),
             "world_size": world,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.start)),
         }

@@ -2,8 +2,11 @@
 
 Steps run in order — evaluate → rank → dropout → lrpmax → color (→ colour-robust detector:
 train or load, evaluate colour/gray, color) — each into ``OUT/<step>/``. A step that finished
-with the same settings (``OUT/<step>/.step.json`` holds their hash and the files it wrote) is
-skipped, so an interrupted study resumes where it stopped.
+with the same settings *and the same inputs* is skipped, so an interrupted study resumes where it
+stopped: ``OUT/<step>/.step.json`` holds a hash of the step's settings, of the SHA-256 of every
+checkpoint it reads and of the (path, size, mtime) list of every file under its data roots, and the
+files it wrote. Replacing a checkpoint or any data file at the same path therefore re-runs the steps
+that read it (and those downstream of them).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +25,8 @@ import yaml
 from .conventions import SWITCHES
 from .detectors import Weights
 from .layouts import DataSpec
-from .results import read_json, write_json
+from .outputs import check_writable
+from .results import file_sha256, read_json, tree_identity, write_json
 
 STEP_ORDER = ("evaluate", "rank", "dropout", "lrpmax", "color", "color_robust", "generator")
 
@@ -164,6 +169,32 @@ def load_config(path_or_dict: str | os.PathLike | dict) -> dict:
     return cfg
 
 
+class InputIdentity:
+    """What a study's inputs are, not only where: checkpoint SHA-256 and data file lists (each computed once)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, str], Any] = {}
+
+    def file(self, path: str | os.PathLike | None) -> str | None:
+        """SHA-256 of a file (None for no path; a missing file is caught by the config check)."""
+        if path is None or not Path(path).is_file():
+            return None
+        return self._get("file", str(path), lambda: file_sha256(path))
+
+    def tree(self, root: str | os.PathLike, sets: list[str] | None = None) -> dict:
+        """Count, bytes and digest of the (path, size, mtime) list of every file under ``root`` (under its named
+        ``sets`` only, when given: a set is a first-level folder)."""
+        if not sets:
+            return self._get("tree", str(root), lambda: tree_identity(root))
+        return {s: self._get("tree", str(Path(root) / s), lambda s=s: tree_identity(Path(root) / s))
+                for s in sorted(sets)}
+
+    def _get(self, kind: str, key: str, make: Callable[[], Any]) -> Any:
+        if (kind, key) not in self._seen:
+            self._seen[kind, key] = make()
+        return self._seen[kind, key]
+
+
 @dataclass
 class Step:
     """One study step: its folder, the settings that define it, and the function that runs it."""
@@ -217,7 +248,12 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
     out = Path(cfg["out"])
     common = dict(preset=cfg["preset"], batch_size=cfg["batch_size"], device=cfg["device"],
                   num_workers=cfg["workers"], progress=progress)
-    base = {"detector": det, "data": data, "preset": cfg["preset"], "paper_code": cfg["paper_code"]}
+    inputs = InputIdentity()
+    base = {"detector": det, "data": data, "preset": cfg["preset"], "paper_code": cfg["paper_code"],
+            "detector_sha256": inputs.file(det["weights"]), "backbone_sha256": inputs.file(det["backbone_weights"])}
+    test_data = {"test_data": inputs.tree(data["test"], data["sets"]),
+                 "real_data": inputs.tree(data["real"]) if data["real"] else None}  # shared reals (paired layout)
+    source_data = {"source_data": inputs.tree(data["source"], data["source_sets"])}
     weights = Weights(det["weights"], det["backbone_weights"], det["trust_checkpoint"], det["random_weights"])
     layout = dict(real_dirs=data["real_dirs"], fake_dirs=data["fake_dirs"], split=data["split"],
                   small_images=data["small_images"])
@@ -230,7 +266,9 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
                  for key, name in STEP_SWITCHES[step].items()}
         return {"paper_code": cfg["paper_code"], **given}
     ranking = out / "rank" / "ffrs.csv"
-    rank_settings = {**base, **st["rank"]}
+    rank_settings = {**base, **st["rank"], **source_data}
+    if not st["rank"]["enabled"] and ranking.is_file():  # a ranking placed there by hand: its bytes count
+        rank_settings["ranking_sha256"] = inputs.file(ranking)
     steps: list[Step] = []
 
     def add(name: str, settings: dict, run: Callable[[Path], None], outputs: tuple[str, ...]) -> None:
@@ -304,22 +342,33 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
         rank(arch, cr_w, source, folder / "rank", data["source_sets"], r["max_per_class"], r["min_prob"],
              False, r["k"], attention=det["attention"], **common, **switches("rank"))
         color_step(folder / "color", arch, cr_w, folder / "rank" / "ffrs.csv", folder / "evaluate")
+        if cr["weights"] is not None and (folder / "train").is_dir():  # the step owns its folder: no stale training
+            shutil.rmtree(folder / "train")
 
     def generator_step(folder: Path) -> None:
         from .analysis.generator import generators_of_study
 
         generators_of_study(st["generator"], det["arch"], weights, folder, cfg["device"], cfg["batch_size"])
 
-    add("evaluate", base, evaluate_step, ("metrics.csv", "scores.csv", "run.json"))
+    add("evaluate", {**base, **test_data}, evaluate_step, ("metrics.csv", "scores.csv", "run.json"))
     add("rank", rank_settings, rank_step, ("ffrs.csv", "ffrs.json", "run.json"))
-    add("dropout", {**base, **st["dropout"], "rank": rank_settings}, dropout_step,
+    add("dropout", {**base, **st["dropout"], **test_data, "rank": rank_settings}, dropout_step,
         ("dropout.csv", "dropout_table.md", "run.json"))
-    add("lrpmax", {**base, **st["lrpmax"], "rank": rank_settings}, lrpmax_step, ("run.json",))
-    add("color", {**base, **st["color"], "rank": rank_settings}, color_step, ("run.json",))
-    add("color_robust", {**base, **st["color_robust"], "rank": rank_settings, "color": st["color"],
-                         "evaluate": st["evaluate"]},
-        color_robust_step, ("evaluate/metrics.csv", "rank/ffrs.csv", "color/table_color_gray.csv"))
-    add("generator", {**base, **st["generator"]}, generator_step, ("generators.json",))
+    add("lrpmax", {**base, **st["lrpmax"], **test_data, "rank": rank_settings}, lrpmax_step, ("run.json",))
+    add("color", {**base, **st["color"], **test_data, "rank": rank_settings}, color_step, ("run.json",))
+    if st["color_robust"]["enabled"]:
+        cr, train = st["color_robust"], st["color_robust"]["train"] or {}
+        cr_inputs = {"weights_sha256": inputs.file(cr["weights"]), "init_sha256": inputs.file(train.get("init")),
+                     **{f"train_{k}": inputs.tree(train[k]) for k in ("data", "val") if train.get(k)}}
+        add("color_robust", {**base, **cr, **test_data, **source_data, "cr_inputs": cr_inputs, "rank": rank_settings,
+                             "color": st["color"], "evaluate": st["evaluate"]},
+            color_robust_step, ("evaluate/metrics.csv", "rank/ffrs.csv", "color/table_color_gray.csv"))
+    if st["generator"]["enabled"]:
+        gen_inputs = [{"weights_sha256": inputs.file(g.get("weights")),
+                       "inputs": inputs.tree(g["inputs"]) if g.get("inputs") else None}
+                      for g in st["generator"]["generators"]]
+        add("generator", {**base, **st["generator"], "generator_inputs": gen_inputs}, generator_step,
+            ("generators.json",))
     needs_rank = [s.name for s in steps if s.name in ("dropout", "lrpmax", "color")]
     if needs_rank and not st["rank"]["enabled"] and not ranking.is_file():
         raise ConfigError(f"steps {needs_rank} need steps.rank (no {ranking} yet)")
@@ -335,8 +384,7 @@ def run_study(config: str | os.PathLike | dict, progress: bool = True, paper_cod
     cfg = load_config(config)
     if paper_code is not None:
         cfg["paper_code"] = bool(paper_code)
-    out = Path(cfg["out"])
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_writable(cfg["out"])  # before any model is built
     write_json(out / "study.json", cfg)
     status = run_steps(build_steps(cfg, progress), out)
     write_json(out / "study.json", {**cfg, "status": status})

@@ -1,4 +1,4 @@
-"""``tff train``: universal and colour-robust detectors with Wang et al.'s recipe (SPEC §6).
+"""``tff train``: universal and colour-robust detectors with Wang et al.'s recipe (docs/algorithms.md §6).
 
 Adam (lr 1e-4, betas 0.9/0.999), BCE-with-logits on one logit, a *global* batch of 64 (split across
 torchrun processes, so the recipe does not depend on their number), validation every epoch, early
@@ -37,7 +37,9 @@ from .detectors import (
 )
 from .layouts import format_summary
 from .metrics import accuracies, average_precision
+from .outputs import check_writable
 from .passes import default_workers
+from .progress import progress_bar
 from .results import RunRecord, write_csv
 from .trainstate import EarlyStopping, checksum, new_partial, restored, rng_state, set_rng_state, storable, tensorboard
 
@@ -165,20 +167,18 @@ class Trainer:
             for buf in self.net.buffers():
                 torch.distributed.broadcast(buf, src=0)
         self.net.eval()
-        ids = tdist.shard(len(self.val_samples), self.ctx)
-        bs = self.cfg.batch_size
-        batches = [[(i, 0) for i in ids[s:s + bs]] for s in range(0, len(ids), bs)]
+        n, bs = len(self.val_samples), self.cfg.batch_size  # whole batches per rank: logits independent of world
+        batches = [[(i, 0) for i in range(s, min(n, s + bs))] for s in range(0, n, bs)][self.ctx.rank::self.ctx.world]
         idx, logits, failed = [], [], []
-        bar = tqdm(total=len(ids), desc="validation", unit="img", leave=False, disable=not self.progress)
+        bar = progress_bar(sum(map(len, batches)), "validation", "img", self.progress, leave=False)
         for batch in aug.make_loader(self.val_set, batches, (0, 0, self.ctx.rank), self.workers, self.dev):
             failed += [self.val_samples[i].path for i, _ in batch.failed]
-            bar.update(len(batch.indices) + len(batch.failed))
-            if batch.images is None:
-                continue
-            with torch.autocast(self.dev.type, dtype=torch.bfloat16, enabled=self.cfg.amp == "bf16"):
-                out = self.logits(self.net, batch.images)
-            idx.append(batch.indices)
-            logits.append(out.float())
+            if batch.images is not None:
+                with torch.autocast(self.dev.type, dtype=torch.bfloat16, enabled=self.cfg.amp == "bf16"):
+                    out = self.logits(self.net, batch.images)
+                idx.append(batch.indices)
+                logits.append(out.float())
+            bar.update(len(batch.indices) + len(batch.failed))  # once computed, not when decoded
         bar.close()
         self.net.train()
         index, logit = tdist.gather_rows(idx, logits)
@@ -233,8 +233,8 @@ def _train_epoch(tr: Trainer, out: Path, st: dict[str, Any], partial: dict[str, 
     """Train the rest of epoch ``st['epoch']``; False when ``max_steps`` stopped it (checkpoint written)."""
     start, max_steps, save_every = time.time() - partial["time"], tr.cfg.max_steps, tr.cfg.save_every
     loss_acc = torch.zeros((), dtype=torch.float64, device=tr.dev) + partial["loss_sum"]
-    bar = tqdm(total=-(-len(tr.train_samples) // tr.cfg.batch_size), initial=st["batch"], unit="step",
-               desc=f"epoch {st['epoch']}", disable=not tr.progress, leave=False)
+    bar = progress_bar(-(-len(tr.train_samples) // tr.cfg.batch_size), f"epoch {st['epoch']}", "step", tr.progress,
+                       leave=False, initial=st["batch"])
     for batch in tr.loader(st["epoch"], st["batch"]):
         loss_sum, n = tr.step(batch)
         loss_acc += loss_sum
@@ -320,6 +320,7 @@ def train_detector(arch: str, data: str | os.PathLike | DataSpec, val: str | os.
     ``save_every`` also checkpoints every N steps. Returns final/best metrics and the output paths.
     """
     ctx = tdist.init(device)
+    check_writable(out)  # before any model is built
     out = Path(out)
     cfg = TrainConfig(arch, str(data), str(val), str(out), color_robust, str(init) if init else None, blur_prob,
                       jpeg_prob, batch_size, lr, max_epochs, max_steps, seed, amp, crop_size, load_size, max_per_class,

@@ -1,5 +1,5 @@
-"""Maximum activations of units (SPEC §5): which T-FF a ranking names, where a unit's map peaks on an image,
-and the activation sites (the BN-folded map where ω is measured, or the raw conv output before batch norm
+"""Maximum activations of units (docs/algorithms.md §5): which T-FF a ranking names, where a unit's map peaks
+on an image, and the activation sites (the BN-folded map where ω is measured, or the raw conv output before batch norm
 as the public code read it). Shared by LRP-max and the colour analysis.
 """
 

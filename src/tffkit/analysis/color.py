@@ -1,12 +1,11 @@
-"""Colour ablation (SPEC §5): detector metrics and counterfeit probabilities on colour vs grayscale images,
-and which top-k T-FF are colour-conditional (Mood's median test on their max spatial activations).
+"""Colour ablation (docs/algorithms.md §5): detector metrics and counterfeit probabilities on colour vs
+grayscale images, and which top-k T-FF are colour-conditional (Mood's median test on their max spatial activations).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,6 +18,7 @@ from ..evaluate import score_samples
 from ..inputs import explainer_for, find_data, input_record, load_model, run_preprocessing
 from ..lrp import Explainer
 from ..metrics import metrics_table, probabilities
+from ..outputs import run_folder
 from ..passes import DatasetPass
 from ..results import RunRecord, write_csv, write_json
 from .activations import TFF, MaxActivationTap, bn_scale, load_tffs, tff_keys
@@ -161,72 +161,74 @@ def run_color(arch: str, weights: str | os.PathLike | None, data: str | os.PathL
                                      k=k, max_per_class=max_per_class, metrics_max_per_class=metrics_max_per_class,
                                      min_prob=min_prob, alpha=alpha, preset=preset, batch_size=batch_size,
                                      **settings), ctx.world)
-    out = Path(out)
-    found = find_data(data, sets, max_per_class=metrics_max_per_class, main=ctx.is_main)
-    samples = found.samples
-    model = load_model(arch, weights, ctx.device, ctx.is_main)
-    prep = run_preprocessing(model, data)
-    pass_args = dict(preset=preset, batch_size=batch_size, num_workers=num_workers, progress=progress,
-                     preprocessing=prep)
-    if colour_scores is not None:
-        colour_scores = colour_scores.assign(prob=probabilities(colour_scores["logit"].to_numpy(), dtype))
-    scored = {v: score_samples(model, samples, ctx, perturb=p, desc=f"scoring ({v})", prob_dtype=dtype, **pass_args)
-              for v, p in VERSIONS.items() if not (v == "colour" and colour_scores is not None)}
-    scores = {v: colour_scores if v not in scored else scored[v].table for v in VERSIONS}
-    n_small = max((sc.n_small for sc in scored.values()), default=0)
-    tidy, wide = color_metrics_table({v: metrics_table(t, calibrate=False) for v, t in scores.items()})
-    probs, changes = median_probability_change(scores["colour"], scores["grayscale"], min_prob)
-    result = {"metrics": tidy, "table": wide, "median_change": changes}
-    if ctx.is_main:
-        write_csv(out / "color_metrics.csv", tidy)
-        write_csv(out / "table_color_gray.csv", wide)
-        write_csv(out / "median_probability.csv", changes)
-        write_csv(out / "probabilities.csv", probs)
-        if len(probs):
-            fig.probability_boxplot(probs, changes, out / "median_probability.png", min_prob)
-    if ranking is not None:
-        explainer = explainer_for(model, prep)
-        tffs = load_tffs(ranking, k, explainer)
-        keys = tff_keys(explainer, tffs)
-        fakes = [s for s in find_data(data, sets, max_per_class=max_per_class, main=False).samples if s.label == 1]
-        acts = {v: max_activations(explainer, tffs, fakes, ctx, p, site, desc=f"max activations ({v})", **pass_args)
-                for v, p in VERSIONS.items()}
-        negative = bn_scale(explainer, tffs) < 0
-        (ic, ac), (ig, ag) = acts["colour"], acts["grayscale"]
-        common, pc, pg = np.intersect1d(ic, ig, return_indices=True)
-        ac, ag = ac[pc], ag[pg]
-        set_of = [fakes[i].set for i in common]
-        tests = mood_tests(ac, ag, set_of, keys, alpha)
-        tests["negative_gamma"] = negative[tests["tff"].to_numpy() - 1]
-        tests["activation_site"] = site
-        summary = colour_conditional_summary(tests, len(tffs)).assign(activation_site=site,
-                                                                     n_negative_gamma=int(negative.sum()))
-        result.update(tests=tests, summary=summary, n_negative_gamma=int(negative.sum()))
+    with run_folder(out, ctx) as folder:  # checked before the model is built; replaced whole at the end
+        out = folder  # the staging folder (becomes OUT when the run finishes)
+        found = find_data(data, sets, max_per_class=metrics_max_per_class, main=ctx.is_main)
+        samples = found.samples
+        model = load_model(arch, weights, ctx.device, ctx.is_main)
+        prep = run_preprocessing(model, data)
+        pass_args = dict(preset=preset, batch_size=batch_size, num_workers=num_workers, progress=progress,
+                         preprocessing=prep)
+        if colour_scores is not None:
+            colour_scores = colour_scores.assign(prob=probabilities(colour_scores["logit"].to_numpy(), dtype))
+        scored = {v: score_samples(model, samples, ctx, perturb=p, desc=f"scoring ({v})", prob_dtype=dtype,
+                                   **pass_args) for v, p in VERSIONS.items()
+                  if not (v == "colour" and colour_scores is not None)}
+        scores = {v: colour_scores if v not in scored else scored[v].table for v in VERSIONS}
+        n_small = max((sc.n_small for sc in scored.values()), default=0)
+        tidy, wide = color_metrics_table({v: metrics_table(t, calibrate=False) for v, t in scores.items()})
+        probs, changes = median_probability_change(scores["colour"], scores["grayscale"], min_prob)
+        result = {"metrics": tidy, "table": wide, "median_change": changes}
         if ctx.is_main:
-            base = pd.DataFrame({"path": [fakes[i].path for i in common], "set": set_of,
-                                 "class": [fakes[i].cls for i in common]})
-            for v, a in (("colour", ac), ("grayscale", ag)):
-                write_csv(out / f"activations_{v}.csv", pd.concat([base, pd.DataFrame(a, columns=keys)], axis=1))
-            write_csv(out / "mood_tests.csv", tests)
-            write_csv(out / "colour_conditional.csv", summary)
-            paper = summary.set_index("set")[["percent", "count", "bh_percent", "bh_count"]].T
-            write_csv(out / "table_colour_conditional.csv", paper.rename_axis("row").reset_index())
-            for s in dict.fromkeys(set_of):
-                m = np.asarray(set_of) == s
-                p = tests[tests["set"] == s]["p"].to_numpy()
-                pct = float(summary.loc[summary["set"] == s, "percent"].iloc[0])
-                title = (f"{s}: max spatial activation ({site}) of the top-{len(tffs)} T-FF on {int(m.sum())} "
-                         f"fakes, colour vs grayscale ({pct:.1f}% colour-conditional, Mood p ≤ {alpha})")
-                fig.activation_distributions(ac[m], ag[m], keys, p, out / f"distributions_{s}.png", title)
-    if ctx.is_main:
-        js = {"median_change": changes.to_dict("records"), "n_images": len(samples), "prob_dtype": dtype,
-              "activation_site": site}
-        if "summary" in result:
-            js["colour_conditional"] = result["summary"].to_dict("records")
-            js["n_negative_gamma"] = result["n_negative_gamma"]
-            js["negative_gamma_keys"] = [key for key, neg in zip(keys, negative, strict=True) if neg]
-        write_json(out / "color.json", js)
-        record.write(out, device=str(ctx.device), settings=settings, **js,
-                     **input_record(found, model, prep, preset, weights, n_small))
-    tdist.barrier()
+            write_csv(out / "color_metrics.csv", tidy)
+            write_csv(out / "table_color_gray.csv", wide)
+            write_csv(out / "median_probability.csv", changes)
+            write_csv(out / "probabilities.csv", probs)
+            if len(probs):
+                fig.probability_boxplot(probs, changes, out / "median_probability.png", min_prob)
+        if ranking is not None:
+            explainer = explainer_for(model, prep)
+            tffs = load_tffs(ranking, k, explainer)
+            keys = tff_keys(explainer, tffs)
+            fakes = [s for s in find_data(data, sets, max_per_class=max_per_class, main=False).samples
+                     if s.label == 1]
+            acts = {v: max_activations(explainer, tffs, fakes, ctx, p, site, desc=f"max activations ({v})", **pass_args)
+                    for v, p in VERSIONS.items()}
+            negative = bn_scale(explainer, tffs) < 0
+            (ic, ac), (ig, ag) = acts["colour"], acts["grayscale"]
+            common, pc, pg = np.intersect1d(ic, ig, return_indices=True)
+            ac, ag = ac[pc], ag[pg]
+            set_of = [fakes[i].set for i in common]
+            tests = mood_tests(ac, ag, set_of, keys, alpha)
+            tests["negative_gamma"] = negative[tests["tff"].to_numpy() - 1]
+            tests["activation_site"] = site
+            summary = colour_conditional_summary(tests, len(tffs)).assign(activation_site=site,
+                                                                         n_negative_gamma=int(negative.sum()))
+            result.update(tests=tests, summary=summary, n_negative_gamma=int(negative.sum()))
+            if ctx.is_main:
+                base = pd.DataFrame({"path": [fakes[i].path for i in common], "set": set_of,
+                                     "class": [fakes[i].cls for i in common]})
+                for v, a in (("colour", ac), ("grayscale", ag)):
+                    write_csv(out / f"activations_{v}.csv", pd.concat([base, pd.DataFrame(a, columns=keys)], axis=1))
+                write_csv(out / "mood_tests.csv", tests)
+                write_csv(out / "colour_conditional.csv", summary)
+                paper = summary.set_index("set")[["percent", "count", "bh_percent", "bh_count"]].T
+                write_csv(out / "table_colour_conditional.csv", paper.rename_axis("row").reset_index())
+                for s in dict.fromkeys(set_of):
+                    m = np.asarray(set_of) == s
+                    p = tests[tests["set"] == s]["p"].to_numpy()
+                    pct = float(summary.loc[summary["set"] == s, "percent"].iloc[0])
+                    title = (f"{s}: max spatial activation ({site}) of the top-{len(tffs)} T-FF on {int(m.sum())} "
+                             f"fakes, colour vs grayscale ({pct:.1f}% colour-conditional, Mood p ≤ {alpha})")
+                    fig.activation_distributions(ac[m], ag[m], keys, p, out / f"distributions_{s}.png", title)
+        if ctx.is_main:
+            js = {"median_change": changes.to_dict("records"), "n_images": len(samples), "prob_dtype": dtype,
+                  "activation_site": site}
+            if "summary" in result:
+                js["colour_conditional"] = result["summary"].to_dict("records")
+                js["n_negative_gamma"] = result["n_negative_gamma"]
+                js["negative_gamma_keys"] = [key for key, neg in zip(keys, negative, strict=True) if neg]
+            write_json(out / "color.json", js)
+            record.write(out, device=str(ctx.device), settings=settings, **js,
+                         **input_record(found, model, prep, preset, weights, n_small))
     return result

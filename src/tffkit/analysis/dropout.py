@@ -1,4 +1,4 @@
-"""Sensitivity assessment (SPEC §4): drop feature maps (top-k, random-k, low-k) and re-measure detection.
+"""Sensitivity assessment (docs/algorithms.md §4): drop feature maps (top-k, random-k, low-k) and re-measure detection.
 
 Dropping sets a feature map to 0 for every image with a forward hook, at the BN-folded conv output
 (``folded``, where ω is measured) or, as the public code did, at the raw conv output before batch
@@ -25,10 +25,11 @@ from ..evaluate import scores_table
 from ..inputs import explainer_for, find_data, input_record, load_model, run_preprocessing
 from ..lrp import Explainer
 from ..metrics import binary_metrics
+from ..outputs import run_folder
 from ..passes import DatasetPass
 from ..reference import paper_numbers
 from ..results import RunRecord, atomic_write, save_figure, write_csv
-from .ffrs import ChannelSets, load_ranking, select_channels
+from .ffrs import ChannelSets, cut_tie, load_ranking, select_channels, tie_note
 
 SITES = ("folded", "pre-bn")
 
@@ -137,44 +138,51 @@ def dropout(arch: str, weights: str | os.PathLike | None, ranking: str | os.Path
                                        sets=sets, ks=list(ks), random_repeats=random_repeats, seed=seed, site=site,
                                        preset=preset, batch_size=batch_size, max_per_class=max_per_class,
                                        paper_detector=paper_detector, **settings), ctx.world)
-    found = find_data(data, sets, max_per_class=max_per_class, main=ctx.is_main)
-    samples = found.samples
-    model = load_model(arch, weights, ctx.device, ctx.is_main)
-    prep = run_preprocessing(model, data)
-    explainer = explainer_for(model, prep)
-    table = load_ranking(ranking, explainer.layers)
+    with run_folder(out, ctx) as folder:  # checked before the model is built; replaced whole at the end
+        found = find_data(data, sets, max_per_class=max_per_class, main=ctx.is_main)
+        samples = found.samples
+        model = load_model(arch, weights, ctx.device, ctx.is_main)
+        prep = run_preprocessing(model, data)
+        explainer = explainer_for(model, prep)
+        table = load_ranking(ranking, explainer.layers)
 
-    variants = [None, *(v for k in ks for v in select_channels(table, k, random_repeats, seed))]
-    scores, unreadable, n_small = score_variants(explainer, variants, samples, ctx, site, preset, batch_size,
-                                                 num_workers, progress, settings["prob_dtype"], prep)
-    thresholds = calibrated_thresholds(scores[0], fixed_threshold_sets)
-    rows = []
-    for variant, sc in zip(variants, scores, strict=True):
-        head = ({"variant": "baseline", "kind": "baseline", "k": 0, "replica": 0} if variant is None else
-                {"variant": variant.name, "kind": variant.kind, "k": variant.k, "replica": variant.replica})
-        rows += [{**head, **r} for r in set_metrics(sc, thresholds, settings["cal_compare"])]
-    long = pd.DataFrame(rows)
-    if out is not None and ctx.is_main:
-        out = Path(out)
-        write_csv(out / "dropout.csv", long)
-        summary = summarize(long)
-        write_csv(out / "dropout_summary.csv", summary)
-        paper = paper_numbers("dropout", paper_detector) if paper_detector else None
-        for fmt, suffix in (("markdown", "md"), ("latex", "tex")):
-            text = paper_layout(summary, fmt, paper)
-            atomic_write(out / f"dropout_table.{suffix}", lambda tmp, text=text: Path(tmp).write_text(text))
-        plot_ap_vs_k(summary, out / "ap_vs_k.png")
-        record.write(out, settings=settings, n_images=len(samples), n_skipped=len(unreadable),
-                     unreadable=unreadable, thresholds=thresholds,
-                     **input_record(found, model, prep, preset, weights, n_small))
-    tdist.barrier()
+        variants = [None, *(v for k in ks for v in select_channels(table, k, random_repeats, seed))]
+        omega = table["omega"].to_numpy()
+        ties = {f"{kind}-{k}": cut_tie(omega, k if kind == "top" else len(omega) - k)  # ranks decided by layer order
+                for k in ks for kind in ("top", "low")}
+        scores, unreadable, n_small = score_variants(explainer, variants, samples, ctx, site, preset, batch_size,
+                                                     num_workers, progress, settings["prob_dtype"], prep)
+        thresholds = calibrated_thresholds(scores[0], fixed_threshold_sets)
+        rows = []
+        for variant, sc in zip(variants, scores, strict=True):
+            head = ({"variant": "baseline", "kind": "baseline", "k": 0, "replica": 0} if variant is None else
+                    {"variant": variant.name, "kind": variant.kind, "k": variant.k, "replica": variant.replica,
+                     "note": tie_note(variant.kind, variant.k, ties.get(variant.name))})
+            rows += [{**head, **r} for r in set_metrics(sc, thresholds, settings["cal_compare"])]
+        long = pd.DataFrame(rows)
+        long["note"] = long["note"].fillna("")
+        if folder is not None and ctx.is_main:
+            out = folder  # the staging folder (becomes OUT when the run finishes)
+            write_csv(out / "dropout.csv", long)
+            summary = summarize(long)
+            write_csv(out / "dropout_summary.csv", summary)
+            paper = paper_numbers("dropout", paper_detector) if paper_detector else None
+            for fmt, suffix in (("markdown", "md"), ("latex", "tex")):
+                text = paper_layout(summary, fmt, paper)
+                atomic_write(out / f"dropout_table.{suffix}", lambda tmp, text=text: Path(tmp).write_text(text))
+            plot_ap_vs_k(summary, out / "ap_vs_k.png")
+            record.write(out, settings=settings, n_images=len(samples), n_skipped=len(unreadable),
+                         unreadable=unreadable, thresholds=thresholds, ties=ties,
+                         **input_record(found, model, prep, preset, weights, n_small))
     return long
 
 
 def summarize(long: pd.DataFrame) -> pd.DataFrame:
     """Mean and std over random replicas (one row per variant × set)."""
     metrics = ["ap", "acc", "real_acc", "fake_acc", "cal_real_acc", "cal_fake_acc"]
-    grouped = long.groupby(["variant", "kind", "k", "set"], sort=False)[metrics]
+    keys = ["variant", "kind", "k", "set"] + (["note"] if "note" in long.columns else [])
+    long = long.assign(note=long["note"].fillna("")) if "note" in long.columns else long
+    grouped = long.groupby(keys, sort=False)[metrics]
     mean, std = grouped.mean(), grouped.std(ddof=0).fillna(0.0)
     summary = mean.join(std.add_suffix("_std")).reset_index()
     summary["replicas"] = grouped.size().values
@@ -210,6 +218,9 @@ def paper_layout(summary: pd.DataFrame, fmt: str = "markdown", paper: pd.DataFra
     note = ("AP and accuracies in %; Real/GAN accuracy at a threshold calibrated on each test set for the "
             "undropped model (test-calibrated; the training set stays at 0.5)" if calibrated
             else "AP and accuracies in %, threshold 0.5")
+    ties = [n for n in dict.fromkeys(summary["note"].fillna("")) if n] if "note" in summary.columns else []
+    if ties:
+        note += ". Ties in the ranking: " + "; ".join(ties)
     if fmt == "markdown":
         out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         out += ["| " + " | ".join(row) + " |" for row in lines]
@@ -223,32 +234,41 @@ def paper_layout(summary: pd.DataFrame, fmt: str = "markdown", paper: pd.DataFra
 
 
 def plot_ap_vs_k(summary: pd.DataFrame, path: Path) -> None:
-    """AP against k per set, one line per kind (top, random ± std, low), baseline dashed."""
+    """AP against k per set, one line per kind (top, random ± std, low), baseline dashed (text readable at the
+    report's width)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ..report.figures_tff import readable_pt
+
     sets = list(dict.fromkeys(summary["set"]))
     cols = min(4, len(sets))
     rows = int(np.ceil(len(sets) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.8 * rows), squeeze=False, sharey=True)
+    fs = readable_pt(3.2 * cols)
     colors = {"top": "tab:red", "random": "tab:blue", "low": "tab:green"}
-    for ax, s in zip(axes.flat, sets, strict=False):
-        part = summary[summary["set"] == s]
-        base = part[part["kind"] == "baseline"]["ap"]
-        if len(base):
-            ax.axhline(100 * base.iloc[0], color="gray", linestyle="--", label="baseline")
-        for kind, color in colors.items():
-            sub = part[part["kind"] == kind].sort_values("k")
-            if len(sub):
-                ax.errorbar(sub["k"], 100 * sub["ap"], yerr=100 * sub["ap_std"], marker="o", color=color,
-                            label=f"{kind}-k", capsize=3)
-        ax.set_title(s)
-        ax.set_xlabel("k (feature maps dropped)")
-        ax.set_ylabel("AP (%)")
-    for ax in list(axes.flat)[len(sets):]:
-        ax.axis("off")
-    axes.flat[0].legend(fontsize=8)
-    fig.suptitle("Sensitivity assessment: AP after dropping k feature maps")
-    save_figure(fig, path)
+    with plt.rc_context({"font.size": fs}):
+        fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.0 * rows + 0.6), squeeze=False, sharey=True)
+        for ax, s in zip(axes.flat, sets, strict=False):
+            part = summary[summary["set"] == s]
+            base = part[part["kind"] == "baseline"]["ap"]
+            if len(base):
+                ax.axhline(100 * base.iloc[0], color="gray", linestyle="--", label="baseline")
+            for kind, color in colors.items():
+                sub = part[part["kind"] == kind].sort_values("k")
+                if len(sub):
+                    ax.errorbar(sub["k"], 100 * sub["ap"], yerr=100 * sub["ap_std"], marker="o", color=color,
+                                label=f"{kind}-k", capsize=3)
+            ax.set_title(s)
+            ax.set_xlabel("k (maps dropped)")
+            ax.locator_params(axis="x", nbins=4)
+        for ax in axes[:, 0]:
+            ax.set_ylabel("AP (%)")
+        for ax in list(axes.flat)[len(sets):]:
+            ax.axis("off")
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        fig.suptitle("Sensitivity assessment: AP after dropping k feature maps")
+        fig.tight_layout()
+        fig.legend(handles, labels, loc="upper center", ncol=len(labels), bbox_to_anchor=(0.5, 0.0), frameon=False)
+        save_figure(fig, path)

@@ -1,9 +1,10 @@
-"""FF-RS (ω): the forensic feature relevance statistic of every feature map, and its ranking (SPEC §3).
+"""FF-RS (ω): the forensic feature relevance statistic of every feature map, and its ranking (docs/algorithms.md §3).
 
 ω_{l,c} = mean over confident images of Σ_{h,w} max(0, R_{c,h,w}) / Σ_{c',h,w} |R_{c',h,w}|, with R the
 LRP relevance at layer l's output (seed +1 for fakes, −1 for reals). Per-image values are
-accumulated on the device as fixed-point integers, so sums are exact and independent of batch
-order and of the number of torchrun processes.
+accumulated on the device as fixed-point integers, so sums are exact and independent of the order of
+the batches; as every image is computed in the same batch whatever the number of torchrun processes
+(:mod:`tffkit.passes`), ω is then identical for 1 and N processes.
 """
 
 from __future__ import annotations
@@ -105,6 +106,38 @@ def ranking_table(layers: Sequence[FeatureLayer], omega: np.ndarray) -> pd.DataF
         "unit": kinds[order],
         "layer_index": layer_idx[order],
     })
+
+
+def cut_tie(omega: np.ndarray, cut: int) -> dict | None:
+    """Whether the cut before position ``cut`` of a descending ω ranking falls inside a tie: None when the maps on
+    either side differ, else the tied ω, how many maps share it and how many of them lie before the cut."""
+    omega = np.asarray(omega, dtype=np.float64)
+    if not 0 < cut < len(omega) or omega[cut - 1] != omega[cut]:
+        return None
+    tied = np.flatnonzero(omega == omega[cut])
+    return {"omega": float(omega[cut]), "tied_maps": int(len(tied)), "before_cut": int((tied < cut).sum()),
+            "first_rank": int(tied[0]) + 1, "last_rank": int(tied[-1]) + 1}
+
+
+def tie_summary(omega: np.ndarray, k: int) -> dict:
+    """Ties in a descending ω ranking: how many values are shared, by how many maps, the largest tie, and whether
+    the top-k and low-k cuts fall inside one (then which maps are in the set is decided by layer order)."""
+    values, counts = np.unique(np.asarray(omega, dtype=np.float64), return_counts=True)
+    shared = counts > 1
+    largest = int(np.argmax(counts)) if len(counts) else 0
+    return {"tied_values": int(shared.sum()), "maps_in_ties": int(counts[shared].sum()),
+            "largest_tie": {"omega": float(values[largest]), "maps": int(counts[largest])} if len(counts) else None,
+            "top_k_cut": cut_tie(omega, k), "low_k_cut": cut_tie(omega, len(omega) - k)}
+
+
+def tie_note(kind: str, k: int, tie: dict | None) -> str:
+    """One sentence on a top-k/low-k cut that falls inside a tie ('' when it does not)."""
+    if not tie:
+        return ""
+    inside = tie["before_cut"] if kind == "top" else tie["tied_maps"] - tie["before_cut"]
+    return (f"the {kind}-{k} cut falls inside a tie: {tie['tied_maps']} maps share ω = {tie['omega']:.6g} (ranks "
+            f"{tie['first_rank']}–{tie['last_rank']}); {inside} of them are in the {kind}-{k}, chosen by layer order "
+            "then channel, not by ω")
 
 
 def load_ranking(path: str | os.PathLike, layers: Sequence[FeatureLayer] | None = None) -> pd.DataFrame:

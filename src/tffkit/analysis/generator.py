@@ -202,9 +202,10 @@ def run_generator(generator: str, generator_weights: str | Path, arch: str, weig
     units by ω and mask the top/random/low ``percent``%. ``trust_checkpoint`` allows pickled objects in the
     generator's file (and in the detector's, unless ``weights`` is a :class:`~tffkit.detectors.Weights`)."""
     from ..data import IMAGE_EXTENSIONS
-    from ..detectors import load_detector
     from ..generation.compose import DetectorInput
     from ..generation.models import load_generator
+    from ..inputs import load_model
+    from ..outputs import run_folder
 
     ctx = tdist.init(device)
     record = RunRecord("generator", dict(generator=generator, generator_weights=str(generator_weights), arch=arch,
@@ -212,18 +213,20 @@ def run_generator(generator: str, generator_weights: str | Path, arch: str, weig
                                          min_prob=min_prob, inputs=str(inputs), out_range=list(out_range),
                                          resize=resize, crop=crop, batch_size=batch_size, attention=attention),
                        ctx.world)
-    gen = load_generator(generator, generator_weights, trust_checkpoint).to(ctx.device)
-    detector = load_detector(arch, weights, ctx.device, trust=trust_checkpoint)
-    adapter = DetectorInput.for_detector(detector, out_range, resize, crop)
-    gex = GeneratorExplainer(gen, detector, adapter, attention=attention)
-    if inputs is not None:
-        paths = sorted(p for p in Path(inputs).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)[:n]
-        if not paths:
-            raise ValueError(f"no images under {inputs}")
-        source = ImageSource(paths, out_range)
-    else:
-        source = LatentSource(n, gex.input_shape, seed)
-    return explain_generator(gex, source, out, percent, repeats, seed, min_prob, batch_size, ctx, record)
+    with run_folder(out, ctx) as folder:  # checked before the models are built; replaced whole at the end
+        gen = load_generator(generator, generator_weights, trust_checkpoint).to(ctx.device)
+        detector = load_model(arch, weights if isinstance(weights, Weights) else Weights(
+            None if weights is None else str(weights), trust=trust_checkpoint), ctx.device, ctx.is_main)
+        adapter = DetectorInput.for_detector(detector, out_range, resize, crop)
+        gex = GeneratorExplainer(gen, detector, adapter, attention=attention)
+        if inputs is not None:
+            paths = sorted(p for p in Path(inputs).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)[:n]
+            if not paths:
+                raise ValueError(f"no images under {inputs}")
+            source = ImageSource(paths, out_range)
+        else:
+            source = LatentSource(n, gex.input_shape, seed)
+        return explain_generator(gex, source, folder, percent, repeats, seed, min_prob, batch_size, ctx, record)
 
 
 def generators_of_study(step: dict, arch: str, weights: str | Weights | None, out: str | Path, device: str = "auto",
@@ -231,33 +234,36 @@ def generators_of_study(step: dict, arch: str, weights: str | Weights | None, ou
     """The study's generator step: :func:`explain_generator` for each configured generator into
     ``out/<name>/``, then ``out/generators.json`` summarising them (top vs random drop, image change)."""
     from ..data import IMAGE_EXTENSIONS
-    from ..detectors import load_detector
     from ..generation.compose import DetectorInput
     from ..generation.models import load_generator
+    from ..inputs import load_model
+    from ..outputs import run_folder
 
     if not step["generators"]:
         raise ValueError("steps.generator: no generators configured (a list of {name, kind, weights, inputs})")
     ctx = tdist.init(device)
-    detector = load_detector(arch, weights, ctx.device)
-    results = {}
-    for spec in step["generators"]:
-        name = spec["name"]
-        gen = load_generator(spec["kind"], spec["weights"]).to(ctx.device)
-        if spec.get("inputs"):
-            paths = sorted(p for p in Path(spec["inputs"]).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
-            source = ImageSource(paths[:step["images"]])
-            shape = tuple(source.batch([0]).shape[1:])
-        else:
-            shape = None
-        gex = GeneratorExplainer(gen, detector, DetectorInput.for_detector(detector), input_shape=shape)
-        if not spec.get("inputs"):
-            source = LatentSource(step["images"], gex.input_shape, step["seed"])
-        record = RunRecord("generator", {"arch": arch, "weights": str(weights), **spec, **{
-            k: step[k] for k in ("images", "percent", "random_repeats", "min_prob", "seed")}}, ctx.world)
-        res = explain_generator(gex, source, Path(out) / name, step["percent"], step["random_repeats"], step["seed"],
-                                step["min_prob"], batch_size, ctx, record,
-                                near=[f"generator.{n}" for n in spec.get("near", [])])
-        results[name] = res["summary"]
-    if ctx.is_main:
-        write_json(Path(out) / "generators.json", results)
+    with run_folder(out, ctx) as folder:  # the step owns its folder: no generator of an earlier config is left
+        detector = load_model(arch, weights, ctx.device, ctx.is_main)
+        results = {}
+        for spec in step["generators"]:
+            name = spec["name"]
+            gen = load_generator(spec["kind"], spec["weights"]).to(ctx.device)
+            if spec.get("inputs"):
+                paths = sorted(p for p in Path(spec["inputs"]).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+                source = ImageSource(paths[:step["images"]])
+                shape = tuple(source.batch([0]).shape[1:])
+            else:
+                shape = None
+            gex = GeneratorExplainer(gen, detector, DetectorInput.for_detector(detector), input_shape=shape)
+            if not spec.get("inputs"):
+                source = LatentSource(step["images"], gex.input_shape, step["seed"])
+            record = RunRecord("generator", {"arch": arch, "weights": str(weights), **spec, **{
+                k: step[k] for k in ("images", "percent", "random_repeats", "min_prob", "seed")}}, ctx.world)
+            res = explain_generator(gex, source, folder / name, step["percent"], step["random_repeats"],
+                                    step["seed"], step["min_prob"], batch_size, ctx, record,
+                                    near=[f"generator.{n}" for n in spec.get("near", [])])
+            results[name] = res["summary"]
+        if ctx.is_main:
+            write_json(folder / "generators.json", results)
+            RunRecord("generators", {"arch": arch, "weights": str(weights), **step}, ctx.world).write(folder)
     return results

@@ -15,13 +15,13 @@ HELP = "generator→detector LRP images/s vs plain latent gradient"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--arch", default="resnet50", help="detector")
+    p.add_argument("--arch", default="resnet50", help="detector architecture (any tff --arch name)")
     p.add_argument("--depths", type=int, nargs="+", default=[512, 512, 512, 512, 256, 128, 64],
                    help="ProGAN widths from 4×4 up (7 → 256²)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--iters", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=16, help="latents per batch")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--iters", type=int, default=5, help="timed iterations per method")
+    p.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
 
 
 def run(args: argparse.Namespace) -> int:

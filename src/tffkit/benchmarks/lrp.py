@@ -16,12 +16,12 @@ HELP = "LRP images/s vs plain gradient (and zennit)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--arch", default="resnet50")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--arch", default="resnet50", help="detector architecture (any tff --arch name)")
+    p.add_argument("--batch-size", type=int, default=128, help="images per batch")
+    p.add_argument("--image-size", type=int, default=224, help="side of the square input images")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--iters", type=int, default=10, help="timed iterations per method")
-    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
     p.add_argument("--no-zennit", action="store_true", help="skip the zennit comparison")
 
 

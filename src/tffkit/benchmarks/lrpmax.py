@@ -25,17 +25,17 @@ RESNET50_TOP114_LAYERS = {
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--arch", default="resnet50")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--arch", default="resnet50", help="detector architecture (any tff --arch name)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--pairs", type=int, default=1024, help="(image, T-FF) pairs in the batched run")
     p.add_argument("--loop-pairs", type=int, default=64, help="pairs timed in the one-pair-per-backward loop")
     p.add_argument("--images", type=int, default=64, help="distinct images the pairs are drawn from")
-    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--image-size", type=int, default=224, help="side of the square input images")
     p.add_argument("--chunk", type=int, default=64, help="pairs per backward in the batched run")
     p.add_argument("--k", type=int, default=114, help="number of T-FF in the mix")
     p.add_argument("--ranking", default=None, help="take the first --k T-FF of this ranking file instead")
     p.add_argument("--warmup", type=int, default=1, help="untimed batched chunks first")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic images and the pair mix")
 
 
 def tff_mix(explainer, k: int, arch: str, seed: int = 0) -> list[tuple[str, int]]:

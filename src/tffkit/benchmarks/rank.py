@@ -18,13 +18,14 @@ HELP = "tff rank images/s (data loading included) vs plain gradient"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--arch", default="resnet50")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--arch", default="resnet50", help="detector architecture (any tff --arch name)")
+    p.add_argument("--batch-size", type=int, default=128, help="images per batch")
     p.add_argument("--images", type=int, default=2000, help="fakes in the synthetic dataset (ProGAN-val sized)")
     p.add_argument("--image-size", type=int, default=256, help="side of the PNGs (center224 crops 224)")
-    p.add_argument("--preset", default="center224", choices=["center224", "full"])
-    p.add_argument("--device", default="auto")
-    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--preset", default="center224", choices=["center224", "full"],
+                   help="center224: CenterCrop 224; full: whole images")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--workers", type=int, default=None, help="data-loading workers (default: cores minus one)")
     p.add_argument("--iters", type=int, default=10, help="timed plain-gradient iterations")
 
 

@@ -57,7 +57,7 @@ QUICK = {"lrp": ["--batch-size", "8", "--iters", "3", "--warmup", "1", "--no-zen
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--out", default="bench_out", help="folder for bench.json and bench.md")
     p.add_argument("--quick", action="store_true", help="small CPU-sized settings instead of the GPU ones")
     p.add_argument("--only", nargs="+", choices=sorted(RUNS), default=None, help="run only these")

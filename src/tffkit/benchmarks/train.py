@@ -6,9 +6,11 @@ On CPU the bare loop gets as many threads as our step computes with (--bare-thre
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,16 +24,16 @@ HELP = "training images/s: tff train's step (loading + augmentation) vs a bare P
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--arch", default="resnet50")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--amp", default="off", choices=["off", "bf16"])
+    p.add_argument("--arch", default="resnet50", help="detector architecture (any tff --arch name)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per batch")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--amp", default="off", choices=["off", "bf16"], help="bf16 autocast in both loops")
     p.add_argument("--steps", type=int, default=50, help="timed steps (after --warmup steps)")
     p.add_argument("--warmup", type=int, default=10, help="untimed steps first (loader workers start, cuDNN tunes)")
     p.add_argument("--workers", type=int, default=None, help="loader workers (default: cores)")
-    p.add_argument("--crop-size", type=int, default=224)
+    p.add_argument("--crop-size", type=int, default=224, help="RandomCrop size of the training pipeline")
     p.add_argument("--load-size", type=int, default=256, help="side of the synthetic images")
-    p.add_argument("--color-robust", action="store_true")
+    p.add_argument("--color-robust", action="store_true", help="add RandomGrayscale(0.5) as in CR training")
     p.add_argument("--bare-threads", type=int, default=0,
                    help="CPU threads of the bare loop (0: the compute threads our step used, a like-for-like budget)")
 
@@ -70,7 +72,8 @@ def ours(root: Path, args: argparse.Namespace) -> tuple[float, dict]:
 
     cfg = TrainConfig(args.arch, str(root), str(root), "", color_robust=args.color_robust, batch_size=args.batch_size,
                       amp=args.amp, crop_size=args.crop_size, load_size=args.load_size)
-    tr = Trainer(cfg, tdist.init(args.device), args.workers, progress=False)
+    with contextlib.redirect_stdout(sys.stderr):  # the data it found: stdout carries only the JSON
+        tr = Trainer(cfg, tdist.init(args.device), args.workers, progress=False)
     n, start = 0, None
     for i, batch in enumerate(tr.loader(0)):
         if i == args.warmup:

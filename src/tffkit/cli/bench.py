@@ -14,11 +14,13 @@ BENCHMARKS = {"lrp": "lrp", "rank": "rank", "train": "train", "lrpmax": "lrpmax"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from . import HelpFormatter
+
     sub = p.add_subparsers(dest="benchmark", metavar="NAME", required=True)
     for name, module_name in BENCHMARKS.items():
         module = importlib.import_module(f"tffkit.benchmarks.{module_name}")
         q = sub.add_parser(name, help=module.HELP, description=(module.__doc__ or "").strip(),
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                           formatter_class=HelpFormatter)
         module.add_arguments(q)
         q.set_defaults(_bench=module.run)
 

@@ -2,7 +2,7 @@
 Table I.1), box plots of the counterfeit probability of fakes with colour p >= 0.2 and the change of its
 median (grayscale minus colour, in percentage points and relative %), and with --ranking the
 colour-conditional top-k T-FF: Mood's median test per T-FF and set on the max spatial activation (BN-folded
-or, --activation-site pre-bn, before batch norm), colour vs grayscale (first --max-per-class fakes per
+or, --activation-site pre-bn, before batch norm), colour vs grayscale (first --test-fakes fakes per
 class), % colour-conditional (p <= 0.05) and its Benjamini-Hochberg-corrected count, per-T-FF distribution
 plots. Writes CSV/JSON/PNG to OUT and OUT/run.json; runs under torchrun."""
 
@@ -12,6 +12,7 @@ import argparse
 
 from .common import (
     DATA_HELP,
+    MAX_PER_CLASS_HELP,
     data_spec,
     detector_args,
     is_main_process,
@@ -33,9 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     layout_args(p)
     p.add_argument("--ranking", default=None, help="ffrs.csv or public key,mean_relevance file: test the top-k T-FF")
     p.add_argument("--k", type=int, default=114, help="number of top-ranked T-FF (paper: 114 ResNet-50, 27 B0)")
-    p.add_argument("--max-per-class", type=int, default=500, help="fakes per (set, class) for the T-FF tests")
-    p.add_argument("--metrics-max-per-class", type=int, default=None,
-                   help="images per (set, class, label) for the metrics and probabilities (default: all)")
+    p.add_argument("--max-per-class", type=int, default=None, metavar="N", help=MAX_PER_CLASS_HELP)
+    p.add_argument("--test-fakes", type=int, default=500, metavar="N",
+                   help="Mood's tests of the T-FF use at most the first N fakes of each (set, class) (paper: 500)")
     p.add_argument("--min-prob", type=float, default=0.2, help="fakes with colour p(fake) >= this enter the box plots")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level of Mood's test")
     paper_code_args(p, "activation_site", "prob_dtype")
@@ -45,8 +46,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..analysis.color import run_color
 
-    res = run_color(args.arch, weights(args), data_spec(args), args.out, sets=args.sets, ranking=args.ranking, k=args.k,
-                    max_per_class=args.max_per_class, metrics_max_per_class=args.metrics_max_per_class,
+    res = run_color(args.arch, weights(args), data_spec(args), args.out, sets=args.sets, ranking=args.ranking,
+                    k=args.k,
+                    max_per_class=min(args.test_fakes, args.max_per_class or args.test_fakes),
+                    metrics_max_per_class=args.max_per_class,
                     min_prob=args.min_prob, alpha=args.alpha, preset=args.preset, batch_size=args.batch_size,
                     device=args.device, num_workers=args.workers, progress=not args.no_progress,
                     **switches(args, "activation_site", "prob_dtype"))

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
-from ..data import Perturbation
+MAX_PER_CLASS_HELP = "use only the first N images (by file name) of each (set, class, label) folder; default: all"
 
 ARCH_HELP = ("detector: a zoo name (wang2020 = resnet50, corvi2023, npr2024, univfd2023, rine2024, drct2024, "
              "efficientnet_b0_lukemelas …; see tff detectors), another built-in architecture, torchvision:<name>, "
@@ -27,10 +28,22 @@ def detector_args(p: argparse.ArgumentParser, weights_required: bool = False) ->
                    help="run a randomly initialised detector (no --weights); its results describe an untrained net")
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="allow checkpoints holding pickled Python objects (unpickling can run code; default: refuse)")
+    device_args(p)
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward/backward pass on each process")
+    p.add_argument("--workers", type=int, default=None,
+                   help="data-loading worker processes per process; default: this process's cores minus one, at most 8")
+    progress_args(p)
+
+
+def device_args(p: argparse.ArgumentParser) -> None:
+    """--device."""
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (auto picks CUDA when present)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=None, help="data-loading workers per process (default: cores)")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def progress_args(p: argparse.ArgumentParser) -> None:
+    """--no-progress."""
+    p.add_argument("--no-progress", action="store_true",
+                   help="print no progress (by default a bar on a terminal, a line every 5%% otherwise)")
 
 
 def weights(args: argparse.Namespace):
@@ -91,7 +104,7 @@ def data_args(p: argparse.ArgumentParser, sets: bool = True, perturbations: bool
     if sets:
         p.add_argument("--sets", nargs="+", default=None, help="sets (first folder level) to use; default all")
     preset_arg(p)
-    p.add_argument("--max-per-class", type=int, default=None, help="first N images per (set, class, label)")
+    p.add_argument("--max-per-class", type=int, default=None, metavar="N", help=MAX_PER_CLASS_HELP)
     layout_args(p)
     if perturbations:
         p.add_argument("--grayscale", action="store_true", help="ITU-R 601 luma replicated to RGB")
@@ -100,8 +113,10 @@ def data_args(p: argparse.ArgumentParser, sets: bool = True, perturbations: bool
         p.add_argument("--resize", type=float, default=None, metavar="FACTOR", help="resize by a factor")
 
 
-def perturbation(args: argparse.Namespace) -> Perturbation:
-    """The perturbation described by the data arguments."""
+def perturbation(args: argparse.Namespace) -> Any:
+    """The perturbation (:class:`tffkit.data.Perturbation`) described by the data arguments."""
+    from ..data import Perturbation
+
     return Perturbation(getattr(args, "grayscale", False), getattr(args, "jpeg", None),
                         getattr(args, "blur", None), getattr(args, "resize", None))
 
@@ -141,3 +156,14 @@ def lrp_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attention", default="attnlrp", choices=["attnlrp", "cp"],
                    help="attention rule: AttnLRP (softmax and uniform product rules) or CP-LRP (attention weights "
                         "held constant, relevance through the values only)")
+
+
+def print_unreadable(rows: list[dict], where: str, limit: int = 20) -> None:
+    """List the files that could not be read (the first ``limit``; all of them are in ``where``)."""
+    if not rows:
+        return
+    print(f"skipped {len(rows)} unreadable file(s):")
+    for row in rows[:limit]:
+        print(f"  {row['path']}: {row['error']}")
+    if len(rows) > limit:
+        print(f"  … and {len(rows) - limit} more (all in {where})")

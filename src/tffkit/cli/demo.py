@@ -8,15 +8,17 @@ from __future__ import annotations
 import argparse
 import time
 
+from .common import device_args, progress_args
+
 HELP = "embedded mini benchmark + detectors + whole study → report.html"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="demo_out", help="output folder (re-used as a cache)")
     p.add_argument("--scale", type=float, default=1.0, help="benchmark size and training length multiplier")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--seed", type=int, default=0, help="seed of the benchmark, the generators and the training")
+    device_args(p)
+    progress_args(p)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""Sensitivity assessment (SPEC §4): drop the top-k, k random (outside the top-k; --random-repeats seeded
+"""Sensitivity assessment (docs/algorithms.md §4): drop the top-k, k random (outside the top-k; --random-repeats seeded
 draws) and the low-k feature maps of a ranking and re-measure AP and real/fake accuracy per test set.
 Accepts tff rank's ffrs.csv or the public key,mean_relevance rankings. Writes OUT/dropout.csv (long),
 dropout_summary.csv, dropout_table.md/.tex (paper layout) and ap_vs_k.png."""
@@ -18,10 +18,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     detector_args(p)
     data_args(p, perturbations=False)
     p.add_argument("--ranking", required=True, help="ffrs.csv from tff rank, or a public key,mean_relevance file")
-    p.add_argument("--k", type=int, default=114, help="feature maps to drop")
-    p.add_argument("--k-sweep", type=int, nargs="+", default=None, help="several k (overrides --k)")
-    p.add_argument("--random-repeats", type=int, default=5)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--k", type=int, default=114, help="feature maps to drop (paper: 114 ResNet-50, 27 B0)")
+    p.add_argument("--k-sweep", type=int, nargs="+", default=None,
+                   help="several k, one set of variants each (overrides --k)")
+    p.add_argument("--random-repeats", type=int, default=5, help="random-k draws per k, reported as mean ± std")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random-k draws")
     p.add_argument("--train-set", nargs="*", default=["progan"],
                    help="sets whose accuracy threshold stays 0.5 (the training family)")
     p.add_argument("--paper-detector", default=None, choices=PAPER_DETECTORS,

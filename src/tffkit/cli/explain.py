@@ -1,6 +1,6 @@
 """Pixel-wise heatmaps of the detector's logit — the paper's control experiment showing that plain pixel
-explanations are uninformative: LRP (the rules of SPEC §2) and Guided Grad-CAM (Grad-CAM on the last spatial
-feature map x guided backpropagation), written as overlays (OUT/lrp, OUT/gradcam, OUT/guided_gradcam), one
+explanations are uninformative: LRP (the rules of docs/algorithms.md §2) and Guided Grad-CAM (Grad-CAM on the
+last spatial feature map x guided backpropagation), written as overlays (OUT/lrp, OUT/gradcam, OUT/guided_gradcam), one
 panel per image (OUT/panels) and OUT/explain.csv. Fakes and loose images explain +logit, reals -logit."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import argparse
 
 from .common import (
     DATA_HELP,
+    MAX_PER_CLASS_HELP,
     data_spec,
     detector_args,
     is_main_process,
@@ -29,7 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--images", nargs="+", default=None, help="image files to explain")
     src.add_argument("--data", default=None, help=DATA_HELP)
     p.add_argument("--sets", nargs="+", default=None, help="with --data: sets to use; default all")
-    p.add_argument("--max-per-class", type=int, default=4, help="with --data: first N images per (set, class, label)")
+    p.add_argument("--max-per-class", type=int, default=4, metavar="N", help=MAX_PER_CLASS_HELP.replace(
+        "; default: all", "") + " (with --data)")
     preset_arg(p)
     layout_args(p)
     p.add_argument("--cam-layer", default=None, help="module for Grad-CAM (default: the last spatial feature map)")

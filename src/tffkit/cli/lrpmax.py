@@ -10,6 +10,7 @@ import argparse
 
 from .common import (
     DATA_HELP,
+    MAX_PER_CLASS_HELP,
     data_spec,
     detector_args,
     is_main_process,
@@ -32,12 +33,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sets", nargs="+", default=None, help="sets (first folder level) to use; default all")
     preset_arg(p)
     layout_args(p)
-    p.add_argument("--max-per-class", type=int, default=None, help="first N fakes per (set, class)")
+    p.add_argument("--max-per-class", type=int, default=None, metavar="N",
+                   help=MAX_PER_CLASS_HELP + " (only fakes are used)")
     p.add_argument("--per-tff", type=int, default=20, help="fakes kept per (T-FF, set) (paper: 20)")
     p.add_argument("--show", type=int, default=5, help="patches shown per (T-FF, set) in the collages (paper: 5)")
     p.add_argument("--variant", default="activation", choices=["activation", "relevance"],
                    help="seed at the argmax of the activation map, or of the relevance map of the logit")
-    p.add_argument("--pairs-per-backward", type=int, default=64, help="(image, T-FF) pairs per LRP backward")
+    p.add_argument("--pairs-per-backward", type=int, default=64,
+                   help="(image, T-FF) pairs explained by one LRP backward (memory vs speed)")
     p.add_argument("--rows-per-figure", type=int, default=10, help="T-FF rows per collage figure")
     lrp_args(p)
     paper_code_args(p, "neuron_seed", "bounds", "activation_site", "zplus_fallback")

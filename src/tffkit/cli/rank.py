@@ -1,4 +1,4 @@
-"""Rank every feature map by FF-RS (ω, SPEC §3): LRP from the logit of each confident fake of the source
+"""Rank every feature map by FF-RS (ω, docs/algorithms.md §3): LRP from the logit of each confident fake of the source
 set (p ≥ --min-prob), per-image share of positive relevance per channel, averaged; one global ranking.
 Units are conv channels, and for transformers MLP neurons, residual-stream dimensions and attention heads.
 Writes OUT/ffrs.csv (rank, layer, channel, omega, key, unit), OUT/ffrs.json, OUT/relevance_budget.csv (share of
@@ -8,7 +8,17 @@ from __future__ import annotations
 
 import argparse
 
-from .common import data_args, data_spec, detector_args, is_main_process, lrp_args, paper_code_args, switches, weights
+from .common import (
+    data_args,
+    data_spec,
+    detector_args,
+    is_main_process,
+    lrp_args,
+    paper_code_args,
+    print_unreadable,
+    switches,
+    weights,
+)
 
 HELP = "rank feature maps by ω (FF-RS) on the source set (ffrs.csv)"
 
@@ -32,10 +42,21 @@ def run(args: argparse.Namespace) -> int:
                progress=not args.no_progress, attention=args.attention,
                **switches(args, "bounds", "zplus_fallback"))
     if is_main_process():
+        from ..analysis.ffrs import tie_note
+
         s = res.summary
         print(f"ω of {s['n_feature_maps']} feature maps in {s['n_layers']} layers from {s['fakes_used']} confident "
               f"fakes ({s['fakes_skipped_not_confident']} not confident, {len(s['unreadable'])} unreadable); "
               f"{s['zero_omega_channels']} channels with ω = 0")
+        ties = s["ties"]
+        if ties["tied_values"]:
+            big = ties["largest_tie"]
+            print(f"ties: {ties['maps_in_ties']} maps share {ties['tied_values']} ω value(s) (largest: {big['maps']} "
+                  f"maps at ω = {big['omega']:.6g}); tied maps are ordered by layer, then channel")
+        for kind in ("top", "low"):
+            if ties[f"{kind}_k_cut"]:
+                print("note: " + tie_note(kind, s["k"], ties[f"{kind}_k_cut"]))
         print(res.ranking.head(10)[["rank", "key", "omega"]].to_string(index=False))
+        print_unreadable(s["unreadable"], "ffrs.json")
         print(f"results written to {args.out}")
     return 0

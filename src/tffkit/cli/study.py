@@ -1,18 +1,24 @@
 """Run the paper's whole study from one YAML config: evaluate → rank → dropout → lrpmax → color
 (→ colour-robust detector: train or load, compare), each step in OUT/<step>/, then OUT/report.html.
-Re-running skips steps whose outputs are complete with the same settings, so an interrupted study
-resumes. See README.md for the ForenSynths + Wang et al. config."""
+Re-running skips steps whose outputs are complete with the same settings and the same inputs (the
+SHA-256 of each checkpoint, the path/size/mtime list of the data files), so an interrupted study resumes and
+a replaced detector or changed data re-runs the steps that read them. See README.md for the ForenSynths +
+Wang et al. config."""
 
 from __future__ import annotations
 
 import argparse
 
+from .common import progress_args
+
+INTERRUPTED = "the steps that finished are kept; run the same command again to resume"
 HELP = "run the whole study from a YAML config and write report.html (resumable)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="study YAML (fields: out, detector, data, steps …)")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("config", help="study YAML (fields: out, detector, data, steps …; see "
+                                  "src/tffkit/configs/forensynths_wang2020.yaml)")
+    progress_args(p)
     p.add_argument("--report-only", action="store_true", help="only re-draw report.html from existing results")
     p.add_argument("--paper-code", action="store_true",
                    help="the public code's behaviours in every step (as the config key paper_code: true; switches "

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import ARCH_HELP, data_spec, is_main_process, layout_args
+from .common import ARCH_HELP, MAX_PER_CLASS_HELP, data_spec, device_args, is_main_process, layout_args, progress_args
 
 HELP = "train a (colour-robust) detector: model_best.pth, model_last.pth, history.csv"
 
@@ -30,15 +30,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-steps", type=int, default=None, help="stop (and checkpoint) after N optimiser steps")
     p.add_argument("--save-every", type=int, default=None, metavar="STEPS",
                    help="also write model_last.pth every N steps (resumable mid-epoch)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the initialisation, augmentations and data order")
     p.add_argument("--amp", default="off", choices=["off", "bf16"], help="bf16 autocast")
     p.add_argument("--resume", action="store_true", help="continue from OUT/model_last.pth")
     p.add_argument("--crop-size", type=int, default=224, help="RandomCrop (training) / CenterCrop (validation)")
     p.add_argument("--load-size", type=int, default=256, help="shorter side resized up to this size when smaller")
-    p.add_argument("--max-per-class", type=int, default=None, help="first N images per (set, class, label)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--workers", type=int, default=None, help="data-loading workers per process (default: cores)")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--max-per-class", type=int, default=None, metavar="N", help=MAX_PER_CLASS_HELP)
+    device_args(p)
+    p.add_argument("--workers", type=int, default=None,
+                   help="data-loading worker processes per process; default: this process's cores minus one")
+    progress_args(p)
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="allow an --init file holding pickled Python objects (unpickling can run code)")
     layout_args(p)

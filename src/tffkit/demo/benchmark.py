@@ -34,9 +34,9 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 
 from tffkit.demo.generators import FAMILIES, TRAINING_FAMILY, n_parameters, regenerate, train_generator
+from tffkit.progress import progress_bar
 
 __all__ = ["BENCHMARK_VERSION", "FAMILIES", "IMAGE_SIZE", "PHOTO_SPLIT", "TRAINING_FAMILY",
            "build_benchmark", "expected_counts", "load_photo"]
@@ -212,7 +212,7 @@ def _generate(tmp: Path, scale: float, seed: int, progress: bool) -> dict[str, A
 
     counts = expected_counts(scale)
     total = steps * len(FAMILIES) + sum(counts.values())
-    bar = tqdm(total=total, desc="building benchmark", unit="step", disable=not progress)
+    bar = progress_bar(total, "building benchmark", "step", progress)
     gen_info: dict[str, dict[str, float | int]] = {}
     models = {}
     with _deterministic():

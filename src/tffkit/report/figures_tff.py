@@ -1,4 +1,4 @@
-"""Figures for understanding T-FF (SPEC §5): heatmap overlays, LRP-max collages, colour ablation plots.
+"""Figures for understanding T-FF (docs/algorithms.md §5): heatmap overlays, LRP-max collages, colour ablation plots.
 
 Pure functions of arrays and tables (drawn from the CSVs the analyses write); matplotlib with Agg.
 """
@@ -20,6 +20,22 @@ from PIL import Image, ImageDraw  # noqa: E402
 from ..results import atomic_write, save_figure  # noqa: E402
 
 VERSION_COLORS = {"colour": "tab:orange", "grayscale": "tab:gray"}
+REPORT_WIDTH_PX = 1000  # the report shows a figure at most this wide (CSS px, 96 per inch)
+DPI = 150  # save_figure's default
+
+
+def readable_pt(width_in: float, dpi: int = DPI, target: float = 9.5) -> float:
+    """The font size (pt) that still reads as ``target`` pt once a figure ``width_in`` inches wide is shrunk to the
+    report's width (never below 9 pt on the figure itself)."""
+    scale = min(1.0, REPORT_WIDTH_PX / (width_in * dpi)) * dpi / 96
+    return max(9.0, round(target / scale + 0.05, 1))
+
+
+def wrap(text: str, width_in: float, fontsize: float) -> str:
+    """``text`` broken into lines that fit ``width_in`` inches at ``fontsize`` pt."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, max(20, int(width_in * 72 / (0.55 * fontsize)))))
 
 
 def save_png(array: np.ndarray, path: str | os.PathLike) -> Path:
@@ -63,9 +79,18 @@ def overlay(image: np.ndarray, rmap: np.ndarray, bbox: Sequence[int] | None = No
 
 def lrpmax_collage(row_labels: Sequence[str], sets: Sequence[str], cells: Mapping[tuple[int, str], Sequence],
                    show: int, path: str | os.PathLike, title: str = "LRP-max patches") -> Path:
-    """Rows = T-FF, column groups = sets with ``show`` patches each (paper Fig. 1 / H.1)."""
+    """Rows = T-FF, column groups = sets with ``show`` patches each (paper Fig. 1 / H.1); text sized to stay
+    readable when the report shrinks the collage to its width."""
     n_rows, n_cols = max(1, len(row_labels)), max(1, len(sets) * show)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(0.75 * n_cols + 2.2, 0.8 * n_rows + 0.8), squeeze=False)
+    cell, chars = 0.5, max([len(label) for label in row_labels] + [8])
+    fs, label_w = 9.0, 1.0
+    for _ in range(4):  # wider labels need a wider figure, which needs larger text
+        label_w = 0.58 * fs * chars / 72 + 0.15
+        fs = readable_pt(cell * n_cols * 1.06 + label_w)
+    width = cell * n_cols * 1.06 + label_w
+    head = (3.4 * fs) / 72  # two title lines and the set names
+    height = cell * n_rows * 1.08 + head + 0.1
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(width, height), squeeze=False)
     for r in range(n_rows):
         for si, s in enumerate(sets):
             patches = list(cells.get((r, s), []))
@@ -78,70 +103,80 @@ def lrpmax_collage(row_labels: Sequence[str], sets: Sequence[str], cells: Mappin
                 if i < len(patches):
                     ax.imshow(patches[i], interpolation="nearest")
         if r < len(row_labels):
-            axes[r][0].set_ylabel(row_labels[r], rotation=0, ha="right", va="center", fontsize=7)
-    fig.subplots_adjust(wspace=0.05, hspace=0.1, top=1 - 0.55 / (0.8 * n_rows + 0.8))
+            axes[r][0].set_ylabel(row_labels[r], rotation=0, ha="right", va="center", fontsize=fs)
+    fig.subplots_adjust(left=label_w / width, right=0.995, bottom=0.05 / height, wspace=0.06, hspace=0.08,
+                        top=1 - head / height)
     for si, s in enumerate(sets):  # set names centred over their group of columns
         left, right = axes[0][si * show].get_position(), axes[0][si * show + show - 1].get_position()
-        fig.text((left.x0 + right.x1) / 2, left.y1 + 0.01, s, ha="center", va="bottom", fontsize=9)
-    fig.suptitle(title + f" — {show} strongest fakes per set (columns), one T-FF per row", fontsize=10)
+        fig.text((left.x0 + right.x1) / 2, left.y1 + 0.15 * fs / 72 / height, s, ha="center", va="bottom",
+                 fontsize=fs)
+    fig.suptitle(wrap(f"{title} — {show} strongest fakes per set (columns), one T-FF per row", width, fs),
+                 fontsize=fs, y=1 - 0.05 / height, va="top")
     return save_figure(fig, path)
 
 
 def probability_boxplot(probs: pd.DataFrame, changes: pd.DataFrame, path: str | os.PathLike,
                         min_prob: float = 0.2) -> Path:
     """Box plots of p(fake), colour vs grayscale, per set; the change of the median annotated in percentage
-    points, as in the paper (grayscale − colour: negative = grayscale lowers p).
+    points, as in the paper (grayscale − colour: positive = grayscale raises p, negative = it lowers p).
 
     ``probs``: columns set, colour, grayscale (one row per fake); ``changes``: set, median_change_pp.
     """
     sets = list(dict.fromkeys(probs["set"]))
-    fig, ax = plt.subplots(figsize=(1.4 * max(2, len(sets)) + 1.5, 4))
-    for version, shift in (("colour", -0.18), ("grayscale", 0.18)):
-        data = [probs.loc[probs["set"] == s, version].to_numpy() for s in sets]
-        bp = ax.boxplot(data, positions=np.arange(len(sets)) + shift, widths=0.32, patch_artist=True,
-                        showfliers=False, manage_ticks=False)
-        for box in bp["boxes"]:
-            box.set_facecolor(VERSION_COLORS[version])
-        ax.plot([], [], color=VERSION_COLORS[version], lw=8, label=version)
-    change = dict(zip(changes["set"], changes["median_change_pp"], strict=True))
-    for i, s in enumerate(sets):
-        ax.annotate(f"{change.get(s, np.nan):+.1f} pp", (i, 1.02), ha="center", fontsize=8, annotation_clip=False)
-    ax.set_xticks(np.arange(len(sets)), sets, rotation=30, ha="right")
-    ax.set_ylim(0, 1.08)
-    ax.set_ylabel("counterfeit probability p(fake)")
-    ax.set_title(f"Fakes with colour p ≥ {min_prob}: colour vs grayscale (annotation: median change, grayscale − "
-                 "colour, in percentage points)", fontsize=9, pad=16)
-    ax.legend(loc="lower left", fontsize=8)
-    return save_figure(fig, path)
+    width = 1.4 * max(2, len(sets)) + 1.5
+    fs = readable_pt(width)
+    with plt.rc_context({"font.size": fs}):
+        fig, ax = plt.subplots(figsize=(width, 4.2))
+        for version, shift in (("colour", -0.18), ("grayscale", 0.18)):
+            data = [probs.loc[probs["set"] == s, version].to_numpy() for s in sets]
+            bp = ax.boxplot(data, positions=np.arange(len(sets)) + shift, widths=0.32, patch_artist=True,
+                            showfliers=False, manage_ticks=False, medianprops={"color": "black"})
+            for box in bp["boxes"]:
+                box.set_facecolor(VERSION_COLORS[version])
+            ax.plot([], [], color=VERSION_COLORS[version], lw=8, label=version)
+        change = dict(zip(changes["set"], changes["median_change_pp"], strict=True))
+        for i, s in enumerate(sets):
+            ax.annotate(f"{change.get(s, np.nan):+.1f} pp", (i, 1.02), ha="center", annotation_clip=False)
+        ax.set_xticks(np.arange(len(sets)), sets, rotation=30, ha="right")
+        ax.set_ylim(0, 1.08)
+        ax.set_ylabel("counterfeit probability p(fake)")
+        ax.set_title(wrap(f"Fakes with colour p ≥ {min_prob}: colour vs grayscale (annotation: change of the median, "
+                          "grayscale − colour, in percentage points; positive = grayscale raises p)", width, fs),
+                     fontsize=fs, pad=1.8 * fs)
+        ax.legend(loc="lower left")
+        return save_figure(fig, path)
 
 
 def activation_distributions(color: np.ndarray, gray: np.ndarray, keys: Sequence[str], pvalues: Sequence[float],
-                             path: str | os.PathLike, title: str, cols: int = 6, bins: int = 30) -> Path:
+                             path: str | os.PathLike, title: str, cols: int = 4, bins: int = 30) -> Path:
     """Small multiples: per T-FF the histograms of max spatial activation, colour vs grayscale (N, K arrays)."""
     k = len(keys)
     cols = max(1, min(cols, k))
     rows = max(1, -(-k // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.0 * rows + 0.6), squeeze=False)
-    for j, ax in enumerate(axes.ravel()):
-        if j >= k:
-            ax.axis("off")
-            continue
-        both = np.concatenate([color[:, j], gray[:, j]])
-        lo, hi = (float(both.min()), float(both.max())) if both.size else (0.0, 1.0)
-        edges = np.linspace(lo, hi if hi > lo else lo + 1, bins + 1)
-        ax.hist(color[:, j], edges, alpha=0.6, color=VERSION_COLORS["colour"], label="colour")
-        ax.hist(gray[:, j], edges, alpha=0.6, color=VERSION_COLORS["grayscale"], label="grayscale")
-        ax.set_title(f"{keys[j]}\nMood p = {pvalues[j]:.2g}", fontsize=7)
-        ax.tick_params(labelsize=6)
-        if j % cols == 0:
-            ax.set_ylabel("fakes", fontsize=7)
-        if j >= k - cols:
-            ax.set_xlabel("max spatial activation", fontsize=7)
-        if j == 0:
-            ax.legend(fontsize=6)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return save_figure(fig, path)
+    width = 2.6 * cols
+    fs = readable_pt(width)
+    with plt.rc_context({"font.size": fs}):
+        fig, axes = plt.subplots(rows, cols, figsize=(width, 2.3 * rows + 0.9), squeeze=False)
+        for j, ax in enumerate(axes.ravel()):
+            if j >= k:
+                ax.axis("off")
+                continue
+            both = np.concatenate([color[:, j], gray[:, j]])
+            lo, hi = (float(both.min()), float(both.max())) if both.size else (0.0, 1.0)
+            edges = np.linspace(lo, hi if hi > lo else lo + 1, bins + 1)
+            ax.hist(color[:, j], edges, alpha=0.6, color=VERSION_COLORS["colour"], label="colour")
+            ax.hist(gray[:, j], edges, alpha=0.6, color=VERSION_COLORS["grayscale"], label="grayscale")
+            ax.set_title(f"{keys[j]}\nMood p = {pvalues[j]:.2g}", fontsize=fs)
+            ax.locator_params(nbins=4)
+            if j % cols == 0:
+                ax.set_ylabel("fakes")
+            if j >= k - cols:
+                ax.set_xlabel("max spatial activation")
+            if j == 0:
+                ax.legend()
+        fig.suptitle(wrap(title, width, fs), fontsize=fs)
+        fig.tight_layout()
+        return save_figure(fig, path)
 
 
 def explain_panel(image: np.ndarray, lrp: np.ndarray, cam: np.ndarray, guided: np.ndarray, title: str,

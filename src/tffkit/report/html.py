@@ -11,10 +11,12 @@ from pathlib import Path
 
 import jinja2
 import pandas as pd
+import yaml
 
 from ..reference import paper_numbers
-from ..results import atomic_write, read_json
+from ..results import atomic_write, file_sha256, read_json
 from .section_generator import section_generator
+from .tables import html_table, key_value_table, mark, wide_paper_table
 
 TEMPLATE = Path(__file__).with_name("report.html")
 
@@ -30,14 +32,6 @@ def _figures(folder: Path, pattern: str = "*.png", limit: int = 12) -> list[dict
     return [f for f in (_img(p) for p in sorted(folder.glob(pattern))[:limit]) if f]
 
 
-def _table(df: pd.DataFrame, percent: tuple[str, ...] = ()) -> str:
-    shown = df.copy()
-    for c in percent:
-        if c in shown:
-            shown[c] = (100 * shown[c].astype(float)).round(1)
-    return shown.to_html(index=False, border=0, classes="tbl", na_rep="–")
-
-
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
@@ -47,23 +41,80 @@ def section_data(out: Path, study: dict) -> dict | None:
     if not run.is_file():
         return None
     info = read_json(run)
-    det, data = study["detector"], study["data"]
-    rows = [("detector", f"{det['arch']} — {det.get('weights') or 'untrained'}"),
-            ("test data", data["test"]), ("source set (FF-RS)", data["source"]),
+    data = study["data"]
+    rows = [("test data", data["test"]), ("test sets", ", ".join(data["sets"] or ["all"])),
+            ("training family (†)", ", ".join(data["train_set"])), ("source set (FF-RS)", data["source"]),
             ("images scored", info.get("n_scored")), ("unreadable files skipped", info.get("n_skipped")),
             ("device", info.get("device")), ("tffkit", info["versions"]["tffkit"]),
             ("torch", info["versions"]["torch"]),
             ("conventions", "the public code's (paper_code: true; docs/algorithms.md)" if study.get("paper_code")
              else "tffkit's defaults (docs/algorithms.md lists the public code's alternatives)")]
-    body = "<table class='tbl'>" + "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
-                                           for k, v in rows) + "</table>"
+    body = key_value_table(rows)
     skipped = info.get("skipped") or []
     if skipped:
         body += "<p>Skipped files:</p><ul>" + "".join(
             f"<li>{html.escape(r['path'])}: {html.escape(r['error'])}</li>" for r in skipped[:20]) + "</ul>"
-    return {"id": "data", "title": "Detector and data", "body": body, "figures": [],
+    return {"id": "data", "title": "Data", "body": body, "figures": [],
             "sentence": f"{info.get('n_scored')} test images were scored; {info.get('n_skipped')} unreadable files "
                         "were skipped."}
+
+
+def _history(folder: Path) -> tuple[str, str] | None:
+    """A trained checkpoint's history (``tff train`` writes history.csv and run.json beside it)."""
+    run, history = folder / "run.json", folder / "history.csv"
+    if not (run.is_file() and history.is_file()):
+        return None
+    info = read_json(run)
+    if info.get("command") != "train":
+        return None
+    best = info.get("best") or {}
+    args = info.get("args", {})
+    text = (f"trained by tff train{' (colour-robust)' if args.get('color_robust') else ''} on {args.get('data')}: "
+            f"{info.get('epochs')} epoch(s), {info.get('steps')} step(s), stopped by {info.get('stopped')}")
+    if best:
+        text += (f"; best epoch {best.get('epoch')}: validation accuracy {100 * best.get('val_acc', 0):.1f}%, "
+                 f"AP {100 * best.get('val_ap', 0):.1f}%")
+    table = pd.read_csv(history)[["epoch", "lr", "train_loss", "val_loss", "val_acc", "val_ap"]]
+    return text, html_table(table, {"epoch": "int", "lr": "sci1", "train_loss": "4", "val_loss": "4",
+                                    "val_acc": "pct", "val_ap": "pct"})
+
+
+def _detector(label: str, role: str, arch: str, weights: str | None, run: Path) -> tuple[list, str]:
+    recorded = read_json(run).get("checkpoint_sha256") if run.is_file() else None
+    rows = [("role", role), ("architecture", arch), ("checkpoint", weights or "none (random weights)")]
+    if weights and Path(weights).is_file():
+        now = file_sha256(weights)
+        rows.append(("size", f"{Path(weights).stat().st_size / 2 ** 20:.1f} MiB"))
+        rows.append(("SHA-256", recorded or now))
+        if recorded and recorded != now:
+            rows.append(("warning", f"the file now has SHA-256 {now}: it changed after these results were computed"))
+    history = _history(Path(weights).parent) if weights else None
+    rows.append(("training", history[0] if history else "not trained by tffkit (no history.csv beside it)"))
+    body = f"<h3>{html.escape(label)}</h3>" + key_value_table(rows)
+    if history:
+        body += "<details><summary>Training history (per epoch)</summary>" + history[1] + "</details>"
+    return rows, body
+
+
+def section_detectors(out: Path, study: dict) -> dict | None:
+    """Each detector: architecture, checkpoint, its SHA-256 (as recorded when the numbers were computed), its
+    training history when tffkit trained it."""
+    det, cr = study["detector"], study["steps"]["color_robust"]
+    parts = [_detector(det.get("label", "detector"), "universal detector (analysed)", det["arch"], det["weights"],
+                       out / "evaluate" / "run.json")]
+    if cr.get("enabled"):
+        train = cr.get("train") or {}
+        weights = cr.get("weights")
+        if weights is None:
+            folder = out / "color_robust" / "train"
+            weights = str(folder / ("model_best.pth" if (folder / "model_best.pth").is_file() else "model_last.pth"))
+        parts.append(_detector(cr.get("label", "colour-robust"), "colour-robust detector", train.get("arch",
+                               det["arch"]), weights, out / "color_robust" / "evaluate" / "run.json"))
+    changed = [rows for rows, _ in parts if any(k == "warning" for k, _ in rows)]
+    sentence = (f"{len(parts)} detector(s); each checkpoint is identified by its SHA-256."
+                + (" A checkpoint changed after the results were computed: re-run the study." if changed else ""))
+    return {"id": "detectors", "title": "Detectors", "sentence": sentence, "figures": [],
+            "body": "".join(body for _, body in parts)}
 
 
 def section_transfer(out: Path, study: dict) -> dict | None:
@@ -71,7 +122,9 @@ def section_transfer(out: Path, study: dict) -> dict | None:
     if not path.is_file():
         return None
     m = pd.read_csv(path, keep_default_na=False)
-    m = m[m["class"] == "all"]
+    m = m[m["class"] == "all"].copy()
+    for c in ("n_real", "n_fake"):
+        m[c] = m[c].astype(int)
     cols = ["set", "n_real", "n_fake", "ap", "acc", "real_acc", "fake_acc", "cal_real_acc", "cal_fake_acc"]
     train = set(study["data"]["train_set"])
     per_set = m[m["set"] != "mean"]
@@ -83,8 +136,9 @@ def section_transfer(out: Path, study: dict) -> dict | None:
                     f"{_pct(unseen['ap'].astype(float).mean())} on average over the unseen families "
                     f"(lowest: {worst['set']}, {_pct(float(worst['ap']))}; fake accuracy there "
                     f"{_pct(float(worst['fake_acc']))} at threshold 0.5).")
-    body = _table(m[cols], ("ap", "acc", "real_acc", "fake_acc", "cal_real_acc", "cal_fake_acc"))
-    body += "<p class='note'>Metrics in %. cal_* use a threshold calibrated on each test set (test-calibrated).</p>"
+    body = html_table(m[cols], {c: "pct" for c in cols[3:]} | {"n_real": "int", "n_fake": "int"}, train)
+    body += ("<p class='note'>AP and accuracies in %, accuracies at p > 0.5 and at the test-calibrated threshold t "
+             "(calibrated on each test set itself).</p>")
     return {"id": "transfer", "title": "Cross-model transfer", "body": body, "figures": [], "sentence": sentence}
 
 
@@ -105,9 +159,14 @@ def section_ffrs(out: Path, study: dict) -> dict | None:
         low = s["lowest_retained_share"]
         sentence += (f" The layer reached by the smallest share of the logit's relevance is {low['layer']} "
                      f"({100 * low['share']:.1f}%; relevance_budget.csv has every layer).")
+    ties = s.get("ties") or {}
+    if ties.get("tied_values"):
+        big = ties["largest_tie"]
+        sentence += (f" {ties['maps_in_ties']} units share {ties['tied_values']} ω value(s) (largest tie: "
+                     f"{big['maps']} units at ω = {big['omega']:.6g}); tied units are ordered by layer, then index.")
     columns = ["rank", "key", "omega"] + (["unit"] if "unit" in top.columns and len(kinds) > 1 else [])
     return {"id": "ffrs", "title": "Forensic feature relevance (FF-RS, ω)", "sentence": sentence,
-            "body": _table(top[columns]), "figures": _figures(folder)}
+            "body": html_table(top[columns], {"rank": "int", "omega": "6"}), "figures": _figures(folder)}
 
 
 UNIT_NAMES = {"conv": "conv feature maps", "neuron": "MLP neurons", "residual": "residual-stream dimensions",
@@ -135,9 +194,10 @@ def section_dropout(out: Path, study: dict) -> dict | None:
             return _pct(float(v.iloc[0])) if len(v) else "–"
         sentence = (f"Dropping the top-{k} feature maps changes the mean AP over test sets from {ap('baseline')} to "
                     f"{ap('top')}, while {k} random ones give {ap('random')} and the low-{k} give {ap('low')}.")
+    note = md.strip().split("\n\n")[-1]
     return {"id": "dropout", "title": "Sensitivity assessment (feature-map dropout)", "sentence": sentence,
-            "body": _table(df) + "<p class='note'>" + html.escape(md.strip().splitlines()[-1]) + "</p>",
-            "figures": _figures(folder)}
+            "body": html_table(df, {c: "str" for c in df.columns}, study["data"]["train_set"])
+            + "<p class='note'>" + html.escape(note) + "</p>", "figures": _figures(folder)}
 
 
 def section_folder(out: Path, name: str, title: str, sentence: str, pattern: str = "*.png") -> dict | None:
@@ -156,37 +216,44 @@ def section_color(out: Path, study: dict, folder_name: str = "color", title: str
     folder = out / folder_name
     if not (folder / "table_color_gray.csv").is_file():
         return None
-    det = study["detector"].get("paper_detector")
-    body = "<h3>Colour vs grayscale (Table I.1 layout, %)</h3>" + _table(pd.read_csv(folder / "table_color_gray.csv"))
+    det, train = study["detector"].get("paper_detector"), study["data"]["train_set"]
+    gray = pd.read_csv(folder / "table_color_gray.csv")
+    body = ("<h3>Colour vs grayscale (Table I.1 layout; AP and accuracies at p > 0.5, %)</h3>"
+            + html_table(gray, {c: "1" for c in gray.columns[1:]}, train))
     if det and folder_name == "color":
         paper = paper_numbers("color", det)
         if len(paper):
-            wide = paper.assign(column=paper["gan"] + " " + paper["metric"]).pivot(
-                index="row", columns="column", values="value").reset_index()
-            body += "<p>The paper's numbers for this detector:</p>" + _table(wide)
+            wide = wide_paper_table(paper)
+            body += "<p>The paper's numbers for this detector:</p>" + html_table(
+                wide, {c: "1" for c in wide.columns[1:]}, train)
     drops = pd.read_csv(folder / "median_probability.csv") if (folder / "median_probability.csv").is_file() \
         else pd.DataFrame()
     sentence = "Detection on grayscale versions of the test images."
     if len(drops):
-        body += ("<h3>Median counterfeit probability (fakes with colour p ≥ 0.2)</h3>" + _table(drops.round(3))
-                 + "<p class='note'>median_change_pp: grayscale median − colour median, in percentage points (the "
-                 "paper's box plots); median_change_pct: the same relative to the colour median, in %. Negative = "
-                 "removing colour lowers p.</p>")
+        body += ("<h3>Median counterfeit probability (fakes with colour p ≥ 0.2)</h3>"
+                 + html_table(drops, {"n": "int", "median_colour": "3", "median_grayscale": "3",
+                                      "median_change_pp": "1", "median_change_pct": "1"}, train)
+                 + "<p class='note'>Change of the median = grayscale median − colour median, in percentage points "
+                 "(pp, as the paper's box plots and the figure) and relative to the colour median (%). One sign "
+                 "convention everywhere: positive = grayscale raises p, negative = removing colour lowers p.</p>")
         pp, pct = drops["median_change_pp"], drops["median_change_pct"]
         sentence = (f"Removing colour {'lowers' if pp.mean() <= 0 else 'raises'} the median counterfeit probability "
                     f"of the fakes: change {pp.mean():+.1f} percentage points ({pct.mean():+.1f}% relative) on "
                     "average over sets (per set: " + ", ".join(
-                        f"{s} {a:+.1f} pp ({b:+.1f}%)" for s, a, b in zip(drops["set"], pp, pct, strict=True)) + ").")
+                        f"{mark(s, train)} {a:+.1f} pp ({b:+.1f}%)" for s, a, b in zip(drops["set"], pp, pct,
+                                                                                     strict=True)) + ").")
     cc = folder / "colour_conditional.csv"
     if cc.is_file():
         summary = pd.read_csv(cc)
+        shown = summary[[c for c in ("set", "k", "count", "percent", "bh_count", "bh_percent") if c in summary]]
         body += ("<h3>Colour-conditional T-FF (Mood's median test, p ≤ 0.05; BH: Benjamini–Hochberg)</h3>"
-                 + _table(summary.round(1)))
+                 + html_table(shown, {"percent": "1", "bh_percent": "1"}, train))
         if det and folder_name == "color":
             paper = paper_numbers("color_conditional", det)
             if len(paper):
-                body += "<p>The paper reports (% colour-conditional of the top-114):</p>" + _table(
-                    paper.pivot(index="row", columns="gan", values="value").reset_index())
+                wide = wide_paper_table(paper, metric=None)
+                body += "<p>The paper reports (% colour-conditional of the top-114):</p>" + html_table(
+                    wide, {c: "1" for c in wide.columns[1:]}, train)
         site = summary["activation_site"].iloc[0] if "activation_site" in summary else "folded"
         where = "the raw conv output before batch norm" if site == "pre-bn" else "the BN-folded conv output"
         neg = f"; {int(summary['n_negative_gamma'].iloc[0])} of them have BN γ < 0" \
@@ -209,12 +276,15 @@ def section_color_robust(out: Path, study: dict) -> dict | None:
              for f, label in labels.items() if (f / "color_metrics.csv").is_file()]
     tidy = pd.concat(parts, ignore_index=True)
     wide = tidy.assign(column=tidy["set"] + " " + tidy["metric"]).pivot(
-        index=["detector", "version"], columns="column", values="value").round(1).reset_index()
+        index=["detector", "version"], columns="column", values="value")
+    wide.columns.name = None
+    wide = wide.reset_index()
     ap = tidy[tidy["metric"] == "ap"].groupby(["detector", "version"])["value"].mean()
     sentence = "; ".join(f"{d}: mean AP {ap[(d, 'colour')]:.1f}% on colour, {ap[(d, 'grayscale')]:.1f}% on grayscale"
                          for d in dict.fromkeys(tidy["detector"]) if (d, "grayscale") in ap.index) + "."
     color = section_color(out, study, "color_robust/color", "")
-    body = "<h3>AP and accuracies (%), colour vs grayscale</h3>" + _table(wide)
+    body = ("<h3>AP and accuracies at p > 0.5 (%), colour vs grayscale</h3>"
+            + html_table(wide, {c: "1" for c in wide.columns[2:]}, study["data"]["train_set"]))
     if color:
         body += "<h3>The colour-robust detector's own T-FF</h3>" + color["body"]
         sentence += " " + color["sentence"]
@@ -241,17 +311,19 @@ def build_report(out: str | Path) -> Path:
     out = Path(out)
     study = read_json(out / "study.json")
     sections = [
-        section_data(out, study), section_transfer(out, study), section_ffrs(out, study),
+        section_detectors(out, study), section_data(out, study), section_transfer(out, study),
+        section_ffrs(out, study),
         section_dropout(out, study),
         section_folder(out, "lrpmax", "What the T-FF detect (LRP-max)",
                        "Each row is a top T-FF; each column a test set; patches are the image regions whose "
                        "positive LRP-max relevance is in the top quartile." + lrpmax_settings(out), "collage*.png"),
         section_color(out, study, "color", "Colour ablation and colour-conditional T-FF"),
         section_color_robust(out, study),
-        section_generator(out, _figures),
+        section_generator(out, _figures, study["data"]["train_set"]),
     ]
     env = jinja2.Environment(autoescape=False, undefined=jinja2.StrictUndefined)
     page = env.from_string(TEMPLATE.read_text()).render(
         title=f"tffkit study — {study.get('name', 'study')}", sections=[s for s in sections if s],
-        config=html.escape(pd.Series(study).to_json(indent=2)))
+        config=html.escape(yaml.safe_dump(study, sort_keys=False, allow_unicode=True)),
+        train=", ".join(study["data"]["train_set"]))
     return atomic_write(out / "report.html", lambda tmp: Path(tmp).write_text(page))

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from ..results import read_json
+from .tables import html_table
 
 
-def section_generator(out: Path, figures) -> dict | None:
+def section_generator(out: Path, figures, train: Sequence[str] = ()) -> dict | None:
     """Per generator: median p(fake) before and after masking its top / random / low units, the image change,
-    and where the top units sit (with the share in or next to the upsampling layer when configured)."""
+    and where the top units sit (with the share in or next to the upsampling layer when configured); ``train``:
+    the detector's training family (marked †)."""
     folder = out / "generator"
     if not (folder / "generators.json").is_file():
         return None
@@ -51,4 +54,5 @@ def section_generator(out: Path, figures) -> dict | None:
                      "units a large share.")
     figs = [f for name in summaries for f in figures(folder / name, "*.png")]
     return {"id": "generator", "title": "Where the traces come from in the generator", "sentence": sentence,
-            "body": pd.DataFrame(rows).to_html(index=False, border=0, classes="tbl", na_rep="–"), "figures": figs}
+            "body": html_table(pd.DataFrame(rows), {"median p(fake), unmasked": "2"}, train, ("generator",)),
+            "figures": figs}

@@ -1,0 +1,91 @@
+"""Report figures at the paper's sizes: every label and legend readable (≥ 9 pt) at the report's width."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+from matplotlib.text import Text
+
+from tffkit.report import figures_tff as figs
+
+matplotlib.use("Agg")
+REPORT_PX = 1000  # the report's content width (CSS max-width 1100 px less padding), images never wider
+SETS = ["progan", "stylegan2", "stylegan", "biggan", "cyclegan", "stargan", "gaugan"]
+RESNET50_LAYERS = ["conv1"] + [f"layer{s}.{b}.{c}" for s, n in ((1, 3), (2, 4), (3, 6), (4, 3)) for b in range(n)
+                               for c in ("conv1", "conv2", "conv3")] + [f"layer{s}.0.downsample.0" for s in range(1, 5)]
+
+
+@pytest.fixture
+def measured(monkeypatch):
+    """Records, for every figure saved, the smallest text size as it appears in the report (in pt)."""
+    seen: dict[str, float] = {}
+    original = Figure.savefig
+
+    def savefig(fig, fname, *args, **kwargs):
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        width_in = fig.get_tightbbox(renderer).width + 0.2  # bbox_inches='tight' pads 0.1 in each side
+        dpi = kwargs.get("dpi") or fig.dpi
+        scale = min(1.0, REPORT_PX / (width_in * dpi)) * dpi / 96  # image px → CSS px (96 per inch), shrunk to fit
+        sizes = [t.get_fontsize() for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+        name = re.sub(r"^\.(.+?\.png)\..*$", r"\1", Path(fname).name)  # atomic_write's temporary name → the file's
+        seen[name] = min(sizes) * scale
+        return original(fig, fname, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    return seen
+
+
+def test_report_figures_are_readable_at_the_report_width(tmp_path: Path, measured):
+    from tffkit.analysis.dropout import plot_ap_vs_k
+    from tffkit.analysis.rank import plot_ranking
+
+    rng = np.random.default_rng(0)
+    layers = [SimpleNamespace(name=n) for n in RESNET50_LAYERS]
+    table = pd.DataFrame({"layer": rng.choice(RESNET50_LAYERS, 26560), "omega": np.sort(rng.random(26560))[::-1]})
+    plot_ranking(table, SimpleNamespace(layers=layers), 114, tmp_path)
+    rows = [{"variant": f"{kind}-{k}" if k else "baseline", "kind": kind, "k": k, "set": s, "ap": rng.random(),
+             "ap_std": 0.01} for s in SETS for kind, ks in (("baseline", [0]), ("top", [29, 57, 114, 228]),
+                                                             ("random", [29, 57, 114, 228]), ("low", [29, 57]))
+            for k in ks]
+    plot_ap_vs_k(pd.DataFrame(rows), tmp_path / "ap_vs_k.png")
+    keys = [f"layer4.{i % 3}.conv{1 + i % 3}.#{1000 + i}(T=2048)" for i in range(3)]
+    cells = {(r, s): [rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)] * 5 for r in range(3) for s in SETS}
+    figs.lrpmax_collage(keys, SETS, cells, 5, tmp_path / "collage_01.png", title="LRP-max patches (activation), "
+                        "T-FF 1–3 of 114")
+    probs = pd.DataFrame({"set": np.repeat(SETS, 40), "colour": rng.random(280), "grayscale": rng.random(280)})
+    changes = pd.DataFrame({"set": SETS, "median_change_pp": rng.normal(-50, 20, 7)})
+    figs.probability_boxplot(probs, changes, tmp_path / "median_probability.png")
+    figs.activation_distributions(rng.random((50, 12)), rng.random((50, 12)), keys * 4, rng.random(12),
+                                  tmp_path / "distributions_progan.png",
+                                  "progan: max spatial activation (folded) of the top-12 T-FF on 50 fakes, colour vs "
+                                  "grayscale (41.7% colour-conditional, Mood p ≤ 0.05)")
+    assert set(measured) == {"topk_per_layer.png", "omega_distribution.png", "ap_vs_k.png", "collage_01.png",
+                             "median_probability.png", "distributions_progan.png"}
+    small = {name: round(pt, 1) for name, pt in measured.items() if pt < 9.0}
+    assert not small, f"text below 9 pt at the report's width: {small}"
+
+
+def test_boxplot_annotations_carry_the_table_sign(tmp_path: Path, monkeypatch):
+    """The figure annotates median_change_pp with the same sign as the table (positive = grayscale raises p)."""
+    texts = []
+    original = Figure.savefig
+
+    def savefig(fig, fname, *args, **kwargs):
+        texts.extend(t.get_text() for t in fig.findobj(Text))
+        return original(fig, fname, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    probs = pd.DataFrame({"set": ["a"] * 3 + ["b"] * 3, "colour": [0.9, 0.8, 0.95, 0.3, 0.4, 0.5],
+                          "grayscale": [0.1, 0.2, 0.3, 0.6, 0.7, 0.8]})
+    changes = pd.DataFrame({"set": ["a", "b"], "median_change_pp": [-60.0, 30.0]})
+    figs.probability_boxplot(probs, changes, tmp_path / "m.png")
+    assert "−60.0 pp" in texts or "-60.0 pp" in texts
+    assert "+30.0 pp" in texts
