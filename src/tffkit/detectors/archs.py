@@ -22,13 +22,18 @@ def tiny_resnet(widths: tuple[int, ...] = (16, 32, 64, 128), layers: tuple[int, 
     for i, (w, n) in enumerate(zip(widths, layers, strict=True)):
         setattr(model, f"layer{i + 1}", model._make_layer(block, w, n, stride=1 if i == 0 else 2))
     model.fc = nn.Linear(widths[-1] * block.expansion, 1)
+    init_resnet_weights(model)
+    return model
+
+
+def init_resnet_weights(model: nn.Module) -> None:
+    """torchvision's ResNet initialisation (He normal convolutions, BN γ = 1, β = 0) for a rebuilt stem or head."""
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
-    return model
 
 
 def _torchvision(name: str) -> Callable[[], nn.Module]:

@@ -24,6 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.resnet import Bottleneck, ResNet
 
+from .archs import init_resnet_weights
+
 
 def _stage(inplanes: int, planes: int, blocks: int, stride: int) -> nn.Sequential:
     """A torchvision Bottleneck stage (``downsample.0`` conv + ``downsample.1`` BN when the shape changes)."""
@@ -34,15 +36,6 @@ def _stage(inplanes: int, planes: int, blocks: int, stride: int) -> nn.Sequentia
     layers = [Bottleneck(inplanes, planes, stride, down)]
     layers += [Bottleneck(planes * Bottleneck.expansion, planes) for _ in range(1, blocks)]
     return nn.Sequential(*layers)
-
-
-def _init(model: nn.Module) -> None:
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
 
 def corvi_resnet50(widths: tuple[int, ...] = (64, 128, 256, 512), layers: tuple[int, ...] = (3, 4, 6, 3)) -> ResNet:
@@ -56,7 +49,7 @@ def corvi_resnet50(widths: tuple[int, ...] = (64, 128, 256, 512), layers: tuple[
         setattr(model, f"layer{i + 1}", _stage(model.inplanes, w, n, 1 if i == 0 else 2))
         model.inplanes = w * Bottleneck.expansion
     model.fc = nn.Linear(widths[-1] * Bottleneck.expansion, 1)
-    _init(model)
+    init_resnet_weights(model)
     return model
 
 
@@ -73,7 +66,7 @@ class NPRResNet(nn.Module):
         self.layer2 = _stage(widths[0] * Bottleneck.expansion, widths[1], layers[1], 2)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
         self.fc1 = nn.Linear(widths[1] * Bottleneck.expansion, 1)
-        _init(self)
+        init_resnet_weights(self)
 
     @staticmethod
     def residual(x: torch.Tensor) -> torch.Tensor:
