@@ -237,3 +237,24 @@ def test_two_processes_give_the_same_curves(planted, tmp_path):
         assert (tmp_path / "one" / f).read_bytes() == (tmp_path / "two" / f).read_bytes(), f
     assert read_json(tmp_path / "one" / "faithfulness.json")["sanity"] == \
         read_json(tmp_path / "two" / "faithfulness.json")["sanity"]
+
+
+def test_report_section_shows_the_table_verdicts_and_checks(run, tmp_path):
+    import shutil
+
+    from tffkit.report.html import _figures
+    from tffkit.report.section_faithfulness import section_faithfulness
+
+    _, out, _ = run
+    shutil.copytree(out, tmp_path / "faithfulness")
+    section = section_faithfulness(tmp_path, _figures, ["progan"])
+    body, sentence = section["body"], section["sentence"]
+    assert "FF-RS (ω): AOPC" in sentence and "× random" in sentence and "top-16 overlap" in sentence
+    assert "Spearman ρ" in sentence and "re-drawn" in sentence
+    for text in ("AOPC of AP, mean over test sets (pp)", "progan†: AOPC of AP (pp)", "other: AOPC of AP (pp)",
+                 "|gradient × activation|", "LRP-ε", "mean activation", "split halves: Spearman ρ",
+                 "Cascading randomisation"):
+        assert text in body, text
+    assert " ± " in body  # random: mean ± std over its seeded rankings
+    assert [f["file"] for f in section["figures"]] == ["deletion_curves.png"]
+    assert section_faithfulness(tmp_path / "nothing", _figures) is None
