@@ -293,3 +293,23 @@ def test_full_architectures_build_with_equal_logits_and_finite_relevance(name):
     e = ex.explain(x)
     assert torch.allclose(e.logits, ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
     assert torch.isfinite(e.input_relevance).all()
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+@pytest.mark.parametrize("attention", ["attnlrp", "cp"])
+def test_gradient_mode_gives_the_detectors_own_gradient(name, attention, one_thread):
+    """In gradient mode every rule runs its operation plainly: the input gradient and a unit layer's gradient
+    equal autograd's on the detector itself (attention weights, gates and norms included)."""
+    build, size, _ = SMALL[name]
+    torch.manual_seed(2)
+    model = lively(build()).double()
+    x = torch.randn(2, 3, size, size, dtype=torch.float64, requires_grad=True)
+    seed = torch.tensor([1.0, -0.5], dtype=torch.float64)
+    (expected,) = torch.autograd.grad(model(x).reshape(-1), x, seed)
+    ex = Explainer(model, input_shape=(3, size, size), attention=attention)
+    seen = {}
+    e = ex.gradient(x, seed, tap=lambda layer, g, act: seen.__setitem__(layer.name, (g, act)), with_activation=True)
+    assert torch.allclose(e.input_relevance, expected, rtol=1e-8, atol=1e-10 * expected.abs().max().item())
+    assert set(seen) == {layer.name for layer in ex.layers} and all(a is not None for _, a in seen.values())
+    relevance = ex.explain(x, seed).input_relevance  # outside the block the rules are back
+    assert not torch.allclose(relevance, expected, atol=1e-6)

@@ -303,3 +303,13 @@ def test_cli_reports_unsupported_operations_in_one_message_not_a_traceback(tmp_p
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("tff rank: error: LRP has no rule for 3 operation(s)")
     assert "Traceback" not in err and "module LocalResponseNorm at 'lrn'" in err
+
+
+def test_gradient_mode_passes_through_the_squeeze_excitation_gate():
+    """The gate's relevance rule detaches the gate; gradient mode must not (its gradient flows through both)."""
+    torch.manual_seed(23)
+    net = TinyEfficientBlockNet().double().eval()
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64, requires_grad=True)
+    (expected,) = torch.autograd.grad(net(x).sum(), x)
+    got = Explainer(net, input_shape=(3, 5, 5)).gradient(x).input_relevance
+    assert torch.allclose(got, expected, atol=1e-12)

@@ -114,3 +114,39 @@ def test_fold_batchnorm_equals_conv_bn():
     ref = bn(conv(x))
     fold_batchnorm(conv, bn)
     assert torch.allclose(conv(x), ref, atol=1e-12)
+
+
+@pytest.mark.parametrize("groups,stride", [(1, 1), (4, 1), (2, 2)])
+def test_epsilon_conv_matches_matrix_form_with_bias_in_denominator(groups, stride):
+    """conv_rule='epsilon' (LRP-ε): R_i = Σ_j x_i w_ij R_j / (z_j + b_j ± ε), signed inputs and weights."""
+    torch.manual_seed(5)
+    conv = nn.Conv2d(4, 4, 3, stride=stride, padding=1, groups=groups, bias=True)
+    x = torch.randn(1, 4, 5, 5)
+    rel = torch.rand_like(conv(x))
+    contrib = dense(conv, conv.weight, x.shape) * x.reshape(-1)  # (out, in)
+    z = contrib.sum(1) + conv.bias.repeat_interleave(rel[0, 0].numel())
+    expected = (contrib / (z + EPS * torch.where(z >= 0, 1.0, -1.0))[:, None] * rel.reshape(-1)[:, None]).sum(0)
+    module = LRPConv(conv)
+    module.epsilon = True
+    assert torch.allclose(lrp(module, x, rel).reshape(-1), expected, atol=1e-12)
+
+
+def test_explainer_conv_rule_epsilon_switches_hidden_convolutions_only():
+    from lrp_helpers import pseudo_trained
+    from tffkit.lrp import Explainer
+
+    model = pseudo_trained("tiny_resnet").double()
+    zplus, eps = Explainer(model), Explainer(model, conv_rule="epsilon")
+    convs = [layer.name for layer in eps.layers if layer.kind == "conv"]
+    assert not any(zplus.module(n).epsilon for n in convs)
+    assert [n for n in convs if not eps.module(n).epsilon] == ["conv1"]  # the pixels keep zβ
+    x = torch.randn(2, 3, 32, 32)
+    seen = {}
+    last = convs[-1]  # only the sum, pooling and head lie above it: the same rules under both
+    for name, ex in (("zplus", zplus), ("epsilon", eps)):
+        ex.explain(x, tap=lambda layer, rel, act, name=name: seen.__setitem__((name, layer.name), rel),
+                   layers=["conv1", last])
+    assert torch.allclose(seen["zplus", last], seen["epsilon", last])
+    assert not torch.allclose(seen["zplus", "conv1"], seen["epsilon", "conv1"], atol=1e-6)
+    with pytest.raises(ValueError, match="conv_rule"):
+        Explainer(model, conv_rule="alpha-beta")

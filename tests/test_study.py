@@ -27,13 +27,15 @@ def test_config_errors_name_the_field(tmp_path: Path, trained_tiny):
     cfg["detector"]["arch"] = "vgg99"
     cfg["data"]["test"] = str(tmp_path / "missing")
     cfg["steps"]["dropout"]["site"] = "somewhere"
+    cfg["steps"]["faithfulness"] = {"enabled": True, "k_max": "many", "site": "nowhere"}
     cfg["steps"]["bogus"] = {}
     cfg["colour"] = 1
     with pytest.raises(ConfigError) as err:
         load_config(cfg)
     msg = str(err.value)
     for field in ("batch_size: expected int", "detector.arch: unknown detector", "data.test:",
-                  "steps.dropout.site", "steps.bogus: unknown step", "colour: unknown field"):
+                  "steps.dropout.site", "steps.bogus: unknown step", "colour: unknown field",
+                  "steps.faithfulness.k_max: expected int", "steps.faithfulness.site"):
         assert field in msg, field
     with pytest.raises(ConfigError, match="out: required"):
         load_config({k: v for k, v in _config(tmp_path, weights, data).items() if k != "out"})
@@ -111,6 +113,8 @@ def full_report(tmp_path_factory, trained_tiny) -> Path:
     cfg = _config(tmp, weights, data, lrpmax={"k": 3, "per_tff": 2, "show": 2},
                   color={"k": 8, "max_per_class": 8},
                   color_robust={"enabled": True, "weights": str(weights), "label": "CR"},
+                  faithfulness={"enabled": True, "ks": [2, 8], "random_repeats": 2, "randomise": [1.0],
+                                "min_prob": 0.5},
                   generator={"enabled": True, "images": 6, "percent": 10.0, "random_repeats": 2, "min_prob": 0.0,
                              "generators": [{"name": "dcgan", "kind": "dcgan", "weights": str(tmp / "dcgan.pth"),
                                              "near": ["main.12"]}]})
@@ -122,9 +126,10 @@ def test_full_study_report_has_every_section(full_report: Path):
     page = full_report.read_text()
     for section in ("Detectors", "Data", "Cross-model transfer", "Forensic feature relevance",
                     "Sensitivity assessment", "What the T-FF detect", "Colour ablation", "Colour-robust detector",
-                    "(paper)", "colour-conditional", "Where the traces come from in the generator"):
+                    "(paper)", "colour-conditional", "Where the traces come from in the generator",
+                    "Does the ranking find what matters?", "FF-RS (ω): AOPC"):
         assert section in page, section
-    for step in ("evaluate", "rank", "dropout", "lrpmax", "color", "color_robust", "generator"):
+    for step in ("evaluate", "rank", "dropout", "faithfulness", "lrpmax", "color", "color_robust", "generator"):
         marker = json.loads((full_report.parent / step / ".step.json").read_text())
         assert all((full_report.parent / step / f).is_file() for f in marker["files"])
     assert len(re.findall(r'<img src="data:image/png;base64,', page)) >= 8

@@ -28,7 +28,7 @@ from .layouts import DataSpec
 from .outputs import check_writable
 from .results import file_sha256, read_json, tree_identity, write_json
 
-STEP_ORDER = ("evaluate", "rank", "dropout", "lrpmax", "color", "color_robust", "generator")
+STEP_ORDER = ("evaluate", "rank", "dropout", "faithfulness", "lrpmax", "color", "color_robust", "generator")
 
 
 class ConfigError(ValueError):
@@ -42,6 +42,8 @@ SWITCH = ((str, type(None)), None)  # a tffkit.conventions switch: None = from t
 STEP_SWITCHES = {"evaluate": {"prob_dtype": "prob_dtype", "cal_compare": "cal_compare"},
                  "rank": {"bounds": "bounds", "zplus_fallback": "zplus_fallback"},
                  "dropout": {"site": "dropout_site", "prob_dtype": "prob_dtype", "cal_compare": "cal_compare"},
+                 "faithfulness": {"bounds": "bounds", "zplus_fallback": "zplus_fallback", "site": "dropout_site",
+                                  "prob_dtype": "prob_dtype"},
                  "lrpmax": {"neuron_seed": "neuron_seed", "bounds": "bounds", "activation_site": "activation_site",
                             "zplus_fallback": "zplus_fallback"},
                  "color": {"activation_site": "activation_site", "prob_dtype": "prob_dtype"}}
@@ -64,6 +66,11 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
                    "max_per_class": ((int, type(None)), None), "with_reals": (bool, False)},
     "steps.dropout": {"enabled": (bool, True), "k_sweep": (list, [114]), "random_repeats": (int, 5),
                       "seed": (int, 0)},
+    # rankings compared by deletion (docs/algorithms.md §8); top_k None = steps.rank.k; max_per_class: source images
+    "steps.faithfulness": {"enabled": (bool, False), "ks": ((list, type(None)), None), "k_max": (int, 256),
+                           "random_repeats": (int, 5), "seed": (int, 0), "min_prob": (float, 0.9),
+                           "top_k": ((int, type(None)), None), "randomise": (list, [0.25, 0.5, 1.0]),
+                           "lrp_epsilon": (float, 1e-6), "max_per_class": ((int, type(None)), None)},
     "steps.lrpmax": {"enabled": (bool, True), "k": (int, 114), "per_tff": (int, 20), "show": (int, 5),
                      "variant": (str, "activation"), "max_per_class": ((int, type(None)), None)},
     "steps.color": {"enabled": (bool, True), "k": (int, 114), "max_per_class": ((int, type(None)), 500)},
@@ -297,6 +304,16 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
                 fixed_threshold_sets=data["train_set"], paper_detector=det["paper_detector"], **common,
                 **switches("dropout"))
 
+    def faithfulness_step(folder: Path) -> None:
+        from .analysis.faithfulness import faithfulness
+
+        f = st["faithfulness"]
+        faithfulness(det["arch"], weights, source, test, folder, ranking if ranking.is_file() else None,
+                     data["sets"], data["source_sets"], f["ks"], f["k_max"], f["random_repeats"], f["seed"],
+                     f["min_prob"], f["top_k"] or st["rank"]["k"], f["randomise"], f["lrp_epsilon"],
+                     f["max_per_class"], data["max_per_class"], attention=det["attention"], **common,
+                     **switches("faithfulness"))
+
     def lrpmax_step(folder: Path) -> None:
         from .analysis.lrpmax import run_lrpmax
 
@@ -354,6 +371,8 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
     add("rank", rank_settings, rank_step, ("ffrs.csv", "ffrs.json", "run.json"))
     add("dropout", {**base, **st["dropout"], **test_data, "rank": rank_settings}, dropout_step,
         ("dropout.csv", "dropout_table.md", "run.json"))
+    add("faithfulness", {**base, **st["faithfulness"], **test_data, **source_data, "rank": rank_settings},
+        faithfulness_step, ("faithfulness.csv", "faithfulness.json", "run.json"))
     add("lrpmax", {**base, **st["lrpmax"], **test_data, "rank": rank_settings}, lrpmax_step, ("run.json",))
     add("color", {**base, **st["color"], **test_data, "rank": rank_settings}, color_step, ("run.json",))
     if st["color_robust"]["enabled"]:

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 
 from .. import __version__
 
-COMMANDS = ["evaluate", "rank", "dropout", "lrpmax", "color", "explain", "generator", "train", "study", "demo", "bench",
-            "detectors"]
+COMMANDS = ["evaluate", "rank", "dropout", "faithfulness", "lrpmax", "color", "explain", "generator", "train", "study",
+            "demo", "bench", "detectors"]
 
 
 class HelpFormatter(argparse.HelpFormatter):

@@ -30,6 +30,9 @@ def demo_config(out: Path, bench: dict, universal: str, train_args: dict) -> dic
         "steps": {
             "rank": {"min_prob": 0.9, "k": 12},
             "dropout": {"k_sweep": [3, 6, 12, 24], "random_repeats": 5},
+            # rankings compared by deletion (k = 1 … 64, 3 random rankings, two randomised detectors)
+            "faithfulness": {"enabled": True, "k_max": 64, "random_repeats": 3, "randomise": [0.5, 1.0],
+                             "max_per_class": 100},
             "lrpmax": {"k": 6, "per_tff": 8, "show": 4, "max_per_class": 100},
             "color": {"k": 12, "max_per_class": 200},
             "color_robust": {"enabled": True, "label": "colour-robust (demo)",

@@ -20,6 +20,7 @@ from torchvision.models.resnet import ResNet
 from ..data import IMAGENET_MEAN, IMAGENET_STD
 from .registry import RuleConfig
 from .rewrite import FeatureLayer, build_explainable
+from .rules import gradient_mode
 from .transformer import ATTENTION_MODES
 
 Tap = Callable[[FeatureLayer, torch.Tensor, "torch.Tensor | None"], None]
@@ -75,6 +76,8 @@ class Explainer:
     ``paper-code``. ``attention``: ``attnlrp`` or ``cp`` (attention weights held constant). ``zplus_fallback``:
     where a z⁺ neuron has no positive input, spread its relevance evenly over its window in ``depthwise``
     convolutions (default), in ``all`` convolutions, or ``none`` (lost, as in the paper's code).
+    ``conv_rule``: the rule of the convolutions that do not read the pixels, ``zplus`` (β = 0, the paper's) or
+    ``epsilon`` (ε rule, bias in the denominator; LRP-ε, a comparison ranking in ``tff faithfulness``).
     ``input_shape``: (C, H, W) of the probe batch used to trace the detector and check the copy's logits
     (default: :func:`default_input_shape`).
     """
@@ -82,13 +85,16 @@ class Explainer:
     def __init__(self, model: nn.Module, input_rule: str = "auto", bounds: str = "exact", eps: float = 1e-6,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  attention: str = "attnlrp", zplus_fallback: str = "depthwise",
-                 input_shape: Sequence[int] | None = None, fake_index: int = 1, check: bool = True):
+                 input_shape: Sequence[int] | None = None, fake_index: int = 1, check: bool = True,
+                 conv_rule: str = "zplus"):
         if input_rule == "auto":
             input_rule = "zbox" if isinstance(model, ResNet) else "zplus"
         if input_rule not in ("zbox", "zplus", "epsilon"):
             raise ValueError(f"unknown input_rule {input_rule!r}; use auto, zbox, zplus or epsilon")
         if zplus_fallback not in ("depthwise", "all", "none"):
             raise ValueError(f"unknown zplus_fallback {zplus_fallback!r}; use depthwise, all or none")
+        if conv_rule not in ("zplus", "epsilon"):
+            raise ValueError(f"unknown conv_rule {conv_rule!r}; use zplus or epsilon")
         if attention not in ATTENTION_MODES:
             raise ValueError(f"unknown attention rule {attention!r}; use one of {ATTENTION_MODES}")
         low, high = input_bounds(bounds, mean, std) if input_rule == "zbox" else (None, None)
@@ -96,8 +102,8 @@ class Explainer:
         device, dtype = (param.device, param.dtype) if param is not None else (torch.device("cpu"), torch.float32)
         if low is not None:
             low, high = low.to(device, dtype), high.to(device, dtype)
-        self.input_rule, self.bounds, self.eps = input_rule, bounds, eps
-        self.config = RuleConfig(eps, attention, zplus_fallback, input_rule == "epsilon")
+        self.input_rule, self.bounds, self.eps, self.conv_rule = input_rule, bounds, eps, conv_rule
+        self.config = RuleConfig(eps, attention, zplus_fallback, input_rule == "epsilon", conv_rule)
         input_shape = default_input_shape(model) if input_shape is None else input_shape
         example = torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(0), device="cpu")
         example = example.to(device, dtype)
@@ -182,6 +188,14 @@ class Explainer:
             for m in first:
                 m.skip_backward = False
         return Explanation(logits.detach(), rel if input_relevance else None)
+
+    def gradient(self, x: torch.Tensor, seed: float | torch.Tensor | Callable[[torch.Tensor], torch.Tensor] = 1.0,
+                 tap: Tap | None = None, layers: Sequence[str | FeatureLayer] | None = None,
+                 with_activation: bool = False) -> Explanation:
+        """As :meth:`explain`, but every rule runs its operation plainly (:func:`~tffkit.lrp.rules.gradient_mode`):
+        taps see the gradient of seed · logit at each layer, and ``input_relevance`` is the input gradient."""
+        with gradient_mode():
+            return self.explain(x, seed, tap, layers, with_activation, input_relevance=True)
 
     def explain_neurons(self, x: torch.Tensor, seeds: Mapping[str, torch.Tensor], tap: Tap | None = None,
                         layers: Sequence[str | FeatureLayer] | None = None) -> torch.Tensor:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .rules import EpsilonFn, LRPEpsilon, LRPSum, MultiEpsilonFn, PassFn, SoftmaxFn
+from .rules import EpsilonFn, LRPEpsilon, LRPSum, MultiEpsilonFn, PassFn, SoftmaxFn, in_gradient_mode
 from .swin import window_attention
 from .transformer import LRPMultiheadAttention, group_norm_linear, layer_norm_linear, norm_rule, sdpa
 
@@ -46,12 +46,14 @@ class Site:
 
 @dataclass(frozen=True)
 class RuleConfig:
-    """Engine-wide settings the rules read: ε, the attention rule and the z⁺ fallback (see Explainer)."""
+    """Engine-wide settings the rules read: ε, the attention rule, the z⁺ fallback and the rule of hidden
+    convolutions, ``zplus`` or ``epsilon`` (see Explainer)."""
 
     eps: float = 1e-6
     attention: str = "attnlrp"
     zplus_fallback: str = "depthwise"
     input_epsilon: bool = False
+    conv_rule: str = "zplus"
 
 
 class Rule:
@@ -314,6 +316,8 @@ class LRPOp(nn.Module):
         self.fn, self.rule, self.keys, self.eps = fn, rule, tuple(keys), eps  # a module fn becomes a submodule
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if in_gradient_mode():  # the operation itself, every argument live: its ordinary gradient
+            return self.fn(*args, **kwargs)
         args, kwargs = list(args), dict(kwargs)
         for key in [*range(len(args)), *kwargs]:
             value = args[key] if isinstance(key, int) else kwargs[key]

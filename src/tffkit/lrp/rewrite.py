@@ -213,7 +213,7 @@ def _apply(gm: fx.GraphModule, assigned: dict, info: dict[fx.Node, NodeInfo], co
             module = LRPConv(conv, config.eps, nonneg_input=node.args[0] in nonneg, low=low if box else None,
                              high=high if box else None, flat_fallback=flat)
             module.reads_input = reads_input
-            module.epsilon = reads_input and config.input_epsilon
+            module.epsilon = (reads_input and config.input_epsilon) or (config.conv_rule == "epsilon" and not box)
             kinds[node] = "conv"
         else:
             module = rule.module(site)

@@ -8,12 +8,47 @@ relevance of that layer (docs/algorithms.md, "LRP rules").
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
+
+_GRADIENT = contextvars.ContextVar("tffkit_gradient_mode", default=False)
+
+
+@contextlib.contextmanager
+def gradient_mode() -> Iterator[None]:
+    """Within the block every rule runs its operation plainly, so what flows backwards through an explainable
+    model is the ordinary gradient, not relevance (gradient × activation with the same units and taps)."""
+    token = _GRADIENT.set(True)
+    try:
+        yield
+    finally:
+        _GRADIENT.reset(token)
+
+
+def in_gradient_mode() -> bool:
+    """True inside :func:`gradient_mode`."""
+    return _GRADIENT.get()
+
+
+class RuleFunction(torch.autograd.Function):
+    """An LRP rule as an autograd Function; in :func:`gradient_mode` it runs :meth:`plain` (the operation with
+    its ordinary gradient) instead."""
+
+    @classmethod
+    def apply(cls, *args):  # noqa: D102 - torch's entry point
+        if _GRADIENT.get():
+            return cls.plain(*args)
+        return super().apply(*args)
+
+    @staticmethod
+    def plain(*args):  # pragma: no cover - every rule defines it
+        raise NotImplementedError
 
 
 def stabilize(z: torch.Tensor, eps: float) -> torch.Tensor:
@@ -58,9 +93,13 @@ def _flat_share(m: LRPConv, x: torch.Tensor, relevance: torch.Tensor, z: torch.T
     return conv_vjp(m.layer, x, m.w_ones, relevance * vanished / count.clamp(min=1))
 
 
-class ZPlusFn(torch.autograd.Function):
+class ZPlusFn(RuleFunction):
     """β = 0 (z⁺) rule: R_i = Σ_j (x⁺_i w⁺_ij + x⁻_i w⁻_ij) / z_j · R_j, bias ignored; optionally the flat
     rule where z_j = 0 (``module.flat_fallback``)."""
+
+    @staticmethod
+    def plain(x, module, eps, nonneg):
+        return module.layer(x)
 
     @staticmethod
     def forward(ctx, x, module, eps, nonneg):  # noqa: D401 - autograd signature
@@ -90,8 +129,12 @@ class ZPlusFn(torch.autograd.Function):
         return (out if flat is None else out.add_(flat)), None, None, None
 
 
-class ZBoxFn(torch.autograd.Function):
+class ZBoxFn(RuleFunction):
     """zβ (box) rule for pixel inputs bounded by [low, high]: R_i = Σ_j (x_i w_ij − l_i w⁺_ij − h_i w⁻_ij)/z_j R_j."""
+
+    @staticmethod
+    def plain(x, module, eps):
+        return module.layer(x)
 
     @staticmethod
     def forward(ctx, x, module, eps):
@@ -129,8 +172,12 @@ def _epsilon_relevance(fn: Callable[..., torch.Tensor], xs: tuple[torch.Tensor, 
     return tuple(x.detach() * g for x, g in zip(xg, grads, strict=True))
 
 
-class EpsilonFn(torch.autograd.Function):
+class EpsilonFn(RuleFunction):
     """ε rule for a linear map ``fn`` (linear layer with bias, average pooling): R_i = x_i Σ_j w_ij R_j/(z_j ± ε)."""
+
+    @staticmethod
+    def plain(x, fn, eps):
+        return fn(x)
 
     @staticmethod
     def forward(ctx, x, fn, eps):
@@ -146,8 +193,12 @@ class EpsilonFn(torch.autograd.Function):
         return _epsilon_relevance(ctx.fn, (x,), relevance, ctx.eps)[0], None, None
 
 
-class MultiEpsilonFn(torch.autograd.Function):
+class MultiEpsilonFn(RuleFunction):
     """ε rule (``share`` 1) or uniform rule (``share`` 1/n) of ``fn(*xs)`` over all its relevance inputs."""
+
+    @staticmethod
+    def plain(fn, eps, share, *xs):
+        return fn(*xs)
 
     @staticmethod
     def forward(ctx, fn, eps, share, *xs):
@@ -161,8 +212,12 @@ class MultiEpsilonFn(torch.autograd.Function):
         return (None, None, None, *rel)
 
 
-class EpsilonSumFn(torch.autograd.Function):
+class EpsilonSumFn(RuleFunction):
     """ε rule for ``a + sign·b`` (residual sums, differences): each input receives its signed share of R."""
+
+    @staticmethod
+    def plain(a, b, eps, sign=1.0):
+        return a + b if sign == 1.0 else a - b
 
     @staticmethod
     def forward(ctx, a, b, eps, sign=1.0):
@@ -180,8 +235,12 @@ class EpsilonSumFn(torch.autograd.Function):
         return ra, rb, None, None
 
 
-class PassFn(torch.autograd.Function):
+class PassFn(RuleFunction):
     """Element-wise operations (activations, scaling by a constant, a gate's signal): relevance passes unchanged."""
+
+    @staticmethod
+    def plain(x, fn):
+        return fn(x)
 
     @staticmethod
     def forward(ctx, x, fn):
@@ -192,8 +251,12 @@ class PassFn(torch.autograd.Function):
         return relevance, None
 
 
-class SoftmaxFn(torch.autograd.Function):
+class SoftmaxFn(RuleFunction):
     """AttnLRP softmax rule: R_in = x ⊙ (R − s ⊙ Σ_dim R), s = fn(x) = softmax(x); −inf inputs (masks) count as 0."""
+
+    @staticmethod
+    def plain(x, fn, dim):
+        return fn(x)
 
     @staticmethod
     def forward(ctx, x, fn, dim):
@@ -209,9 +272,13 @@ class SoftmaxFn(torch.autograd.Function):
         return x * (relevance - s * relevance.sum(ctx.dim, keepdim=True)), None, None
 
 
-class LinearizedFn(torch.autograd.Function):
+class LinearizedFn(RuleFunction):
     """ε rule of a non-linear map made linear at its input (normalisations: the scale is held constant):
     forward ``fn(x)``, backward the ε rule of ``linear_at(x)`` — a linear map equal to ``fn`` at ``x``."""
+
+    @staticmethod
+    def plain(x, fn, linear_at, eps):
+        return fn(x)
 
     @staticmethod
     def forward(ctx, x, fn, linear_at, eps):
@@ -289,5 +356,8 @@ def epsilon_sum(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-6) -> torch.Te
 
 
 def gate(signal: torch.Tensor, gate_value: torch.Tensor) -> torch.Tensor:
-    """``signal · gate`` with all relevance to the signal; the gate path gets none (it is detached)."""
+    """``signal · gate`` with all relevance to the signal; the gate path gets none (it is detached) — except in
+    :func:`gradient_mode`, where both factors get their gradient."""
+    if _GRADIENT.get():
+        return signal * gate_value
     return PassFn.apply(signal, lambda s: s * gate_value.detach())

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .rules import EpsilonFn, LinearizedFn, LRPEpsilon, MultiEpsilonFn, stabilize_
+from .rules import EpsilonFn, LinearizedFn, LRPEpsilon, MultiEpsilonFn, RuleFunction, in_gradient_mode, stabilize_
 
 ATTENTION_MODES = ("attnlrp", "cp")
 
@@ -95,7 +95,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torc
         n_q, n_k = q.shape[-2], k.shape[-2]
         causal = torch.ones(n_q, n_k, dtype=torch.bool, device=q.device).tril()
         mask = additive_mask(causal, q.dtype) if mask is None else mask + additive_mask(causal, q.dtype)
-    if mode == "cp":
+    if mode == "cp" and not in_gradient_mode():
         with torch.no_grad():
             scores = q @ k.transpose(-2, -1) * scale
             weights = torch.softmax(scores if mask is None else scores + mask, -1)
@@ -104,11 +104,15 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torc
     return WeightedSumFn.apply(scores, v, mask, eps)
 
 
-class WeightedSumFn(torch.autograd.Function):
+class WeightedSumFn(RuleFunction):
     """softmax(scores + mask) @ v with the AttnLRP rules: the uniform rule on the product (ε rule when ``v`` is a
     constant), then the softmax rule on the scores (the mask is a constant inside the softmax). Only the scores
     and ``v`` are kept for the backward — the attention weights are recomputed (one (L, S) map per head
     instead of two)."""
+
+    @staticmethod
+    def plain(scores, v, mask, eps):
+        return torch.softmax(scores if mask is None else scores + mask, -1) @ v
 
     @staticmethod
     def forward(ctx, scores, v, mask, eps):

@@ -15,6 +15,7 @@ import yaml
 
 from ..reference import paper_numbers
 from ..results import atomic_write, file_sha256, read_json
+from .section_faithfulness import section_faithfulness
 from .section_generator import section_generator
 from .tables import html_table, key_value_table, mark, wide_paper_table
 
@@ -314,6 +315,7 @@ def build_report(out: str | Path) -> Path:
         section_detectors(out, study), section_data(out, study), section_transfer(out, study),
         section_ffrs(out, study),
         section_dropout(out, study),
+        section_faithfulness(out, _figures, study["data"]["train_set"]),
         section_folder(out, "lrpmax", "What the T-FF detect (LRP-max)",
                        "Each row is a top T-FF; each column a test set; patches are the image regions whose "
                        "positive LRP-max relevance is in the top quartile." + lrpmax_settings(out), "collage*.png"),

@@ -1,0 +1,260 @@
+"""Faithfulness of unit rankings: deletion curves, AOPC, sanity checks, on a detector trained to spot a planted
+colour artefact (fakes have compressed saturation)."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from conftest import run_torchrun
+from tffkit.analysis.faithfulness import aopc_table, deletion_variants, faithfulness, k_grid, top_overlap
+from tffkit.analysis.unit_scores import randomised_copy
+from tffkit.results import read_json
+
+SIZE = 32
+SATURATION = 0.6
+
+
+def colour_image(rng: np.random.Generator, fake: bool) -> np.ndarray:
+    """A smooth saturated colour field with texture; a fake has its saturation compressed to 30% (the planted
+    artefact: nothing else tells it from a real)."""
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE] / SIZE
+    img = np.empty((3, SIZE, SIZE))
+    for c in range(3):
+        img[c] = 128 + 90 * np.sin(2 * np.pi * (xx * rng.uniform(0.3, 1.5) + yy * rng.uniform(0.3, 1.5))
+                                   + rng.uniform(0, 2 * np.pi))
+    img += rng.normal(0, 6, size=img.shape)
+    if fake:
+        gray = img.mean(0, keepdims=True)
+        img = gray + SATURATION * (img - gray)
+    return np.clip(img, 0, 255).astype(np.uint8).transpose(1, 2, 0)
+
+
+def colour_tree(root: Path, sets: list[str], n: int, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    for s in sets:
+        for label_dir, fake in (("0_real", False), ("1_fake", True)):
+            d = root / s / label_dir
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                Image.fromarray(colour_image(rng, fake)).save(d / f"{i:03d}.png")
+    return root
+
+
+def train_colour_detector(path: Path, seed: int = 0) -> Path:
+    """tiny_resnet trained for a few seconds on the colour artefact."""
+    from tffkit.data import normalize
+    from tffkit.detectors import build_detector, save_checkpoint
+
+    rng = np.random.default_rng(100 + seed)
+    labels = np.arange(192) % 2
+    x = torch.stack([torch.from_numpy(colour_image(rng, bool(f))).permute(2, 0, 1) for f in labels])
+    y = torch.tensor(labels, dtype=torch.float32)
+    torch.manual_seed(seed)
+    model = build_detector("tiny_resnet")
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(40):
+        idx = torch.randperm(len(y), generator=gen)[:32]
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(normalize(x[idx])).reshape(-1), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return save_checkpoint(path, model.eval())
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    base = tmp_path_factory.mktemp("faithfulness")
+    source = colour_tree(base / "source", ["progan"], 24, seed=1)
+    test = colour_tree(base / "test", ["progan", "other"], 16, seed=2)
+    return train_colour_detector(base / "colour.pth"), source, test, base
+
+
+@pytest.fixture(scope="module")
+def run(planted, one_thread):
+    weights, source, test, base = planted
+    before = {k: v.clone() for k, v in torch.load(weights, weights_only=True)["model"].items()}
+    res = faithfulness("tiny_resnet", weights, source, test, base / "out", ks=[1, 4, 16, 64, 256],
+                       random_repeats=5, top_k=16, randomise=(0.5, 1.0), min_prob=0.6, preset="full", batch_size=16,
+                       num_workers=0, progress=False, device="cpu")
+    return res, base / "out", before
+
+
+def _replica_aopc(curves: pd.DataFrame, ranking: str, replica: int = 0) -> float:
+    part = curves[(curves["ranking"] == "baseline") | ((curves["ranking"] == ranking) & (curves["replica"] == replica))]
+    s = aopc_table(part)
+    return float(s[(s["ranking"] == ranking) & (s["set"] == "all") & (s["metric"] == "ap")]["aopc"].iloc[0])
+
+
+def test_ffrs_deletion_hurts_more_than_every_random_ranking(run):
+    res, _, _ = run
+    ffrs = _replica_aopc(res.curves, "ffrs")
+    randoms = [_replica_aopc(res.curves, "random", r) for r in range(5)]
+    assert ffrs > max(randoms), (ffrs, randoms)
+    summary = res.summary.set_index(["ranking", "set", "metric"])
+    assert summary.loc[("random", "all", "ap"), "replicas"] == 5
+    assert summary.loc[("ffrs", "all", "ap"), "ratio_to_random"] > 2
+
+
+def test_randomised_detector_ranks_differently_and_halves_agree(run):
+    res, _, _ = run
+    sanity = res.sanity
+    full = [s for s in sanity["randomised"] if s["fraction"] == 1.0][0]
+    assert full["top_module"] == "fc" and full["modules_redrawn"] > [s for s in sanity["randomised"]
+                                                                      if s["fraction"] == 0.5][0]["modules_redrawn"]
+    halves = sanity["split_half"]["ffrs"]
+    assert full["spearman"] < 0.5 < halves["spearman"]
+    assert full["top_k_overlap"] < halves["top_k_overlap"]
+    assert sum(sanity["fakes_per_half"]) > 0 and min(sanity["fakes_per_half"]) > 0
+
+
+def test_outputs_and_detector_file_untouched(run, planted):
+    res, out, before = run
+    for f in ("faithfulness.csv", "faithfulness_summary.csv", "faithfulness.json", "unit_scores.csv",
+              "deletion_curves.png", "run.json"):
+        assert (out / f).stat().st_size > 0, f
+    after = torch.load(planted[0], weights_only=True)["model"]
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    curves = pd.read_csv(out / "faithfulness.csv")
+    assert set(curves["ranking"]) == {"baseline", "ffrs", "lrp-epsilon", "activation", "taylor", "random"}
+    assert sorted(curves[curves["ranking"] == "ffrs"]["k"].unique()) == [1, 4, 16, 64, 256]
+    info = read_json(out / "faithfulness.json")
+    assert set(info["verdicts"]) == {"ffrs", "lrp-epsilon", "activation", "taylor", "random"}
+    assert "× random" in info["verdicts"]["ffrs"] and "±" in info["verdicts"]["random"]
+    units = pd.read_csv(out / "unit_scores.csv")
+    assert sorted(units["taylor_rank"]) == list(range(1, len(units) + 1))
+
+
+def test_aopc_by_hand():
+    rows = [("baseline", 0, 0, "a", 0.9, 1.0), ("baseline", 0, 0, "b", 0.8, 0.5),
+            ("ffrs", 1, 0, "a", 0.7, 0.5), ("ffrs", 2, 0, "a", 0.5, 0.25),
+            ("ffrs", 1, 0, "b", 0.8, 0.5), ("ffrs", 2, 0, "b", 0.6, 0.0),
+            ("random", 1, 0, "a", 0.9, 1.0), ("random", 2, 0, "a", 0.8, 1.0),
+            ("random", 1, 1, "a", 0.85, 1.0), ("random", 2, 1, "a", 0.9, 0.5),
+            ("random", 1, 0, "b", 0.8, 0.5), ("random", 2, 0, "b", 0.8, 0.5),
+            ("random", 1, 1, "b", 0.7, 0.5), ("random", 2, 1, "b", 0.8, 0.5)]
+    curves = pd.DataFrame(rows, columns=["ranking", "k", "replica", "set", "ap", "fake_acc"])
+    s = aopc_table(curves).set_index(["ranking", "set", "metric"])
+    # ffrs on a: mean(0.9 − 0.7, 0.9 − 0.5) = 0.3 → 30 pp; on b: mean(0, 0.2) = 10 pp; all sets: 20 pp
+    assert s.loc[("ffrs", "a", "ap"), "aopc"] == pytest.approx(30.0)
+    assert s.loc[("ffrs", "b", "ap"), "aopc"] == pytest.approx(10.0)
+    assert s.loc[("ffrs", "all", "ap"), "aopc"] == pytest.approx(20.0)
+    assert s.loc[("ffrs", "a", "fake_acc"), "aopc"] == pytest.approx(62.5)
+    # random replicas on a: 5 and 2.5 pp; on b: 0 and 5 pp; all sets per replica 2.5 and 3.75 pp
+    assert s.loc[("random", "a", "ap"), "aopc"] == pytest.approx(3.75)
+    assert s.loc[("random", "a", "ap"), "aopc_std"] == pytest.approx(1.25)
+    assert s.loc[("random", "all", "ap"), "aopc"] == pytest.approx(3.125)
+    assert s.loc[("random", "all", "ap"), "aopc_std"] == pytest.approx(0.625)
+    assert s.loc[("ffrs", "all", "ap"), "ratio_to_random"] == pytest.approx(20.0 / 3.125)
+    # random's fake-accuracy AOPC: on a 0 and 25 pp → 12.5; on b 0 → no ratio
+    assert s.loc[("ffrs", "a", "fake_acc"), "ratio_to_random"] == pytest.approx(62.5 / 12.5)
+    assert np.isnan(s.loc[("ffrs", "b", "fake_acc"), "ratio_to_random"])
+
+
+def test_grid_variants_and_overlap():
+    assert k_grid(100) == [1, 2, 4, 8, 16, 32, 64] and k_grid(1000, 16) == [1, 2, 4, 8, 16]
+    with pytest.raises(ValueError):
+        k_grid(1)
+    order = [("a", i) for i in range(10)]
+    variants = deletion_variants({"ffrs": order, "taylor": order[::-1]}, [1, 3], random_repeats=2, seed=4)
+    assert variants[0] is None and len(variants) == 1 + 2 * 2 + 2 * 2
+    assert variants[2].channels == tuple(order[:3]) and variants[3].channels == (("a", 9),)
+    r0 = [v for v in variants[1:] if v.kind == "random" and v.replica == 0]
+    assert set(r0[0].channels) <= set(r0[1].channels)  # nested in k
+    again = deletion_variants({"ffrs": order, "taylor": order[::-1]}, [1, 3], random_repeats=2, seed=4)
+    assert [v.channels for v in again[1:]] == [v.channels for v in variants[1:]]  # seeded
+    assert top_overlap(order, order[::-1], 5) == 0 and top_overlap(order, order, 3) == 1
+
+
+@pytest.mark.parametrize("arch", ["tiny_resnet", "tiny_vit"])
+def test_source_scores_leave_the_detector_untouched_and_work_on_any_units(arch, one_thread):
+    from lrp_helpers import pseudo_trained
+    from tffkit import distributed as tdist
+    from tffkit.analysis.unit_scores import SCORED, source_scores
+    from tffkit.data import Preprocessing, Sample
+    from tffkit.lrp import Explainer
+
+    tmp = Path(__import__("tempfile").mkdtemp())
+    samples = []
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        path = tmp / f"{i}.png"
+        Image.fromarray(colour_image(rng, True)).save(path)
+        samples.append(Sample(str(path), 1, "s", ""))
+    model = pseudo_trained(arch)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ex = Explainer(model, input_shape=(3, SIZE, SIZE))
+    scores = source_scores(model, ex, samples, tdist.init("cpu"), Preprocessing(), min_prob=0.0, randomise=(1.0,),
+                           explainer_kwargs={"input_shape": (3, SIZE, SIZE)}, preset="full", batch_size=4,
+                           num_workers=0, progress=False)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert scores.counts == [3, 3]
+    for name in SCORED:
+        s = scores.score(name)
+        assert s.shape == (ex.n_channels,) and np.isfinite(s).all() and s.max() > 0
+    assert not np.allclose(scores.score("ffrs"), scores.randomised[0]["omega"])
+    copy_, names = randomised_copy(model, 1.0, seed=0)
+    assert len(names) == sum(1 for m in model.modules() if next(m.parameters(recurse=False), None) is not None)
+    pairs = zip(model.parameters(), copy_.parameters(), strict=True)
+    assert all(not torch.equal(p, q) for p, q in pairs if p.numel() > 1 and p.std() > 1e-6)  # constants stay
+
+
+CLI_ARGS = ["--arch", "tiny_resnet", "--preset", "full", "--device", "cpu", "--workers", "0", "--no-progress",
+            "--min-prob", "0.6", "--k", "2", "8", "32", "--random-repeats", "2", "--randomise", "1.0", "--top-k", "8",
+            "--batch-size", "12", "--max-per-class", "10", "--source-max-per-class", "12"]
+
+
+def _cli(planted, out: Path) -> list[str]:
+    weights, source, test, _ = planted
+    return ["faithfulness", *CLI_ARGS, "--weights", str(weights), "--data", str(test), "--source", str(source),
+            "--out", str(out)]
+
+
+def test_cli_writes_every_output(planted, tmp_path, capsys):
+    from tffkit.cli import main
+
+    assert main(_cli(planted, tmp_path / "one")) == 0
+    text = capsys.readouterr().out
+    assert "FF-RS (ω): AOPC" in text and "random: AOPC" in text and "Spearman ρ" in text
+    for f in ("faithfulness.csv", "faithfulness_summary.csv", "faithfulness.json", "unit_scores.csv",
+              "deletion_curves.png", "run.json"):
+        assert (tmp_path / "one" / f).stat().st_size > 0, f
+    assert read_json(tmp_path / "one" / "run.json")["command"] == "faithfulness"
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_same_curves(planted, tmp_path):
+    """About a minute on 2 CPU cores (torchrun start-up dominates)."""
+    from tffkit.cli import main
+
+    assert main(_cli(planted, tmp_path / "one")) == 0
+    run_torchrun(_cli(planted, tmp_path / "two"))
+    for f in ("faithfulness.csv", "faithfulness_summary.csv", "unit_scores.csv"):
+        assert (tmp_path / "one" / f).read_bytes() == (tmp_path / "two" / f).read_bytes(), f
+    assert read_json(tmp_path / "one" / "faithfulness.json")["sanity"] == \
+        read_json(tmp_path / "two" / "faithfulness.json")["sanity"]
+
+
+def test_report_section_shows_the_table_verdicts_and_checks(run, tmp_path):
+    import shutil
+
+    from tffkit.report.html import _figures
+    from tffkit.report.section_faithfulness import section_faithfulness
+
+    _, out, _ = run
+    shutil.copytree(out, tmp_path / "faithfulness")
+    section = section_faithfulness(tmp_path, _figures, ["progan"])
+    body, sentence = section["body"], section["sentence"]
+    assert "FF-RS (ω): AOPC" in sentence and "× random" in sentence and "top-16 overlap" in sentence
+    assert "Spearman ρ" in sentence and "re-drawn" in sentence
+    for text in ("AOPC of AP, mean over test sets (pp)", "progan†: AOPC of AP (pp)", "other: AOPC of AP (pp)",
+                 "|gradient × activation|", "LRP-ε", "mean activation", "split halves: Spearman ρ",
+                 "Cascading randomisation"):
+        assert text in body, text
+    assert " ± " in body  # random: mean ± std over its seeded rankings
+    assert [f["file"] for f in section["figures"]] == ["deletion_curves.png"]
+    assert section_faithfulness(tmp_path / "nothing", _figures) is None
