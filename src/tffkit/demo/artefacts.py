@@ -10,8 +10,9 @@
    You Note My Palette?", 2024). We plant it as a fixed luma-preserving linear map of the chroma (BT.601 Cb/Cr)
    folded into each trained generator's output convolution: the chroma is amplified by ``1 + colour``
    (saturation boosted; ``colour = 0`` plants nothing). Luma is unchanged, so a grayscale copy of a fake carries
-   none of it (up to rounding). A *compressed* saturation was tried first: grayscale — zero saturation — then
-   looks like an extreme fake and does not lower the detector's probability.
+   none of it (up to rounding, and where a boosted colour leaves the RGB gamut and is clipped). A *compressed*
+   saturation was tried first: grayscale — zero saturation — then looks like an extreme fake and does not lower
+   the detector's probability.
 3. **Format shortcut** (optional, off by default): reals stored as JPEG, fakes as PNG — a dataset bias a
    detector can learn instead of any forensic feature.
 
