@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
 
-from tffkit.demo import FAMILIES, TRAINING_FAMILY, build_benchmark, expected_counts
+from tffkit.demo import FAMILIES, TRAINING_FAMILY, PlantedArtefacts, artefacts, build_benchmark, expected_counts
 from tffkit.demo import benchmark as bm
 from tffkit.demo import generators as gens
 
@@ -111,6 +113,10 @@ def test_same_seed_is_bit_identical_and_seed_matters(built: tuple[Path, dict], t
     assert {k: v for k, v in again.items() if k not in VOLATILE} == {
         k: v for k, v in meta.items() if k not in VOLATILE}
     assert _pngs(tmp_path / "again") == _pngs(root)
+    assert (tmp_path / "again" / "ground_truth.csv").read_bytes() == (root / "ground_truth.csv").read_bytes()
+    for fam in FAMILIES:  # the generators, colour artefact folded in, are identical too
+        a, b = (torch.load(r / "generators" / f"{fam}.pth") for r in (root, tmp_path / "again"))
+        assert all(torch.equal(a[k], b[k]) for k in a)
 
     # A different seed changes the content; generators only ever see training photographs.
     sampled: dict[int, list[str]] = {}
@@ -200,3 +206,96 @@ def test_families_leave_different_outputs() -> None:
             assert not np.array_equal(outs[i], outs[j]), (FAMILIES[i], FAMILIES[j])
     with pytest.raises(ValueError):
         gens.Upsample2x("unknown", 3)
+
+
+# --- planted artefacts -------------------------------------------------------------------------------------------
+
+
+def _read(paths: list[Path]) -> np.ndarray:
+    return np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
+
+
+def _luma(images: np.ndarray) -> np.ndarray:
+    return images.astype(np.float64) @ np.array(artefacts.LUMA)
+
+
+def test_ground_truth_lists_every_image_with_its_artefacts(built: tuple[Path, dict]) -> None:
+    root, meta = built
+    truth = pd.read_csv(root / meta["ground_truth"], keep_default_na=False)
+    on_disk = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.suffix in (".png", ".jpg")
+               and "generators" not in p.parts}
+    assert set(truth["path"]) == on_disk and len(truth) == len(on_disk) == sum(meta["counts"].values())
+    assert meta["artefacts"] == PlantedArtefacts().record() and meta["artefacts"]["colour"] > 0
+    fakes, reals = truth[truth["label"] == 1], truth[truth["label"] == 0]
+    assert (fakes["colour"] == meta["artefacts"]["colour"]).all() and (reals["colour"] == 0).all()
+    assert (reals["upsampling"] == "").all() and (fakes["format"] == "png").all() and (reals["format"] == "png").all()
+    for path, fam in zip(fakes["path"], fakes["upsampling"], strict=True):
+        expected = path.split("/")[1] if path.startswith("test/") else TRAINING_FAMILY
+        assert fam == expected, path
+
+
+def test_colour_artefact_keeps_luma_and_amplifies_chroma() -> None:
+    m = artefacts.colour_matrix(1.0)
+    rgb = np.random.default_rng(0).uniform(-1, 1, (500, 3))
+    assert np.allclose(rgb @ m.T @ np.array(artefacts.LUMA), rgb @ np.array(artefacts.LUMA))  # luma kept
+    grey = np.full((4, 3), 0.3)
+    assert np.allclose(grey @ m.T, grey)  # greys stay grey
+    assert np.allclose(artefacts.colour_matrix(0.0), np.eye(3))
+    with pytest.raises(ValueError):
+        PlantedArtefacts(colour=-0.1)
+
+
+@pytest.mark.parametrize("family", ["tconv", "nearest"])
+def test_colour_strength_changes_measured_chroma_not_luma(family: str) -> None:
+    images = np.stack([bm._sample_crops({n: bm.load_photo(n)}, [n], 6, np.random.default_rng(0))[0]
+                       for n in ("astronaut", "coffee")]).reshape(-1, 64, 64, 3)
+    model, _ = gens.train_generator(family, images, steps=30, seed=0, batch_size=8)
+    plain = gens.regenerate(model, images)
+    sat = {0.0: artefacts.chroma_stats(plain)["saturation"]}
+    for strength in (0.5, 1.0):
+        planted = copy.deepcopy(model)
+        artefacts.plant_colour(planted, strength)
+        out = gens.regenerate(planted, images)
+        sat[strength] = artefacts.chroma_stats(out)["saturation"]
+        # the upsampling trace lives in luma: untouched up to rounding wherever no channel is clipped to the gamut
+        inside = ((out > 0) & (out < 255) & (plain > 0) & (plain < 255)).all(axis=-1)
+        assert inside.mean() > 0.3
+        assert np.abs(_luma(out) - _luma(plain))[inside].max() <= 1.0
+    assert sat[0.5] == pytest.approx(1.5 * sat[0.0], rel=0.1) and sat[1.0] == pytest.approx(2 * sat[0.0], rel=0.15)
+
+
+def test_benchmark_fakes_carry_the_colour_artefact_and_the_upsampling_trace(built: tuple[Path, dict]) -> None:
+    root, meta = built
+    # measured chroma recorded per folder (the fixture's generators train a few steps: their own colours are dull,
+    # so the gain is checked on a trained generator in test_colour_strength_changes_measured_chroma_not_luma)
+    assert set(meta["measured_chroma"]) == {rel.rsplit("/", 1)[0] for rel in meta["counts"]}
+    assert all(set(v) == {"real", "fake"} for v in meta["measured_chroma"].values())
+
+    def nyquist_share(images: np.ndarray) -> float:  # spectral energy on the period-2 lines of the luma
+        spec = np.abs(np.fft.fft2(_luma(images) - _luma(images).mean(axis=(1, 2), keepdims=True)))
+        return float((spec[:, 32, :].sum() + spec[:, :, 32].sum()) / spec.sum())
+
+    for fam in ("tconv", "nearest", "pixelshuffle"):
+        real = _read(sorted((root / "test" / fam / "0_real").glob("*.png")))
+        fake = _read(sorted((root / "test" / fam / "1_fake").glob("*.png")))
+        assert nyquist_share(fake) != pytest.approx(nyquist_share(real), rel=0.05), fam
+
+
+def test_format_shortcut_stores_reals_as_jpeg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bm, "_GEN_STEPS", 1)
+    monkeypatch.setattr(bm, "_MIN_GEN_STEPS", 1)
+    planted = PlantedArtefacts(colour=0.0, format_shortcut=True, jpeg_quality=80)
+    meta = build_benchmark(tmp_path / "b", scale=SCALE, seed=0, progress=False, artefacts=planted)
+    root = tmp_path / "b"
+    assert meta["artefacts"]["format_shortcut"] and meta["artefacts"]["colour"] == 0.0
+    reals, fakes = sorted(root.rglob("0_real/*")), sorted(root.rglob("1_fake/*"))
+    assert reals and {p.suffix for p in reals} == {".jpg"} and {p.suffix for p in fakes} == {".png"}
+    with Image.open(reals[0]) as im:
+        assert im.format == "JPEG"
+    truth = pd.read_csv(root / "ground_truth.csv", keep_default_na=False)
+    reals_truth = truth[truth["label"] == 0]
+    assert set(reals_truth["format"]) == {"jpeg"} and set(reals_truth["jpeg_quality"].astype(str)) == {"80"}
+    assert build_benchmark(root, scale=SCALE, seed=0, progress=False, artefacts=planted) == meta  # cached
+    # another strength is another benchmark: rebuilt, not reused
+    assert build_benchmark(root, scale=SCALE, seed=0, progress=False)["artefacts"]["format_shortcut"] is False
+    assert {p.suffix for p in root.rglob("0_real/*")} == {".png"}

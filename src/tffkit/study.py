@@ -28,7 +28,8 @@ from .layouts import DataSpec
 from .outputs import check_writable
 from .results import file_sha256, read_json, tree_identity, write_json
 
-STEP_ORDER = ("evaluate", "rank", "dropout", "faithfulness", "lrpmax", "color", "color_robust", "generator")
+STEP_ORDER = ("evaluate", "rank", "dropout", "faithfulness", "lrpmax", "color", "color_robust", "planted",
+              "generator")
 
 
 class ConfigError(ValueError):
@@ -76,6 +77,10 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
     "steps.color": {"enabled": (bool, True), "k": (int, 114), "max_per_class": ((int, type(None)), 500)},
     "steps.color_robust": {"enabled": (bool, False), "weights": ((str, type(None)), None),
                            "train": ((dict, type(None)), None), "label": (str, "colour-robust")},
+    # planted-artefact check, only for test data with a ground truth (ground_truth.csv beside benchmark.json, as
+    # the demo benchmark writes); k: the color step's k when not given
+    "steps.planted": {"enabled": (bool, True), "k": ((int, type(None)), None),
+                      "max_per_class": ((int, type(None)), 200), "min_effect": (float, 0.5)},
     # LRP into generators: a list of {name, kind (progan | dcgan | demo:<family>), weights, inputs (a folder of
     # input images, for image-to-image generators), near (layer names reported as 'in or next to upsampling')}
     "steps.generator": {"enabled": (bool, False), "generators": (list, []), "images": (int, 200),
@@ -362,6 +367,11 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
         if cr["weights"] is not None and (folder / "train").is_dir():  # the step owns its folder: no stale training
             shutil.rmtree(folder / "train")
 
+    def planted_step(folder: Path) -> None:
+        from .analysis.planted import planted_of_study
+
+        planted_of_study(folder, out, det, weights, st, data, common)
+
     def generator_step(folder: Path) -> None:
         from .analysis.generator import generators_of_study
 
@@ -382,6 +392,14 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
         add("color_robust", {**base, **cr, **test_data, **source_data, "cr_inputs": cr_inputs, "rank": rank_settings,
                              "color": st["color"], "evaluate": st["evaluate"]},
             color_robust_step, ("evaluate/metrics.csv", "rank/ffrs.csv", "color/table_color_gray.csv"))
+    from .analysis.planted import find_ground_truth
+
+    truth = find_ground_truth(data["test"])
+    if truth is not None and st["planted"]["enabled"]:
+        upstream = {s.name: s.settings for s in steps if s.name in ("color", "color_robust")}
+        add("planted", {**base, **st["planted"], **test_data, "rank": rank_settings, "upstream": upstream,
+                        "ground_truth": inputs.file(truth / "ground_truth.csv")}, planted_step,
+            ("universal/planted.csv",))
     if st["generator"]["enabled"]:
         gen_inputs = [{"weights_sha256": inputs.file(g.get("weights")),
                        "inputs": inputs.tree(g["inputs"]) if g.get("inputs") else None}

@@ -5,16 +5,20 @@ the colour photographs bundled inside the installed scikit-image and scikit-lear
 wheels -- nothing is downloaded.  Photographs are split into train / val / test *by
 source photograph*.  Fake images are the same kind of crops "regenerated" by tiny
 autoencoder generators (see :mod:`tffkit.demo.generators`) trained for a few seconds
-on training-split crops only; each split's fakes are made from that split's photos.
+on training-split crops only; each split's fakes are made from that split's photos.  The fakes carry
+artefacts planted on purpose, each with a known cause and strength (:mod:`tffkit.demo.artefacts`).
 
-Fake ``1_fake/NNNNN_<photo>.png`` is the regeneration of real ``0_real/NNNNN_<photo>.png``.
+Fake ``1_fake/NNNNN_<photo>.png`` is the regeneration of real ``0_real/NNNNN_<photo>.png`` (``.jpg`` for the
+reals when the format shortcut is on).
 
 Layout under ``root``::
 
     train/<class>/{0_real,1_fake}/*.png   # fakes of TRAINING_FAMILY only
     val/<class>/{0_real,1_fake}/*.png     # TRAINING_FAMILY, validation photographs
     test/<family>/{0_real,1_fake}/*.png   # every family, test photographs
-    benchmark.json
+    generators/<family>.pth                # the trained generators, colour formation planted
+    benchmark.json                         # parameters, planted-artefact strengths, measured chroma
+    ground_truth.csv                       # every image: which artefacts it carries, with their strengths
 """
 
 from __future__ import annotations
@@ -35,14 +39,20 @@ import numpy as np
 import torch
 from PIL import Image
 
+from tffkit.demo.artefacts import PlantedArtefacts, chroma_stats, plant_colour
 from tffkit.demo.generators import FAMILIES, TRAINING_FAMILY, n_parameters, regenerate, train_generator
 from tffkit.progress import progress_bar
+from tffkit.results import write_csv
 
-__all__ = ["BENCHMARK_VERSION", "FAMILIES", "IMAGE_SIZE", "PHOTO_SPLIT", "TRAINING_FAMILY",
-           "build_benchmark", "expected_counts", "load_photo"]
+__all__ = ["BENCHMARK_VERSION", "FAMILIES", "GROUND_TRUTH", "IMAGE_SIZE", "PHOTO_SPLIT", "TRAINING_FAMILY",
+           "PlantedArtefacts", "build_benchmark", "expected_counts", "load_photo"]
 
 #: Bump whenever the content produced for a given (scale, seed) changes.
-BENCHMARK_VERSION: int = 2  # 2: the trained generators are kept (generators/<family>.pth)
+# 2: the trained generators are kept (generators/<family>.pth); 3: planted artefacts and ground_truth.csv
+BENCHMARK_VERSION: int = 3
+#: The per-image ground truth written next to ``benchmark.json``.
+GROUND_TRUTH = "ground_truth.csv"
+_SUFFIXES = {"png": ".png", "jpeg": ".jpg"}
 IMAGE_SIZE: int = 64
 #: Crop windows are ``IMAGE_SIZE * s`` pixels wide (clipped to the photo), then resized to 64.
 CROP_SCALES: tuple[float, ...] = (1.25, 1.5, 2.0, 3.0, 4.0)
@@ -149,18 +159,26 @@ def _sample_crops(photos: dict[str, list[np.ndarray]], names: Sequence[str], n: 
     return out, sources
 
 
-def _write(folder: Path, images: np.ndarray, sources: Sequence[str]) -> None:
+def _write(folder: Path, images: np.ndarray, sources: Sequence[str], fmt: str = "png",
+           quality: int = 90) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
+    paths = []
     for i, (img, src) in enumerate(zip(images, sources, strict=True)):
-        Image.fromarray(img).save(folder / f"{i:05d}_{src}.png")
+        path = folder / f"{i:05d}_{src}{_SUFFIXES[fmt]}"
+        if fmt == "jpeg":
+            Image.fromarray(img).save(path, format="JPEG", quality=quality)
+        else:
+            Image.fromarray(img).save(path)
+        paths.append(path)
+    return paths
 
 
 def _count_on_disk(root: Path, rel: str) -> int:
     folder = root / rel
-    return sum(1 for _ in folder.glob("*.png")) if folder.is_dir() else -1
+    return sum(1 for p in folder.iterdir() if p.suffix in _SUFFIXES.values()) if folder.is_dir() else -1
 
 
-def _cached(root: Path, scale: float, seed: int) -> dict[str, Any] | None:
+def _cached(root: Path, scale: float, seed: int, artefacts: PlantedArtefacts) -> dict[str, Any] | None:
     """The stored metadata if ``root`` holds a complete benchmark built with these parameters."""
     meta_path = root / "benchmark.json"
     try:
@@ -168,11 +186,14 @@ def _cached(root: Path, scale: float, seed: int) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     if (meta.get("version") != BENCHMARK_VERSION or meta.get("seed") != seed
-            or meta.get("scale") != scale or meta.get("counts") != expected_counts(scale)):
+            or meta.get("scale") != scale or meta.get("counts") != expected_counts(scale)
+            or meta.get("artefacts") != artefacts.record()):
         return None
     if any(_count_on_disk(root, rel) != n for rel, n in meta["counts"].items()):
         return None
     if any(not (root / "generators" / f"{fam}.pth").is_file() for fam in FAMILIES):
+        return None
+    if not (root / GROUND_TRUTH).is_file():
         return None
     return meta
 
@@ -199,7 +220,7 @@ class _deterministic:
         torch.use_deterministic_algorithms(self.prev, warn_only=self.prev_warn)
 
 
-def _generate(tmp: Path, scale: float, seed: int, progress: bool) -> dict[str, Any]:
+def _generate(tmp: Path, scale: float, seed: int, progress: bool, artefacts: PlantedArtefacts) -> dict[str, Any]:
     """Write the whole benchmark into ``tmp`` and return its metadata (without timings)."""
     seeds = np.random.SeedSequence(seed).spawn(3)
     rng_pool, rng_real = (np.random.default_rng(s) for s in seeds[:2])
@@ -221,19 +242,29 @@ def _generate(tmp: Path, scale: float, seed: int, progress: bool) -> dict[str, A
             models[fam], loss = train_generator(fam, pool, steps, seed=torch_seed + 1000 * k,
                                                 on_step=lambda: bar.update(1))
             gen_info[fam] = {"parameters": n_parameters(models[fam]), "final_loss": round(loss, 5)}
+            plant_colour(models[fam], artefacts.colour)  # after training: the generator cannot learn to undo it
             (tmp / "generators").mkdir(parents=True, exist_ok=True)  # kept for LRP into the generator
             torch.save(models[fam].state_dict(), tmp / "generators" / f"{fam}.pth")
 
+        truth: list[dict[str, Any]] = []
+        measured: dict[str, dict[str, dict[str, float]]] = {}
+        real_fmt = "jpeg" if artefacts.format_shortcut else "png"
+
         def emit(rel: str, names: Sequence[str], family: str) -> None:
             # The fake with index i is the regenerated version of real i (paired), so a
-            # detector cannot separate the labels by content or colour alone.
+            # detector cannot separate the labels by content alone.
             label_n = counts[f"{rel}/0_real"]
             bar.set_postfix_str(f"writing {rel}")
             reals, real_src = _sample_crops(photos, names, label_n, rng_real)
-            _write(tmp / rel / "0_real", reals, real_src)
+            real_paths = _write(tmp / rel / "0_real", reals, real_src, real_fmt, artefacts.jpeg_quality)
             bar.update(label_n)
-            _write(tmp / rel / "1_fake", regenerate(models[family], reals), real_src)
+            fakes = regenerate(models[family], reals)
+            fake_paths = _write(tmp / rel / "1_fake", fakes, real_src)
             bar.update(label_n)
+            measured[rel] = {"real": chroma_stats(reals), "fake": chroma_stats(fakes)}
+            for label, paths, fmt in ((0, real_paths, real_fmt), (1, fake_paths, "png")):
+                truth.extend(_truth_row(tmp, path, label, family, fmt, src, artefacts)
+                             for path, src in zip(paths, real_src, strict=True))
 
         for split in ("train", "val"):
             for cls, names in PHOTO_SPLIT[split].items():
@@ -242,6 +273,7 @@ def _generate(tmp: Path, scale: float, seed: int, progress: bool) -> dict[str, A
         for fam in FAMILIES:
             emit(f"test/{fam}", test_names, fam)
     bar.close()
+    write_csv(tmp / GROUND_TRUTH, truth)
     return {
         "version": BENCHMARK_VERSION, "scale": scale, "seed": seed, "image_size": IMAGE_SIZE,
         "families": list(FAMILIES), "training_family": TRAINING_FAMILY,
@@ -249,26 +281,42 @@ def _generate(tmp: Path, scale: float, seed: int, progress: bool) -> dict[str, A
         "photo_sources": {n: _SOURCES[n][0] for n in all_names},
         "crop_scales": list(CROP_SCALES), "paired_fakes": True,
         "generators": {"steps": steps, "training_crops": len(pool), "families": gen_info},
-        "counts": counts,
+        "counts": counts, "artefacts": artefacts.record(), "ground_truth": GROUND_TRUTH,
+        "measured_chroma": measured,
     }
 
 
+def _truth_row(root: Path, path: Path, label: int, family: str, fmt: str, photo: str,
+               artefacts: PlantedArtefacts) -> dict[str, Any]:
+    """One image's ground truth: the artefacts it carries (strength 0 / empty when it carries none)."""
+    rel = path.relative_to(root)
+    fake = label == 1
+    return {"path": rel.as_posix(), "split": rel.parts[0], "set": rel.parts[1], "label": label, "photo": photo,
+            "family": family if fake else "", "upsampling": family if fake else "",
+            "colour": artefacts.colour if fake else 0.0, "format": fmt,
+            "format_shortcut": artefacts.format_shortcut,
+            "jpeg_quality": artefacts.jpeg_quality if fmt == "jpeg" else ""}
+
+
 def build_benchmark(root: str | os.PathLike[str], scale: float = 1.0, seed: int = 0,
-                    progress: bool = True, force: bool = False) -> dict[str, Any]:
+                    progress: bool = True, force: bool = False,
+                    artefacts: PlantedArtefacts | None = None) -> dict[str, Any]:
     """Build (or reuse) the mini benchmark under ``root`` and return its ``benchmark.json`` content.
 
     A complete benchmark already at ``root`` with the same ``scale``, ``seed`` and
     :data:`BENCHMARK_VERSION` is reused unless ``force``.  The build happens in a
     temporary sibling folder that is renamed into place at the end, so an interrupted
     build never leaves a benchmark that looks complete.  ``scale`` multiplies image
-    counts and generator training.  Deterministic for a given seed on a given machine.
+    counts and generator training.  ``artefacts``: the planted artefacts' strengths (defaults:
+    :class:`PlantedArtefacts`).  Deterministic for a given seed on a given machine.
     """
+    artefacts = artefacts or PlantedArtefacts()
     root = Path(root).expanduser().absolute()
     scale = float(scale)
     if not scale > 0:
         raise ValueError(f"scale must be positive, got {scale}")
     if not force:
-        meta = _cached(root, scale, seed)
+        meta = _cached(root, scale, seed, artefacts)
         if meta is not None:
             return meta
     if root.exists() and not (root / "benchmark.json").is_file() and any(root.iterdir()):
@@ -277,7 +325,7 @@ def build_benchmark(root: str | os.PathLike[str], scale: float = 1.0, seed: int 
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.building-", dir=root.parent))
     start = time.perf_counter()
     try:
-        meta = _generate(tmp, scale, seed, progress)
+        meta = _generate(tmp, scale, seed, progress, artefacts)
         meta["versions"] = _versions()
         meta["build_time"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         meta["build_seconds"] = round(time.perf_counter() - start, 2)

@@ -4,11 +4,13 @@ run the whole study on them and write the report — no downloads, no user data,
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import yaml
 
-from ..results import write_json
+from ..results import read_json, write_json
+from .artefacts import PlantedArtefacts
 
 DEMO_ARCH = "tiny_resnet"
 #: the demo generators' ×2 upsampling (decoder.4; a unit only for tconv and pixel shuffle) and the convolution
@@ -50,14 +52,15 @@ def demo_config(out: Path, bench: dict, universal: str, train_args: dict) -> dic
 
 
 def run_demo(out: str | os.PathLike = "demo_out", scale: float = 1.0, seed: int = 0, device: str = "auto",
-             progress: bool = True) -> Path:
-    """Run the embedded study end to end into ``out``; returns the report's path."""
+             progress: bool = True, artefacts: PlantedArtefacts | None = None) -> Path:
+    """Run the embedded study end to end into ``out``; returns the report's path. ``artefacts``: the strengths of
+    the artefacts planted in the benchmark (:class:`~tffkit.demo.artefacts.PlantedArtefacts`' defaults)."""
     from ..study import run_study
     from ..train import train_detector
     from .benchmark import build_benchmark
 
     out = Path(out).absolute()
-    bench = build_benchmark(out / "benchmark", scale=scale, seed=seed, progress=progress)
+    bench = build_benchmark(out / "benchmark", scale=scale, seed=seed, progress=progress, artefacts=artefacts)
     # Wang et al.'s recipe at demo size: whole 64-px images (a random crop would shift the phase of the
     # period-2 upsampling artifacts), a larger learning rate and patience for a small network trained from
     # scratch, and no blur/JPEG augmentation — at 64 px, σ up to 3 erases the artifacts the benchmark is
@@ -65,13 +68,17 @@ def run_demo(out: str | os.PathLike = "demo_out", scale: float = 1.0, seed: int 
     train_args = {"crop_size": 64, "load_size": 64, "batch_size": 64, "max_epochs": max(3, round(30 * scale)),
                   "seed": seed, "lr": 1e-3, "blur_prob": 0.0, "jpeg_prob": 0.0, "patience": 8}
     universal = out / "detectors" / "universal"
-    best = universal / "model_best.pth"
+    best, stamp = universal / "model_best.pth", universal / "benchmark_stamp.json"
+    built = {k: bench.get(k) for k in ("version", "scale", "seed", "artefacts", "build_time")}
+    if universal.is_dir() and (not stamp.is_file() or read_json(stamp) != built):  # trained on another benchmark
+        shutil.rmtree(universal)
     if not (best.is_file() and (universal / "run.json").is_file()):
+        write_json(stamp, built)  # before training, so an interrupted training resumes on the same benchmark
         train_detector(DEMO_ARCH, out / "benchmark" / "train", out / "benchmark" / "val", universal, device=device,
                        progress=progress, resume=(universal / "model_last.pth").is_file(), **train_args)
     cfg = demo_config(out, bench, str(best), train_args)
     cfg["device"] = device
     (out / "study.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     write_json(out / "demo.json", {"scale": scale, "seed": seed, "benchmark": bench.get("counts"),
-                                   "training_family": bench["training_family"]})
+                                   "training_family": bench["training_family"], "artefacts": bench.get("artefacts")})
     return run_study(cfg, progress)

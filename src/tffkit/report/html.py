@@ -17,6 +17,7 @@ from ..reference import paper_numbers
 from ..results import atomic_write, file_sha256, read_json
 from .section_faithfulness import section_faithfulness
 from .section_generator import section_generator
+from .section_planted import section_planted
 from .tables import html_table, key_value_table, mark, wide_paper_table
 
 TEMPLATE = Path(__file__).with_name("report.html")
@@ -321,6 +322,7 @@ def build_report(out: str | Path) -> Path:
                        "positive LRP-max relevance is in the top quartile." + lrpmax_settings(out), "collage*.png"),
         section_color(out, study, "color", "Colour ablation and colour-conditional T-FF"),
         section_color_robust(out, study),
+        section_planted(out, study["data"]["train_set"]),
         section_generator(out, _figures, study["data"]["train_set"]),
     ]
     env = jinja2.Environment(autoescape=False, undefined=jinja2.StrictUndefined)

@@ -1,0 +1,189 @@
+"""Planted-artefact check: which of a benchmark's known, planted artefacts each top T-FF responds to.
+
+Used when the test data comes with a ground truth (``ground_truth.csv`` next to ``benchmark.json``, as the
+embedded demo benchmark writes it): every image is listed with the artefacts it carries. From the max spatial
+activation of each top-k T-FF on every real and fake test image, in colour and in grayscale:
+
+* **upsampling response** (per set, i.e. per generator family): standardised difference of the T-FF's mean
+  activation on the set's fakes and on its reals, both in *grayscale* — a luma-preserving colour artefact is
+  gone there, so what remains is the family's upsampling trace (and anything else its generator leaves in luma);
+* **colour response** (per set): the same fake − real difference in colour minus the one in grayscale (a
+  difference in differences, standardised): the part of the T-FF's response to fakes that only colour carries.
+
+A standardised difference of magnitude ≥ ``min_effect`` (0.5: a "medium" effect) counts as a response (a
+negative one: the unit is less active on the images carrying the artefact). The colour step's
+Mood tests (colour vs grayscale fakes), when given, are joined per T-FF.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import distributed as tdist
+from ..demo.benchmark import GROUND_TRUTH
+from ..inputs import explainer_for, find_data, load_model, run_preprocessing
+from ..outputs import run_folder
+from ..results import RunRecord, read_json, write_csv, write_json
+from .activations import load_tffs, tff_keys
+from .color import VERSIONS, max_activations
+
+MIN_EFFECT = 0.5
+
+
+def find_ground_truth(data: str | os.PathLike, levels: int = 2) -> Path | None:
+    """The benchmark folder (holding ``benchmark.json`` and ``ground_truth.csv``) at or up to ``levels`` above
+    ``data``, or None."""
+    folder = Path(data).expanduser().absolute()
+    for candidate in [folder, *folder.parents][:levels + 1]:
+        if (candidate / "benchmark.json").is_file() and (candidate / GROUND_TRUTH).is_file():
+            return candidate
+    return None
+
+
+def _effect(a: np.ndarray, b: np.ndarray) -> float:
+    """Standardised difference of means (a − b) / pooled std; 0 when both samples are constant."""
+    s = float(np.sqrt((a.var() + b.var()) / 2))
+    return float((a.mean() - b.mean()) / s) if s > 0 else 0.0
+
+
+def planted_responses(colour: np.ndarray, gray: np.ndarray, truth: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    """One row per (T-FF, set): upsampling and colour responses (see the module docstring).
+
+    ``colour``/``gray``: (N, K) max activations of the N images of ``truth`` (columns ``set``, ``label``,
+    ``family``: the fakes' generator family) in colour and grayscale."""
+    rows = []
+    sets = truth["set"].to_numpy()
+    label = truth["label"].to_numpy()
+    for s in dict.fromkeys(sets.tolist()):
+        fake, real = (sets == s) & (label == 1), (sets == s) & (label == 0)
+        if not fake.any() or not real.any():
+            continue
+        family = str(truth.loc[fake, "family"].iloc[0])
+        for j, key in enumerate(keys):
+            fc, rc, fg, rg = colour[fake, j], colour[real, j], gray[fake, j], gray[real, j]
+            s_colour = float(np.sqrt((fc.var() + rc.var()) / 2))
+            did = (fc.mean() - rc.mean()) - (fg.mean() - rg.mean())
+            rows.append({"tff": j + 1, "key": key, "set": s, "family": family, "n_fake": int(fake.sum()),
+                         "n_real": int(real.sum()), "mean_fake_colour": float(fc.mean()),
+                         "mean_real_colour": float(rc.mean()), "mean_fake_gray": float(fg.mean()),
+                         "mean_real_gray": float(rg.mean()), "upsampling_effect": _effect(fg, rg),
+                         "colour_effect": float(did / s_colour) if s_colour > 0 else 0.0})
+    return pd.DataFrame(rows)
+
+
+def summarise(per_set: pd.DataFrame, mood: pd.DataFrame | None = None, min_effect: float = MIN_EFFECT) -> pd.DataFrame:
+    """One row per T-FF: mean colour response over sets, upsampling response per family, the Mood tests' count of
+    colour-conditional sets, and what it responds to (effects ≥ ``min_effect``)."""
+    rows = []
+    for (tff, key), part in per_set.groupby(["tff", "key"], sort=True):
+        ups = dict(zip(part["family"], part["upsampling_effect"], strict=True))
+        colour = float(part["colour_effect"].mean())
+        row = {"tff": int(tff), "key": key, "colour_effect": colour,
+               **{f"upsampling_{f}": float(v) for f, v in ups.items()}}
+        if mood is not None and len(mood):
+            m = mood[mood["tff"] == tff]
+            row["mood_colour_conditional_sets"] = int(m["colour_conditional"].sum())
+            row["mood_sets"] = len(m)
+        parts = [name for name, v in (("colour", colour), ("colour, lower on fakes", -colour)) if v >= min_effect]
+        for sign, words in ((1, "upsampling"), (-1, "upsampling, lower on fakes")):
+            families = [f for f, v in ups.items() if sign * v >= min_effect]
+            parts += [f"{words} ({', '.join(families)})"] if families else []
+        row["responds_to"] = " + ".join(parts) if parts else "none of the planted artefacts"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _truth_for(samples: Sequence, bench: Path, truth: pd.DataFrame) -> tuple[list[int], pd.DataFrame]:
+    """Indices of the samples listed in the ground truth, and their rows (in sample order)."""
+    by_path = truth.set_index("path")
+    keep, rows = [], []
+    for i, s in enumerate(samples):
+        try:
+            rel = Path(s.path).absolute().relative_to(bench).as_posix()
+        except ValueError:
+            continue
+        if rel in by_path.index:
+            keep.append(i)
+            rows.append({**by_path.loc[rel].to_dict(), "path": rel, "set": s.set, "label": int(s.label)})
+    return keep, pd.DataFrame(rows)
+
+
+def run_planted(arch: str, weights, data: str | os.PathLike, out: str | os.PathLike, ranking: str | os.PathLike,
+                k: int = 12, sets: Sequence[str] | None = None, max_per_class: int | None = 200,
+                mood_tests: str | os.PathLike | None = None, min_effect: float = MIN_EFFECT, preset: str = "detector",
+                batch_size: int = 64, device: str = "auto", num_workers: int | None = None, progress: bool = True,
+                site: str = "folded") -> dict:
+    """Score the top-``k`` T-FF of ``ranking`` against the planted artefacts of the benchmark ``data`` belongs to:
+    writes ``planted_sets.csv`` (per T-FF and set), ``planted.csv`` (per T-FF) and ``planted.json``."""
+    bench = find_ground_truth(data)
+    if bench is None:
+        raise FileNotFoundError(f"no benchmark.json with {GROUND_TRUTH} at or above {data}")
+    ctx = tdist.init(device)
+    record = RunRecord("planted", dict(arch=arch, weights=str(weights), data=str(data), ranking=str(ranking), k=k,
+                                       sets=sets, max_per_class=max_per_class, min_effect=min_effect, site=site),
+                       ctx.world)
+    truth = pd.read_csv(bench / GROUND_TRUTH, keep_default_na=False)
+    meta = read_json(bench / "benchmark.json")
+    with run_folder(out, ctx) as folder:
+        samples = find_data(data, sets, max_per_class=max_per_class, main=False).samples
+        keep, rows = _truth_for(samples, bench, truth)
+        if not keep:
+            raise ValueError(f"none of the test images under {data} is listed in {bench / GROUND_TRUTH}")
+        listed = [samples[i] for i in keep]
+        model = load_model(arch, weights, ctx.device, ctx.is_main)
+        prep = run_preprocessing(model, data)
+        explainer = explainer_for(model, prep)
+        tffs = load_tffs(ranking, k, explainer)
+        keys = tff_keys(explainer, tffs)
+        pass_args = dict(preset=preset, batch_size=batch_size, num_workers=num_workers, progress=progress,
+                         preprocessing=prep)
+        acts = {v: max_activations(explainer, tffs, listed, ctx, p, site, desc=f"planted check ({v})", **pass_args)
+                for v, p in VERSIONS.items()}
+        (ic, ac), (ig, ag) = acts["colour"], acts["grayscale"]
+        common, pc, pg = np.intersect1d(ic, ig, return_indices=True)
+        per_set = planted_responses(ac[pc], ag[pg], rows.iloc[common].reset_index(drop=True), keys)
+        mood = pd.read_csv(mood_tests) if mood_tests is not None and Path(mood_tests).is_file() else None
+        summary = summarise(per_set, mood, min_effect)
+        formats = rows.groupby("label")["format"].agg(lambda f: sorted(set(f)))
+        js = {"benchmark": str(bench), "benchmark_version": meta.get("version"), "artefacts": meta.get("artefacts"),
+              "k": len(tffs), "min_effect": min_effect, "n_images": int(len(common)), "activation_site": site,
+              "format_confound": bool(formats.get(0, []) != formats.get(1, [])),
+              "training_family": meta.get("training_family"),
+              "share_colour": float((summary["colour_effect"].abs() >= min_effect).mean()),
+              "share_upsampling": {c.removeprefix("upsampling_"): float((summary[c].abs() >= min_effect).mean())
+                                   for c in summary.columns if c.startswith("upsampling_")}}
+        if ctx.is_main:
+            write_csv(folder / "planted_sets.csv", per_set)
+            write_csv(folder / "planted.csv", summary)
+            write_json(folder / "planted.json", js)
+            record.write(folder, device=str(ctx.device), **js)
+    return {"per_set": per_set, "summary": summary, **js}
+
+
+def planted_of_study(folder: Path, out: Path, det: dict, weights, steps: dict, data: dict, common: dict) -> None:
+    """The study's planted step: the check for the analysed detector (``folder/universal``) and, when the study
+    has one, the colour-robust detector (``folder/colour_robust``), each with its own ranking and Mood tests."""
+    from ..detectors import Weights
+
+    p, cr = steps["planted"], steps["color_robust"]
+    detectors = {"universal": (det["arch"], weights, out / "rank" / "ffrs.csv", out / "color" / "mood_tests.csv")}
+    if cr["enabled"]:
+        trained = out / "color_robust" / "train"
+        cr_weights = cr["weights"] or str(trained / ("model_best.pth" if (trained / "model_best.pth").is_file()
+                                                     else "model_last.pth"))
+        detectors["colour_robust"] = ((cr["train"] or {}).get("arch", det["arch"]),
+                                      Weights(cr_weights, trust=det["trust_checkpoint"]),
+                                      out / "color_robust" / "rank" / "ffrs.csv",
+                                      out / "color_robust" / "color" / "mood_tests.csv")
+    for name, (arch, w, ranking, mood) in detectors.items():
+        run_planted(arch, w, data["test"], folder / name, ranking, k=p["k"] or steps["color"]["k"], sets=data["sets"],
+                    max_per_class=p["max_per_class"], mood_tests=mood, min_effect=p["min_effect"], **common)
+
+
+__all__ = ["GROUND_TRUTH", "MIN_EFFECT", "find_ground_truth", "planted_of_study", "planted_responses", "run_planted",
+           "summarise"]
