@@ -38,7 +38,7 @@ class PlantedArtefacts:
     """Strengths of the planted artefacts (``colour`` in [0, 2]: the fakes' chroma gain minus one;
     ``format_shortcut``: reals as JPEG of ``jpeg_quality``, fakes as PNG)."""
 
-    colour: float = 1.0
+    colour: float = 0.5
     format_shortcut: bool = False
     jpeg_quality: int = 90
 
