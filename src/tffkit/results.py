@@ -175,6 +175,32 @@ def input_hashes(args: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+class InputIdentity:
+    """What a study's inputs are, not only where: checkpoint SHA-256 and data file lists (each computed once)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, str], Any] = {}
+
+    def file(self, path: str | os.PathLike | None) -> str | None:
+        """SHA-256 of a file (None for no path; a missing file is caught by the config check)."""
+        if path is None or not Path(path).is_file():
+            return None
+        return self._get("file", str(path), lambda: file_sha256(path))
+
+    def tree(self, root: str | os.PathLike, sets: list[str] | None = None) -> dict:
+        """Count, bytes and digest of the (path, size, mtime) list of every file under ``root`` (under its named
+        ``sets`` only, when given: a set is a first-level folder)."""
+        if not sets:
+            return self._get("tree", str(root), lambda: tree_identity(root))
+        return {s: self._get("tree", str(Path(root) / s), lambda s=s: tree_identity(Path(root) / s))
+                for s in sorted(sets)}
+
+    def _get(self, kind: str, key: str, make: Callable[[], Any]) -> Any:
+        if (kind, key) not in self._seen:
+            self._seen[kind, key] = make()
+        return self._seen[kind, key]
+
+
 def git_revision() -> str | None:
     """The git commit of the installed source tree, if it is a checkout."""
     try:

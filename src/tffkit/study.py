@@ -26,7 +26,7 @@ from .conventions import SWITCHES
 from .detectors import Weights
 from .layouts import DataSpec
 from .outputs import check_writable
-from .results import file_sha256, read_json, tree_identity, write_json
+from .results import InputIdentity, read_json, write_json
 
 STEP_ORDER = ("evaluate", "rank", "dropout", "faithfulness", "lrpmax", "color", "color_robust", "planted",
               "generator")
@@ -179,32 +179,6 @@ def load_config(path_or_dict: str | os.PathLike | dict) -> dict:
     if errors:
         raise ConfigError("invalid study config:\n  " + "\n  ".join(errors))
     return cfg
-
-
-class InputIdentity:
-    """What a study's inputs are, not only where: checkpoint SHA-256 and data file lists (each computed once)."""
-
-    def __init__(self) -> None:
-        self._seen: dict[tuple[str, str], Any] = {}
-
-    def file(self, path: str | os.PathLike | None) -> str | None:
-        """SHA-256 of a file (None for no path; a missing file is caught by the config check)."""
-        if path is None or not Path(path).is_file():
-            return None
-        return self._get("file", str(path), lambda: file_sha256(path))
-
-    def tree(self, root: str | os.PathLike, sets: list[str] | None = None) -> dict:
-        """Count, bytes and digest of the (path, size, mtime) list of every file under ``root`` (under its named
-        ``sets`` only, when given: a set is a first-level folder)."""
-        if not sets:
-            return self._get("tree", str(root), lambda: tree_identity(root))
-        return {s: self._get("tree", str(Path(root) / s), lambda s=s: tree_identity(Path(root) / s))
-                for s in sorted(sets)}
-
-    def _get(self, kind: str, key: str, make: Callable[[], Any]) -> Any:
-        if (kind, key) not in self._seen:
-            self._seen[kind, key] = make()
-        return self._seen[kind, key]
 
 
 @dataclass
