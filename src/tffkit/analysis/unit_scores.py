@@ -74,7 +74,8 @@ def randomised_copy(model: nn.Module, fraction: float, seed: int = 0) -> tuple[n
             for p in module.parameters(recurse=False):
                 ref = p.detach().to("cpu", torch.float64)
                 std = float(ref.std()) if ref.numel() > 1 else 0.0
-                p.copy_((torch.randn(p.shape, generator=gen, dtype=torch.float64) * std + float(ref.mean())).to(p))
+                noise = torch.randn(p.shape, generator=gen, dtype=torch.float64, device="cpu")  # same on any device
+                p.copy_((noise * std + float(ref.mean())).to(p))
     return out, [name for name, _ in chosen]
 
 
