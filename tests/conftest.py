@@ -58,8 +58,8 @@ def trained_tiny(tmp_path_factory) -> tuple[Path, Path]:
 
     The data root has a training family ``progan`` and two unseen sets; training uses a separate tree.
     """
-    from tffkit.data import find_samples, load_rgb, normalize
-    from tffkit.detectors import build_detector, save_checkpoint
+    from tffkit.data import find_samples, load_rgb
+    from tffkit.detectors import save_checkpoint
 
     base = tmp_path_factory.mktemp("trained")
     train_root = make_tree(base / "train", {"progan": []}, n=48, seed=1)
@@ -67,18 +67,25 @@ def trained_tiny(tmp_path_factory) -> tuple[Path, Path]:
     samples = find_samples(train_root)
     x = torch.stack([torch.from_numpy(np.array(load_rgb(s.path))).permute(2, 0, 1) for s in samples])
     y = torch.tensor([float(s.label) for s in samples])
-    torch.manual_seed(0)
+    return save_checkpoint(base / "tiny.pth", train_tiny(x, y)), test_root
+
+
+def train_tiny(x: torch.Tensor, y: torch.Tensor, seed: int = 0, steps: int = 40) -> torch.nn.Module:
+    """tiny_resnet trained by Adam on uint8 images ``x`` and 0/1 labels ``y`` (batches of 32), in eval mode."""
+    from tffkit.data import normalize
+    from tffkit.detectors import build_detector
+
+    torch.manual_seed(seed)
     model = build_detector("tiny_resnet")
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(40):
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
         idx = torch.randperm(len(y), generator=gen)[:32]
         loss = torch.nn.functional.binary_cross_entropy_with_logits(model(normalize(x[idx])).reshape(-1), y[idx])
         opt.zero_grad()
         loss.backward()
         opt.step()
-    model.eval()
-    return save_checkpoint(base / "tiny.pth", model), test_root
+    return model.eval()
 
 
 def run_torchrun(args: list[str], nproc: int = 2, timeout: int = 300) -> None:

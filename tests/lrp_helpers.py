@@ -10,7 +10,17 @@ def pseudo_trained(arch: str, seed: int = 0) -> nn.Module:
     """A detector whose BN statistics and affine parameters are randomised, so activations neither
     vanish nor explode as in a fresh initialisation (a stand-in for trained weights)."""
     torch.manual_seed(seed)
-    model = build_detector(arch).eval()
+    model = randomise_batch_norm(build_detector(arch).eval())
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                m.bias.fill_(0.05)
+    return model
+
+
+def randomise_batch_norm(model: nn.Module) -> nn.Module:
+    """Draw every BatchNorm2d's running statistics and affine parameters from ranges a trained net has (in place,
+    from torch's global generator)."""
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
@@ -18,6 +28,4 @@ def pseudo_trained(arch: str, seed: int = 0) -> nn.Module:
                 m.running_var.uniform_(0.5, 2.0)
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.uniform_(-0.1, 0.1)
-            elif isinstance(m, nn.Linear) and m.bias is not None:
-                m.bias.fill_(0.05)
     return model

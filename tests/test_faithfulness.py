@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import run_torchrun
+from conftest import run_torchrun, train_tiny
 from tffkit.analysis.faithfulness import aopc_table, deletion_variants, faithfulness, k_grid, top_overlap
 from tffkit.analysis.unit_scores import randomised_copy
 from tffkit.results import read_json
@@ -46,24 +46,12 @@ def colour_tree(root: Path, sets: list[str], n: int, seed: int) -> Path:
 
 def train_colour_detector(path: Path, seed: int = 0) -> Path:
     """tiny_resnet trained for a few seconds on the colour artefact."""
-    from tffkit.data import normalize
-    from tffkit.detectors import build_detector, save_checkpoint
+    from tffkit.detectors import save_checkpoint
 
     rng = np.random.default_rng(100 + seed)
     labels = np.arange(192) % 2
     x = torch.stack([torch.from_numpy(colour_image(rng, bool(f))).permute(2, 0, 1) for f in labels])
-    y = torch.tensor(labels, dtype=torch.float32)
-    torch.manual_seed(seed)
-    model = build_detector("tiny_resnet")
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(40):
-        idx = torch.randperm(len(y), generator=gen)[:32]
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(normalize(x[idx])).reshape(-1), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return save_checkpoint(path, model.eval())
+    return save_checkpoint(path, train_tiny(x, torch.tensor(labels, dtype=torch.float32), seed))
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from conftest import run_torchrun
-from lrp_helpers import pseudo_trained
+from lrp_helpers import pseudo_trained, randomise_batch_norm
 from tffkit import distributed as tdist
 from tffkit.analysis.generator import LatentSource, explain_generator
 from tffkit.detectors import save_checkpoint
@@ -39,15 +39,7 @@ def _progan() -> ProGANGenerator:
 
 def _dcgan() -> DCGANGenerator:
     torch.manual_seed(1)
-    g = DCGANGenerator(8, 4, 3).eval()
-    with torch.no_grad():
-        for m in g.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 2)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.1, 0.1)
-    return g
+    return randomise_batch_norm(DCGANGenerator(8, 4, 3).eval())
 
 
 @pytest.mark.parametrize("make,size", [(_progan, 16), (_dcgan, 64)])

@@ -49,14 +49,17 @@ def test_rank_on_gpu_matches_cpu(trained_tiny):
     np.testing.assert_allclose(both["omega_gpu"], both["omega_cpu"], rtol=1e-3, atol=1e-6)
 
 
-def test_lrp_on_gpu_matches_cpu_and_conserves():
-    model = pseudo_trained("resnet18")
-    x = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+def _assert_explainer_on_gpu_matches_cpu(model, x: torch.Tensor) -> None:
     cpu = Explainer(model).explain(x)
     gpu = Explainer(model.to("cuda")).explain(x.to("cuda"))
     torch.testing.assert_close(gpu.logits.cpu(), cpu.logits, rtol=1e-3, atol=1e-4)
     scale = cpu.input_relevance.abs().max()
     torch.testing.assert_close(gpu.input_relevance.cpu() / scale, cpu.input_relevance / scale, rtol=0, atol=1e-3)
+
+
+def test_lrp_on_gpu_matches_cpu_and_conserves():
+    x = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    _assert_explainer_on_gpu_matches_cpu(pseudo_trained("resnet18"), x)
 
 
 @pytest.mark.parametrize("arch", ["tiny_vit", "tiny_convnext"])
@@ -65,12 +68,7 @@ def test_modern_architectures_on_gpu_match_cpu(arch):
 
     torch.manual_seed(0)
     model = build_detector(arch).eval()
-    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    cpu = Explainer(model).explain(x)
-    gpu = Explainer(model.to("cuda")).explain(x.to("cuda"))
-    torch.testing.assert_close(gpu.logits.cpu(), cpu.logits, rtol=1e-3, atol=1e-4)
-    scale = cpu.input_relevance.abs().max()
-    torch.testing.assert_close(gpu.input_relevance.cpu() / scale, cpu.input_relevance / scale, rtol=0, atol=1e-3)
+    _assert_explainer_on_gpu_matches_cpu(model, torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1)))
 
 
 def test_generator_explainer_on_gpu_matches_cpu():

@@ -37,6 +37,13 @@ def _describe(path: Path, exc: OSError) -> str:
     return f"{exc.strerror or exc} ({type(exc).__name__})"
 
 
+def _write_probe(folder: Path) -> None:
+    """Create and remove an empty file in ``folder`` (raises OSError when it cannot be written)."""
+    fd, probe = tempfile.mkstemp(prefix=".tff-probe-", dir=folder)
+    os.close(fd)
+    os.unlink(probe)
+
+
 def check_writable(out: str | os.PathLike) -> Path:
     """Create ``out`` if needed and write (then remove) a probe file in it; :class:`OutputFolderError` says why
     it cannot be used. Returns the resolved folder."""
@@ -45,9 +52,7 @@ def check_writable(out: str | os.PathLike) -> Path:
         raise OutputFolderError(f"output folder {out} is a file, not a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".tff-probe-", dir=path)
-        os.close(fd)
-        os.unlink(probe)
+        _write_probe(path)
     except OSError as exc:
         raise OutputFolderError(f"output folder {out} cannot be written: {_describe(path, exc)}") from None
     return path
@@ -104,9 +109,7 @@ class RunFolder:
         try:
             path = Path(tempfile.mkdtemp(prefix=f".{self.final.name}{STAGING}", dir=parent))
             os.chmod(path, file_mode(directory=True))
-            fd, probe = tempfile.mkstemp(prefix=".tff-probe-", dir=path)
-            os.close(fd)
-            os.unlink(probe)
+            _write_probe(path)
         except OSError as exc:
             raise OutputFolderError(f"output folder {self.final} cannot be written: {_describe(parent, exc)}") from None
         return path
