@@ -48,6 +48,16 @@ class ImageSource:
     def __init__(self, paths: Sequence[str | Path], out_range: tuple[float, float] = (-1.0, 1.0)):
         self.paths, self.out_range = list(paths), out_range
 
+    @classmethod
+    def from_folder(cls, folder: str | Path, n: int, out_range: tuple[float, float] = (-1.0, 1.0)) -> ImageSource:
+        """The first ``n`` images under ``folder`` (sorted paths); ValueError when there are none."""
+        from ..data import IMAGE_EXTENSIONS
+
+        paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)[:n]
+        if not paths:
+            raise ValueError(f"no images under {folder}")
+        return cls(paths, out_range)
+
     def __len__(self) -> int:
         return len(self.paths)
 
@@ -201,7 +211,6 @@ def run_generator(generator: str, generator_weights: str | Path, arch: str, weig
     from seeded latents (or from the images in ``inputs``, for image-to-image generators), rank the generator's
     units by ω and mask the top/random/low ``percent``%. ``trust_checkpoint`` allows pickled objects in the
     generator's file (and in the detector's, unless ``weights`` is a :class:`~tffkit.detectors.Weights`)."""
-    from ..data import IMAGE_EXTENSIONS
     from ..generation.compose import DetectorInput
     from ..generation.models import load_generator
     from ..inputs import load_model
@@ -220,10 +229,7 @@ def run_generator(generator: str, generator_weights: str | Path, arch: str, weig
         adapter = DetectorInput.for_detector(detector, out_range, resize, crop)
         gex = GeneratorExplainer(gen, detector, adapter, attention=attention)
         if inputs is not None:
-            paths = sorted(p for p in Path(inputs).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)[:n]
-            if not paths:
-                raise ValueError(f"no images under {inputs}")
-            source = ImageSource(paths, out_range)
+            source = ImageSource.from_folder(inputs, n, out_range)
         else:
             source = LatentSource(n, gex.input_shape, seed)
         return explain_generator(gex, source, folder, percent, repeats, seed, min_prob, batch_size, ctx, record)
@@ -233,7 +239,6 @@ def generators_of_study(step: dict, arch: str, weights: str | Weights | None, ou
                         batch_size: int = 16) -> dict:
     """The study's generator step: :func:`explain_generator` for each configured generator into
     ``out/<name>/``, then ``out/generators.json`` summarising them (top vs random drop, image change)."""
-    from ..data import IMAGE_EXTENSIONS
     from ..generation.compose import DetectorInput
     from ..generation.models import load_generator
     from ..inputs import load_model
@@ -249,8 +254,7 @@ def generators_of_study(step: dict, arch: str, weights: str | Weights | None, ou
             name = spec["name"]
             gen = load_generator(spec["kind"], spec["weights"]).to(ctx.device)
             if spec.get("inputs"):
-                paths = sorted(p for p in Path(spec["inputs"]).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
-                source = ImageSource(paths[:step["images"]])
+                source = ImageSource.from_folder(spec["inputs"], step["images"])
                 shape = tuple(source.batch([0]).shape[1:])
             else:
                 shape = None
