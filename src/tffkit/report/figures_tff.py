@@ -164,8 +164,8 @@ def activation_distributions(color: np.ndarray, gray: np.ndarray, keys: Sequence
             both = np.concatenate([color[:, j], gray[:, j]])
             lo, hi = (float(both.min()), float(both.max())) if both.size else (0.0, 1.0)
             edges = np.linspace(lo, hi if hi > lo else lo + 1, bins + 1)
-            ax.hist(color[:, j], edges, alpha=0.6, color=VERSION_COLORS["colour"], label="colour")
-            ax.hist(gray[:, j], edges, alpha=0.6, color=VERSION_COLORS["grayscale"], label="grayscale")
+            for version, values in (("colour", color[:, j]), ("grayscale", gray[:, j])):  # one polygon each: fast
+                ax.hist(values, edges, histtype="stepfilled", alpha=0.6, color=VERSION_COLORS[version], label=version)
             ax.set_title(f"{keys[j]}\nMood p = {pvalues[j]:.2g}", fontsize=fs)
             ax.locator_params(nbins=4)
             if j % cols == 0:
