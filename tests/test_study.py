@@ -6,6 +6,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from tffkit import study as study_mod
@@ -114,7 +115,7 @@ def full_report(tmp_path_factory, trained_tiny) -> Path:
                   color={"k": 8, "max_per_class": 8},
                   color_robust={"enabled": True, "weights": str(weights), "label": "CR"},
                   faithfulness={"enabled": True, "ks": [2, 8], "random_repeats": 2, "randomise": [1.0],
-                                "min_prob": 0.5},
+                                "min_prob": 0.5, "deletion_max_per_class": 3},
                   generator={"enabled": True, "images": 6, "percent": 10.0, "random_repeats": 2, "min_prob": 0.0,
                              "generators": [{"name": "dcgan", "kind": "dcgan", "weights": str(tmp / "dcgan.pth"),
                                              "near": ["main.12"]}]})
@@ -133,6 +134,12 @@ def test_full_study_report_has_every_section(full_report: Path):
         marker = json.loads((full_report.parent / step / ".step.json").read_text())
         assert all((full_report.parent / step / f).is_file() for f in marker["files"])
     assert len(re.findall(r'<img src="data:image/png;base64,', page)) >= 8
+
+
+def test_faithfulness_step_deletes_on_its_own_share_of_the_test_images(full_report: Path):
+    run = json.loads((full_report.parent / "faithfulness" / "run.json").read_text())
+    scored = pd.read_csv(full_report.parent / "evaluate" / "scores.csv")
+    assert run["args"]["max_per_class"] == 3 and scored.groupby(["set", "label"]).size().min() > 3
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian chromium not installed")
