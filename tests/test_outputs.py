@@ -10,7 +10,6 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -167,12 +166,13 @@ def test_ctrl_c_prints_one_line_not_a_traceback(tmp_path: Path, trained_tiny):
                              str(weights), "--data", str(data), "--device", "cpu", "--workers", "1", "--batch-size",
                              "1", "--out", str(out)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True, env={**os.environ, "PYTHONPATH": SRC})
-    deadline = time.time() + 120
-    while not _siblings(out) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)  # the run is under way once its staging folder exists
-    time.sleep(1.0)
+    first = proc.stderr.readline()  # the run is scoring once it reports progress (not still starting up)
+    while first and not first.startswith("scoring"):
+        first = proc.stderr.readline()
+    assert _siblings(out), "the run writes into a staging folder"
     os.killpg(proc.pid, signal.SIGINT)  # as a terminal does: the whole process group, loader workers included
     _, err = proc.communicate(timeout=120)
+    err = first + err
     assert proc.returncode == 130, err[-3000:]
     lines = [line for line in err.splitlines() if line.strip() and not line.startswith("scoring")]
     assert "Traceback" not in err and len(lines) == 1 and lines[0].startswith("tff evaluate: interrupted"), err
