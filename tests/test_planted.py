@@ -70,18 +70,26 @@ def test_report_section_says_the_effects_were_planted(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_demo_reproduces_the_papers_colour_direction(tmp_path: Path) -> None:
-    """The demo at small scale: grayscale lowers the universal detector's median p on the unseen families more than
-    the colour-robust detector's, and the planted check ran (the paper's direction, not its numbers)."""
+    """The demo as shipped (about 10 minutes): grayscale lowers the universal detector's median p on the unseen
+    families more than the colour-robust detector's, the colour-robust detector keeps more AP on grayscale images of
+    its training family, and the planted check ran (the paper's direction, not its numbers). At scale 0.3 (6 epochs)
+    the detectors are undertrained and the direction does not hold (measured: −12.8 pp universal, −26.7 pp CR)."""
     from tffkit.demo.study import run_demo
 
-    report = run_demo(tmp_path / "demo", scale=0.3, seed=0, device="cpu", progress=False)
+    report = run_demo(tmp_path / "demo", scale=1.0, seed=0, device="cpu", progress=False)
     study = report.parent
 
     def unseen_change(folder: Path) -> float:
         m = pd.read_csv(folder / "median_probability.csv")
         return float(m.loc[m["set"] != "tconv", "median_change_pp"].mean())
 
+    def gray_ap(folder: Path, family: str = "tconv") -> float:
+        m = pd.read_csv(folder / "color_metrics.csv")
+        row = (m["set"] == family) & (m["metric"] == "ap") & (m["version"] == "grayscale")
+        return float(m.loc[row, "value"].iloc[0])
+
     universal, robust = unseen_change(study / "color"), unseen_change(study / "color_robust" / "color")
     assert universal < -10 and universal < robust, (universal, robust)
+    assert gray_ap(study / "color_robust" / "color") > gray_ap(study / "color")
     assert (study / "planted" / "universal" / "planted.csv").is_file()
     assert "Planted artefacts" in report.read_text()
