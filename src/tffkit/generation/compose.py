@@ -89,7 +89,8 @@ class GeneratorExplainer:
     def __init__(self, generator: nn.Module, detector: nn.Module, adapter: DetectorInput | None = None,
                  input_shape: Sequence[int] | None = None, include_output_layer: bool = False,
                  **explainer_options):
-        self.adapter = adapter or DetectorInput()
+        param = next(iter(generator.parameters()), None)  # the adapter's buffers follow the generator's device
+        self.adapter = (adapter or DetectorInput()).to(param.device if param is not None else "cpu")
         self.input_shape = tuple(input_shape or default_input_shape(generator))
         model = GeneratedDetection(generator, detector, self.adapter)
         self.explainer = Explainer(model, input_shape=self.input_shape, input_rule="zplus", **explainer_options)
