@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from conftest import run_torchrun
+from lrp_helpers import pseudo_trained
 from tffkit.analysis.ffrs import FFRSAccumulator, load_ranking, ranking_table, select_channels
 from tffkit.cli import main
 from tffkit.lrp import Explainer, FeatureLayer
@@ -47,6 +48,43 @@ def test_omega_closed_form():
     expected = (mass * (w > 0)) / mass.sum(1, keepdim=True)
     assert torch.allclose(acc.omega()[0], expected.mean(0), atol=1e-9)
     assert acc.omega()[0, 1] == 0  # never positive → exactly zero
+
+
+def test_accumulator_matches_the_naive_formula_over_batches_groups_and_layer_subsets():
+    """Deferred per-batch reduction (Σ R and Σ |R| per layer, shares once per batch) equals ω and the retained share
+    computed image by image from the relevance maps, for two groups, excluded images and a subset of layers."""
+    torch.manual_seed(0)
+    ex = Explainer(pseudo_trained("tiny_resnet").double())
+    layers = ex.layers[::3]
+    acc = FFRSAccumulator(layers, torch.device("cpu"), groups=2)
+    naive_sum = {layer.name: torch.zeros(2, layer.channels, dtype=torch.float64) for layer in layers}
+    naive_kept = torch.zeros(2, len(layers), dtype=torch.float64)
+    counts = torch.zeros(2)
+    for group in ([0, 1, -1], [1, 1, 0, 0]):
+        g = torch.tensor(group)
+        x = torch.randn(len(group), 3, 32, 32, dtype=torch.float64)
+        maps = {}
+        acc.set_batch(g)
+        seed = torch.where(g == 0, 1.0, torch.where(g == 1, -1.0, 0.0)).double()
+
+        def tap(layer, rel, act, maps=maps):
+            maps[layer.name] = rel.detach().clone()
+            acc(layer, rel, act)
+
+        ex.explain(x, seed, tap=tap, layers=layers, input_relevance=False)
+        for i, gi in enumerate(group):
+            if gi < 0:
+                continue
+            counts[gi] += 1
+            for j, layer in enumerate(layers):
+                r = maps[layer.name][i]
+                naive_sum[layer.name][gi] += r.clamp(min=0).sum((1, 2)) / r.abs().sum()
+                naive_kept[gi, j] += r.sum() * (1 if gi == 0 else -1)
+    omega = acc.omega()
+    expected = torch.cat([naive_sum[layer.name] for layer in layers], 1) / counts[:, None]
+    torch.testing.assert_close(omega, expected, rtol=0, atol=1e-9)
+    torch.testing.assert_close(acc.retained_share(), naive_kept / counts[:, None], rtol=0, atol=1e-9)
+    assert acc.counts.tolist() == [3, 3]
 
 
 def test_ranking_ties_and_keys():

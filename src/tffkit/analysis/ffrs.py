@@ -37,7 +37,12 @@ def unit_major(t: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 class FFRSAccumulator:
-    """A relevance tap summing per-image ω contributions per channel, for G groups (e.g. fakes, reals)."""
+    """A relevance tap summing per-image ω contributions per channel, for G groups (e.g. fakes, reals).
+
+    In the backward each tapped layer only reduces its relevance to per-channel Σ R and Σ |R| (two reads of the
+    map, nothing written); the shares, their fixed-point rounding and the sums over images run once per batch for
+    all layers together (:meth:`flush`, called by :meth:`set_batch` and when :attr:`sums` or :attr:`retained` are
+    read), so a batch costs a handful of small kernels instead of some twenty per layer."""
 
     def __init__(self, layers: Sequence[FeatureLayer], device: torch.device, groups: int = 1):
         self.layers = list(layers)
@@ -46,37 +51,77 @@ class FFRSAccumulator:
         for layer in self.layers:
             self.offsets[layer.name] = start
             start += layer.channels
-        self.sums = torch.zeros(groups, start, dtype=torch.int64, device=device)
+        self._sums = torch.zeros(groups, start, dtype=torch.int64, device=device)
         self.counts = torch.zeros(groups, dtype=torch.int64, device=device)
         # per layer, Σ of the per-image total relevance relative to the seed: where relevance is kept or lost
-        self.retained = torch.zeros(groups, len(self.layers), dtype=torch.int64, device=device)
+        self._retained = torch.zeros(groups, len(self.layers), dtype=torch.int64, device=device)
         self.position = {layer.name: i for i, layer in enumerate(self.layers)}
         self._keep: torch.Tensor | None = None
         self._slot: torch.Tensor | None = None
+        self._pending: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # layer position → (Σ R, Σ |R|), (B, C)
+        self._index_cache: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    @property
+    def sums(self) -> torch.Tensor:
+        """(G, channels) int64 Σ over images of the fixed-point per-image ω."""
+        self.flush()
+        return self._sums
+
+    @property
+    def retained(self) -> torch.Tensor:
+        """(G, layers) int64 Σ over images of the fixed-point share of the seed that reaches each layer."""
+        self.flush()
+        return self._retained
 
     def set_batch(self, group: torch.Tensor) -> None:
         """Group index per image of the next batch; −1 excludes an image (e.g. not confident).
 
         Masks instead of boolean indexing, so nothing here or in the tap waits for the device."""
+        self.flush()
         self._keep = (group >= 0).to(torch.int64)
         self._slot = group.clamp(min=0)
         self.counts.index_add_(0, self._slot, self._keep)
 
     def __call__(self, layer: FeatureLayer, relevance: torch.Tensor, activation: torch.Tensor | None) -> None:
-        # per-channel Σ R⁺ and Σ |R| in the relevance's precision (one temporary, no float64 copy of the map),
-        # then the per-image shares in float64
+        position = self.position[layer.name]
+        if position in self._pending:  # a layer seen twice in one backward counts twice, as two taps
+            self.flush()
         r = unit_major(relevance, layer.dim)  # (B, units, positions): pixels, tokens or head dims
-        pos = r.clamp(min=0).sum(2).to(torch.float64)
-        absolute = torch.linalg.vector_norm(r, 1, dim=2).to(torch.float64)
-        total = absolute.sum(1, keepdim=True)
-        share = torch.where(total > 0, pos / total.clamp(min=torch.finfo(torch.float64).tiny), 0.0)
+        self._pending[position] = (r.sum(2), torch.linalg.vector_norm(r, 1, dim=2))
+
+    def flush(self) -> None:
+        """Add the pending layers of the current batch to the sums (float64 shares, then exact int64)."""
+        if not self._pending:
+            return
+        order = tuple(sorted(self._pending))
+        signed = torch.cat([self._pending[i][0] for i in order], 1).to(torch.float64)  # (B, n) Σ R
+        absolute = torch.cat([self._pending[i][1] for i in order], 1).to(torch.float64)  # (B, n) Σ |R|
+        self._pending.clear()
+        segment, columns, layer_cols = self._indices(order, signed.device)
+        totals = torch.zeros(signed.shape[0], len(order), dtype=torch.float64, device=signed.device)
+        totals.index_add_(1, segment, absolute)  # Σ_c |R| per layer
+        total = totals[:, segment]
+        positive = ((signed + absolute) * 0.5).clamp_(min=0)  # Σ R⁺ = (Σ R + Σ |R|) / 2
+        share = torch.where(total > 0, positive / total.clamp(min=torch.finfo(torch.float64).tiny), 0.0)
         fixed = torch.round(share * FIXED_POINT).to(torch.int64) * self._keep[:, None]
-        start = self.offsets[layer.name]
-        self.sums[:, start:start + layer.channels].index_add_(0, self._slot, fixed)
-        sign = 1 - 2 * self._slot.to(torch.float64)  # seed +1 for group 0 (fakes), −1 for group 1 (reals)
-        signed_total = (2 * pos - absolute).sum(1)  # Σ R = Σ R⁺ − Σ R⁻ = 2 Σ R⁺ − Σ |R|, no second pass
-        kept = torch.round(signed_total * sign * FIXED_POINT).to(torch.int64) * self._keep
-        self.retained[:, self.position[layer.name]].index_add_(0, self._slot, kept)
+        slot = self._slot[:, None]
+        self._sums.index_put_((slot.expand_as(fixed), columns.expand_as(fixed)), fixed, accumulate=True)
+        layer_signed = torch.zeros_like(totals).index_add_(1, segment, signed)  # Σ R per layer
+        sign = (1 - 2 * self._slot.to(torch.float64))[:, None]  # seed +1 for group 0 (fakes), −1 for group 1
+        kept = torch.round(layer_signed * sign * FIXED_POINT).to(torch.int64) * self._keep[:, None]
+        self._retained.index_put_((slot.expand_as(kept), layer_cols.expand_as(kept)), kept, accumulate=True)
+
+    def _indices(self, order: tuple[int, ...], device: torch.device) -> tuple[torch.Tensor, ...]:
+        """For the pending layers ``order``: each column's pending-layer number, its channel column in the sums,
+        and the layers' positions (cached per set of layers)."""
+        if order not in self._index_cache:  # made on the device by fill kernels: no host-to-device copy, no sync
+            layers = [self.layers[i] for i in order]
+            segment = torch.cat([torch.full((layer.channels,), j, device=device) for j, layer in enumerate(layers)])
+            columns = torch.cat([torch.arange(self.offsets[layer.name], self.offsets[layer.name] + layer.channels,
+                                              device=device) for layer in layers])
+            positions = torch.cat([torch.full((1,), i, device=device) for i in order])
+            self._index_cache[order] = (segment, columns[None], positions[None])
+        return self._index_cache[order]
 
     def retained_share(self) -> torch.Tensor:
         """(G, layers) mean over images of the layer's total relevance relative to the seed (1 = all kept)."""
