@@ -19,7 +19,7 @@ TINY = {
     "generator": ["--arch", "tiny_resnet", "--depths", "8", "8", "--batch-size", "2", "--iters", "1", "--warmup", "1"],
 }
 RATES = {"lrp": ("tffkit_lrp_img_s", "plain_gradient_img_s", "ratio_lrp_vs_plain"),
-         "rank": ("rank_end_to_end_img_s", "plain_gradient_img_s", "ratio_rank_vs_plain"),
+         "rank": ("rank_img_s", "plain_gradient_img_s", "ratio_rank_vs_plain"),
          "lrpmax": ("batched_pairs_per_s", "loop_pairs_per_s", "speedup"),
          "train": ("ours_images_per_s", "bare_images_per_s", "ratio"),
          "generator": ("tffkit_lrp_img_s", "plain_gradient_img_s", "ratio_lrp_vs_plain")}
