@@ -302,9 +302,10 @@ def test_format_shortcut_stores_reals_as_jpeg(tmp_path: Path, monkeypatch: pytes
 
 
 def test_demo_trains_both_detectors_at_once_and_reuses_them(built: tuple[Path, dict], tmp_path: Path) -> None:
-    """The universal detector trains here, the colour-robust one in a second process at the same time; a second call
-    trains nothing, and a detector trained on another benchmark is retrained."""
-    from tffkit.demo.study import train_detectors
+    """The shared initialisation learns the photo categories from real photos only; the universal detector then
+    trains here, the colour-robust one in a second process at the same time, both from it; a second call trains
+    nothing, and a detector trained on another benchmark is retrained."""
+    from tffkit.demo.study import pretrain_shared_init, train_detectors
 
     root, meta = built
     out = tmp_path / "demo"
@@ -312,13 +313,21 @@ def test_demo_trains_both_detectors_at_once_and_reuses_them(built: tuple[Path, d
     (out / "benchmark").symlink_to(root, target_is_directory=True)
     args = {"crop_size": 64, "load_size": 64, "batch_size": 16, "max_epochs": 1, "seed": 0, "lr": 1e-3,
             "blur_prob": 0.0, "jpeg_prob": 0.0, "patience": 1}
-    best = train_detectors(out, meta, args, "cpu", progress=False)
+    init = pretrain_shared_init(out, meta, args, "cpu", progress=False)
+    for label, category in enumerate(bm.PHOTO_SPLIT["train"]):  # the real photos of each category, nothing else
+        files = sorted((init.parent / "data" / "train" / "photos" / ("0_real", "1_fake")[label]).iterdir())
+        reals = root / "train" / category / "0_real"
+        assert [p.name for p in files] == sorted(p.name for p in reals.iterdir())
+        assert all((reals / p.name).read_bytes() == p.read_bytes() for p in files[:5])
+    assert pretrain_shared_init(out, meta, args, "cpu", progress=False) == init  # cached
+    best = train_detectors(out, meta, args, "cpu", progress=False, init=init)
     runs = {name: json.loads((path.parent / "run.json").read_text()) for name, path in best.items()}
+    assert all(run["args"]["init"] == str(init) for run in runs.values())
     assert all(path.is_file() for path in best.values())
     assert runs["colour_robust"]["args"]["color_robust"] and not runs["universal"]["args"]["color_robust"]
     assert "epoch 0" in (best["colour_robust"].parent / "train.log").read_text()  # its output went to its log
     stamps = {name: path.stat().st_mtime_ns for name, path in best.items()}
-    assert train_detectors(out, meta, args, "cpu", progress=False) == best
+    assert train_detectors(out, meta, args, "cpu", progress=False, init=init) == best
     assert {name: path.stat().st_mtime_ns for name, path in best.items()} == stamps  # cached: nothing retrained
-    train_detectors(out, {**meta, "build_time": "another build"}, args, "cpu", progress=False)
+    train_detectors(out, {**meta, "build_time": "another build"}, args, "cpu", progress=False, init=init)
     assert all(path.stat().st_mtime_ns != stamps[name] for name, path in best.items())

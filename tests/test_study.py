@@ -314,7 +314,8 @@ def test_report_summarises_a_trained_detector(tmp_path: Path, trained_tiny):
     shutil.copy(weights, folder / "model_best.pth")
     pd.DataFrame({"epoch": [1, 2], "lr": [1e-3, 1e-3], "train_loss": [0.6, 0.3], "val_loss": [0.5, 0.2],
                   "val_acc": [0.75, 0.9375], "val_ap": [0.8, 0.99]}).to_csv(folder / "history.csv", index=False)
-    (folder / "run.json").write_text(json.dumps({"command": "train", "args": {"color_robust": True, "data": "d"},
+    args = {"color_robust": True, "data": "d", "init": "i.pth"}
+    (folder / "run.json").write_text(json.dumps({"command": "train", "args": args,
                                                  "epochs": 2, "steps": 40, "stopped": "max_epochs",
                                                  "best": {"epoch": 2, "val_acc": 0.9375, "val_ap": 0.99}}))
     (tmp_path / "evaluate").mkdir()
@@ -322,6 +323,7 @@ def test_report_summarises_a_trained_detector(tmp_path: Path, trained_tiny):
     study = {"detector": {"arch": "tiny_resnet", "weights": str(folder / "model_best.pth"), "label": "mine"},
              "steps": {"color_robust": {"enabled": False}}}
     body = section_detectors(tmp_path, study)["body"]
-    assert "trained by tff train (colour-robust) on d: 2 epoch(s), 40 step(s), stopped by max_epochs" in body
+    assert ("trained by tff train (colour-robust) on d, starting from i.pth: 2 epoch(s), 40 step(s), stopped by "
+            "max_epochs") in body
     assert "best epoch 2: validation accuracy 93.8%, AP 99.0%" in body and "<td>93.8</td>" in body
     assert "changed after these results were computed" in body  # recorded hash 000… differs from the file's

@@ -71,8 +71,9 @@ def _history(folder: Path) -> tuple[str, str] | None:
         return None
     best = info.get("best") or {}
     args = info.get("args", {})
-    text = (f"trained by tff train{' (colour-robust)' if args.get('color_robust') else ''} on {args.get('data')}: "
-            f"{info.get('epochs')} epoch(s), {info.get('steps')} step(s), stopped by {info.get('stopped')}")
+    start = f", starting from {args['init']}" if args.get("init") else ", from random weights"
+    text = (f"trained by tff train{' (colour-robust)' if args.get('color_robust') else ''} on {args.get('data')}"
+            f"{start}: {info.get('epochs')} epoch(s), {info.get('steps')} step(s), stopped by {info.get('stopped')}")
     if best:
         text += (f"; best epoch {best.get('epoch')}: validation accuracy {100 * best.get('val_acc', 0):.1f}%, "
                  f"AP {100 * best.get('val_ap', 0):.1f}%")
