@@ -8,8 +8,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import shutil
 import sys
 import tempfile
 import time
@@ -19,6 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+
+from ..results import link_or_copy
 
 HELP = "training images/s: tff train's step (loading + augmentation) vs a bare PyTorch loop"
 
@@ -53,10 +53,7 @@ def make_dataset(root: Path, n: int, size: int, unique: int = 128, seed: int = 0
             Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(path)
         else:
             src = d / f"{i % unique:06d}.png"  # same label: ``unique`` is even
-            try:
-                os.link(src, path)
-            except OSError:
-                shutil.copyfile(src, path)
+            link_or_copy(src, path)
     return root
 
 

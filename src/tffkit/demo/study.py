@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from ..results import read_json, write_json
+from ..results import link_or_copy, read_json, write_json
 from .artefacts import PlantedArtefacts
 from .benchmark import PHOTO_SPLIT
 
@@ -65,6 +65,11 @@ def _train_logged(log: str, args: tuple, kwargs: dict) -> None:
         train_detector(*args, **kwargs)
 
 
+def _benchmark_stamp(bench: dict) -> dict:
+    """What identifies a built benchmark (a detector trained on another is retrained)."""
+    return {k: bench.get(k) for k in ("version", "scale", "seed", "artefacts", "build_time")}
+
+
 def _needs_training(folder: Path, built: dict) -> bool:
     """Whether ``folder`` lacks a finished detector trained on the benchmark ``built``; clears one trained on another
     and stamps the folder (before training, so an interrupted training resumes on the same benchmark)."""
@@ -82,13 +87,6 @@ PRETEXT = ("photo category: the training split's real photographs, 'everyday' (l
            "in colour — no fakes, no planted artefact")
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
-
-
 def pretrain_shared_init(out: Path, bench: dict, train_args: dict, device: str, progress: bool) -> Path:
     """Train the starting point both demo detectors share (cached in ``out/detectors/shared_init``), as the paper's
     detectors share ImageNet weights: the tiny detector learns to tell the benchmark's two photo categories apart on
@@ -97,7 +95,7 @@ def pretrain_shared_init(out: Path, bench: dict, train_args: dict, device: str, 
     from ..train import train_detector
 
     folder = out / "detectors" / "shared_init"
-    built = {**{k: bench.get(k) for k in ("version", "scale", "seed", "artefacts", "build_time")}, "pretext": PRETEXT}
+    built = {**_benchmark_stamp(bench), "pretext": PRETEXT}
     if _needs_training(folder, built):
         for split in ("train", "val"):
             for label, category in enumerate(PHOTO_SPLIT["train"]):
@@ -105,7 +103,7 @@ def pretrain_shared_init(out: Path, bench: dict, train_args: dict, device: str, 
                 dst.mkdir(parents=True, exist_ok=True)
                 for src in sorted((out / "benchmark" / split / category / "0_real").iterdir()):
                     if not (dst / src.name).exists():
-                        _link_or_copy(src, dst / src.name)
+                        link_or_copy(src, dst / src.name)
         write_json(folder / "pretext.json", {"task": PRETEXT, "epochs": train_args["max_epochs"]})
         train_detector(DEMO_ARCH, folder / "data" / "train", folder / "data" / "val", folder, device=device,
                        progress=progress, resume=(folder / "model_last.pth").is_file(), **train_args)
@@ -120,7 +118,7 @@ def train_detectors(out: Path, bench: dict, train_args: dict, device: str, progr
     thread, so the results are those of training one after the other."""
     from ..train import train_detector
 
-    built = {k: bench.get(k) for k in ("version", "scale", "seed", "artefacts", "build_time")}
+    built = _benchmark_stamp(bench)
     if init is not None:
         built["init"] = PRETEXT
     folders = {"universal": out / "detectors" / "universal", "colour_robust": out / "detectors" / "colour_robust"}
@@ -168,7 +166,7 @@ def run_demo(out: str | os.PathLike = "demo_out", scale: float = 1.0, seed: int 
     # the upsampling trace (its grayscale AP stayed at chance, 52–53%). Both start from one shared initialisation,
     # as the paper's start from ImageNet: from random weights every first-layer filter mixes R, G and B at random,
     # so nearly every early feature map reacts to grayscale whatever the detector learned (measured: 83% of the
-    # colour-robust detector's top-12 T-FF colour-conditional from scratch, 50–58% from the shared start).
+    # colour-robust detector's top-12 T-FF colour-conditional from scratch, 50–58% from the shared start, seed 0).
     epochs = max(3, round(20 * scale))
     train_args = {"crop_size": 64, "load_size": 64, "batch_size": 64, "max_epochs": epochs,
                   "seed": seed, "lr": 1e-3, "blur_prob": 0.0, "jpeg_prob": 0.0, "patience": epochs}
