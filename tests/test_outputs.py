@@ -166,8 +166,8 @@ def test_ctrl_c_prints_one_line_not_a_traceback(tmp_path: Path, trained_tiny):
                              str(weights), "--data", str(data), "--device", "cpu", "--workers", "1", "--batch-size",
                              "1", "--out", str(out)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True, env={**os.environ, "PYTHONPATH": SRC},
-                            # as from a terminal: Ctrl-C at its default (a child inherits an ignored SIGINT, and the
-                            # full suite's process can be left ignoring it; then the run finishes, exit 0)
+                            # as from a terminal: Ctrl-C at its default (a child inherits an ignored SIGINT, and a
+                            # suite started in the background, `make test &`, ignores it; then the run finishes, exit 0)
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     first = proc.stderr.readline()  # the run is scoring once it reports progress (not still starting up)
     while first and not first.startswith("scoring"):
