@@ -98,7 +98,7 @@ def pretrain_shared_init(out: Path, bench: dict, train_args: dict, device: str, 
     built = {**_benchmark_stamp(bench), "pretext": PRETEXT}
     if _needs_training(folder, built):
         for split in ("train", "val"):
-            for label, category in enumerate(PHOTO_SPLIT["train"]):
+            for label, category in enumerate(PHOTO_SPLIT[split]):
                 dst = folder / "data" / split / "photos" / f"{label}_{('real', 'fake')[label]}"
                 dst.mkdir(parents=True, exist_ok=True)
                 for src in sorted((out / "benchmark" / split / category / "0_real").iterdir()):
