@@ -233,3 +233,36 @@ def test_cli_layout_options(tmp_path: Path):
     assert main(["evaluate", *common, "--data", str(gi), "--real-dirs", "nature,0_real", "--fake-dirs", "ai,1_fake",
                  "--out", str(tmp_path / "o2")]) == 0
     assert len(pd.read_csv(tmp_path / "o2" / "scores.csv")) == 4
+
+
+def test_groups_from_pattern_manifest_column_or_class_folder(tmp_path: Path):
+    """The unit of replication (SPEC §10): a file-name pattern, a manifest's group column, the class folder."""
+    for label in ("0_real", "1_fake"):
+        folder = tmp_path / "flat" / "s" / label
+        folder.mkdir(parents=True)
+        for i, photo in enumerate(["astronaut", "astronaut", "coffee", "odd"]):
+            name = f"{i:05d}_{photo}.png" if photo != "odd" else "unnamed.png"
+            Image.fromarray(synth_image(np.random.default_rng(i), label == "1_fake", 16)).save(folder / name)
+    found = discover(DataSpec(str(tmp_path / "flat"), group_pattern=r"^\d{5}_(.+)\.png$"))
+    assert found.group_source == "file-name pattern"
+    assert sorted({s.unit for s in found.samples if s.group}) == ["astronaut", "coffee"]
+    assert [s.unit for s in found.samples if not s.group] == [s.path for s in found.samples if not s.group]
+    assert any("matches no group in 2 of 8" in w for w in found.warnings)
+    assert found.summary()["sets"][0]["n_groups"] == 4  # two photographs and two images without a group
+    plain = discover(str(tmp_path / "flat"))
+    assert plain.group_source == "image" and all(s.unit == s.path for s in plain.samples)
+
+    manifest = tmp_path / "m.csv"
+    rows = [f"{p.path},{p.label},{'g' + str(i % 2)}" for i, p in enumerate(plain.samples)]
+    manifest.write_text("path,label,group\n" + "\n".join(rows) + "\n")
+    by_column = discover(str(manifest))
+    assert by_column.group_source == "manifest column" and {s.group for s in by_column.samples} == {"g0", "g1"}
+
+    root = make_tree(tmp_path / "classes", {"progan": ["cat", "dog"]}, n=2, size=16)
+    classes = discover(str(root))
+    assert classes.group_source == "class folder" and {s.group for s in classes.samples} == {"cat", "dog"}
+
+    with pytest.raises(DatasetLayoutError, match="no capture group"):
+        DataSpec(str(root), group_pattern=r"\d+")
+    with pytest.raises(DatasetLayoutError, match="not a regular expression"):
+        DataSpec(str(root), group_pattern=r"(")

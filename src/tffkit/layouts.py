@@ -19,6 +19,7 @@ says what was expected and what was found.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,12 +39,20 @@ class DatasetLayoutError(ValueError):
 
 @dataclass(frozen=True)
 class Sample:
-    """One image on disk with its label (0 real, 1 fake), set and class."""
+    """One image on disk with its label (0 real, 1 fake), set, class and group: the source (photograph, scene,
+    prompt, object class) it shares with other images — the unit of replication of intervals (SPEC §10); empty
+    when unknown, and then the image is its own unit (:attr:`unit`)."""
 
     path: str
     label: int
     set: str
     cls: str
+    group: str = ""
+
+    @property
+    def unit(self) -> str:
+        """The group, or the image itself where no group is known."""
+        return self.group or self.path
 
 
 @dataclass(frozen=True)
@@ -58,10 +67,20 @@ class DataSpec:
     real: str | None = None
     split: str | None = None
     small_images: str = "upscale"
+    group_pattern: str | None = None
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
             raise DatasetLayoutError(f"unknown layout {self.layout!r}; choose one of {', '.join(LAYOUTS)}")
+        if self.group_pattern is not None:
+            try:
+                compiled = re.compile(self.group_pattern)
+            except re.error as exc:
+                raise DatasetLayoutError(f"--group-pattern {self.group_pattern!r} is not a regular expression: "
+                                         f"{exc}") from None
+            if compiled.groups < 1:
+                raise DatasetLayoutError(f"--group-pattern {self.group_pattern!r} has no capture group; mark the "
+                                         "part of the file name that names the group, e.g. '^\\d+_(.+)\\.png$'")
         for name in ("real_dirs", "fake_dirs"):
             value = getattr(self, name)
             if isinstance(value, str):
@@ -80,7 +99,8 @@ class DataSpec:
     def to_dict(self) -> dict:
         """JSON-friendly fields."""
         return {"root": self.root, "layout": self.layout, "real_dirs": self.real_dirs, "fake_dirs": self.fake_dirs,
-                "real": self.real, "split": self.split, "small_images": self.small_images}
+                "real": self.real, "split": self.split, "small_images": self.small_images,
+                "group_pattern": self.group_pattern}
 
 
 def as_spec(data: str | os.PathLike | DataSpec) -> DataSpec:
@@ -97,6 +117,7 @@ class Discovery:
     spec: DataSpec
     warnings: list[str] = field(default_factory=list)
     split: dict[str, str] = field(default_factory=dict)
+    group_source: str = "image"
 
     def summary(self) -> dict:
         """Sets, classes and counts per label (for run.json and the printed note)."""
@@ -108,8 +129,11 @@ class Discovery:
             cls = entry["classes"].setdefault(s.cls or "", {"n_real": 0, "n_fake": 0})
             cls[key] += 1
         real, fake = self.spec.dirs(self.layout)
+        for entry in sets.values():
+            entry["n_groups"] = len({s.unit for s in self.samples if s.set == entry["set"]})
         return {"root": self.spec.root, "layout": self.layout, "real_dirs": list(real), "fake_dirs": list(fake),
                 "shared_real": self.spec.real, "splits": self.split, "n_images": len(self.samples),
+                "group_source": self.group_source,
                 "n_real": sum(1 for s in self.samples if s.label == 0),
                 "n_fake": sum(1 for s in self.samples if s.label == 1),
                 "sets": list(sets.values()), "warnings": list(self.warnings)}
@@ -129,6 +153,8 @@ def format_summary(summary: dict) -> str:
         classes = [c for c in entry["classes"] if c]
         split = summary.get("splits", {}).get(entry["set"])
         extra = (f", split {split}" if split else "") + (f", {len(classes)} classes" if classes else "")
+        if summary.get("group_source", "image") != "image":
+            extra += f", {entry['n_groups']} groups ({summary['group_source']})"
         lines.append(f"  {entry['set']}: {entry['n_real']} real, {entry['n_fake']} fake{extra}")
     lines += [f"warning: {w}" for w in summary["warnings"]]
     return "\n".join(lines)
@@ -154,7 +180,7 @@ def discover(data: str | os.PathLike | DataSpec, sets: Sequence[str] | None = No
     if layout == "manifest":
         from .manifest import read_manifest
 
-        groups, warnings, split = read_manifest(spec), [], {}
+        (groups, file_groups), warnings, split = read_manifest(spec), [], {}
     else:
         if not root.is_dir():
             raise DatasetLayoutError(f"data root {root} is not a folder (a .csv file is read as a manifest)")
@@ -163,8 +189,36 @@ def discover(data: str | os.PathLike | DataSpec, sets: Sequence[str] | None = No
         groups, warnings = reader(spec, layout, log)
         groups, split, split_warnings = _choose_split(groups, spec.split)
         warnings += split_warnings
+        file_groups = {}
     warnings += log.warnings()
-    return _select(groups, spec, layout, sets, max_per_class, max_per_label, warnings, split)
+    found = _select(groups, spec, layout, sets, max_per_class, max_per_label, warnings, split)
+    return _with_groups(found, file_groups)
+
+
+def _with_groups(found: Discovery, file_groups: dict[str, str]) -> Discovery:
+    """Each sample's group (SPEC §10): from ``--group-pattern`` on its file name, else a manifest's ``group`` column,
+    else its class folder (ForenSynths' object classes), else none (the image is the unit)."""
+    samples, spec = found.samples, found.spec
+    if spec.group_pattern is not None:
+        pattern = re.compile(spec.group_pattern)
+        matches = [pattern.search(os.path.basename(s.path)) for s in samples]
+        unmatched = sum(m is None for m in matches)
+        if unmatched:
+            found.warnings.append(f"--group-pattern {spec.group_pattern!r} matches no group in {unmatched} of "
+                                  f"{len(samples)} file names; each of those images is its own group")
+        names = [(m.group("group") if "group" in m.re.groupindex else m.group(1)) if m else "" for m in matches]
+        source = "file-name pattern"
+    elif file_groups:
+        names = [file_groups.get(s.path, "") for s in samples]
+        source = "manifest column"
+    elif any(s.cls for s in samples):
+        names = [s.cls for s in samples]
+        source = "class folder"
+    else:
+        return found
+    found.samples = [Sample(s.path, s.label, s.set, s.cls, g) for s, g in zip(samples, names, strict=True)]
+    found.group_source = source
+    return found
 
 
 Groups = dict[tuple[str, str, str, int], list[str]]  # (set, class, split, label) → paths

@@ -3,8 +3,10 @@
 Columns are matched case-insensitively: the path in ``path`` / ``image_path`` / ``filepath`` / ``file`` /
 ``filename`` (relative paths are taken from the manifest's folder), the label in ``label`` or ``target``
 (ArtiFact's ``metadata.csv``: 0 = real, any other integer = a fake's generator class), the set in ``set`` (else the
-manifest's folder name) and the class in ``class`` or ``category``. A label is 0/1 (or another integer, fake), a
-real/fake word, or one of the real/fake folder names. Every bad row is reported at once with its line number.
+manifest's folder name), the class in ``class`` or ``category`` and the group (the source photograph, scene or
+prompt that several images share: the unit of replication of intervals) in ``group``, ``source`` or ``prompt_id``.
+A label is 0/1 (or another integer, fake), a real/fake word, or one of the real/fake folder names.
+Every bad row is reported at once with its line number.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ PATH_COLUMNS = ("path", "image_path", "filepath", "file", "filename")
 LABEL_COLUMNS = ("label", "target")
 SET_COLUMNS = ("set",)
 CLASS_COLUMNS = ("class", "category")
+GROUP_COLUMNS = ("group", "source", "prompt_id")
 REAL_WORDS = {"0", "real", "0_real", "nature", "false"}
 FAKE_WORDS = {"1", "fake", "1_fake", "ai", "true", "synthetic", "generated"}
 
@@ -42,8 +45,9 @@ def parse_label(value: str, real_names: tuple[str, ...] = (), fake_names: tuple[
     return None if number != int(number) or number < 0 else int(number > 0)
 
 
-def read_manifest(spec: DataSpec) -> dict[tuple[str, str, str, int], list[str]]:
-    """Groups ``(set, class, '', label) → paths`` of the manifest ``spec.root``."""
+def read_manifest(spec: DataSpec) -> tuple[dict[tuple[str, str, str, int], list[str]], dict[str, str]]:
+    """Folders ``(set, class, '', label) → paths`` of the manifest ``spec.root``, and each path's group (its
+    ``group`` / ``source`` / ``prompt_id`` column: the unit of replication, SPEC §10; empty without that column)."""
     path = Path(spec.root)
     base = path.resolve().parent
     real_names, fake_names = spec.dirs("manifest")
@@ -53,12 +57,14 @@ def read_manifest(spec: DataSpec) -> dict[tuple[str, str, str, int], list[str]]:
         raise DatasetLayoutError(f"manifest {path} is empty; expected a header path,label[,set,class]")
     header = rows[0]
     cols = {name: _column(header, names) for name, names in
-            (("path", PATH_COLUMNS), ("label", LABEL_COLUMNS), ("set", SET_COLUMNS), ("class", CLASS_COLUMNS))}
+            (("path", PATH_COLUMNS), ("label", LABEL_COLUMNS), ("set", SET_COLUMNS), ("class", CLASS_COLUMNS),
+             ("group", GROUP_COLUMNS))}
     if cols["path"] is None or cols["label"] is None:
         raise DatasetLayoutError(f"manifest {path} has columns {header}; expected a path column "
                                  f"({'/'.join(PATH_COLUMNS)}) and a label column ({'/'.join(LABEL_COLUMNS)}), "
                                  "optionally set and class (or category)")
     groups: dict[tuple[str, str, str, int], list[str]] = {}
+    file_groups: dict[str, str] = {}
     errors = []
     for line, row in enumerate(rows[1:], start=2):
         if not row or all(not c.strip() for c in row):
@@ -76,9 +82,11 @@ def read_manifest(spec: DataSpec) -> dict[tuple[str, str, str, int], list[str]]:
         set_name = row[cols["set"]].strip() if cols["set"] is not None else base.name
         cls = row[cols["class"]].strip() if cols["class"] is not None else ""
         groups.setdefault((set_name, cls, "", label), []).append(os.path.normpath(full))
+        if cols["group"] is not None:
+            file_groups[os.path.normpath(full)] = row[cols["group"]].strip()
     if errors:
         shown = "\n  ".join(errors[:10]) + (f"\n  … and {len(errors) - 10} more" if len(errors) > 10 else "")
         raise DatasetLayoutError(f"manifest {path} has {len(errors)} bad row(s):\n  {shown}")
     if not groups:
         raise DatasetLayoutError(f"manifest {path} lists no images")
-    return groups
+    return groups, file_groups

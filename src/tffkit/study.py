@@ -61,7 +61,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
              "max_per_class": ((int, type(None)), None), "layout": (str, "auto"),
              "real_dirs": ((list, str, type(None)), None), "fake_dirs": ((list, str, type(None)), None),
              "real": ((str, type(None)), None), "split": ((str, type(None)), None),
-             "small_images": (str, "upscale")},
+             "small_images": (str, "upscale"), "group_pattern": ((str, type(None)), None)},
     "steps.evaluate": {"enabled": (bool, True)},
     "steps.rank": {"enabled": (bool, True), "min_prob": (float, 0.9), "k": (int, 114),
                    "max_per_class": ((int, type(None)), None), "with_reals": (bool, False)},
@@ -244,7 +244,7 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
     source_data = {"source_data": inputs.tree(data["source"], data["source_sets"])}
     weights = Weights(det["weights"], det["backbone_weights"], det["trust_checkpoint"], det["random_weights"])
     layout = dict(real_dirs=data["real_dirs"], fake_dirs=data["fake_dirs"], split=data["split"],
-                  small_images=data["small_images"])
+                  small_images=data["small_images"], group_pattern=data["group_pattern"])
     test = DataSpec(data["test"], data["layout"], real=data["real"], **layout)
     source = DataSpec(data["source"], "auto" if data["layout"] == "paired" else data["layout"], **layout)
 

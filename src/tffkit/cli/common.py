@@ -77,6 +77,10 @@ def layout_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--small-images", default="upscale", choices=SMALL_IMAGES,
                    help="images smaller than the crop: upscale (shorter side resized up first, Wang et al.'s advice) "
                         "or pad (zeros)")
+    g.add_argument("--group-pattern", default=None, metavar="REGEX",
+                   help="a regular expression on the file name whose first capture group (or (?P<group>…)) names the "
+                        "image's source (photograph, prompt): intervals resample these groups. Default: a manifest's "
+                        "group column, else the class folder, else each image is its own group")
 
 
 def data_spec(args: argparse.Namespace, attr: str = "data"):
@@ -88,7 +92,7 @@ def data_spec(args: argparse.Namespace, attr: str = "data"):
         return None
     return DataSpec(root, getattr(args, "layout", "auto"), getattr(args, "real_dirs", None),
                     getattr(args, "fake_dirs", None), getattr(args, "real", None), getattr(args, "split", None),
-                    getattr(args, "small_images", "upscale"))
+                    getattr(args, "small_images", "upscale"), getattr(args, "group_pattern", None))
 
 
 def preset_arg(p: argparse.ArgumentParser) -> None:

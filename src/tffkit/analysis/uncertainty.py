@@ -1,0 +1,196 @@
+"""Uncertainty over the right unit (docs/algorithms.md §10, SPEC §10): cluster bootstrap intervals, paired tests,
+Benjamini–Hochberg, null-distribution percentiles and per-group breakdowns.
+
+Everything here works on per-image values that a pass already produced: no model is run again. Images that share
+a source (photograph, prompt, class) form a *group*; intervals resample whole groups with replacement within each
+stratum (by default each (set, label)), so a set of 100 crops of two photographs gets the interval of two
+observations, not of 100.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import stats
+
+RESAMPLES = 1000  # SPEC §10: B = 1000 resamples by default
+LEVEL = 0.95
+EFFECT_THRESHOLD = 0.5  # a unit is conditional when |paired effect| ≥ 0.5 (SPEC §10)
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A statistic with its percentile bootstrap interval over groups."""
+
+    estimate: float
+    low: float
+    high: float
+    n_groups: int
+    resamples: int
+    level: float = LEVEL
+
+    def excludes(self, value: float = 0.0) -> bool:
+        """True when the interval lies wholly above or below ``value`` (a shown difference)."""
+        return bool(self.low > value or self.high < value)
+
+    def as_dict(self, prefix: str = "") -> dict:
+        """``{prefix}estimate, {prefix}low, {prefix}high, {prefix}groups`` for a table row."""
+        d = asdict(self)
+        return {f"{prefix}{k}": d[k] for k in ("estimate", "low", "high")} | {f"{prefix}groups": self.n_groups}
+
+    def text(self, fmt: str = "{:.1f}") -> str:
+        """``12.3 [10.1, 14.0]``."""
+        return f"{fmt.format(self.estimate)} [{fmt.format(self.low)}, {fmt.format(self.high)}]"
+
+
+class ClusterResampler:
+    """Draws cluster-bootstrap resamples of a set of images: whole groups with replacement within each stratum.
+
+    ``groups`` names each image's group, ``strata`` each image's stratum (e.g. ``set/label``; one stratum when
+    omitted). A group that spans strata is split by stratum. The draws are fixed by ``seed``, so two statistics
+    computed over the same resampler see the same resamples (paired differences)."""
+
+    def __init__(self, groups: Sequence, *, strata: Sequence | None = None, resamples: int = RESAMPLES,
+                 seed: int = 0):
+        groups = np.asarray([str(g) for g in groups], dtype=object)
+        strata = np.zeros(len(groups), dtype=int) if strata is None else np.asarray([str(s) for s in strata])
+        if len(strata) != len(groups):
+            raise ValueError("groups and strata must have one entry per image")
+        self.n = len(groups)
+        self.resamples = int(resamples)
+        self.seed = int(seed)
+        self._strata = []  # per stratum: its images ordered by group, each group's start and size in that order
+        for stratum in dict.fromkeys(strata.tolist()):
+            idx = np.flatnonzero(strata == stratum)
+            _, inverse, sizes = np.unique(groups[idx].astype(str), return_inverse=True, return_counts=True)
+            order = idx[np.argsort(inverse, kind="stable")]
+            self._strata.append((order, np.r_[0, np.cumsum(sizes)[:-1]], sizes))
+        self.n_groups = sum(len(sizes) for _, _, sizes in self._strata)
+
+    def draws(self):
+        """Yield ``resamples`` index arrays (an image appears once per time its group is drawn)."""
+        rng = np.random.default_rng(self.seed)
+        for _ in range(self.resamples):
+            parts = []
+            for order, starts, sizes in self._strata:
+                pick = rng.integers(0, len(sizes), len(sizes))
+                lengths = sizes[pick]
+                ends = np.cumsum(lengths)
+                # positions start[pick] … start[pick] + size − 1 of every drawn group, in one vectorised step
+                positions = np.repeat(starts[pick] - (ends - lengths), lengths) + np.arange(ends[-1])
+                parts.append(order[positions])
+            yield np.concatenate(parts) if parts else np.zeros(0, dtype=int)
+
+    def interval(self, statistic: Callable[[np.ndarray], float], *, level: float = LEVEL) -> Interval:
+        """The statistic on all images and its percentile interval; resamples where it is undefined (NaN, e.g. AP of
+        a resample without fakes) are left out."""
+        estimate = float(statistic(np.arange(self.n)))
+        values = np.array([statistic(idx) for idx in self.draws()], dtype=float)
+        return _percentile_interval(estimate, values, level, self.n_groups, self.resamples)
+
+    def intervals(self, statistic: Callable[[np.ndarray], np.ndarray], *, level: float = LEVEL) -> list[Interval]:
+        """Like :meth:`interval` for a statistic returning a vector (e.g. one value per k or per unit), all
+        components from the same resamples."""
+        estimate = np.atleast_1d(np.asarray(statistic(np.arange(self.n)), dtype=float))
+        values = np.array([np.atleast_1d(statistic(idx)) for idx in self.draws()], dtype=float).reshape(
+            self.resamples, len(estimate))
+        return [_percentile_interval(float(e), values[:, i], level, self.n_groups, self.resamples)
+                for i, e in enumerate(estimate)]
+
+
+def _percentile_interval(estimate: float, values: np.ndarray, level: float, n_groups: int,
+                         resamples: int) -> Interval:
+    values = values[np.isfinite(values)]
+    if not np.isfinite(estimate) or len(values) == 0:
+        return Interval(estimate, float("nan"), float("nan"), n_groups, resamples, level)
+    tail = (1.0 - level) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return Interval(estimate, float(low), float(high), n_groups, resamples, level)
+
+
+def bootstrap(statistic: Callable[[np.ndarray], float], *, groups: Sequence, strata: Sequence | None = None,
+              resamples: int = RESAMPLES, seed: int = 0, level: float = LEVEL) -> Interval:
+    """Cluster-bootstrap percentile interval of ``statistic(indices)`` (indices into the per-image arrays)."""
+    sampler = ClusterResampler(groups, strata=strata, resamples=resamples, seed=seed)
+    return sampler.interval(statistic, level=level)
+
+
+def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
+    """AP with fake = positive, as ``sklearn.metrics.average_precision_score`` (step-wise, ties grouped), without
+    its input checks (it runs once per resample); NaN without both classes."""
+    labels = np.asarray(labels)
+    n_pos = int((labels == 1).sum())
+    if n_pos == 0 or n_pos == len(labels):
+        return float("nan")
+    order = np.argsort(-np.asarray(scores, dtype=float), kind="mergesort")
+    s, y = np.asarray(scores, dtype=float)[order], labels[order] == 1
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # the last index of each run of equal scores
+    tp = np.cumsum(y)[last]
+    fp = (last + 1) - tp
+    precision = tp / (tp + fp)
+    recall = tp / n_pos
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def paired_effect(before: np.ndarray, after: np.ndarray) -> float:
+    """SPEC §10's paired effect size: the median of the paired differences (after − before) over the interquartile
+    range of the unperturbed values (``before``); 0 when both are constant, ±inf when only the IQR is 0."""
+    before, after = np.asarray(before, dtype=float), np.asarray(after, dtype=float)
+    diff = float(np.median(after - before))
+    iqr = float(np.subtract(*np.percentile(before, [75, 25])))
+    if iqr > 0:
+        return diff / iqr
+    return 0.0 if diff == 0 else float(np.sign(diff) * np.inf)
+
+
+def wilcoxon_p(before: np.ndarray, after: np.ndarray) -> float:
+    """Two-sided Wilcoxon signed-rank p-value of the paired differences (1 when all differences are 0)."""
+    diff = np.asarray(after, dtype=float) - np.asarray(before, dtype=float)
+    if not np.any(diff != 0):
+        return 1.0
+    return float(stats.wilcoxon(diff, zero_method="wilcox").pvalue)
+
+
+def benjamini_hochberg(pvalues: Sequence[float], *, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """Benjamini–Hochberg step-up over all ``pvalues``: (rejected at FDR ``alpha``, adjusted q-values)."""
+    p = np.asarray(pvalues, dtype=float)
+    n = len(p)
+    if n == 0:
+        return np.zeros(0, dtype=bool), np.zeros(0)
+    order = np.argsort(p, kind="mergesort")
+    scaled = p[order] * n / np.arange(1, n + 1)
+    q_sorted = np.minimum.accumulate(scaled[::-1])[::-1].clip(max=1.0)
+    q = np.empty(n)
+    q[order] = q_sorted
+    return q <= alpha, q
+
+
+def null_percentile(value: float, null: Sequence[float]) -> float:
+    """Where ``value`` falls in a null distribution, in percent: the share of null values below it, ties counted
+    half (50 = typical of the null, 100 = above every null value)."""
+    null = np.asarray(null, dtype=float)
+    null = null[np.isfinite(null)]
+    if len(null) == 0 or not np.isfinite(value):
+        return float("nan")
+    return float(100.0 * (np.sum(null < value) + 0.5 * np.sum(null == value)) / len(null))
+
+
+def group_breakdown(values: np.ndarray, groups: Sequence, statistic: Callable[[np.ndarray], float] = np.median
+                    ) -> list[dict]:
+    """Per group: its number of images and the statistic of its values (e.g. the median change of p(fake))."""
+    values, groups = np.asarray(values, dtype=float), np.asarray([str(g) for g in groups], dtype=object)
+    return [{"group": g, "n": int((groups == g).sum()), "value": float(statistic(values[groups == g]))}
+            for g in dict.fromkeys(groups.tolist())]
+
+
+def dominant_group(breakdown: list[dict], *, share: float = 0.5) -> dict | None:
+    """The group carrying more than ``share`` of the summed absolute effect (``value`` × ``n``), if any: the warning
+    that one photograph or prompt makes the effect."""
+    weights = np.array([abs(row["value"]) * row["n"] for row in breakdown], dtype=float)
+    total = weights.sum()
+    if len(breakdown) < 2 or not np.isfinite(total) or total == 0:
+        return None
+    i = int(np.argmax(weights))
+    return {**breakdown[i], "share": float(weights[i] / total)} if weights[i] / total > share else None
