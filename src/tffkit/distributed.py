@@ -51,11 +51,23 @@ def init(device: str | torch.device = "auto") -> DistContext:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = resolve_device(device, local_rank)
+    if dev.type == "cuda":
+        deterministic_cuda()
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
     rank = dist.get_rank() if dist.is_initialized() else 0
     world = dist.get_world_size() if dist.is_initialized() else 1
     return DistContext(rank, world, dev)
+
+
+def deterministic_cuda() -> None:
+    """Ask PyTorch for its deterministic CUDA algorithms (cuDNN's deterministic kernels, no autotuning, cuBLAS with a
+    fixed workspace) so that a run repeated on the same GPU gives the same files; operations without a deterministic
+    kernel warn instead of failing. run.json records these flags (:func:`tffkit.results.numerics`)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts: before the first GEMM
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def active() -> bool:

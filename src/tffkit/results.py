@@ -242,6 +242,52 @@ def versions() -> dict[str, str]:
     }
 
 
+NUMERIC_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
+               "CUBLAS_WORKSPACE_CONFIG", "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE")
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; the platform's processor string elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def numerics() -> dict[str, Any]:
+    """What decides the floating-point results of a run besides its inputs: the CPU and the instruction set its math
+    libraries dispatch to, the BLAS/OpenMP libraries and their threads, PyTorch's threads and deterministic flags,
+    the GPU and its cuDNN/TF32 settings. Two runs agree bit for bit only where these agree (README)."""
+    import torch
+
+    info: dict[str, Any] = {
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "env": {k: os.environ[k] for k in NUMERIC_ENV if k in os.environ},
+    }
+    try:
+        from threadpoolctl import threadpool_info
+
+        info["threadpools"] = [{k: pool.get(k) for k in ("internal_api", "version", "num_threads", "architecture")}
+                               for pool in threadpool_info()]
+    except Exception:  # noqa: BLE001 - threadpoolctl is scikit-learn's dependency; its absence only loses detail
+        info["threadpools"] = None
+    if torch.cuda.is_available():
+        info.update(cuda_device=torch.cuda.get_device_name(), cuda_capability=list(torch.cuda.get_device_capability()),
+                    cudnn=torch.backends.cudnn.version(), cudnn_deterministic=torch.backends.cudnn.deterministic,
+                    cudnn_benchmark=torch.backends.cudnn.benchmark, cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
+                    matmul_allow_tf32=torch.backends.cuda.matmul.allow_tf32)
+    return info
+
+
 class RunRecord:
     """Collects a command's arguments and timing; :meth:`write` stores ``run.json``."""
 
@@ -251,6 +297,7 @@ class RunRecord:
             "command": command,
             "args": {k: v for k, v in args.items() if not callable(v)},
             "versions": versions(),
+            "numerics": numerics(),
             "git_revision": git_revision(),
             **input_hashes(args),
             "world_size": world,
