@@ -243,18 +243,26 @@ def versions() -> dict[str, str]:
 
 
 NUMERIC_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
-               "CUBLAS_WORKSPACE_CONFIG", "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE")
+               "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "CUBLAS_WORKSPACE_CONFIG",
+               "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE")
+VECTOR_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
 
 
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``; the platform's processor string elsewhere)."""
+def cpu_model() -> tuple[str, list[str]]:
+    """The CPU's model name and the vector instruction sets it offers (``/proc/cpuinfo``; elsewhere the platform's
+    processor string and no flags). oneDNN and the BLAS pick their kernels from these."""
+    model, flags = platform.processor() or platform.machine(), []
     try:
         for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            if key.strip().lower() == "model name":
+                model = value.strip()
+            elif key.strip().lower() == "flags" and not flags:
+                offered = set(value.split())
+                flags = [f for f in VECTOR_FLAGS if f in offered]
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return model, flags
 
 
 def numerics() -> dict[str, Any]:
@@ -263,8 +271,10 @@ def numerics() -> dict[str, Any]:
     the GPU and its cuDNN/TF32 settings. Two runs agree bit for bit only where these agree (README)."""
     import torch
 
+    model, flags = cpu_model()
     info: dict[str, Any] = {
-        "cpu_model": cpu_model(),
+        "cpu_model": model,
+        "cpu_vector_flags": flags,
         "cpu_count": os.cpu_count(),
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch_threads": torch.get_num_threads(),

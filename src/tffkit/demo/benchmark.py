@@ -53,6 +53,8 @@ BENCHMARK_VERSION: int = 3
 #: The per-image ground truth written next to ``benchmark.json``.
 GROUND_TRUTH = "ground_truth.csv"
 _SUFFIXES = {"png": ".png", "jpeg": ".jpg"}
+#: The file names ``NNNNN_<photo>.png`` name their source photograph: the group of intervals (SPEC §10).
+PHOTO_GROUP_PATTERN = r"^\d{5}_(.+)\.(?:png|jpg)$"
 IMAGE_SIZE: int = 64
 #: Crop windows are ``IMAGE_SIZE * s`` pixels wide (clipped to the photo), then resized to 64.
 CROP_SCALES: tuple[float, ...] = (1.25, 1.5, 2.0, 3.0, 4.0)

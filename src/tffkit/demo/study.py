@@ -14,7 +14,7 @@ import yaml
 
 from ..results import link_or_copy, read_json, write_json
 from .artefacts import PlantedArtefacts
-from .benchmark import PHOTO_SPLIT
+from .benchmark import PHOTO_GROUP_PATTERN, PHOTO_SPLIT
 
 DEMO_ARCH = "tiny_resnet"
 #: the demo generators' ×2 upsampling (decoder.4; a unit only for tconv and pixel shuffle) and the convolution
@@ -33,7 +33,7 @@ def demo_config(out: Path, bench: dict, universal: str, colour_robust: str) -> d
         "batch_size": 64,
         "detector": {"arch": DEMO_ARCH, "weights": universal, "label": "universal (demo)"},
         "data": {"source": str(out / "benchmark" / "val"), "test": str(out / "benchmark" / "test"),
-                 "train_set": [bench["training_family"]]},
+                 "train_set": [bench["training_family"]], "group_pattern": PHOTO_GROUP_PATTERN},
         "steps": {
             "rank": {"min_prob": 0.9, "k": 12},
             "dropout": {"k_sweep": [3, 6, 12, 24], "random_repeats": 3},
