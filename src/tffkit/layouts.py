@@ -40,8 +40,8 @@ class DatasetLayoutError(ValueError):
 @dataclass(frozen=True)
 class Sample:
     """One image on disk with its label (0 real, 1 fake), set, class and group: the source (photograph, scene,
-    prompt, object class) it shares with other images — the unit of replication of intervals (SPEC §10); empty
-    when unknown, and then the image is its own unit (:attr:`unit`)."""
+    prompt, object class) it shares with other images — the unit of replication of intervals (docs/algorithms.md
+    §10); empty when unknown, and then the image is its own unit (:attr:`unit`)."""
 
     path: str
     label: int
@@ -196,8 +196,8 @@ def discover(data: str | os.PathLike | DataSpec, sets: Sequence[str] | None = No
 
 
 def _with_groups(found: Discovery, file_groups: dict[str, str]) -> Discovery:
-    """Each sample's group (SPEC §10): from ``--group-pattern`` on its file name, else a manifest's ``group`` column,
-    else its class folder (ForenSynths' object classes), else none (the image is the unit)."""
+    """Each sample's group (docs/algorithms.md §10): from ``--group-pattern`` on its file name, else a manifest's
+    ``group`` column, else its class folder (ForenSynths' object classes), else none (the image is the unit)."""
     samples, spec = found.samples, found.spec
     if spec.group_pattern is not None:
         pattern = re.compile(spec.group_pattern)

@@ -47,7 +47,8 @@ def parse_label(value: str, real_names: tuple[str, ...] = (), fake_names: tuple[
 
 def read_manifest(spec: DataSpec) -> tuple[dict[tuple[str, str, str, int], list[str]], dict[str, str]]:
     """Folders ``(set, class, '', label) → paths`` of the manifest ``spec.root``, and each path's group (its
-    ``group`` / ``source`` / ``prompt_id`` column: the unit of replication, SPEC §10; empty without that column)."""
+    ``group`` / ``source`` / ``prompt_id`` column: the unit of replication, docs/algorithms.md §10; empty without
+    that column)."""
     path = Path(spec.root)
     base = path.resolve().parent
     real_names, fake_names = spec.dirs("manifest")

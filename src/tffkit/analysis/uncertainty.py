@@ -1,4 +1,4 @@
-"""Uncertainty over the right unit (docs/algorithms.md §10, SPEC §10): cluster bootstrap intervals, paired tests,
+"""Uncertainty over the right unit (docs/algorithms.md §10): cluster bootstrap intervals, paired tests,
 Benjamini–Hochberg, null-distribution percentiles and per-group breakdowns.
 
 Everything here works on per-image values that a pass already produced: no model is run again. Images that share
@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import stats
 
-RESAMPLES = 1000  # SPEC §10: B = 1000 resamples by default
+RESAMPLES = 1000  # B = 1000 resamples by default
 LEVEL = 0.95
-EFFECT_THRESHOLD = 0.5  # a unit is conditional when |paired effect| ≥ 0.5 (SPEC §10)
+EFFECT_THRESHOLD = 0.5  # a unit is conditional when |paired effect| ≥ 0.5 (docs/algorithms.md §10)
 
 
 @dataclass(frozen=True)
@@ -135,8 +135,9 @@ def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
 
 
 def paired_effect(before: np.ndarray, after: np.ndarray) -> float:
-    """SPEC §10's paired effect size: the median of the paired differences (after − before) over the interquartile
-    range of the unperturbed values (``before``); 0 when both are constant, ±inf when only the IQR is 0."""
+    """The paired effect size of docs/algorithms.md §10: the median of the paired differences (after − before) over
+    the interquartile range of the unperturbed values (``before``); 0 when both are constant, ±inf when only the IQR
+    is 0."""
     before, after = np.asarray(before, dtype=float), np.asarray(after, dtype=float)
     diff = float(np.median(after - before))
     iqr = float(np.subtract(*np.percentile(before, [75, 25])))

@@ -53,7 +53,7 @@ BENCHMARK_VERSION: int = 3
 #: The per-image ground truth written next to ``benchmark.json``.
 GROUND_TRUTH = "ground_truth.csv"
 _SUFFIXES = {"png": ".png", "jpeg": ".jpg"}
-#: The file names ``NNNNN_<photo>.png`` name their source photograph: the group of intervals (SPEC §10).
+#: The file names ``NNNNN_<photo>.png`` name their source photograph: the group of intervals (docs/algorithms.md §10).
 PHOTO_GROUP_PATTERN = r"^\d{5}_(.+)\.(?:png|jpg)$"
 IMAGE_SIZE: int = 64
 #: Crop windows are ``IMAGE_SIZE * s`` pixels wide (clipped to the photo), then resized to 64.
