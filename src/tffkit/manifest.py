@@ -5,6 +5,11 @@ Columns are matched case-insensitively: the path in ``path`` / ``image_path`` / 
 (ArtiFact's ``metadata.csv``: 0 = real, any other integer = a fake's generator class), the set in ``set`` (else the
 manifest's folder name) and the class in ``class`` or ``category``. A label is 0/1 (or another integer, fake), a
 real/fake word, or one of the real/fake folder names. Every bad row is reported at once with its line number.
+
+A file listed with both labels (anywhere in the manifest) is refused: it would be scored as real and as fake. A row
+repeated with the same set, class and label is used once and reported (how many, which lines). Rows whose file lies
+outside the manifest's folder (``../``, absolute paths) are read as listed and reported (how many, which files),
+since generated manifests often hold absolute paths.
 """
 
 from __future__ import annotations
@@ -42,8 +47,9 @@ def parse_label(value: str, real_names: tuple[str, ...] = (), fake_names: tuple[
     return None if number != int(number) or number < 0 else int(number > 0)
 
 
-def read_manifest(spec: DataSpec) -> dict[tuple[str, str, str, int], list[str]]:
-    """Groups ``(set, class, '', label) → paths`` of the manifest ``spec.root``."""
+def read_manifest(spec: DataSpec, warnings: list[str] | None = None) -> dict[tuple[str, str, str, int], list[str]]:
+    """Groups ``(set, class, '', label) → paths`` of the manifest ``spec.root``; what looked odd (repeated rows,
+    files outside its folder) is appended to ``warnings``."""
     path = Path(spec.root)
     base = path.resolve().parent
     real_names, fake_names = spec.dirs("manifest")
@@ -60,6 +66,10 @@ def read_manifest(spec: DataSpec) -> dict[tuple[str, str, str, int], list[str]]:
                                  "optionally set and class (or category)")
     groups: dict[tuple[str, str, str, int], list[str]] = {}
     errors = []
+    seen: dict[tuple[str, str, str, int], int] = {}  # (path, set, class, label) → first line
+    labels: dict[str, dict[int, int]] = {}  # path → label → first line
+    repeated: list[str] = []
+    outside: list[str] = []
     for line, row in enumerate(rows[1:], start=2):
         if not row or all(not c.strip() for c in row):
             continue
@@ -75,7 +85,26 @@ def read_manifest(spec: DataSpec) -> dict[tuple[str, str, str, int], list[str]]:
         full = file if os.path.isabs(file) else os.path.join(base, file)
         set_name = row[cols["set"]].strip() if cols["set"] is not None else base.name
         cls = row[cols["class"]].strip() if cols["class"] is not None else ""
-        groups.setdefault((set_name, cls, "", label), []).append(os.path.normpath(full))
+        full = os.path.normpath(full)
+        labels.setdefault(full, {}).setdefault(label, line)
+        if (full, set_name, cls, label) in seen:
+            repeated.append(f"line {line} (= line {seen[(full, set_name, cls, label)]})")
+            continue
+        seen[(full, set_name, cls, label)] = line
+        if os.path.isabs(file) or not full.startswith(str(base) + os.sep):
+            outside.append(file)
+        groups.setdefault((set_name, cls, "", label), []).append(full)
+    both = [f"{p} (real on line {ls[0]}, fake on line {ls[1]})" for p, ls in labels.items() if len(ls) == 2]
+    if both:
+        errors.append(f"{len(both)} file(s) listed as both real and fake: " + "; ".join(both[:5])
+                      + (f" … and {len(both) - 5} more" if len(both) > 5 else ""))
+    if warnings is not None and repeated:
+        warnings.append(f"manifest {path} repeats {len(repeated)} row(s), each used once: {', '.join(repeated[:5])}"
+                        + (f" … and {len(repeated) - 5} more" if len(repeated) > 5 else ""))
+    if warnings is not None and outside:
+        warnings.append(f"{len(outside)} row(s) of manifest {path} point outside its folder {base} and are read as "
+                        f"listed: {', '.join(outside[:5])}" + (f" … and {len(outside) - 5} more" if len(outside) > 5
+                                                                 else ""))
     if errors:
         shown = "\n  ".join(errors[:10]) + (f"\n  … and {len(errors) - 10} more" if len(errors) > 10 else "")
         raise DatasetLayoutError(f"manifest {path} has {len(errors)} bad row(s):\n  {shown}")

@@ -25,7 +25,8 @@ import yaml
 from .conventions import SWITCHES
 from .detectors import Weights
 from .layouts import DataSpec
-from .outputs import check_writable
+from .options import code_trust, code_trusted, problem
+from .outputs import OutputLock, check_writable
 from .results import InputIdentity, read_json, write_json
 
 STEP_ORDER = ("evaluate", "rank", "dropout", "faithfulness", "lrpmax", "color", "color_robust", "planted",
@@ -53,9 +54,10 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
          "workers": ((int, type(None)), None), "preset": (str, "detector"), "paper_code": (bool, False),
          "detector": (dict, REQUIRED), "data": (dict, REQUIRED), "steps": (dict, {})},
     "detector": {"arch": (str, REQUIRED), "weights": ((str, type(None)), None),
-                 "backbone_weights": ((str, type(None)), None), "random_weights": (bool, False),
-                 "trust_checkpoint": (bool, False), "paper_detector": ((str, type(None)), None),
-                 "label": (str, "detector"), "attention": (str, "attnlrp")},
+                 "backbone_weights": ((str, type(None)), None), "random_weights": ((bool, str), False),
+                 "trust_checkpoint": (bool, False), "trust_code": (bool, False),
+                 "paper_detector": ((str, type(None)), None), "label": (str, "detector"),
+                 "attention": (str, "attnlrp")},
     "data": {"source": (str, REQUIRED), "source_sets": ((list, type(None)), None), "test": (str, REQUIRED),
              "sets": ((list, type(None)), None), "train_set": (list, ["progan"]),
              "max_per_class": ((int, type(None)), None), "layout": (str, "auto"),
@@ -90,7 +92,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
                         "seed": (int, 0)},
 }
 CHOICES = {"preset": ("detector", "center224", "full"), "steps.lrpmax.variant": ("activation", "relevance"),
-           "detector.attention": ("attnlrp", "cp"),
+           "detector.attention": ("attnlrp", "cp"), "detector.random_weights": (True, False, "backbone", "head"),
            "data.layout": ("auto", "forensynths", "genimage", "diffusionforensics", "paired", "manifest"),
            "data.small_images": ("upscale", "pad")}
 for _step, _keys in STEP_SWITCHES.items():
@@ -118,11 +120,27 @@ def _validate(section: str, given: dict, errors: list[str]) -> dict:
         if not isinstance(value, types) or (isinstance(value, bool) and types in (int, float)):
             names = " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
             errors.append(f"{prefix}{key}: expected {names}, got {type(value).__name__} {value!r}")
+        why = problem(key, value) if isinstance(value, (int, float, list)) else None
+        if why:
+            errors.append(f"{prefix}{key}: {why}")
         choices = CHOICES.get(prefix + key)
         if choices and value is not None and value not in choices:
             errors.append(f"{prefix}{key}: {value!r} is not one of {choices}")
         out[key] = value
     return out
+
+
+def _read_yaml(path: Path) -> Any:
+    """The YAML document of ``path``; a syntax error is one line naming the file, line and column."""
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        what = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise ConfigError(f"{where}: YAML syntax error: {what}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text file ({exc.reason} at byte {exc.start})") from None
 
 
 def load_config(path_or_dict: str | os.PathLike | dict) -> dict:
@@ -133,7 +151,7 @@ def load_config(path_or_dict: str | os.PathLike | dict) -> dict:
         path = Path(path_or_dict)
         if not path.is_file():
             raise ConfigError(f"config file {path} not found")
-        raw, base = yaml.safe_load(path.read_text()) or {}, path.resolve().parent
+        raw, base = _read_yaml(path), path.resolve().parent
     if not isinstance(raw, dict):
         raise ConfigError("the config must be a mapping of fields")
     errors: list[str] = []
@@ -147,13 +165,14 @@ def load_config(path_or_dict: str | os.PathLike | dict) -> dict:
     cfg["steps"] = {name: _validate(f"steps.{name}", steps.get(name) or {}, errors) for name in STEP_ORDER}
     from .detectors import resolve as resolve_detector
 
-    for label, det in (("detector", cfg["detector"]),):
-        if isinstance(det.get("arch"), str):
-            try:
-                resolve_detector(det["arch"])
-            except (ValueError, ImportError) as exc:
-                errors.append(f"{label}.arch: {exc}")
     det = cfg["detector"]
+    if isinstance(det.get("arch"), str):
+        det["arch"] = python_spec_from(det["arch"], base)
+        try:
+            with code_trust(_trusts_code(path_or_dict, det)):
+                resolve_detector(det["arch"])
+        except (ValueError, ImportError) as exc:
+            errors.append(f"detector.arch: {exc}")
     if det.get("weights") is None and det.get("backbone_weights") is None and not det.get("random_weights"):
         errors.append("detector.weights: required (or detector.random_weights: true for a randomly initialised "
                       "detector)")
@@ -178,9 +197,45 @@ def load_config(path_or_dict: str | os.PathLike | dict) -> dict:
                 errors.append(f"steps.color_robust.weights: {cr['weights']} does not exist")
     if isinstance(cfg.get("out"), str):
         cfg["out"] = resolve(cfg["out"])
+        errors += _out_inside_data(cfg)
     if errors:
-        raise ConfigError("invalid study config:\n  " + "\n  ".join(errors))
+        where = "" if isinstance(path_or_dict, dict) else f" {path_or_dict}"
+        if len(errors) == 1:
+            raise ConfigError(f"invalid study config{where}: {errors[0]}")
+        raise ConfigError(f"invalid study config{where}:\n  " + "\n  ".join(errors))
     return cfg
+
+
+def _trusts_code(config: Any, det: dict) -> bool:
+    """A python: detector of a YAML file runs only with its detector.trust_code or tff's --trust-code; one of a
+    dict (the Python API) also when the caller did not forbid it."""
+    return det.get("trust_code") is True or code_trusted(explicitly=not isinstance(config, dict))
+
+
+def python_spec_from(arch: str, base: Path) -> str:
+    """A ``python:FILE.py:factory`` spec with a relative FILE taken from ``base`` (the study YAML's folder, like
+    every other path in it); other specs unchanged."""
+    if not arch.startswith("python:"):
+        return arch
+    target, sep, factory = arch[len("python:"):].rpartition(":")
+    if not sep or not target.endswith(".py") or os.path.isabs(os.path.expanduser(target)):
+        return arch
+    return f"python:{(base / target).resolve()}:{factory}"
+
+
+def _out_inside_data(cfg: dict) -> list[str]:
+    """``out`` may not lie inside a data folder: the study's own results would join the images it reads (and every
+    re-run would see changed data)."""
+    out = os.path.realpath(cfg["out"])
+    for key in ("test", "source", "real"):
+        root = cfg["data"].get(key)
+        if not isinstance(root, str) or not os.path.isdir(root):
+            continue
+        folder = os.path.realpath(root)
+        if out == folder or out.startswith(folder.rstrip(os.sep) + os.sep):
+            return [f"out: {cfg['out']} lies inside data.{key} ({root}); the results would be written into the data "
+                    "it reads. Choose an out folder outside the data"]
+    return []
 
 
 @dataclass
@@ -210,6 +265,48 @@ def step_complete(folder: Path, settings: dict, outputs: tuple[str, ...]) -> boo
     return info.get("digest") == _digest(settings) and all(f.is_file() and f.stat().st_size > 0 for f in files)
 
 
+def _changed(before: Any, now: Any, key: str = "") -> list[str]:
+    """The settings (dotted keys) that differ between a step's recorded and current settings."""
+    if isinstance(before, dict) and isinstance(now, dict):
+        return [c for k in sorted(set(before) | set(now), key=str)
+                for c in _changed(before.get(k), now.get(k), f"{key}.{k}" if key else str(k))]
+    same = json.dumps(before, sort_keys=True, default=str) == json.dumps(now, sort_keys=True, default=str)
+    return [] if same else [key or "settings"]
+
+
+def rerun_reason(folder: Path, settings: dict, outputs: tuple[str, ...]) -> str:
+    """Why a step that is not complete runs: never ran, did not finish, outputs missing, or which of its settings
+    and inputs changed (``test_data`` = the files under the test data, ``detector_sha256`` = the checkpoint …)."""
+    marker = folder / ".step.json"
+    if not marker.is_file():
+        return "no finished earlier run" if not folder.is_dir() else "the earlier run did not finish"
+    try:
+        info = read_json(marker)
+    except (OSError, ValueError):
+        return "its record .step.json cannot be read"
+    if info.get("digest") == _digest(settings):
+        missing = [f for f in dict.fromkeys((*outputs, *info.get("files", [])))
+                   if not (folder / f).is_file() or (folder / f).stat().st_size == 0]
+        return f"output(s) missing or empty: {', '.join(missing[:5])}" + (" …" if len(missing) > 5 else "")
+    recorded = json.loads(json.dumps(info.get("settings", {}), default=str))
+    changed = _changed(recorded, json.loads(json.dumps(settings, default=str)))
+    changed = list(dict.fromkeys(_describe_change(c) for c in changed))
+    shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
+    return f"changed since the earlier run: {shown or 'settings'}"
+
+
+INPUT_NAMES = {"test_data": "the test data's files", "source_data": "the source data's files",
+               "real_data": "the shared real images", "detector_sha256": "the detector checkpoint",
+               "backbone_sha256": "the backbone checkpoint", "ranking_sha256": "the ranking file"}
+
+
+def _describe_change(key: str) -> str:
+    """``test_data.digest`` → "the test data's files (test_data.digest)"; ``rank.…`` names the ranking's input."""
+    parts = key.split(".")
+    n = 1 if parts[0] in INPUT_NAMES else 2 if parts[0] == "rank" and len(parts) > 1 and parts[1] in INPUT_NAMES else 0
+    return f"{INPUT_NAMES[parts[n - 1]]} ({'.'.join(parts[:n])})" if n else key
+
+
 def run_steps(steps: list[Step], out: Path, log: Callable[[str], None] = print) -> dict[str, str]:
     """Run each step unless complete; returns step → 'done' | 'skipped (complete)'."""
     status = {}
@@ -219,7 +316,7 @@ def run_steps(steps: list[Step], out: Path, log: Callable[[str], None] = print) 
             log(f"[study] {step.name}: already complete, skipped")
             status[step.name] = "skipped (complete)"
             continue
-        log(f"[study] {step.name}: running")
+        log(f"[study] {step.name}: running — {rerun_reason(folder, step.settings, step.outputs)}")
         marker = folder / ".step.json"
         if marker.exists():
             marker.unlink()
@@ -399,7 +496,8 @@ def run_study(config: str | os.PathLike | dict, progress: bool = True, paper_cod
     if paper_code is not None:
         cfg["paper_code"] = bool(paper_code)
     out = check_writable(cfg["out"])  # before any model is built
-    write_json(out / "study.json", cfg)
-    status = run_steps(build_steps(cfg, progress), out)
-    write_json(out / "study.json", {**cfg, "status": status})
-    return build_report(out)
+    with OutputLock(out), code_trust(_trusts_code(config, cfg["detector"])):  # one study at a time in OUT
+        write_json(out / "study.json", cfg)
+        status = run_steps(build_steps(cfg, progress), out)
+        write_json(out / "study.json", {**cfg, "status": status})
+        return build_report(out)
