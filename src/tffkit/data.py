@@ -141,7 +141,7 @@ def load_rgb(path: str | os.PathLike, with_info: bool = False):
 def image_size(path: str) -> tuple[int, int] | None:
     """(width, height) from the file header, or None if it cannot be read."""
     try:
-        with Image.open(path) as img:
+        with _open(path) as img:
             return img.size
     except Exception:  # noqa: BLE001 - any unreadable header
         return None

@@ -148,6 +148,11 @@ def discover(data: str | os.PathLike | DataSpec, sets: Sequence[str] | None = No
     """Read ``data``'s layout; ``max_per_class`` keeps the first N images of each (set, class, label),
     ``max_per_label`` the first N of each (set, label). Raises :class:`DatasetLayoutError` saying what was expected
     and what was found."""
+    from .options import problem
+
+    why = problem("max_per_class", max_per_class)
+    if why:
+        raise ValueError(f"max_per_class: {why}")
     spec = as_spec(data)
     root = Path(spec.root)
     if not root.exists():

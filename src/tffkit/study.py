@@ -25,9 +25,10 @@ import yaml
 from .conventions import SWITCHES
 from .detectors import Weights
 from .layouts import DataSpec
-from .options import code_trust, code_trusted, problem
+from .options import code_trust, problem
 from .outputs import OutputLock, check_writable
 from .results import InputIdentity, read_json, write_json
+from .study_checks import out_inside_data, python_spec_from, rerun_reason, trusts_code
 
 STEP_ORDER = ("evaluate", "rank", "dropout", "faithfulness", "lrpmax", "color", "color_robust", "planted",
               "generator")
@@ -169,7 +170,7 @@ def load_config(path_or_dict: str | os.PathLike | dict) -> dict:
     if isinstance(det.get("arch"), str):
         det["arch"] = python_spec_from(det["arch"], base)
         try:
-            with code_trust(_trusts_code(path_or_dict, det)):
+            with code_trust(trusts_code(path_or_dict, det)):
                 resolve_detector(det["arch"])
         except (ValueError, ImportError) as exc:
             errors.append(f"detector.arch: {exc}")
@@ -197,45 +198,13 @@ def load_config(path_or_dict: str | os.PathLike | dict) -> dict:
                 errors.append(f"steps.color_robust.weights: {cr['weights']} does not exist")
     if isinstance(cfg.get("out"), str):
         cfg["out"] = resolve(cfg["out"])
-        errors += _out_inside_data(cfg)
+        errors += out_inside_data(cfg)
     if errors:
         where = "" if isinstance(path_or_dict, dict) else f" {path_or_dict}"
         if len(errors) == 1:
             raise ConfigError(f"invalid study config{where}: {errors[0]}")
         raise ConfigError(f"invalid study config{where}:\n  " + "\n  ".join(errors))
     return cfg
-
-
-def _trusts_code(config: Any, det: dict) -> bool:
-    """A python: detector of a YAML file runs only with its detector.trust_code or tff's --trust-code; one of a
-    dict (the Python API) also when the caller did not forbid it."""
-    return det.get("trust_code") is True or code_trusted(explicitly=not isinstance(config, dict))
-
-
-def python_spec_from(arch: str, base: Path) -> str:
-    """A ``python:FILE.py:factory`` spec with a relative FILE taken from ``base`` (the study YAML's folder, like
-    every other path in it); other specs unchanged."""
-    if not arch.startswith("python:"):
-        return arch
-    target, sep, factory = arch[len("python:"):].rpartition(":")
-    if not sep or not target.endswith(".py") or os.path.isabs(os.path.expanduser(target)):
-        return arch
-    return f"python:{(base / target).resolve()}:{factory}"
-
-
-def _out_inside_data(cfg: dict) -> list[str]:
-    """``out`` may not lie inside a data folder: the study's own results would join the images it reads (and every
-    re-run would see changed data)."""
-    out = os.path.realpath(cfg["out"])
-    for key in ("test", "source", "real"):
-        root = cfg["data"].get(key)
-        if not isinstance(root, str) or not os.path.isdir(root):
-            continue
-        folder = os.path.realpath(root)
-        if out == folder or out.startswith(folder.rstrip(os.sep) + os.sep):
-            return [f"out: {cfg['out']} lies inside data.{key} ({root}); the results would be written into the data "
-                    "it reads. Choose an out folder outside the data"]
-    return []
 
 
 @dataclass
@@ -265,48 +234,6 @@ def step_complete(folder: Path, settings: dict, outputs: tuple[str, ...]) -> boo
     return info.get("digest") == _digest(settings) and all(f.is_file() and f.stat().st_size > 0 for f in files)
 
 
-def _changed(before: Any, now: Any, key: str = "") -> list[str]:
-    """The settings (dotted keys) that differ between a step's recorded and current settings."""
-    if isinstance(before, dict) and isinstance(now, dict):
-        return [c for k in sorted(set(before) | set(now), key=str)
-                for c in _changed(before.get(k), now.get(k), f"{key}.{k}" if key else str(k))]
-    same = json.dumps(before, sort_keys=True, default=str) == json.dumps(now, sort_keys=True, default=str)
-    return [] if same else [key or "settings"]
-
-
-def rerun_reason(folder: Path, settings: dict, outputs: tuple[str, ...]) -> str:
-    """Why a step that is not complete runs: never ran, did not finish, outputs missing, or which of its settings
-    and inputs changed (``test_data`` = the files under the test data, ``detector_sha256`` = the checkpoint …)."""
-    marker = folder / ".step.json"
-    if not marker.is_file():
-        return "no finished earlier run" if not folder.is_dir() else "the earlier run did not finish"
-    try:
-        info = read_json(marker)
-    except (OSError, ValueError):
-        return "its record .step.json cannot be read"
-    if info.get("digest") == _digest(settings):
-        missing = [f for f in dict.fromkeys((*outputs, *info.get("files", [])))
-                   if not (folder / f).is_file() or (folder / f).stat().st_size == 0]
-        return f"output(s) missing or empty: {', '.join(missing[:5])}" + (" …" if len(missing) > 5 else "")
-    recorded = json.loads(json.dumps(info.get("settings", {}), default=str))
-    changed = _changed(recorded, json.loads(json.dumps(settings, default=str)))
-    changed = list(dict.fromkeys(_describe_change(c) for c in changed))
-    shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
-    return f"changed since the earlier run: {shown or 'settings'}"
-
-
-INPUT_NAMES = {"test_data": "the test data's files", "source_data": "the source data's files",
-               "real_data": "the shared real images", "detector_sha256": "the detector checkpoint",
-               "backbone_sha256": "the backbone checkpoint", "ranking_sha256": "the ranking file"}
-
-
-def _describe_change(key: str) -> str:
-    """``test_data.digest`` → "the test data's files (test_data.digest)"; ``rank.…`` names the ranking's input."""
-    parts = key.split(".")
-    n = 1 if parts[0] in INPUT_NAMES else 2 if parts[0] == "rank" and len(parts) > 1 and parts[1] in INPUT_NAMES else 0
-    return f"{INPUT_NAMES[parts[n - 1]]} ({'.'.join(parts[:n])})" if n else key
-
-
 def run_steps(steps: list[Step], out: Path, log: Callable[[str], None] = print) -> dict[str, str]:
     """Run each step unless complete; returns step → 'done' | 'skipped (complete)'."""
     status = {}
@@ -316,7 +243,8 @@ def run_steps(steps: list[Step], out: Path, log: Callable[[str], None] = print) 
             log(f"[study] {step.name}: already complete, skipped")
             status[step.name] = "skipped (complete)"
             continue
-        log(f"[study] {step.name}: running — {rerun_reason(folder, step.settings, step.outputs)}")
+        why = rerun_reason(folder, step.settings, step.outputs, _digest(step.settings))
+        log(f"[study] {step.name}: running — {why}")
         marker = folder / ".step.json"
         if marker.exists():
             marker.unlink()
@@ -496,7 +424,7 @@ def run_study(config: str | os.PathLike | dict, progress: bool = True, paper_cod
     if paper_code is not None:
         cfg["paper_code"] = bool(paper_code)
     out = check_writable(cfg["out"])  # before any model is built
-    with OutputLock(out), code_trust(_trusts_code(config, cfg["detector"])):  # one study at a time in OUT
+    with OutputLock(out), code_trust(trusts_code(config, cfg["detector"])):  # one study at a time in OUT
         write_json(out / "study.json", cfg)
         status = run_steps(build_steps(cfg, progress), out)
         write_json(out / "study.json", {**cfg, "status": status})
