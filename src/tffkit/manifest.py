@@ -105,6 +105,8 @@ def read_manifest(spec: DataSpec, warnings: list[str] | None = None) -> dict[tup
         warnings.append(f"{len(outside)} row(s) of manifest {path} point outside its folder {base} and are read as "
                         f"listed: {', '.join(outside[:5])}" + (f" … and {len(outside) - 5} more" if len(outside) > 5
                                                                  else ""))
+    if len(errors) == 1:
+        raise DatasetLayoutError(f"manifest {path}: {errors[0]}")
     if errors:
         shown = "\n  ".join(errors[:10]) + (f"\n  … and {len(errors) - 10} more" if len(errors) > 10 else "")
         raise DatasetLayoutError(f"manifest {path} has {len(errors)} bad row(s):\n  {shown}")
