@@ -12,6 +12,7 @@ import argparse
 from .common import progress_args, trust_code_arg
 
 INTERRUPTED = "the steps that finished are kept; run the same command again to resume"
+FAILED = INTERRUPTED
 HELP = "run the whole study from a YAML config and write report.html (resumable)"
 
 

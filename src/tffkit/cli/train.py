@@ -19,6 +19,7 @@ from .common import (
     trust_code_arg,
 )
 
+FAILED = "the checkpoints written so far are kept (--resume continues from model_last.pth)"
 HELP = "train a (colour-robust) detector: model_best.pth, model_last.pth, history.csv"
 
 
