@@ -10,12 +10,13 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from PIL import Image, ImageFilter
+from PIL import Image, ImageFilter, UnidentifiedImageError
 
 from .imagemeta import image_metadata
 from .layouts import DatasetLayoutError, DataSpec, Discovery, Sample, as_spec, discover, find_samples
@@ -23,9 +24,9 @@ from .preprocess import IMAGENET_MEAN, IMAGENET_STD, PRESETS, Preprocessing, cen
 from .walk import IMAGE_EXTENSIONS
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "IMAGE_EXTENSIONS", "PRESETS", "Batch", "DataSpec", "DatasetLayoutError",
-           "Discovery", "ImageDataset", "Perturbation", "Preprocessing", "Sample", "SizeGroupedBatchSampler",
-           "as_spec", "center_crop", "collate_images", "discover", "find_samples", "image_size", "jpeg_compress",
-           "load_rgb", "normalize", "to_grayscale"]
+           "Discovery", "ImageDataset", "ImageRefused", "Perturbation", "Preprocessing", "Sample",
+           "SizeGroupedBatchSampler", "as_spec", "center_crop", "collate_images", "discover", "find_samples",
+           "image_size", "jpeg_compress", "load_rgb", "normalize", "to_grayscale"]
 
 
 @dataclass(frozen=True)
@@ -80,11 +81,49 @@ def jpeg_compress(img: Image.Image, quality: int) -> Image.Image:
     return out.convert("RGB")
 
 
+# Images above MAX_PIXELS are refused from their header, before decoding (a 420 KB PNG of 12000² px decodes to
+# 432 MB): the limit at which PIL itself warns of a decompression bomb. Images with a side below MIN_SIDE are
+# refused when scored: blown up to a 224-px crop they are flat frames that hold no forensic trace.
+MAX_PIXELS = 89_478_485
+MIN_SIDE = 16
+
+
+class ImageRefused(ValueError):
+    """An image that is not decoded or not scored (too many pixels, too small, a format this PIL cannot read)."""
+
+
+def _open(path: str | os.PathLike) -> Image.Image:
+    suffix = os.path.splitext(os.fspath(path))[1].lower()
+    if suffix in (".heic", ".heif"):
+        try:
+            import pillow_heif
+
+            pillow_heif.register_heif_opener()
+        except ImportError:
+            raise ImageRefused(f"{suffix[1:].upper()} images need the pillow-heif package (not installed); "
+                               "convert them to PNG or install pillow-heif") from None
+    try:
+        with warnings.catch_warnings():  # a large image is refused by load_rgb, with the limit stated
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(path)
+    except Image.DecompressionBombError as exc:
+        raise ImageRefused(f"{exc} (decompression-bomb guard; not decoded)") from None
+    except UnidentifiedImageError:
+        if suffix == ".avif":
+            raise ImageRefused("this PIL cannot read AVIF (Pillow ≥ 11.3 with libavif can); convert to PNG") from None
+        raise
+
+
 def load_rgb(path: str | os.PathLike, with_info: bool = False):
-    """Decode any image (grayscale, palette, RGBA, CMYK, 16-bit) to 8-bit RGB; raises on bad files.
+    """Decode any image (grayscale, palette, RGBA, CMYK, 16-bit) to 8-bit RGB; raises on bad files, and
+    :class:`ImageRefused` before decoding an image of more than :data:`MAX_PIXELS` pixels.
 
     ``with_info``: also return the file's metadata (format, size, JPEG quality estimate, bytes)."""
-    with Image.open(path) as img:
+    with _open(path) as img:
+        w, h = img.size
+        if w * h > MAX_PIXELS:
+            raise ImageRefused(f"{w}×{h} px ({w * h / 1e6:.1f} megapixels) is above the {MAX_PIXELS / 1e6:.1f}-"
+                               "megapixel limit (decompression-bomb guard); not decoded")
         info = image_metadata(img, os.fspath(path)) if with_info else None
         img.load()
         if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
@@ -102,7 +141,7 @@ def load_rgb(path: str | os.PathLike, with_info: bool = False):
 def image_size(path: str) -> tuple[int, int] | None:
     """(width, height) from the file header, or None if it cannot be read."""
     try:
-        with Image.open(path) as img:
+        with _open(path) as img:
             return img.size
     except Exception:  # noqa: BLE001 - any unreadable header
         return None
@@ -137,6 +176,9 @@ class ImageDataset(torch.utils.data.Dataset):
         path = self.samples[index].path
         try:
             img, info = load_rgb(path, with_info=True)
+            if min(img.size) < MIN_SIDE:
+                raise ImageRefused(f"{img.size[0]}×{img.size[1]} px is below the {MIN_SIDE}-px minimum side; not "
+                                   "scored (blown up to the crop it would be a flat frame)")
             arr, small = self.spatial.spatial(self.perturb.apply(img))
         except Exception as exc:  # noqa: BLE001 - report and skip any decoding failure
             return None, index, f"{type(exc).__name__}: {exc}"

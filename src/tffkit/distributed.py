@@ -17,6 +17,10 @@ import torch
 import torch.distributed as dist
 
 
+class DeviceError(ValueError):
+    """The device asked for is not available (refused in one line)."""
+
+
 @dataclass(frozen=True)
 class DistContext:
     """Rank, world size and the device this process computes on."""
@@ -36,10 +40,17 @@ def resolve_device(device: str | torch.device = "auto", local_rank: int = 0) -> 
         return device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise DeviceError(f"--device {device}: not a device; use auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError("--device cuda was asked for but CUDA is not available")
+            raise DeviceError(f"--device {device}: CUDA is not available on this machine (torch "
+                              f"{torch.__version__}, {torch.cuda.device_count()} GPU(s) visible); use --device cpu "
+                              "or auto")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DeviceError(f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s)")
         if dev.index is None:
             dev = torch.device("cuda", local_rank % torch.cuda.device_count())
         torch.cuda.set_device(dev)

@@ -27,9 +27,18 @@ def find_data(data: str | os.PathLike | DataSpec, sets=None, max_per_class: int 
 def load_model(arch: str, weights: str | os.PathLike | Weights | None, device, main: bool = True) -> nn.Module:
     """:func:`tffkit.detectors.load_detector`; a randomly initialised detector is announced."""
     model = load_detector(arch, weights, device)
-    if as_weights(weights).random and main:
+    w = as_weights(weights)
+    if w.random is True and main:
         print(f"note: detector {arch} has RANDOM weights (--random-weights): its scores and explanations describe "
               "an untrained network", flush=True)
+    elif w.random and main:
+        print(f"note: detector {arch} has a RANDOM {w.random} (--random-weights {w.random}); only its "
+              f"{'head' if w.random == 'backbone' else 'backbone'} is read from a file ({w}): its scores and "
+              "explanations are not the released detector's", flush=True)
+    code = getattr(model, "tff_code", None)
+    if code and main:
+        print(f"note: detector {arch} ran your Python file {code['file']} (sha256 {code['sha256']}; --trust-code)",
+              flush=True)
     return model
 
 
@@ -51,9 +60,10 @@ def input_record(found: Discovery | list[Discovery], model: nn.Module, prep: Pre
         print(f"note: {note}", flush=True)
     parts = found if isinstance(found, list) else [found]
     w = as_weights(weights)
+    random = w.random if w.random in ("backbone", "head") else bool(w.random and w.path is None)
     return {"data_found": [d.summary() for d in parts],
             "detector": {"arch": getattr(model, "tff_detector", None), "weights": w.to_dict(),
-                         "random_weights": bool(w.random and w.path is None)},
+                         "random_weights": random, "code": getattr(model, "tff_code", None)},
             "preprocessing": {**effective.to_dict(), "preset": preset}, "n_smaller_than_crop": n_small,
             "small_images_note": note}
 

@@ -21,16 +21,17 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .walk import WalkLog, image_files, images_under, walk
+from .walk import IMAGE_EXTENSIONS, WalkLog, image_files, images_under, walk
 
 LAYOUTS = ("auto", "forensynths", "genimage", "diffusionforensics", "paired", "manifest")
 DEFAULT_DIRS = {"forensynths": (("0_real",), ("1_fake",)), "genimage": (("nature",), ("ai",)),
                 "diffusionforensics": (("real",), ()), "paired": (("0_real",), ("1_fake",)),
                 "manifest": (("0_real", "real"), ("1_fake", "fake"))}
 SPLITS = ("train", "val", "test")
+REAL_FAKE = "real/fake"  # what auto-detection calls sibling folders named real and fake (read as ForenSynths)
 
 
 class DatasetLayoutError(ValueError):
@@ -144,7 +145,9 @@ def format_summary(summary: dict) -> str:
     from .results import display_path
 
     head = f"data {display_path(summary['root'])}: layout {summary['layout']}"
-    if summary["layout"] != "manifest":
+    if summary["layout"] == "diffusionforensics":
+        head += f" (real: {', '.join(summary['real_dirs'])}; fake: every other folder beside it, one set each)"
+    elif summary["layout"] != "manifest":
         head += f" (real: {', '.join(summary['real_dirs']) or '—'}; fake: {', '.join(summary['fake_dirs']) or '—'})"
     if summary.get("shared_real"):
         head += f", shared reals from {display_path(summary['shared_real'])}"
@@ -171,16 +174,28 @@ def discover(data: str | os.PathLike | DataSpec, sets: Sequence[str] | None = No
     """Read ``data``'s layout; ``max_per_class`` keeps the first N images of each (set, class, label),
     ``max_per_label`` the first N of each (set, label). Raises :class:`DatasetLayoutError` saying what was expected
     and what was found."""
+    from .options import problem
+
+    why = problem("max_per_class", max_per_class)
+    if why:
+        raise ValueError(f"max_per_class: {why}")
     spec = as_spec(data)
     root = Path(spec.root)
     if not root.exists():
         raise DatasetLayoutError(f"data root {root} does not exist")
     log = WalkLog()
     layout = spec.layout if spec.layout != "auto" else _detect(spec, log)
+    notes = []
+    if layout == REAL_FAKE:  # real/ beside fake/: the labels, not DiffusionForensics with a generator named fake
+        spec, layout = replace(spec, real_dirs=("real",), fake_dirs=("fake",)), "forensynths"
+        notes.append("folders named 'real' and 'fake' are read as the labels (ForenSynths layout with --real-dirs "
+                     "real --fake-dirs fake); if 'fake' is one generator of a DiffusionForensics tree, pass --layout "
+                     "diffusionforensics")
     if layout == "manifest":
         from .manifest import read_manifest
 
-        (groups, file_groups), warnings, split = read_manifest(spec), [], {}
+        warnings, split = [], {}
+        groups, file_groups = read_manifest(spec, warnings)
     else:
         if not root.is_dir():
             raise DatasetLayoutError(f"data root {root} is not a folder (a .csv file is read as a manifest)")
@@ -190,7 +205,7 @@ def discover(data: str | os.PathLike | DataSpec, sets: Sequence[str] | None = No
         groups, split, split_warnings = _choose_split(groups, spec.split)
         warnings += split_warnings
         file_groups = {}
-    warnings += log.warnings()
+    warnings = notes + warnings + log.warnings()
     found = _select(groups, spec, layout, sets, max_per_class, max_per_label, warnings, split)
     return _with_groups(found, file_groups)
 
@@ -245,7 +260,8 @@ def _detect(spec: DataSpec, log: WalkLog) -> str:
                                  "folders with --real-dirs/--fake-dirs, e.g. --real-dirs nature,0_real "
                                  "--fake-dirs ai,1_fake)")
     if "real" in names:
-        return "diffusionforensics"
+        pairs = any("real" in dirs and "fake" in dirs for _, dirs, _ in walk(root, WalkLog()))
+        return REAL_FAKE if pairs else "diffusionforensics"
     top = sorted(p.name for p in root.iterdir() if p.is_dir())[:12]
     n = len(images_under(root, log))
     raise DatasetLayoutError(
@@ -392,6 +408,6 @@ def _select(groups: Groups, spec: DataSpec, layout: str, sets: Sequence[str] | N
                             "undefined for it")
     if not samples:
         raise DatasetLayoutError(f"the {layout} layout under {spec.root} holds no images (sets "
-                                 f"{sorted({k[0] for k in groups})}; extensions are .png, .jpg, .jpeg, .bmp, .tif, "
-                                 ".tiff, .webp, .gif)")
+                                 f"{sorted({k[0] for k in groups})}; extensions are "
+                                 f"{', '.join(sorted(IMAGE_EXTENSIONS))})")
     return Discovery(samples, layout, spec, warnings, split)

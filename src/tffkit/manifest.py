@@ -7,6 +7,11 @@ manifest's folder name), the class in ``class`` or ``category`` and the group (t
 prompt that several images share: the unit of replication of intervals) in ``group``, ``source`` or ``prompt_id``.
 A label is 0/1 (or another integer, fake), a real/fake word, or one of the real/fake folder names.
 Every bad row is reported at once with its line number.
+
+A file listed with both labels (anywhere in the manifest) is refused: it would be scored as real and as fake. A row
+repeated with the same set, class and label is used once and reported (how many, which lines). Rows whose file lies
+outside the manifest's folder (``../``, absolute paths) are read as listed and reported (how many, which files),
+since generated manifests often hold absolute paths.
 """
 
 from __future__ import annotations
@@ -45,10 +50,11 @@ def parse_label(value: str, real_names: tuple[str, ...] = (), fake_names: tuple[
     return None if number != int(number) or number < 0 else int(number > 0)
 
 
-def read_manifest(spec: DataSpec) -> tuple[dict[tuple[str, str, str, int], list[str]], dict[str, str]]:
-    """Folders ``(set, class, '', label) → paths`` of the manifest ``spec.root``, and each path's group (its
-    ``group`` / ``source`` / ``prompt_id`` column: the unit of replication, docs/algorithms.md §10; empty without
-    that column)."""
+def read_manifest(spec: DataSpec, warnings: list[str] | None = None
+                  ) -> tuple[dict[tuple[str, str, str, int], list[str]], dict[str, str]]:
+    """Folders ``(set, class, '', label) → paths`` of the manifest ``spec.root`` and each path's group (its ``group``
+    / ``source`` / ``prompt_id`` column: the unit of replication, docs/algorithms.md §10; none without that column);
+    what looked odd (repeated rows, files outside its folder) is appended to ``warnings``."""
     path = Path(spec.root)
     base = path.resolve().parent
     real_names, fake_names = spec.dirs("manifest")
@@ -67,6 +73,10 @@ def read_manifest(spec: DataSpec) -> tuple[dict[tuple[str, str, str, int], list[
     groups: dict[tuple[str, str, str, int], list[str]] = {}
     file_groups: dict[str, str] = {}
     errors = []
+    seen: dict[tuple[str, str, str, int], int] = {}  # (path, set, class, label) → first line
+    labels: dict[str, dict[int, int]] = {}  # path → label → first line
+    repeated: list[str] = []
+    outside: list[str] = []
     for line, row in enumerate(rows[1:], start=2):
         if not row or all(not c.strip() for c in row):
             continue
@@ -82,9 +92,30 @@ def read_manifest(spec: DataSpec) -> tuple[dict[tuple[str, str, str, int], list[
         full = file if os.path.isabs(file) else os.path.join(base, file)
         set_name = row[cols["set"]].strip() if cols["set"] is not None else base.name
         cls = row[cols["class"]].strip() if cols["class"] is not None else ""
-        groups.setdefault((set_name, cls, "", label), []).append(os.path.normpath(full))
+        full = os.path.normpath(full)
+        labels.setdefault(full, {}).setdefault(label, line)
+        if (full, set_name, cls, label) in seen:
+            repeated.append(f"line {line} (= line {seen[(full, set_name, cls, label)]})")
+            continue
+        seen[(full, set_name, cls, label)] = line
+        if os.path.isabs(file) or not full.startswith(str(base) + os.sep):
+            outside.append(file)
+        groups.setdefault((set_name, cls, "", label), []).append(full)
         if cols["group"] is not None:
-            file_groups[os.path.normpath(full)] = row[cols["group"]].strip()
+            file_groups[full] = row[cols["group"]].strip()
+    both = [f"{p} (real on line {ls[0]}, fake on line {ls[1]})" for p, ls in labels.items() if len(ls) == 2]
+    if both:
+        errors.append(f"{len(both)} file(s) listed as both real and fake: " + "; ".join(both[:5])
+                      + (f" … and {len(both) - 5} more" if len(both) > 5 else ""))
+    if warnings is not None and repeated:
+        warnings.append(f"manifest {path} repeats {len(repeated)} row(s), each used once: {', '.join(repeated[:5])}"
+                        + (f" … and {len(repeated) - 5} more" if len(repeated) > 5 else ""))
+    if warnings is not None and outside:
+        warnings.append(f"{len(outside)} row(s) of manifest {path} point outside its folder {base} and are read as "
+                        f"listed: {', '.join(outside[:5])}" + (f" … and {len(outside) - 5} more" if len(outside) > 5
+                                                                 else ""))
+    if len(errors) == 1:
+        raise DatasetLayoutError(f"manifest {path}: {errors[0]}")
     if errors:
         shown = "\n  ".join(errors[:10]) + (f"\n  … and {len(errors) - 10} more" if len(errors) > 10 else "")
         raise DatasetLayoutError(f"manifest {path} has {len(errors)} bad row(s):\n  {shown}")

@@ -25,8 +25,10 @@ import yaml
 from .conventions import SWITCHES
 from .detectors import Weights
 from .layouts import DataSpec
-from .outputs import check_writable
+from .options import code_trust, problem
+from .outputs import OutputLock, check_writable
 from .results import InputIdentity, read_json, write_json
+from .study_checks import out_inside_data, python_spec_from, rerun_reason, trusts_code
 
 STEP_ORDER = ("evaluate", "rank", "dropout", "faithfulness", "lrpmax", "color", "color_robust", "planted",
               "generator")
@@ -53,9 +55,10 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
          "workers": ((int, type(None)), None), "preset": (str, "detector"), "paper_code": (bool, False),
          "detector": (dict, REQUIRED), "data": (dict, REQUIRED), "steps": (dict, {})},
     "detector": {"arch": (str, REQUIRED), "weights": ((str, type(None)), None),
-                 "backbone_weights": ((str, type(None)), None), "random_weights": (bool, False),
-                 "trust_checkpoint": (bool, False), "paper_detector": ((str, type(None)), None),
-                 "label": (str, "detector"), "attention": (str, "attnlrp")},
+                 "backbone_weights": ((str, type(None)), None), "random_weights": ((bool, str), False),
+                 "trust_checkpoint": (bool, False), "trust_code": (bool, False),
+                 "paper_detector": ((str, type(None)), None), "label": (str, "detector"),
+                 "attention": (str, "attnlrp")},
     "data": {"source": (str, REQUIRED), "source_sets": ((list, type(None)), None), "test": (str, REQUIRED),
              "sets": ((list, type(None)), None), "train_set": (list, ["progan"]),
              "max_per_class": ((int, type(None)), None), "layout": (str, "auto"),
@@ -90,7 +93,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
                         "seed": (int, 0)},
 }
 CHOICES = {"preset": ("detector", "center224", "full"), "steps.lrpmax.variant": ("activation", "relevance"),
-           "detector.attention": ("attnlrp", "cp"),
+           "detector.attention": ("attnlrp", "cp"), "detector.random_weights": (True, False, "backbone", "head"),
            "data.layout": ("auto", "forensynths", "genimage", "diffusionforensics", "paired", "manifest"),
            "data.small_images": ("upscale", "pad")}
 for _step, _keys in STEP_SWITCHES.items():
@@ -118,11 +121,27 @@ def _validate(section: str, given: dict, errors: list[str]) -> dict:
         if not isinstance(value, types) or (isinstance(value, bool) and types in (int, float)):
             names = " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
             errors.append(f"{prefix}{key}: expected {names}, got {type(value).__name__} {value!r}")
+        why = problem(key, value) if isinstance(value, (int, float, list)) else None
+        if why:
+            errors.append(f"{prefix}{key}: {why}")
         choices = CHOICES.get(prefix + key)
         if choices and value is not None and value not in choices:
             errors.append(f"{prefix}{key}: {value!r} is not one of {choices}")
         out[key] = value
     return out
+
+
+def _read_yaml(path: Path) -> Any:
+    """The YAML document of ``path``; a syntax error is one line naming the file, line and column."""
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        what = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise ConfigError(f"{where}: YAML syntax error: {what}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text file ({exc.reason} at byte {exc.start})") from None
 
 
 def load_config(path_or_dict: str | os.PathLike | dict) -> dict:
@@ -133,7 +152,7 @@ def load_config(path_or_dict: str | os.PathLike | dict) -> dict:
         path = Path(path_or_dict)
         if not path.is_file():
             raise ConfigError(f"config file {path} not found")
-        raw, base = yaml.safe_load(path.read_text()) or {}, path.resolve().parent
+        raw, base = _read_yaml(path), path.resolve().parent
     if not isinstance(raw, dict):
         raise ConfigError("the config must be a mapping of fields")
     errors: list[str] = []
@@ -147,13 +166,14 @@ def load_config(path_or_dict: str | os.PathLike | dict) -> dict:
     cfg["steps"] = {name: _validate(f"steps.{name}", steps.get(name) or {}, errors) for name in STEP_ORDER}
     from .detectors import resolve as resolve_detector
 
-    for label, det in (("detector", cfg["detector"]),):
-        if isinstance(det.get("arch"), str):
-            try:
-                resolve_detector(det["arch"])
-            except (ValueError, ImportError) as exc:
-                errors.append(f"{label}.arch: {exc}")
     det = cfg["detector"]
+    if isinstance(det.get("arch"), str):
+        det["arch"] = python_spec_from(det["arch"], base)
+        try:
+            with code_trust(trusts_code(path_or_dict, det)):
+                resolve_detector(det["arch"])
+        except (ValueError, ImportError) as exc:
+            errors.append(f"detector.arch: {exc}")
     if det.get("weights") is None and det.get("backbone_weights") is None and not det.get("random_weights"):
         errors.append("detector.weights: required (or detector.random_weights: true for a randomly initialised "
                       "detector)")
@@ -178,8 +198,12 @@ def load_config(path_or_dict: str | os.PathLike | dict) -> dict:
                 errors.append(f"steps.color_robust.weights: {cr['weights']} does not exist")
     if isinstance(cfg.get("out"), str):
         cfg["out"] = resolve(cfg["out"])
+        errors += out_inside_data(cfg)
     if errors:
-        raise ConfigError("invalid study config:\n  " + "\n  ".join(errors))
+        where = "" if isinstance(path_or_dict, dict) else f" {path_or_dict}"
+        if len(errors) == 1:
+            raise ConfigError(f"invalid study config{where}: {errors[0]}")
+        raise ConfigError(f"invalid study config{where}:\n  " + "\n  ".join(errors))
     return cfg
 
 
@@ -219,7 +243,8 @@ def run_steps(steps: list[Step], out: Path, log: Callable[[str], None] = print) 
             log(f"[study] {step.name}: already complete, skipped")
             status[step.name] = "skipped (complete)"
             continue
-        log(f"[study] {step.name}: running")
+        why = rerun_reason(folder, step.settings, step.outputs, _digest(step.settings))
+        log(f"[study] {step.name}: running — {why}")
         marker = folder / ".step.json"
         if marker.exists():
             marker.unlink()
@@ -399,7 +424,8 @@ def run_study(config: str | os.PathLike | dict, progress: bool = True, paper_cod
     if paper_code is not None:
         cfg["paper_code"] = bool(paper_code)
     out = check_writable(cfg["out"])  # before any model is built
-    write_json(out / "study.json", cfg)
-    status = run_steps(build_steps(cfg, progress), out)
-    write_json(out / "study.json", {**cfg, "status": status})
-    return build_report(out)
+    with OutputLock(out), code_trust(trusts_code(config, cfg["detector"])):  # one study at a time in OUT
+        write_json(out / "study.json", cfg)
+        status = run_steps(build_steps(cfg, progress), out)
+        write_json(out / "study.json", {**cfg, "status": status})
+        return build_report(out)

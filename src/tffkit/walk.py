@@ -15,7 +15,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
+# Files with these extensions are images: decoded, or listed as unreadable (with why) when they cannot be — never
+# skipped in silence. AVIF is read by Pillow ≥ 11.3 builds with libavif; HEIC/HEIF needs the pillow-heif plugin.
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".avif", ".heic", ".heif"}
 
 
 @dataclass

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .. import __version__
 
@@ -37,6 +38,8 @@ def build_parser(commands: Sequence[str] | None = None) -> argparse.ArgumentPars
         prog="tff", description="Explain and harden detectors of CNN-generated images (tffkit). "
                                 "Algorithms and defaults: docs/algorithms.md in the tffkit repository.")
     parser.add_argument("--version", action="version", version=f"tffkit {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error instead of one "
+                        "line (also TFF_DEBUG=1; --debug may follow the command too)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     wanted = COMMANDS if commands is None else commands
     for name in COMMANDS:
@@ -54,21 +57,52 @@ def _command(argv: Sequence[str]) -> str | None:
     return next((a for a in argv if not a.startswith("-")), None)
 
 
+def _flag(parser: argparse.ArgumentParser, command: str) -> Callable[[str], str]:
+    """dest → the option as typed (``ks`` → ``--k``) for ``command``'s parser."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    names = {a.dest: a.option_strings[-1] for a in sub._actions if a.option_strings}
+    return lambda dest: names.get(dest, "--" + dest.replace("_", "-"))
+
+
+def _failure(exc: BaseException) -> str | None:
+    """One line for a failure of the environment during work (disk full, a file that cannot be written, the GPU
+    out of memory); None for anything else (a bug: its traceback is shown)."""
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"{exc.strerror or exc}{where}"
+    if type(exc).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError, without importing torch here
+        return f"out of GPU memory ({str(exc).splitlines()[0][:120]}); try a smaller --batch-size"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``tff``; known input errors print one clear line and exit 2, Ctrl-C one line and 130."""
+    """Entry point of ``tff``. A refusal (bad option, data, checkpoint, config, locked or unusable folder, no GPU)
+    prints one line and exits 2; a failure of the environment during work (disk full …) one line and exit 1;
+    Ctrl-C one line and 130. ``--debug`` (anywhere on the line) or ``TFF_DEBUG=1`` shows the traceback instead."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("TFF_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
     name = _command(argv)
     parser = build_parser([name] if name in COMMANDS else [])
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()
         return 0
+    from ..options import check_args, code_trust
+
+    bad = check_args(vars(args), _flag(parser, args.command))
+    if bad:
+        print(f"tff {args.command}: error: {bad}", file=sys.stderr)
+        return 2
     try:
         from ..data import DatasetLayoutError
         from ..detectors import CheckpointMismatchError
 
-        return int(args._run(args) or 0)
+        with code_trust(bool(getattr(args, "trust_code", False))):
+            return int(args._run(args) or 0)
     except (DatasetLayoutError, CheckpointMismatchError, FileNotFoundError, ValueError, ImportError) as exc:
+        if debug:
+            raise
         print(f"tff {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -76,6 +110,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                     "output folder are unchanged")
         print(f"tff {args.command}: interrupted — {note}", file=sys.stderr)
         return 130
+    except Exception as exc:
+        line = _failure(exc)
+        if debug or line is None:
+            raise
+        note = getattr(args._module, "FAILED", "an earlier run's results in the output folder are unchanged")
+        print(f"tff {args.command}: failed: {line} — {note} (--debug shows the traceback)", file=sys.stderr)
+        return 1
     finally:
         if "torch" in sys.modules:  # only a command that ran can have joined a process group
             from .. import distributed as tdist

@@ -24,15 +24,32 @@ def detector_args(p: argparse.ArgumentParser, weights_required: bool = False) ->
     p.add_argument("--backbone-weights", default=None, metavar="PATH",
                    help="univfd2023/rine2024: the CLIP ViT-L/14 weights (OpenAI ViT-L-14.pt or open_clip's "
                         ".bin/.safetensors); --weights is then the released head file")
-    p.add_argument("--random-weights", action="store_true",
-                   help="run a randomly initialised detector (no --weights); its results describe an untrained net")
+    p.add_argument("--random-weights", nargs="?", const="all", default=None, type=random_part, metavar="PART",
+                   help="run a randomly initialised detector (no --weights); its results describe an untrained net. "
+                        "PART backbone or head: only that part of univfd2023/rine2024 is random, the other is read "
+                        "from its file (--weights HEAD or --backbone-weights CLIP), and the output says so")
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="allow checkpoints holding pickled Python objects (unpickling can run code; default: refuse)")
+    trust_code_arg(p)
     device_args(p)
     p.add_argument("--batch-size", type=int, default=64, help="images per forward/backward pass on each process")
     p.add_argument("--workers", type=int, default=None,
                    help="data-loading worker processes per process; default: this process's cores minus one, at most 8")
     progress_args(p)
+
+
+def random_part(value: str) -> str:
+    """--random-weights PART: all, backbone or head."""
+    if value not in ("all", "backbone", "head"):
+        raise argparse.ArgumentTypeError(f"{value!r} is not one of all, backbone, head")
+    return value
+
+
+def trust_code_arg(p: argparse.ArgumentParser) -> None:
+    """--trust-code."""
+    p.add_argument("--trust-code", action="store_true",
+                   help="allow a python:<file.py or module>:<factory> detector, which runs that Python code (like "
+                        "--trust-checkpoint for pickles; default: refuse). The file's SHA-256 goes to run.json")
 
 
 def device_args(p: argparse.ArgumentParser) -> None:
@@ -50,8 +67,9 @@ def weights(args: argparse.Namespace):
     """The :class:`~tffkit.detectors.Weights` given on the command line (None when nothing was given)."""
     from ..detectors import Weights
 
+    random = getattr(args, "random_weights", None)
     w = Weights(args.weights, getattr(args, "backbone_weights", None), getattr(args, "trust_checkpoint", False),
-                getattr(args, "random_weights", False))
+                True if random == "all" else random or False)
     return None if w == Weights() else w
 
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import argparse
 
-from .common import progress_args
+from .common import progress_args, trust_code_arg
 
 INTERRUPTED = "the steps that finished are kept; run the same command again to resume"
+FAILED = INTERRUPTED
 HELP = "run the whole study from a YAML config and write report.html (resumable)"
 
 
@@ -19,6 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="study YAML (fields: out, detector, data, steps …; see "
                                   "src/tffkit/configs/forensynths_wang2020.yaml)")
     progress_args(p)
+    trust_code_arg(p)
     p.add_argument("--report-only", action="store_true", help="only re-draw report.html from existing results")
     p.add_argument("--paper-code", action="store_true",
                    help="the public code's behaviours in every step (as the config key paper_code: true; switches "

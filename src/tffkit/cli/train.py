@@ -8,8 +8,18 @@ from __future__ import annotations
 
 import argparse
 
-from .common import ARCH_HELP, MAX_PER_CLASS_HELP, data_spec, device_args, is_main_process, layout_args, progress_args
+from .common import (
+    ARCH_HELP,
+    MAX_PER_CLASS_HELP,
+    data_spec,
+    device_args,
+    is_main_process,
+    layout_args,
+    progress_args,
+    trust_code_arg,
+)
 
+FAILED = "the checkpoints written so far are kept (--resume continues from model_last.pth)"
 HELP = "train a (colour-robust) detector: model_best.pth, model_last.pth, history.csv"
 
 
@@ -42,6 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     progress_args(p)
     p.add_argument("--trust-checkpoint", action="store_true",
                    help="allow an --init file holding pickled Python objects (unpickling can run code)")
+    trust_code_arg(p)
     layout_args(p)
 
 

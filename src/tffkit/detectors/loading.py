@@ -35,12 +35,14 @@ class Weights:
     path: str | None = None
     backbone: str | None = None
     trust: bool = False
-    random: bool = False
+    random: bool | str = False  # True: the whole detector; "backbone" / "head": that part (two-file detectors)
 
     def __str__(self) -> str:
-        if self.random and self.path is None:
+        if self.random is True and self.path is None:
             return "random (no weights: randomly initialised detector)"
-        text = display_path(self.path) if self.path else "none"
+        text = display_path(self.path) if self.path else ("RANDOM head" if self.random == "head" else "none")
+        if self.random == "backbone":
+            return text + " + RANDOM backbone"
         return text + (f" + backbone {display_path(self.backbone)}" if self.backbone else "")
 
     def to_dict(self) -> dict[str, Any]:
@@ -112,6 +114,7 @@ def as_fake_logit(model: nn.Module, det: Detector) -> nn.Module:
     model.tff_preprocessing = prep
     model.tff_input_shape = tuple(shape)
     model.tff_detector = det.name
+    model.tff_code = det.code  # python:FILE.py specs: the file run and its SHA-256 (run.json)
     return model
 
 
@@ -124,8 +127,11 @@ def load_detector(arch: str, weights: str | os.PathLike | Weights | None = None,
     w = Weights(w.path, w.backbone or (os.fspath(backbone_weights) if backbone_weights else None),
                 w.trust or trust, w.random or random_weights)
     det = resolve(arch)
+    if w.random in ("backbone", "head"):
+        return _partly_random(det, w, device)
     if w.random and (w.path or w.backbone):
-        raise ValueError("--random-weights and --weights/--backbone-weights exclude each other")
+        raise ValueError("--random-weights and --weights/--backbone-weights exclude each other (--random-weights "
+                         "backbone or head: one part of univfd2023/rine2024 random)")
     if w.path is None and w.backbone is None:
         if not w.random:
             raise NoWeightsError(f"no weights given for detector {arch!r}: pass --weights FILE (Python: weights=…); "
@@ -144,3 +150,28 @@ def preprocessing_of(model: nn.Module) -> Preprocessing:
     """The preprocessing attached by :func:`load_detector` (ImageNet, centre crop 224 for any other module)."""
     prep = getattr(model, "tff_preprocessing", None)
     return prep if isinstance(prep, Preprocessing) else Preprocessing()
+
+
+def _partly_random(det: Detector, w: Weights, device: str | torch.device) -> nn.Module:
+    """A two-file detector with one part randomly initialised (``w.random`` 'backbone' or 'head') and the other
+    read from its file: ``--random-weights backbone --weights HEAD`` or ``--random-weights head --backbone-weights
+    CLIP``."""
+    part, other = w.random, "head" if w.random == "backbone" else "backbone"
+    flag = {"head": "--weights", "backbone": "--backbone-weights"}
+    if det.backbone_prefix is None:
+        raise ValueError(f"--random-weights {part}: detector {det.name!r} has no separate backbone and head files "
+                         "(univfd2023, rine2024 have); use --random-weights for the whole detector")
+    given = {"head": w.path, "backbone": w.backbone}
+    if given[part] is not None or given[other] is None:
+        raise ValueError(f"--random-weights {part}: give the {other} file ({flag[other]}) and no {flag[part]}")
+    head = read_checkpoint(w.path, w.trust, "weights") if w.path else None
+    kwargs = det.infer(extract_state_dict(head)) if det.infer is not None and head is not None else {}
+    model = det.create(**kwargs)
+    own = model.state_dict()
+    backbone = read_checkpoint(w.backbone, w.trust, "backbone weights") if w.backbone else None
+    if part == "backbone":
+        backbone = {k: v for k, v in own.items() if k.startswith(det.backbone_prefix)}
+    else:
+        head = {k[len(det.head_prefix):]: v for k, v in own.items() if not k.startswith(det.backbone_prefix)}
+    load_state(model, det.state_dict(head, backbone), det.name, det.layout or None, given[other])
+    return as_fake_logit(model, det).to(device).eval()

@@ -18,7 +18,9 @@ import torch
 import torchvision
 from torch import nn
 
+from ..options import code_trusted
 from ..preprocess import CLIP_MEAN, CLIP_STD, Preprocessing
+from ..results import file_sha256
 from . import forensic as fz
 from .archs import ARCHITECTURES, efficientnet_b0_lukemelas, tiny_resnet
 from .checkpoints import CheckpointMismatchError, extract_state_dict
@@ -60,6 +62,7 @@ class Detector:
     kwargs: dict[str, Any] = field(default_factory=dict)
     input_shape: tuple[int, int, int] | None = None
     notes: str = ""
+    code: dict[str, str] | None = None  # python:FILE.py specs: {'file', 'sha256'} of the file that was run
 
     def create(self, **kwargs: Any) -> nn.Module:
         """A freshly initialised detector (raw outputs, before the polarity wrapper)."""
@@ -228,9 +231,18 @@ def _python_spec(spec: str) -> Detector:
     target, sep, factory_name = spec.rpartition(":")
     if not sep or not target or not factory_name:
         raise ValueError(f"python detector {spec!r}: expected python:<module or file.py>:<factory>")
+    code = None
+    if target.endswith(".py"):
+        path = Path(target).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"python detector file {target} not found")
+        code = {"file": str(path.resolve()), "sha256": file_sha256(path)}
+    if not code_trusted():
+        what = f"the Python file {code['file']} (sha256 {code['sha256'][:16]}…)" if code else f"the module {target!r}"
+        raise ValueError(f"detector {'python:' + spec!r} runs {what}: pass --trust-code (study: detector.trust_code: "
+                         "true) if you trust it")
     try:
         if target.endswith(".py"):
-            path = Path(target)
             loader = importlib.util.spec_from_file_location(f"tff_user_{path.stem}", path)
             if loader is None or not path.is_file():
                 raise FileNotFoundError(f"python detector file {target} not found")
@@ -245,7 +257,7 @@ def _python_spec(spec: str) -> Detector:
         raise ValueError(f"python detector {spec!r}: {target!r} has no callable {factory_name!r}")
     prep = getattr(factory, "tff_preprocessing", None)
     prep = Preprocessing(**prep) if isinstance(prep, dict) else prep or Preprocessing()
-    return Detector(f"python:{spec}", factory, prep, backbone=f"{target}.{factory_name}()", outputs=None,
+    return Detector(f"python:{spec}", factory, prep, backbone=f"{target}.{factory_name}()", outputs=None, code=code,
                     fake_index=int(getattr(factory, "tff_fake_index", 1)),
                     layout="{'model': state_dict}, {'state_dict': …} or bare (your model's keys)",
                     notes="your factory; set tff_preprocessing (dict or Preprocessing) and tff_fake_index on it")
