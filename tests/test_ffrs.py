@@ -137,6 +137,37 @@ def test_random_k_disjoint_reproducible():
     assert set(sets[1].channels) == set(zip(t["layer"][-10:], t["channel"][-10:], strict=True))
 
 
+def test_public_random_k_draw_is_seeded_and_follows_the_public_protocol():
+    """The public draw: choices with replacement over all maps, distinct ones visited in one order shared by the
+    replicas (the set's hash order), top-k skipped, the first k kept — reproducible here, from (seed, k)."""
+    import random
+
+    layers = [FeatureLayer("a", 300, 0), FeatureLayer("b", 200, 1)]
+    t = ranking_table(layers, np.random.default_rng(0).random(500))
+    sets = select_channels(t, 20, random_repeats=5, seed=3, protocol="pooled")
+    assert [s.kind for s in sets] == ["top", "low"] + ["random"] * 5
+    assert [s.channels for s in sets] == [s.channels for s in select_channels(t, 20, 5, seed=3, protocol="pooled")]
+    assert sets[2].channels != select_channels(t, 20, 5, seed=4, protocol="pooled")[2].channels
+    top = set(sets[0].channels)
+    randoms = [set(s.channels) for s in sets[2:]]
+    assert all(len(r) == 20 and not r & top for r in randoms)
+    # the replicas share the visiting order, so they overlap far more than independent draws would (≈ 20·20/480)
+    overlap = np.mean([len(a & b) for i, a in enumerate(randoms) for b in randoms[i + 1:]])
+    assert overlap > 8
+    # the same draw, written out step by step
+    rng = random.Random("tffkit random-k 3 20")
+    visit = list(range(500))
+    rng.shuffle(visit)
+    pairs = list(zip(t["layer"], t["channel"], strict=True))
+    for got in sets[2:]:
+        drawn = set(rng.choices(range(500), k=500))
+        assert 0.55 < len(drawn) / 500 < 0.7  # with replacement: about 1 − 1/e distinct
+        first = [m for m in visit if m in drawn and m >= 20][:20]
+        assert set(got.channels) == {pairs[m] for m in first}
+    with pytest.raises(ValueError, match="random-k protocol"):
+        select_channels(t, 20, protocol="public")
+
+
 @pytest.mark.skipif(not (REFERENCE / "original_omega_resnet50_progan_val_fake.csv").exists(),
                     reason="shared reference rankings not present")
 @pytest.mark.parametrize("arch,name", [("resnet50", "resnet50"), ("efficientnet_b0_lukemelas", "efficientnet_b0")])

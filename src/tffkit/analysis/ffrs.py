@@ -10,6 +10,7 @@ the batches; as every image is computed in the same batch whatever the number of
 from __future__ import annotations
 
 import os
+import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -230,18 +231,47 @@ class ChannelSets:
     channels: tuple[tuple[str, int], ...]
 
 
-def select_channels(ranking: pd.DataFrame, k: int, random_repeats: int = 5, seed: int = 0) -> list[ChannelSets]:
-    """top-k, low-k and ``random_repeats`` random-k sets (drawn without replacement outside top-k, seeded)."""
+RANDOM_K = ("replicas", "pooled")
+
+
+def select_channels(ranking: pd.DataFrame, k: int, random_repeats: int = 5, seed: int = 0, *,
+                    protocol: str = "replicas") -> list[ChannelSets]:
+    """top-k, low-k and ``random_repeats`` random-k sets outside the top-k, seeded: drawn without replacement
+    (``replicas``, ours) or as the public code drew them (``pooled``, :func:`public_random_sets`)."""
+    if protocol not in RANDOM_K:
+        raise ValueError(f"unknown random-k protocol {protocol!r}; use one of {RANDOM_K}")
     pairs = list(zip(ranking["layer"], ranking["channel"].astype(int), strict=True))
     if not 0 < k < len(pairs):
         raise ValueError(f"k={k} must be between 1 and the number of ranked channels − 1 ({len(pairs) - 1})")
     out = [ChannelSets(f"top-{k}", "top", k, 0, tuple(pairs[:k])),
            ChannelSets(f"low-{k}", "low", k, 0, tuple(pairs[-k:]))]
+    if protocol == "pooled":
+        return out + [ChannelSets(f"random-{k}", "random", k, r, tuple(pairs[i] for i in sorted(pick)))
+                      for r, pick in enumerate(public_random_sets(len(pairs), k, random_repeats, seed))]
     rest = pairs[k:]
     for r in range(random_repeats):
         rng = np.random.default_rng([seed, k, r])
         pick = rng.choice(len(rest), size=min(k, len(rest)), replace=False)
         out.append(ChannelSets(f"random-{k}", "random", k, r, tuple(rest[i] for i in sorted(pick))))
+    return out
+
+
+def public_random_sets(n: int, k: int, repeats: int, seed: int) -> list[list[int]]:
+    """The public code's random-k draw over ``n`` ranked maps (positions; the top-k are 0…k−1), made reproducible.
+
+    Per replica it takes ``random.choices`` of all maps, as many as there are (with replacement, so about 63% of them
+    distinct), visits the distinct ones in its Python set's iteration order, skips the top-k and keeps the first k
+    (fewer when fewer were drawn). That order follows the keys' string hashes — random per process (PYTHONHASHSEED)
+    and shared by the replicas of one run, which therefore overlap. Here the generator is ``random.Random`` seeded
+    with (seed, k) and the set order is one permutation drawn from it, shared by the replicas."""
+    rng = random.Random(f"tffkit random-k {seed} {k}")
+    visit = list(range(n))
+    rng.shuffle(visit)  # stands in for the set's hash order
+    position = {m: i for i, m in enumerate(visit)}
+    out = []
+    for _ in range(repeats):
+        drawn = set(rng.choices(range(n), k=n))
+        out.append(sorted((m for m in drawn if m >= k), key=position.__getitem__)[:k])
     return out
 
 
