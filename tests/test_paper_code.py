@@ -190,6 +190,65 @@ def test_lrpmax_paper_code_seeds_the_positive_folded_argmax_of_a_negative_gamma_
     assert n_positive == 4
 
 
+def test_random_resized_crop_is_torchvisions_seeded_per_image(tmp_path):
+    """The public ranking crop: boxes drawn as torchvision's RandomResizedCrop.get_params draws them (same
+    distribution), the crop resized as torchvision resizes a PIL image, and one draw per (seed, dataset index)."""
+    from collections import Counter
+
+    from PIL import Image
+    from torchvision.transforms import InterpolationMode, RandomResizedCrop
+    from torchvision.transforms import functional as tvf
+
+    from tffkit.data import ImageDataset
+    from tffkit.preprocess import Preprocessing, random_resized_crop, random_resized_crop_box
+
+    blank = Image.new("RGB", (256, 256))
+    torch.manual_seed(0)
+    n = 4000
+    theirs = Counter(tuple(RandomResizedCrop.get_params(blank, (0.99, 1.0), (0.99, 1.0))[2:]) for _ in range(n))
+    rng = np.random.default_rng(0)
+    boxes = [random_resized_crop_box(256, 256, rng) for _ in range(n)]
+    ours = Counter(b[2:] for b in boxes)
+    assert {k for k, c in theirs.items() if c > 0.02 * n} == {k for k, c in ours.items() if c > 0.02 * n}
+    assert all(abs(ours[k] - c) < 0.03 * n for k, c in theirs.items())
+    assert all(0 <= top <= 256 - h and 0 <= left <= 256 - w for top, left, h, w in boxes)
+    assert len({(top, left) for top, left, _, _ in boxes}) > 4  # the position varies too
+    img = Image.fromarray(np.random.default_rng(1).integers(0, 256, (256, 240, 3), dtype=np.uint8))
+    top, left, h, w = random_resized_crop_box(240, 256, np.random.default_rng(7))
+    expected = tvf.resized_crop(img, top, left, h, w, [224, 224], InterpolationMode.BILINEAR)
+    got = random_resized_crop(img, 224, np.random.default_rng(7))
+    assert np.array_equal(np.asarray(got), np.asarray(expected))
+    # in the data pipeline: seeded by (seed, dataset index) — the same image gets the same crop in any pass
+    tree = make_tree(tmp_path / "d", {"progan": []}, n=3, size=128)
+    samples = find_samples(tree)
+
+    def crops(prep):
+        return [ImageDataset(samples, preprocessing=prep)[i][0] for i in range(len(samples))]
+
+    prep = Preprocessing(crop=112, crop_mode="random-resized", crop_seed=3)
+    first, again = crops(prep), ImageDataset(samples, preprocessing=prep)[2][0]
+    other_seed = crops(Preprocessing(crop=112, crop_mode="random-resized"))
+    centre = crops(Preprocessing(crop=112))
+    assert first[2].shape == (3, 112, 112) and torch.equal(first[2], again)
+    assert not all(torch.equal(a, b) for a, b in zip(first, other_seed, strict=True))
+    assert not any(torch.equal(a, b) for a, b in zip(first, centre, strict=True))  # resized, not cut out
+    assert "random resized crop 112" in prep.describe() and prep.to_dict()["crop_mode"] == "random-resized"
+
+
+def test_rank_paper_code_takes_the_random_resized_crop(tmp_path):
+    from tffkit.analysis.rank import rank
+
+    data = make_tree(tmp_path / "d", {"progan": []}, n=3, size=256)
+    weights = save_checkpoint(tmp_path / "w.pth", pseudo_trained("tiny_resnet"))
+    args = dict(min_prob=0.0, k=4, preset="center224", batch_size=8, device="cpu", num_workers=0, progress=False)
+    paper = rank("tiny_resnet", weights, data, None, paper_code=True, **args).ranking
+    same = rank("tiny_resnet", weights, data, None, paper_code=True, **args).ranking
+    other = rank("tiny_resnet", weights, data, None, paper_code=True, seed=1, **args).ranking
+    centre = rank("tiny_resnet", weights, data, None, paper_code=True, rank_crop="center", **args).ranking
+    pd.testing.assert_frame_equal(paper, same)
+    assert not np.array_equal(paper["omega"], other["omega"]) and not np.array_equal(paper["omega"], centre["omega"])
+
+
 def test_median_change_in_points_and_percent_with_one_sign(monkeypatch):
     def table(probs):
         return pd.DataFrame({"path": list("abcdefg"), "set": ["g"] * 3 + ["h"] * 2 + ["u"] * 2,
@@ -247,12 +306,12 @@ def test_paper_code_flag_sets_every_switch_of_every_command(tmp_path, negative_g
     commands = {
         "evaluate": (["--data", str(tree)], ("prob_dtype", "cal_compare")),
         "dropout": (["--data", str(tree), "--ranking", ranking, "--k", "1", "--random-repeats", "1"],
-                    ("dropout_site", "prob_dtype", "cal_compare")),
+                    ("dropout_site", "prob_dtype", "cal_compare", "random_k")),
         "lrpmax": (["--data", str(tree), "--ranking", ranking, "--k", "2", "--per-tff", "1", "--show", "1"],
                    ("neuron_seed", "bounds", "activation_site", "zplus_fallback", "patch_box")),
         "color": (["--data", str(tree), "--ranking", ranking, "--k", "2", "--min-prob", "0"],
                   ("activation_site", "prob_dtype")),
-        "rank": (["--data", str(tree), "--min-prob", "0", "--k", "4"], ("bounds", "zplus_fallback")),
+        "rank": (["--data", str(tree), "--min-prob", "0", "--k", "4"], ("bounds", "zplus_fallback", "rank_crop")),
         "explain": (["--data", str(tree), "--max-per-class", "1"], ("bounds", "zplus_fallback")),
     }
     for name, (extra, names) in commands.items():
@@ -279,7 +338,7 @@ def test_paper_code_flag_sets_every_switch_of_every_command(tmp_path, negative_g
     out = tmp_path / "dropout_folded"
     assert main(["dropout", *common, *commands["dropout"][0], "--site", "folded", "--out", str(out)]) == 0
     assert _settings(out) == {"paper_code": True, "dropout_site": "folded", "prob_dtype": "float32",
-                              "cal_compare": "gt"}
+                              "cal_compare": "gt", "random_k": "pooled"}
     out = tmp_path / "evaluate_ours"
     assert main(["evaluate", *common[:-1], "--data", str(tree), "--out", str(out)]) == 0
     assert _settings(out) == {"paper_code": False, "prob_dtype": "float64", "cal_compare": "ge"}
@@ -298,8 +357,8 @@ def test_study_paper_code_key_reaches_every_step(tmp_path, trained_tiny):
                      "color": {"k": 2, "max_per_class": 4}}}
     run_study(cfg, progress=False)
     out = Path(cfg["out"])
-    expected = {"evaluate": ("prob_dtype", "cal_compare"), "rank": ("bounds", "zplus_fallback"),
-                "dropout": ("dropout_site", "prob_dtype", "cal_compare"),
+    expected = {"evaluate": ("prob_dtype", "cal_compare"), "rank": ("bounds", "zplus_fallback", "rank_crop"),
+                "dropout": ("dropout_site", "prob_dtype", "cal_compare", "random_k"),
                 "lrpmax": ("neuron_seed", "bounds", "activation_site", "zplus_fallback", "patch_box"),
                 "color": ("activation_site", "prob_dtype")}
     for step, names in expected.items():

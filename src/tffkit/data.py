@@ -137,7 +137,7 @@ class ImageDataset(torch.utils.data.Dataset):
         path = self.samples[index].path
         try:
             img, info = load_rgb(path, with_info=True)
-            arr, small = self.spatial.spatial(self.perturb.apply(img))
+            arr, small = self.spatial.spatial(self.perturb.apply(img), index)
         except Exception as exc:  # noqa: BLE001 - report and skip any decoding failure
             return None, index, f"{type(exc).__name__}: {exc}"
         info["smaller_than_crop"] = small

@@ -41,7 +41,7 @@ REQUIRED = object()
 SWITCH = ((str, type(None)), None)  # a tffkit.conventions switch: None = from the paper_code preset
 # step → {config key: switch name}; an explicit value overrides the top-level ``paper_code`` preset
 STEP_SWITCHES = {"evaluate": {"prob_dtype": "prob_dtype", "cal_compare": "cal_compare"},
-                 "rank": {"bounds": "bounds", "zplus_fallback": "zplus_fallback"},
+                 "rank": {"bounds": "bounds", "zplus_fallback": "zplus_fallback", "rank_crop": "rank_crop"},
                  "dropout": {"site": "dropout_site", "prob_dtype": "prob_dtype", "cal_compare": "cal_compare",
                              "random_k": "random_k"},
                  "faithfulness": {"bounds": "bounds", "zplus_fallback": "zplus_fallback", "site": "dropout_site",
