@@ -102,6 +102,48 @@ def test_top_k_hurts_more_than_random_k(tmp_path: Path, trained_tiny):
     assert (tmp_path / "drop2" / "dropout.csv").read_text() == (tmp_path / "drop" / "dropout.csv").read_text()
 
 
+def test_pooled_random_k_is_one_ap_of_the_mean_probability(tmp_path: Path, trained_tiny):
+    """--random-k pooled (the public protocol): per set one random-k row whose AP is that of the mean p(fake) of the
+    masked models, each scored on its own; reproducible for a seed."""
+    import numpy as np
+    from sklearn.metrics import average_precision_score
+
+    from tffkit.analysis.dropout import dropout
+    from tffkit.analysis.ffrs import load_ranking, select_channels
+
+    weights, data = trained_tiny
+    ex = Explainer(load_detector("tiny_resnet", weights))
+    pairs = [(layer.name, c) for layer in ex.layers for c in range(layer.channels)]
+    ranking = tmp_path / "ranking.csv"
+    pd.DataFrame({"rank": range(1, len(pairs) + 1), "layer": [p[0] for p in pairs], "channel": [p[1] for p in pairs],
+                  "omega": np.linspace(1, 0, len(pairs))}).to_csv(ranking, index=False)
+    args = dict(sets=["gan_b", "gan_c"], ks=[40], random_repeats=3, seed=5, preset="full", batch_size=32,
+                device="cpu", num_workers=0, progress=False, paper_code=True)
+    long = dropout("tiny_resnet", weights, ranking, data, tmp_path / "drop", **args)
+    random_rows = long[long["variant"] == "random-40"]
+    assert len(random_rows) == 2 and set(random_rows["replica"]) == {0}
+    assert json_settings(tmp_path / "drop")["random_k"] == "pooled"
+    sets = [v for v in select_channels(load_ranking(ranking), 40, 3, 5, protocol="pooled") if v.kind == "random"]
+    samples = find_samples(data, ["gan_b", "gan_c"])
+    ctx = tdist.DistContext(0, 1, torch.device("cpu"))
+    scores, _, _ = score_variants(ex, sets, samples, ctx, "pre-bn", preset="full", batch_size=32, num_workers=0,
+                                  progress=False, prob_dtype="float32")
+    mean = np.mean([s["prob"].to_numpy() for s in scores], axis=0)
+    for _, row in random_rows.iterrows():
+        part = (scores[0]["set"] == row["set"]).to_numpy()
+        assert row["ap"] == average_precision_score(scores[0]["label"][part], mean[part])
+    again = dropout("tiny_resnet", weights, ranking, data, None, **args)
+    pd.testing.assert_frame_equal(again, long)
+    ours = dropout("tiny_resnet", weights, ranking, data, None, **{**args, "paper_code": False})
+    assert len(ours[ours["variant"] == "random-40"]) == 3 * 2  # replicas × sets, reported as mean ± std
+
+
+def json_settings(folder: Path) -> dict:
+    import json
+
+    return json.loads((folder / "run.json").read_text())["settings"]
+
+
 def test_paper_layout_shows_paper_numbers():
     long = pd.DataFrame([
         {"variant": "baseline", "kind": "baseline", "k": 0, "replica": 0, "set": "progan", "ap": 1.0, "acc": 1.0,

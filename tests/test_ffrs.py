@@ -87,6 +87,34 @@ def test_accumulator_matches_the_naive_formula_over_batches_groups_and_layer_sub
     assert acc.counts.tolist() == [3, 3]
 
 
+
+def omega_of_non_positive_maps(device: str) -> tuple:
+    """ω and the retained share of float32 relevance on ``device`` where channels 0 and 2 of layer ``a`` and all of
+    layer ``b`` are ≤ 0 everywhere (values over six decades, so Σ R and Σ |R| round differently)."""
+    gen = torch.Generator().manual_seed(0)
+    layers = [FeatureLayer("a", 3, 0), FeatureLayer("b", 2, 1)]
+    acc = FFRSAccumulator(layers, torch.device(device), groups=2)
+    acc.set_batch(torch.tensor([0, 0, 1, 0], device=device))
+    scale = torch.logspace(-3, 3, 56 * 56)
+    a = -torch.rand(4, 3, 56, 56, generator=gen) * scale.reshape(56, 56)
+    a[:, 1] = torch.randn(4, 56, 56, generator=gen)  # mixed signs
+    b = -torch.rand(4, 2, 28, 28, generator=gen) * scale[::4].reshape(28, 28)
+    acc(layers[0], a.to(device), None)
+    acc(layers[1], b.to(device), None)
+    expected = a[:, 1].clamp(min=0).double().sum((1, 2)) / a.double().abs().sum((1, 2, 3))
+    return acc.omega().cpu(), acc.retained_share().cpu(), expected, (a, b)
+
+
+def test_omega_is_exactly_zero_without_positive_relevance():
+    omega, retained, expected, (a, b) = omega_of_non_positive_maps("cpu")
+    assert omega[:, [0, 2, 3, 4]].eq(0).all()  # exactly, not rounding noise of (Σ R + Σ |R|) / 2
+    torch.testing.assert_close(omega[0, 1], expected[[0, 1, 3]].mean(), rtol=1e-6, atol=0)
+    torch.testing.assert_close(omega[1, 1], expected[2], rtol=1e-6, atol=0)
+    kept = torch.stack([a.double().sum((1, 2, 3)), b.double().sum((1, 2, 3))], 1)  # Σ R = 2 Σ R⁺ − Σ |R|
+    torch.testing.assert_close(retained[0], kept[[0, 1, 3]].mean(0), rtol=1e-5, atol=0)
+    torch.testing.assert_close(retained[1], -kept[2], rtol=1e-5, atol=0)
+
+
 def test_ranking_ties_and_keys():
     layers = [FeatureLayer("a", 3, 0), FeatureLayer("b", 2, 1)]
     omega = np.array([0.1, 0.3, 0.1, 0.3, 0.0])
@@ -107,6 +135,37 @@ def test_random_k_disjoint_reproducible():
     assert [s.channels for s in again] == [s.channels for s in sets]
     assert [s.channels for s in select_channels(t, 10, 3, seed=8)][2] != sets[2].channels
     assert set(sets[1].channels) == set(zip(t["layer"][-10:], t["channel"][-10:], strict=True))
+
+
+def test_public_random_k_draw_is_seeded_and_follows_the_public_protocol():
+    """The public draw: choices with replacement over all maps, distinct ones visited in one order shared by the
+    replicas (the set's hash order), top-k skipped, the first k kept — reproducible here, from (seed, k)."""
+    import random
+
+    layers = [FeatureLayer("a", 300, 0), FeatureLayer("b", 200, 1)]
+    t = ranking_table(layers, np.random.default_rng(0).random(500))
+    sets = select_channels(t, 20, random_repeats=5, seed=3, protocol="pooled")
+    assert [s.kind for s in sets] == ["top", "low"] + ["random"] * 5
+    assert [s.channels for s in sets] == [s.channels for s in select_channels(t, 20, 5, seed=3, protocol="pooled")]
+    assert sets[2].channels != select_channels(t, 20, 5, seed=4, protocol="pooled")[2].channels
+    top = set(sets[0].channels)
+    randoms = [set(s.channels) for s in sets[2:]]
+    assert all(len(r) == 20 and not r & top for r in randoms)
+    # the replicas share the visiting order, so they overlap far more than independent draws would (≈ 20·20/480)
+    overlap = np.mean([len(a & b) for i, a in enumerate(randoms) for b in randoms[i + 1:]])
+    assert overlap > 8
+    # the same draw, written out step by step
+    rng = random.Random("tffkit random-k 3 20")
+    visit = list(range(500))
+    rng.shuffle(visit)
+    pairs = list(zip(t["layer"], t["channel"], strict=True))
+    for got in sets[2:]:
+        drawn = set(rng.choices(range(500), k=500))
+        assert 0.55 < len(drawn) / 500 < 0.7  # with replacement: about 1 − 1/e distinct
+        first = [m for m in visit if m in drawn and m >= 20][:20]
+        assert set(got.channels) == {pairs[m] for m in first}
+    with pytest.raises(ValueError, match="random-k protocol"):
+        select_channels(t, 20, protocol="public")
 
 
 @pytest.mark.skipif(not (REFERENCE / "original_omega_resnet50_progan_val_fake.csv").exists(),

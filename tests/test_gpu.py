@@ -102,6 +102,16 @@ def test_rank_batch_needs_no_host_sync():
     assert int(acc.counts[0]) == 6
 
 
+
+def test_omega_is_exactly_zero_without_positive_relevance_on_gpu():
+    from test_ffrs import omega_of_non_positive_maps
+
+    omega, retained, _, _ = omega_of_non_positive_maps("cuda")
+    cpu_omega, cpu_retained, _, _ = omega_of_non_positive_maps("cpu")
+    assert omega[:, [0, 2, 3, 4]].eq(0).all()  # the GPU's reduction order leaves no residue either
+    torch.testing.assert_close(omega, cpu_omega, rtol=1e-5, atol=0)
+    torch.testing.assert_close(retained, cpu_retained, rtol=1e-5, atol=0)
+
 @pytest.mark.parametrize("amp", ["off", "bf16"])
 def test_training_runs_on_gpu(tmp_path: Path, tree: Path, amp: str):
     result = train_detector("tiny_resnet", tree, tree, tmp_path / amp, batch_size=8, max_epochs=1, amp=amp,

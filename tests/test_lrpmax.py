@@ -115,6 +115,28 @@ def test_relevance_bbox_on_a_synthetic_map():
     assert lm.relevance_bbox(-np.abs(rmap)) is None
 
 
+def test_paper_code_patch_box_is_the_public_codes():
+    """The public box: negatives zeroed, pixels above the 75th percentile of the whole map (zeros included), the last
+    selected row and column excluded (a slice [min:max]); the whole image when nothing is selected."""
+    rmap = np.zeros((10, 12))
+    rmap[2:5, 3:9] = 1.0
+    rmap[6, 10] = 4.0
+    rmap[8, 1] = -5.0
+    rmap[0, 0] = 0.5  # 20 of 120 pixels positive: the percentile of the whole map is 0, every positive pixel counts
+    assert lm.relevance_bbox(rmap, box="paper-code") == (0, 0, 10, 6)  # rows 0–6, columns 0–10, ends dropped
+    ramp = np.arange(1.0, 121.0).reshape(10, 12)  # all positive: the top quarter (values > 90.25) is rows 7–9
+    assert np.percentile(ramp, 75) == 90.25
+    assert lm.relevance_bbox(ramp, box="paper-code") == (0, 7, 11, 9)
+    assert lm.relevance_bbox(ramp) == (0, 7, 12, 10)  # ours: ≥ the percentile of the positive values, ends past
+    assert lm.relevance_bbox(-np.abs(rmap), box="paper-code") == (0, 0, 12, 10)
+    assert lm.relevance_bbox(np.zeros((10, 12)), box="paper-code") == (0, 0, 12, 10)
+    one = np.zeros((10, 12))
+    one[6, 10] = 1.0  # an empty slice in the public code: the one row and column are kept
+    assert lm.relevance_bbox(one, box="paper-code") == (10, 6, 11, 7)
+    with pytest.raises(ValueError, match="patch box"):
+        lm.relevance_bbox(rmap, box="public")
+
+
 def test_running_top_n_and_exact_merge():
     gen = torch.Generator().manual_seed(0)
     n_img, k, n = 40, 3, 5

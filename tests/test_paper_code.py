@@ -19,7 +19,7 @@ from tffkit.analysis import color as col
 from tffkit.analysis import lrpmax as lm
 from tffkit.cli import main
 from tffkit.conventions import SWITCHES, resolve
-from tffkit.data import find_samples
+from tffkit.data import find_samples, normalize
 from tffkit.detectors import save_checkpoint
 from tffkit.lrp import Explainer
 from tffkit.metrics import binary_metrics, metrics_table, probabilities
@@ -138,11 +138,115 @@ def test_lrpmax_seed_one_times_activation_equals_the_default_map(tmp_path, negat
     for (j, i), m in m_act.items():
         a = float(top[(top["tff"] == j) & (top["index"] == i)]["activation"].iloc[0])
         assert np.allclose(m_one[(j, i)] * max(a, 0.0), m, rtol=1e-4, atol=1e-6 * np.abs(m).max() + 1e-12)
-    # the pre-BN site: images ranked by the raw maximum; the default seed is the folded activation there
+    # the pre-BN site ranks the images by the raw maximum; the seed stays the folded maximum (see the next test)
     pre = lm.top_images(ex, [("layer1.0.conv1", 3)], samples, ["progan"], 3, ctx, "pre-bn", **args)
     t = lm.compute_lrpmax(ex, [("layer1.0.conv1", 3)], samples, pre, ctx, site="pre-bn", **args)
-    scale, zero = (float(getattr(ex.module("layer1.0.conv1"), b)[3]) for b in ("pre_bn_scale", "pre_bn_zero"))
-    assert np.allclose(t["seed"], (scale * t["activation"] + zero).clip(lower=0), rtol=1e-6)
+    folded = lm.top_images(ex, [("layer1.0.conv1", 3)], samples, ["progan"], 3, ctx, **args).set_index("index")
+    assert np.allclose(t["seed"], folded.loc[t["index"], "activation"].clip(lower=0), rtol=1e-6)
+
+
+def test_lrpmax_paper_code_seeds_the_positive_folded_argmax_of_a_negative_gamma_channel(tmp_path,
+                                                                                         negative_gamma_model):
+    """γ < 0 (channel 3): images ranked by the raw maximum, but the seed neuron is the argmax of the positive part of
+    the folded map, as in the public code; channel 7 (β = −1000) has no positive folded value: an all-zero map."""
+    import copy
+
+    model = copy.deepcopy(negative_gamma_model)
+    with torch.no_grad():
+        model.layer1[0].bn1.bias[7] = -1e3
+    tree = make_tree(tmp_path / "d", {"progan": []}, n=4, size=32)
+    samples = [s for s in find_samples(tree) if s.label == 1]
+    ex, layer = Explainer(model), "layer1.0.conv1"
+    tffs = [(layer, 3), (layer, 7)]
+    ctx = tdist.DistContext(0, 1, torch.device("cpu"))
+    args = dict(preset="full", batch_size=4, num_workers=0, progress=False)
+    top = lm.top_images(ex, tffs, samples, ["progan"], 4, ctx, "pre-bn", **args)
+    seen = []
+    table = lm.compute_lrpmax(ex, tffs, samples, top, ctx, neuron_seed="one", site="pre-bn", patch_box="paper-code",
+                              on_pair=lambda row, img, m: seen.append((row, img, m)), **args)
+    assert len(seen) == len(table) == 8
+    n_positive = 0
+    for row, img, rmap in seen:
+        x = normalize(img[None])
+        acts = {}
+        ex.forward(x, tap=lambda lay, a, acts=acts: acts.__setitem__(lay.name, a), layers=[ex.by_name[layer]])
+        c = tffs[int(row["tff"])][1]
+        fmap = acts[layer][0, c]
+        raw_h, raw_w = int(row["h"]), int(row["w"])  # where the raw (pre-BN) map peaks: the folded minimum
+        if c == 7:
+            assert fmap.max() < 0 and row["seed"] == 0 and not rmap.any()  # z = 0: an all-zero map
+            assert row["bbox"] == (0, 0, 32, 32)  # the public box of an empty map: the whole image
+            continue
+        assert fmap.max() > 0
+        n_positive += 1
+        width = fmap.shape[1]
+        pos = int(torch.argmax(fmap.clamp(min=0)))
+        assert (row["seed_h"], row["seed_w"]) == (pos // width, pos % width) != (raw_h, raw_w)
+        assert row["seed"] == 1
+        seeds = {layer: torch.zeros(1, 16, *fmap.shape)}
+        seeds[layer][0, c, pos // width, pos % width] = 1.0
+        expected = ex.explain_neurons(x, seeds).sum(1)[0].double().numpy()
+        assert np.allclose(rmap, expected, rtol=1e-4, atol=1e-6 * np.abs(expected).max())
+    assert n_positive == 4
+
+
+def test_random_resized_crop_is_torchvisions_seeded_per_image(tmp_path):
+    """The public ranking crop: boxes drawn as torchvision's RandomResizedCrop.get_params draws them (same
+    distribution), the crop resized as torchvision resizes a PIL image, and one draw per (seed, dataset index)."""
+    from collections import Counter
+
+    from PIL import Image
+    from torchvision.transforms import InterpolationMode, RandomResizedCrop
+    from torchvision.transforms import functional as tvf
+
+    from tffkit.data import ImageDataset
+    from tffkit.preprocess import Preprocessing, random_resized_crop, random_resized_crop_box
+
+    blank = Image.new("RGB", (256, 256))
+    torch.manual_seed(0)
+    n = 4000
+    theirs = Counter(tuple(RandomResizedCrop.get_params(blank, (0.99, 1.0), (0.99, 1.0))[2:]) for _ in range(n))
+    rng = np.random.default_rng(0)
+    boxes = [random_resized_crop_box(256, 256, rng) for _ in range(n)]
+    ours = Counter(b[2:] for b in boxes)
+    assert {k for k, c in theirs.items() if c > 0.02 * n} == {k for k, c in ours.items() if c > 0.02 * n}
+    assert all(abs(ours[k] - c) < 0.03 * n for k, c in theirs.items())
+    assert all(0 <= top <= 256 - h and 0 <= left <= 256 - w for top, left, h, w in boxes)
+    assert len({(top, left) for top, left, _, _ in boxes}) > 4  # the position varies too
+    img = Image.fromarray(np.random.default_rng(1).integers(0, 256, (256, 240, 3), dtype=np.uint8))
+    top, left, h, w = random_resized_crop_box(240, 256, np.random.default_rng(7))
+    expected = tvf.resized_crop(img, top, left, h, w, [224, 224], InterpolationMode.BILINEAR)
+    got = random_resized_crop(img, 224, np.random.default_rng(7))
+    assert np.array_equal(np.asarray(got), np.asarray(expected))
+    # in the data pipeline: seeded by (seed, dataset index) — the same image gets the same crop in any pass
+    tree = make_tree(tmp_path / "d", {"progan": []}, n=3, size=128)
+    samples = find_samples(tree)
+
+    def crops(prep):
+        return [ImageDataset(samples, preprocessing=prep)[i][0] for i in range(len(samples))]
+
+    prep = Preprocessing(crop=112, crop_mode="random-resized", crop_seed=3)
+    first, again = crops(prep), ImageDataset(samples, preprocessing=prep)[2][0]
+    other_seed = crops(Preprocessing(crop=112, crop_mode="random-resized"))
+    centre = crops(Preprocessing(crop=112))
+    assert first[2].shape == (3, 112, 112) and torch.equal(first[2], again)
+    assert not all(torch.equal(a, b) for a, b in zip(first, other_seed, strict=True))
+    assert not any(torch.equal(a, b) for a, b in zip(first, centre, strict=True))  # resized, not cut out
+    assert "random resized crop 112" in prep.describe() and prep.to_dict()["crop_mode"] == "random-resized"
+
+
+def test_rank_paper_code_takes_the_random_resized_crop(tmp_path):
+    from tffkit.analysis.rank import rank
+
+    data = make_tree(tmp_path / "d", {"progan": []}, n=3, size=256)
+    weights = save_checkpoint(tmp_path / "w.pth", pseudo_trained("tiny_resnet"))
+    args = dict(min_prob=0.0, k=4, preset="center224", batch_size=8, device="cpu", num_workers=0, progress=False)
+    paper = rank("tiny_resnet", weights, data, None, paper_code=True, **args).ranking
+    same = rank("tiny_resnet", weights, data, None, paper_code=True, **args).ranking
+    other = rank("tiny_resnet", weights, data, None, paper_code=True, seed=1, **args).ranking
+    centre = rank("tiny_resnet", weights, data, None, paper_code=True, rank_crop="center", **args).ranking
+    pd.testing.assert_frame_equal(paper, same)
+    assert not np.array_equal(paper["omega"], other["omega"]) and not np.array_equal(paper["omega"], centre["omega"])
 
 
 def test_median_change_in_points_and_percent_with_one_sign(monkeypatch):
@@ -202,12 +306,12 @@ def test_paper_code_flag_sets_every_switch_of_every_command(tmp_path, negative_g
     commands = {
         "evaluate": (["--data", str(tree)], ("prob_dtype", "cal_compare")),
         "dropout": (["--data", str(tree), "--ranking", ranking, "--k", "1", "--random-repeats", "1"],
-                    ("dropout_site", "prob_dtype", "cal_compare")),
+                    ("dropout_site", "prob_dtype", "cal_compare", "random_k")),
         "lrpmax": (["--data", str(tree), "--ranking", ranking, "--k", "2", "--per-tff", "1", "--show", "1"],
-                   ("neuron_seed", "bounds", "activation_site", "zplus_fallback")),
+                   ("neuron_seed", "bounds", "activation_site", "zplus_fallback", "patch_box")),
         "color": (["--data", str(tree), "--ranking", ranking, "--k", "2", "--min-prob", "0"],
                   ("activation_site", "prob_dtype")),
-        "rank": (["--data", str(tree), "--min-prob", "0", "--k", "4"], ("bounds", "zplus_fallback")),
+        "rank": (["--data", str(tree), "--min-prob", "0", "--k", "4"], ("bounds", "zplus_fallback", "rank_crop")),
         "explain": (["--data", str(tree), "--max-per-class", "1"], ("bounds", "zplus_fallback")),
     }
     for name, (extra, names) in commands.items():
@@ -219,10 +323,11 @@ def test_paper_code_flag_sets_every_switch_of_every_command(tmp_path, negative_g
     assert {"n_saturated", "n_tied"} <= set(pd.read_csv(tmp_path / "evaluate" / "metrics.csv").columns)
     assert {"n_saturated", "n_tied"} <= set(pd.read_csv(tmp_path / "dropout" / "dropout.csv").columns)
     index = pd.read_csv(tmp_path / "lrpmax" / "lrpmax_index.csv")
-    assert (index["seed"] == 1).all() and set(index["neuron_seed"]) == {"one"}
+    assert set(index["seed"]) <= {0.0, 1.0} and (index["seed"] == 1).any() and set(index["neuron_seed"]) == {"one"}
     assert set(index["activation_site"]) == {"pre-bn"}
     summary = json.loads((tmp_path / "lrpmax" / "lrpmax.json").read_text())
     assert (summary["neuron_seed"], summary["bounds"], summary["activation_site"]) == ("one", "paper-code", "pre-bn")
+    assert summary["patch_box"] == "paper-code"
     assert summary["n_negative_gamma"] == 1 and summary["negative_gamma_keys"] == ["layer1.0.conv1.#3(T=16)"]
     colour = json.loads((tmp_path / "color" / "color.json").read_text())
     assert colour["activation_site"] == "pre-bn" and colour["n_negative_gamma"] == 1
@@ -233,7 +338,7 @@ def test_paper_code_flag_sets_every_switch_of_every_command(tmp_path, negative_g
     out = tmp_path / "dropout_folded"
     assert main(["dropout", *common, *commands["dropout"][0], "--site", "folded", "--out", str(out)]) == 0
     assert _settings(out) == {"paper_code": True, "dropout_site": "folded", "prob_dtype": "float32",
-                              "cal_compare": "gt"}
+                              "cal_compare": "gt", "random_k": "pooled"}
     out = tmp_path / "evaluate_ours"
     assert main(["evaluate", *common[:-1], "--data", str(tree), "--out", str(out)]) == 0
     assert _settings(out) == {"paper_code": False, "prob_dtype": "float64", "cal_compare": "ge"}
@@ -252,9 +357,9 @@ def test_study_paper_code_key_reaches_every_step(tmp_path, trained_tiny):
                      "color": {"k": 2, "max_per_class": 4}}}
     run_study(cfg, progress=False)
     out = Path(cfg["out"])
-    expected = {"evaluate": ("prob_dtype", "cal_compare"), "rank": ("bounds", "zplus_fallback"),
-                "dropout": ("dropout_site", "prob_dtype", "cal_compare"),
-                "lrpmax": ("neuron_seed", "bounds", "activation_site", "zplus_fallback"),
+    expected = {"evaluate": ("prob_dtype", "cal_compare"), "rank": ("bounds", "zplus_fallback", "rank_crop"),
+                "dropout": ("dropout_site", "prob_dtype", "cal_compare", "random_k"),
+                "lrpmax": ("neuron_seed", "bounds", "activation_site", "zplus_fallback", "patch_box"),
                 "color": ("activation_site", "prob_dtype")}
     for step, names in expected.items():
         want = {"paper_code": True, **{n: PAPER[n] for n in names}}

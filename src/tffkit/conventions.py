@@ -41,6 +41,17 @@ SWITCHES: dict[str, Switch] = {
                              "z⁺ neurons with no positive input (common in depthwise convolutions): their relevance "
                              "is spread evenly over their window in depthwise convolutions (or in all), or lost as "
                              "in the public code (none)"),
+    "patch_box": Switch(("positive", "paper-code"), "positive", "paper-code",
+                        "LRP-max patch box: pixels at or above the 75th percentile of the positive relevance, or as "
+                        "the public code above the 75th percentile of the whole map (zeros included: in practice "
+                        "every positive pixel), its last row and column excluded"),
+    "random_k": Switch(("replicas", "pooled"), "replicas", "pooled",
+                       "random-k dropout: seeded draws without replacement reported as mean ± std over replicas, or "
+                       "the public code's protocol (draws with replacement; p(fake) of the masked models averaged "
+                       "into one AP), seeded"),
+    "rank_crop": Switch(("center", "random-resized"), "center", "random-resized",
+                        "crop of the ranking images (tff rank): the detector's centre crop, or as the public code "
+                        "RandomResizedCrop(224, scale 0.99–1, ratio 0.99–1, bilinear), seeded per image"),
     "dropout_site": Switch(("folded", "pre-bn"), "folded", "pre-bn",
                            "where a dropped feature map is zeroed: the BN-folded conv output, or the raw conv output "
                            "before batch norm as in the public code (the folded map becomes BN(0))"),

@@ -179,7 +179,7 @@ class ImageDataset(torch.utils.data.Dataset):
             if min(img.size) < MIN_SIDE:
                 raise ImageRefused(f"{img.size[0]}×{img.size[1]} px is below the {MIN_SIDE}-px minimum side; not "
                                    "scored (blown up to the crop it would be a flat frame)")
-            arr, small = self.spatial.spatial(self.perturb.apply(img))
+            arr, small = self.spatial.spatial(self.perturb.apply(img), index)
         except Exception as exc:  # noqa: BLE001 - report and skip any decoding failure
             return None, index, f"{type(exc).__name__}: {exc}"
         info["smaller_than_crop"] = small

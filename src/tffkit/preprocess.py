@@ -10,6 +10,7 @@ device.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -22,6 +23,8 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 PRESETS = ("detector", "center224", "full")
 SMALL_IMAGES = ("upscale", "pad")
+CROP_MODES = ("center", "random-resized")
+RANDOM_RESIZED = {"scale": (0.99, 1.0), "ratio": (0.99, 1.0)}  # the public code's ranking crop
 _INTERPOLATION = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
 
 
@@ -33,6 +36,9 @@ class Preprocessing:
     exact size, aspect ratio not kept). ``crop``: the centre crop's side, or ``None`` for whole images (batched by
     size). ``small_images``: what happens to an image smaller than the crop — ``upscale`` (shorter side resized up
     to the crop first, Wang et al.'s advice) or ``pad`` (zero padding, as torchvision's ``CenterCrop``).
+    ``crop_mode``: ``center``, or ``random-resized`` — the public code's ranking crop, torchvision's
+    ``RandomResizedCrop(crop, scale=(0.99, 1), ratio=(0.99, 1))`` drawn per image from (``crop_seed``, dataset index),
+    so reproducible and independent of the number of processes (:func:`random_resized_crop`).
     """
 
     mean: tuple[float, ...] = IMAGENET_MEAN
@@ -41,8 +47,12 @@ class Preprocessing:
     resize: int | tuple[int, int] | None = None
     interpolation: str = "bilinear"
     small_images: str = "upscale"
+    crop_mode: str = "center"
+    crop_seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.crop_mode not in CROP_MODES:
+            raise ValueError(f"unknown crop mode {self.crop_mode!r}; use one of {CROP_MODES}")
         if self.interpolation not in _INTERPOLATION:
             raise ValueError(f"unknown interpolation {self.interpolation!r}; use one of {sorted(_INTERPOLATION)}")
         if self.small_images not in SMALL_IMAGES:
@@ -72,6 +82,9 @@ class Preprocessing:
         else:
             size = f"resize to {self.resize[0]}×{self.resize[1]} ({self.interpolation})"
         crop = f"centre crop {self.crop}" if self.crop else "whole image"
+        if self.crop and self.crop_mode == "random-resized":
+            crop = (f"random resized crop {self.crop} (scale 0.99–1, ratio 0.99–1, bilinear; seed {self.crop_seed} "
+                    "per image)")
         return f"{norm}, {size}, {crop}"
 
     def to_dict(self) -> dict:
@@ -79,6 +92,7 @@ class Preprocessing:
         return {"mean": list(self.mean), "std": list(self.std), "crop": self.crop,
                 "resize": list(self.resize) if isinstance(self.resize, (tuple, list)) else self.resize,
                 "interpolation": self.interpolation, "small_images": self.small_images,
+                **({"crop_mode": self.crop_mode, "crop_seed": self.crop_seed} if self.crop_mode != "center" else {}),
                 "description": self.describe()}
 
     def for_preset(self, preset: str) -> Preprocessing:
@@ -96,8 +110,9 @@ class Preprocessing:
         """uint8 (B, 3, H, W) → normalised float tensor on the same device."""
         return normalize_with(images, self.mean, self.std, dtype)
 
-    def spatial(self, img: Image.Image) -> tuple[np.ndarray, bool]:
-        """Resize and centre-crop a PIL image → (HWC uint8 array, True when it was smaller than the crop)."""
+    def spatial(self, img: Image.Image, index: int = 0) -> tuple[np.ndarray, bool]:
+        """Resize and centre-crop a PIL image → (HWC uint8 array, True when it was smaller than the crop); ``index``
+        (the dataset index) seeds a random resized crop."""
         interp = _INTERPOLATION[self.interpolation]
         if isinstance(self.resize, int):
             img = resize_shorter(img, self.resize, interp)
@@ -105,6 +120,9 @@ class Preprocessing:
             h, w = self.resize
             if img.size != (w, h):
                 img = img.resize((int(w), int(h)), interp)
+        if self.crop is not None and self.crop_mode == "random-resized":  # resizes to the crop whatever the size
+            rng = np.random.default_rng([self.crop_seed, index])
+            return np.asarray(random_resized_crop(img, self.crop, rng), dtype=np.uint8), False
         small = self.crop is not None and min(img.size) < self.crop
         if small and self.small_images == "upscale":
             img = resize_shorter(img, self.crop, Image.BILINEAR)
@@ -112,6 +130,36 @@ class Preprocessing:
         if self.crop is not None:
             arr = center_crop(arr, self.crop)
         return arr, small
+
+
+def random_resized_crop_box(width: int, height: int, rng: np.random.Generator, scale=RANDOM_RESIZED["scale"],
+                            ratio=RANDOM_RESIZED["ratio"]) -> tuple[int, int, int, int]:
+    """(top, left, height, width) of torchvision's ``RandomResizedCrop.get_params``, drawn from ``rng``: ten tries at
+    an area share in ``scale`` and a log-uniform aspect ratio in ``ratio``, else the whole image with the ratio
+    clamped."""
+    area = width * height
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target = area * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(*log_ratio))
+        w, h = int(round(math.sqrt(target * aspect))), int(round(math.sqrt(target / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        w, h = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        w, h = int(round(height * max(ratio))), height
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def random_resized_crop(img: Image.Image, size: int, rng: np.random.Generator) -> Image.Image:
+    """The public code's ranking crop: a box of :func:`random_resized_crop_box` resized to size × size (bilinear,
+    PIL), as torchvision's ``RandomResizedCrop`` does to a PIL image."""
+    top, left, h, w = random_resized_crop_box(*img.size, rng)
+    return img.crop((left, top, left + w, top + h)).resize((size, size), Image.BILINEAR)
 
 
 def normalize_with(images: torch.Tensor, mean, std, dtype: torch.dtype = torch.float32) -> torch.Tensor:

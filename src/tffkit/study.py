@@ -43,12 +43,13 @@ REQUIRED = object()
 SWITCH = ((str, type(None)), None)  # a tffkit.conventions switch: None = from the paper_code preset
 # step → {config key: switch name}; an explicit value overrides the top-level ``paper_code`` preset
 STEP_SWITCHES = {"evaluate": {"prob_dtype": "prob_dtype", "cal_compare": "cal_compare"},
-                 "rank": {"bounds": "bounds", "zplus_fallback": "zplus_fallback"},
-                 "dropout": {"site": "dropout_site", "prob_dtype": "prob_dtype", "cal_compare": "cal_compare"},
+                 "rank": {"bounds": "bounds", "zplus_fallback": "zplus_fallback", "rank_crop": "rank_crop"},
+                 "dropout": {"site": "dropout_site", "prob_dtype": "prob_dtype", "cal_compare": "cal_compare",
+                             "random_k": "random_k"},
                  "faithfulness": {"bounds": "bounds", "zplus_fallback": "zplus_fallback", "site": "dropout_site",
                                   "prob_dtype": "prob_dtype"},
                  "lrpmax": {"neuron_seed": "neuron_seed", "bounds": "bounds", "activation_site": "activation_site",
-                            "zplus_fallback": "zplus_fallback"},
+                            "zplus_fallback": "zplus_fallback", "patch_box": "patch_box"},
                  "color": {"activation_site": "activation_site", "prob_dtype": "prob_dtype"}}
 SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
     "": {"name": (str, "study"), "out": (str, REQUIRED), "device": (str, "auto"), "batch_size": (int, 64),

@@ -47,17 +47,6 @@ def bn_scale(explainer: Explainer, tffs: Sequence[TFF]) -> np.ndarray:
     return _bn_affine(explainer, tffs, "pre_bn_scale", 1.0)
 
 
-def folded_activation(explainer: Explainer, tffs: Sequence[TFF], tff: np.ndarray, values: np.ndarray,
-                      site: str = "folded") -> np.ndarray:
-    """The BN-folded activation of the neurons whose value at ``site`` is ``values`` (T-FF positions ``tff``)."""
-    values = np.asarray(values, dtype=np.float64)
-    if site == "folded":
-        return values
-    zero = _bn_affine(explainer, tffs, "pre_bn_zero", 0.0)
-    tff = np.asarray(tff, dtype=int)
-    return bn_scale(explainer, tffs)[tff] * values + zero[tff]
-
-
 class MaxActivationTap:
     """Forward tap: per image, max over space of each T-FF's map and the (h, w) where it is reached.
 

@@ -127,12 +127,14 @@ def dropout(arch: str, weights: str | os.PathLike | None, ranking: str | os.Path
             batch_size: int = 64, device: str = "auto", num_workers: int | None = None,
             max_per_class: int | None = None, fixed_threshold_sets: Sequence[str] = ("progan",),
             paper_detector: str | None = None, progress: bool = True, paper_code: bool = False,
-            prob_dtype: str | None = None, cal_compare: str | None = None) -> pd.DataFrame:
+            prob_dtype: str | None = None, cal_compare: str | None = None, random_k: str | None = None) -> pd.DataFrame:
     """Baseline and every variant (top-k, random-k × repeats, low-k per k) from one pass over the data;
-    long-format table. ``paper_code`` takes the public code's site, probability precision and calibrated
-    comparison unless ``site`` / ``prob_dtype`` / ``cal_compare`` are given (:mod:`tffkit.conventions`)."""
+    long-format table. ``paper_code`` takes the public code's site, probability precision, calibrated
+    comparison and random-k protocol unless ``site`` / ``prob_dtype`` / ``cal_compare`` / ``random_k`` are given
+    (:mod:`tffkit.conventions`; ``random_k='pooled'``: :func:`pool_random`)."""
     ctx = tdist.init(device)
-    settings = resolve(paper_code, dropout_site=site, prob_dtype=prob_dtype, cal_compare=cal_compare)
+    settings = resolve(paper_code, dropout_site=site, prob_dtype=prob_dtype, cal_compare=cal_compare,
+                       random_k=random_k)
     site = settings["dropout_site"]
     record = RunRecord("dropout", dict(arch=arch, weights=str(weights), ranking=str(ranking), data=str(data),
                                        sets=sets, ks=list(ks), random_repeats=random_repeats, seed=seed, site=site,
@@ -146,13 +148,16 @@ def dropout(arch: str, weights: str | os.PathLike | None, ranking: str | os.Path
         explainer = explainer_for(model, prep)
         table = load_ranking(ranking, explainer.layers)
 
-        variants = [None, *(v for k in ks for v in select_channels(table, k, random_repeats, seed))]
+        variants = [None, *(v for k in ks for v in select_channels(table, k, random_repeats, seed,
+                                                                   protocol=settings["random_k"]))]
         omega = table["omega"].to_numpy()
         ties = {f"{kind}-{k}": cut_tie(omega, k if kind == "top" else len(omega) - k)  # ranks decided by layer order
                 for k in ks for kind in ("top", "low")}
         scores, unreadable, n_small = score_variants(explainer, variants, samples, ctx, site, preset, batch_size,
                                                      num_workers, progress, settings["prob_dtype"], prep)
         thresholds = calibrated_thresholds(scores[0], fixed_threshold_sets)
+        if settings["random_k"] == "pooled":
+            variants, scores = pool_random(variants, scores)
         rows = []
         for variant, sc in zip(variants, scores, strict=True):
             head = ({"variant": "baseline", "kind": "baseline", "k": 0, "replica": 0} if variant is None else
@@ -175,6 +180,28 @@ def dropout(arch: str, weights: str | os.PathLike | None, ranking: str | os.Path
                          unreadable=unreadable, thresholds=thresholds, ties=ties,
                          **input_record(found, model, prep, preset, weights, n_small))
     return long
+
+
+def pool_random(variants: Sequence[ChannelSets | None], scores: Sequence[pd.DataFrame]
+                ) -> tuple[list[ChannelSets | None], list[pd.DataFrame]]:
+    """The public code's random-k protocol: the replicas of each k become one variant whose p(fake) is the mean of
+    the replicas' (float64 mean of the probabilities in the chosen precision), so one AP and one set of accuracies
+    (at the baseline's thresholds) instead of a mean ± std over replicas."""
+    groups: dict[int, list[pd.DataFrame]] = defaultdict(list)
+    for v, sc in zip(variants, scores, strict=True):
+        if v is not None and v.kind == "random":
+            groups[v.k].append(sc)
+    out_v, out_s = [], []
+    for v, sc in zip(variants, scores, strict=True):
+        if v is None or v.kind != "random":
+            out_v.append(v)
+            out_s.append(sc)
+        elif v.replica == 0:
+            probs = np.stack([g["prob"].to_numpy(np.float64) for g in groups[v.k]])
+            assert all(g["path"].equals(sc["path"]) for g in groups[v.k])  # one row order for every variant
+            out_v.append(v)
+            out_s.append(sc.assign(logit=np.nan, prob=probs.mean(0)))
+    return out_v, out_s
 
 
 def summarize(long: pd.DataFrame) -> pd.DataFrame:

@@ -10,6 +10,7 @@ the batches; as every image is computed in the same batch whatever the number of
 from __future__ import annotations
 
 import os
+import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,8 +40,9 @@ def unit_major(t: torch.Tensor, dim: int) -> torch.Tensor:
 class FFRSAccumulator:
     """A relevance tap summing per-image ω contributions per channel, for G groups (e.g. fakes, reals).
 
-    In the backward each tapped layer only reduces its relevance to per-channel Σ R and Σ |R| (two reads of the
-    map, nothing written); the shares, their fixed-point rounding and the sums over images run once per batch for
+    In the backward each tapped layer only reduces its relevance to per-channel Σ R⁺ and Σ |R| (Σ R⁺ summed from the
+    positive values themselves, so a channel without positive relevance has ω exactly 0, never the rounding residue
+    of (Σ R + Σ |R|)/2); the shares, their fixed-point rounding and the sums over images run once per batch for
     all layers together (:meth:`flush`, called by :meth:`set_batch` and when :attr:`sums` or :attr:`retained` are
     read), so a batch costs a handful of small kernels instead of some twenty per layer."""
 
@@ -58,7 +60,7 @@ class FFRSAccumulator:
         self.position = {layer.name: i for i, layer in enumerate(self.layers)}
         self._keep: torch.Tensor | None = None
         self._slot: torch.Tensor | None = None
-        self._pending: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # layer position → (Σ R, Σ |R|), (B, C)
+        self._pending: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # layer position → (Σ R⁺, Σ |R|), (B, C)
         self._index_cache: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     @property
@@ -87,26 +89,25 @@ class FFRSAccumulator:
         if position in self._pending:  # a layer seen twice in one backward counts twice, as two taps
             self.flush()
         r = unit_major(relevance, layer.dim)  # (B, units, positions): pixels, tokens or head dims
-        self._pending[position] = (r.sum(2), torch.linalg.vector_norm(r, 1, dim=2))
+        self._pending[position] = (r.clamp(min=0).sum(2), torch.linalg.vector_norm(r, 1, dim=2))
 
     def flush(self) -> None:
         """Add the pending layers of the current batch to the sums (float64 shares, then exact int64)."""
         if not self._pending:
             return
         order = tuple(sorted(self._pending))
-        signed = torch.cat([self._pending[i][0] for i in order], 1).to(torch.float64)  # (B, n) Σ R
+        positive = torch.cat([self._pending[i][0] for i in order], 1).to(torch.float64)  # (B, n) Σ R⁺
         absolute = torch.cat([self._pending[i][1] for i in order], 1).to(torch.float64)  # (B, n) Σ |R|
         self._pending.clear()
-        segment, columns, layer_cols = self._indices(order, signed.device)
-        totals = torch.zeros(signed.shape[0], len(order), dtype=torch.float64, device=signed.device)
+        segment, columns, layer_cols = self._indices(order, positive.device)
+        totals = torch.zeros(positive.shape[0], len(order), dtype=torch.float64, device=positive.device)
         totals.index_add_(1, segment, absolute)  # Σ_c |R| per layer
         total = totals[:, segment]
-        positive = ((signed + absolute) * 0.5).clamp_(min=0)  # Σ R⁺ = (Σ R + Σ |R|) / 2
         share = torch.where(total > 0, positive / total.clamp(min=torch.finfo(torch.float64).tiny), 0.0)
         fixed = torch.round(share * FIXED_POINT).to(torch.int64) * self._keep[:, None]
         slot = self._slot[:, None]
         self._sums.index_put_((slot.expand_as(fixed), columns.expand_as(fixed)), fixed, accumulate=True)
-        layer_signed = torch.zeros_like(totals).index_add_(1, segment, signed)  # Σ R per layer
+        layer_signed = torch.zeros_like(totals).index_add_(1, segment, 2 * positive - absolute)  # Σ R = 2ΣR⁺ − Σ|R|
         sign = (1 - 2 * self._slot.to(torch.float64))[:, None]  # seed +1 for group 0 (fakes), −1 for group 1
         kept = torch.round(layer_signed * sign * FIXED_POINT).to(torch.int64) * self._keep[:, None]
         self._retained.index_put_((slot.expand_as(kept), layer_cols.expand_as(kept)), kept, accumulate=True)
@@ -230,18 +231,47 @@ class ChannelSets:
     channels: tuple[tuple[str, int], ...]
 
 
-def select_channels(ranking: pd.DataFrame, k: int, random_repeats: int = 5, seed: int = 0) -> list[ChannelSets]:
-    """top-k, low-k and ``random_repeats`` random-k sets (drawn without replacement outside top-k, seeded)."""
+RANDOM_K = ("replicas", "pooled")
+
+
+def select_channels(ranking: pd.DataFrame, k: int, random_repeats: int = 5, seed: int = 0, *,
+                    protocol: str = "replicas") -> list[ChannelSets]:
+    """top-k, low-k and ``random_repeats`` random-k sets outside the top-k, seeded: drawn without replacement
+    (``replicas``, ours) or as the public code drew them (``pooled``, :func:`public_random_sets`)."""
+    if protocol not in RANDOM_K:
+        raise ValueError(f"unknown random-k protocol {protocol!r}; use one of {RANDOM_K}")
     pairs = list(zip(ranking["layer"], ranking["channel"].astype(int), strict=True))
     if not 0 < k < len(pairs):
         raise ValueError(f"k={k} must be between 1 and the number of ranked channels − 1 ({len(pairs) - 1})")
     out = [ChannelSets(f"top-{k}", "top", k, 0, tuple(pairs[:k])),
            ChannelSets(f"low-{k}", "low", k, 0, tuple(pairs[-k:]))]
+    if protocol == "pooled":
+        return out + [ChannelSets(f"random-{k}", "random", k, r, tuple(pairs[i] for i in sorted(pick)))
+                      for r, pick in enumerate(public_random_sets(len(pairs), k, random_repeats, seed))]
     rest = pairs[k:]
     for r in range(random_repeats):
         rng = np.random.default_rng([seed, k, r])
         pick = rng.choice(len(rest), size=min(k, len(rest)), replace=False)
         out.append(ChannelSets(f"random-{k}", "random", k, r, tuple(rest[i] for i in sorted(pick))))
+    return out
+
+
+def public_random_sets(n: int, k: int, repeats: int, seed: int) -> list[list[int]]:
+    """The public code's random-k draw over ``n`` ranked maps (positions; the top-k are 0…k−1), made reproducible.
+
+    Per replica it takes ``random.choices`` of all maps, as many as there are (with replacement, so about 63% of them
+    distinct), visits the distinct ones in its Python set's iteration order, skips the top-k and keeps the first k
+    (fewer when fewer were drawn). That order follows the keys' string hashes — random per process (PYTHONHASHSEED)
+    and shared by the replicas of one run, which therefore overlap. Here the generator is ``random.Random`` seeded
+    with (seed, k) and the set order is one permutation drawn from it, shared by the replicas."""
+    rng = random.Random(f"tffkit random-k {seed} {k}")
+    visit = list(range(n))
+    rng.shuffle(visit)  # stands in for the set's hash order
+    position = {m: i for i, m in enumerate(visit)}
+    out = []
+    for _ in range(repeats):
+        drawn = set(rng.choices(range(n), k=n))
+        out.append(sorted((m for m in drawn if m >= k), key=position.__getitem__)[:k])
     return out
 
 

@@ -6,10 +6,13 @@ the argmax neuron of each selected (image, T-FF) pair and propagated to the pixe
 backward (images replicated, one seed per row, rows seeding different layers). Patches are the
 bounding boxes of the strongest positive relevance, cropped from the un-normalised image.
 
-The activation is read at the BN-folded conv output (``folded``) or, as the public code did, at the raw
-conv output before batch norm (``pre-bn``: raw = (folded − zero) / scale per channel, so a channel with
-BN γ < 0 peaks where its folded map is lowest). The seed is the folded activation at the neuron
-(``activation``) or 1 (``one``, the public code).
+Images are ranked by the maximum activation read at the BN-folded conv output (``folded``) or, as the public code
+did, at the raw conv output before batch norm (``pre-bn``: raw = (folded − zero) / scale per channel, so a channel
+with BN γ < 0 peaks where its folded map is lowest). Whatever the site, the seed neuron is the argmax of the
+positive part of the folded map (what LRP explains, and where the public code seeds); its seed is the folded
+activation there (``activation``) or 1 (``one``, the public code), and 0 — an all-zero map — where the folded map
+has no positive value. The patch box is ours (``positive``) or the public code's (``paper-code``), see
+:func:`relevance_bbox`.
 """
 
 from __future__ import annotations
@@ -30,12 +33,13 @@ from ..lrp import Explainer
 from ..outputs import run_folder
 from ..passes import DatasetPass
 from ..results import RunRecord, write_csv, write_json
-from .activations import TFF, MaxActivationTap, bn_scale, folded_activation, load_tffs, position_width, tff_keys
+from .activations import TFF, MaxActivationTap, bn_scale, load_tffs, position_width, tff_keys
 from .ffrs import unit_major
 
 SENTINEL = 2 ** 62  # dataset index of an empty top-N slot
 VARIANTS = ("activation", "relevance")
 NEURON_SEEDS = ("activation", "one")
+PATCH_BOXES = ("positive", "paper-code")
 
 
 def select_top(values: torch.Tensor, index: torch.Tensor, extra: Sequence[torch.Tensor], n: int):
@@ -153,14 +157,40 @@ class LRPMax:
         return out[0], out[1], out[2]
 
 
-def relevance_bbox(rmap: np.ndarray, q: float = 75.0) -> tuple[int, int, int, int] | None:
-    """(x0, y0, x1, y1), ends exclusive, of the pixels whose positive relevance is ≥ the q-th percentile
-    of the positive values; None when no pixel is positive."""
+def relevance_bbox(rmap: np.ndarray, q: float = 75.0, *, box: str = "positive") -> tuple[int, int, int, int] | None:
+    """(x0, y0, x1, y1), ends exclusive, of the patch of a relevance map.
+
+    ``positive`` (ours): the pixels whose positive relevance is ≥ the q-th percentile of the positive values, ends
+    past the last such pixel; None when no pixel is positive. ``paper-code``: the public code's box — negatives
+    zeroed, the pixels above the q-th percentile of the *whole* map (zeros included; with most of a map at 0 that is
+    every positive pixel), the selection thresholded a second time at the percentile of what is left, and the box
+    from the first to the last selected row/column with that last one *excluded* (a slice ``[min:max]``); the whole
+    image when nothing is selected (an all-zero map). Where that box would be empty (every selected pixel in one
+    row or column) it keeps that row/column, so a patch can still be saved."""
+    if box not in PATCH_BOXES:
+        raise ValueError(f"unknown patch box {box!r}; use one of {PATCH_BOXES}")
+    if box == "paper-code":
+        return _paper_code_bbox(rmap, q)
     positive = rmap[rmap > 0]
     if positive.size == 0:
         return None
     ys, xs = np.nonzero((rmap > 0) & (rmap >= np.percentile(positive, q)))
     return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def _paper_code_bbox(rmap: np.ndarray, q: float) -> tuple[int, int, int, int]:
+    height, width = rmap.shape
+    hm = np.where(rmap > 0, rmap, 0)
+    top = hm.max() if hm.size else 0
+    if not top > 0:
+        return 0, 0, width, height
+    hm = hm / top  # as the public code (normalised by the 100th percentile before the box)
+    hm = np.where(hm <= np.percentile(hm, q), 0, hm)
+    ys, xs = np.nonzero(hm > np.percentile(hm, q))
+    if ys.size == 0:
+        return 0, 0, width, height
+    x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
+    return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
 
 
 def top_images(explainer: Explainer, tffs: Sequence[TFF], samples, sets: Sequence[str], n: int,
@@ -190,18 +220,34 @@ def top_images(explainer: Explainer, tffs: Sequence[TFF], samples, sets: Sequenc
     return table
 
 
+def seed_neurons(folded_tap: MaxActivationTap | None, sub: pd.DataFrame, x: torch.Tensor,
+                 rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(h, w, folded value) of each pair's seed neuron: the argmax of its T-FF's BN-folded map on its image. ``top``'s
+    own h, w and activation where they were read at the folded site (``folded_tap`` None), else one forward of
+    ``folded_tap`` (a folded-site :class:`MaxActivationTap` over every T-FF) on the images ``x``."""
+    if folded_tap is None:
+        return (*(torch.tensor(sub[c].to_numpy(), device="cpu") for c in ("h", "w")),
+                torch.tensor(sub["activation"].to_numpy(), dtype=torch.float64, device="cpu"))
+    v, h, w = folded_tap.run(x)
+    r, j = rows.to(v.device), torch.tensor(sub["tff"].to_numpy(), device=v.device)
+    return h[r, j].cpu(), w[r, j].cpu(), v[r, j].to(torch.float64).cpu()
+
+
 def compute_lrpmax(explainer: Explainer, tffs: Sequence[TFF], samples, top: pd.DataFrame, ctx: tdist.DistContext,
                    variant: str = "activation", chunk: int = 64, on_pair=None, neuron_seed: str = "activation",
-                   site: str = "folded", **pass_args) -> pd.DataFrame:
+                   site: str = "folded", patch_box: str = "positive", **pass_args) -> pd.DataFrame:
     """LRP-max maps for every row of ``top``; ``on_pair(row, image uint8 CHW, map HW numpy)`` is called
-    for each (on the rank that computed it). The seed at the neuron is its BN-folded activation (clamped
-    at 0; ``top``'s activations were read at ``site``) or, with ``neuron_seed='one'``, 1. Returns ``top``
-    with seed, map_sum and bbox columns (all ranks)."""
+    for each (on the rank that computed it). The seed neuron is the argmax of the T-FF's BN-folded map (``top``'s
+    images were ranked at ``site``); its seed is the folded activation there or, with ``neuron_seed='one'``, 1 —
+    and 0 (an all-zero map) where that activation is ≤ 0. Returns ``top`` with seed, map_sum and bbox columns
+    (``patch_box``: :func:`relevance_bbox`; all ranks)."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; use one of {VARIANTS}")
     if neuron_seed not in NEURON_SEEDS:
         raise ValueError(f"unknown neuron seed {neuron_seed!r}; use one of {NEURON_SEEDS}")
-    folded = folded_activation(explainer, tffs, top["tff"].to_numpy(), top["activation"].to_numpy(), site)
+    if patch_box not in PATCH_BOXES:
+        raise ValueError(f"unknown patch box {patch_box!r}; use one of {PATCH_BOXES}")
+    folded_tap = MaxActivationTap(explainer, tffs, "folded") if site != "folded" else None
     lrp = LRPMax(explainer, chunk)
     dtype = next(explainer.model.buffers()).dtype
     prep = pass_args.get("preprocessing") or Preprocessing()
@@ -220,12 +266,12 @@ def compute_lrpmax(explainer: Explainer, tffs: Sequence[TFF], samples, top: pd.D
         chans = torch.tensor([tffs[j][1] for j in sub["tff"]], device="cpu")
         x = prep.normalize(images, dtype)
         if variant == "activation":
-            h, w = (torch.tensor(sub[c].to_numpy(), device="cpu") for c in ("h", "w"))
-            seed = torch.tensor(folded[[p for p, _ in ps]], device="cpu").clamp(min=0)
+            h, w, seed = seed_neurons(folded_tap, sub, x, rows)
+            seed = seed.clamp(min=0)
         else:
             h, w, seed = (t.cpu() for t in lrp.relevance_argmax(x, rows, layers, chans))
-        if neuron_seed == "one":
-            seed = torch.ones(len(ps), dtype=torch.float64, device="cpu")
+        if neuron_seed == "one":  # the public code's z = max(folded map · [folded map > 0]): 0 without a positive value
+            seed = (seed > 0).to(torch.float64)
         imgs = images.cpu()
         depth = [explainer.by_name[name].index for name in layers]
         order = sorted(range(len(ps)), key=lambda q: (depth[q], q))
@@ -235,7 +281,7 @@ def compute_lrpmax(explainer: Explainer, tffs: Sequence[TFF], samples, top: pd.D
             for rmap, q in zip(maps.double().cpu().numpy(), qs.tolist(), strict=True):
                 p, r = ps[q]
                 res = {"pair": p, "seed_h": int(h[q]), "seed_w": int(w[q]), "seed": float(seed[q]),
-                       "map_sum": float(rmap.sum()), "bbox": relevance_bbox(rmap)}
+                       "map_sum": float(rmap.sum()), "bbox": relevance_bbox(rmap, box=patch_box)}
                 if on_pair is not None:
                     on_pair({**top.iloc[p].to_dict(), **res}, imgs[r], rmap)
                 results.append(res)
@@ -254,16 +300,16 @@ def run_lrpmax(arch: str, weights: str | os.PathLike | None, ranking: str | os.P
                max_per_class: int | None = None, rows_per_figure: int = 10, progress: bool = True,
                paper_code: bool = False, neuron_seed: str | None = None, bounds: str | None = None,
                activation_site: str | None = None, zplus_fallback: str | None = None,
-               attention: str = "attnlrp") -> pd.DataFrame:
+               attention: str = "attnlrp", patch_box: str | None = None) -> pd.DataFrame:
     """The ``tff lrpmax`` job: top-N fakes per (T-FF, set), LRP-max maps, patches, overlays, collages.
 
-    ``paper_code`` takes the public code's neuron seed (1), zβ bounds, pre-BN activation site and z⁺ without
-    fallback unless given (:mod:`tffkit.conventions`); ``attention``: the rule inside attention layers."""
+    ``paper_code`` takes the public code's neuron seed (1), zβ bounds, pre-BN activation site, z⁺ without
+    fallback and patch box unless given (:mod:`tffkit.conventions`); ``attention``: the rule inside attention layers."""
     from ..report import figures_tff as fig
 
     ctx = tdist.init(device)
     settings = resolve(paper_code, neuron_seed=neuron_seed, bounds=bounds, activation_site=activation_site,
-                       zplus_fallback=zplus_fallback)
+                       zplus_fallback=zplus_fallback, patch_box=patch_box)
     record = RunRecord("lrpmax", dict(arch=arch, weights=str(weights), ranking=str(ranking), data=str(data), k=k,
                                       sets=sets, per_tff=per_tff, show=show, variant=variant, preset=preset,
                                       batch_size=batch_size, chunk=chunk, max_per_class=max_per_class,
@@ -298,7 +344,8 @@ def run_lrpmax(arch: str, weights: str | os.PathLike | None, ranking: str | os.P
                 thumbs.setdefault((int(row["tff"]), row["set"]), []).append((int(row["rank"]), fig.thumbnail(patch)))
 
         table = compute_lrpmax(explainer, tffs, samples, top, ctx, variant, chunk, on_pair=save,
-                               neuron_seed=settings["neuron_seed"], site=site, desc="LRP-max", **pass_args)
+                               neuron_seed=settings["neuron_seed"], site=site, patch_box=settings["patch_box"],
+                               desc="LRP-max", **pass_args)
         all_thumbs: dict[tuple[int, str], list[np.ndarray]] = {}
         for part in tdist.gather_objects(thumbs):
             for key, items in part.items():
@@ -330,6 +377,7 @@ def run_lrpmax(arch: str, weights: str | os.PathLike | None, ranking: str | os.P
             summary = {"k": len(tffs), "sets": set_names, "variant": variant, "pairs": len(table),
                        "n_fakes": {s: sum(x.set == s for x in samples) for s in set_names}, "figures": figures,
                        "neuron_seed": settings["neuron_seed"], "bounds": settings["bounds"], "activation_site": site,
+                       "patch_box": settings["patch_box"],
                        "n_negative_gamma": int(negative.sum()),
                        "negative_gamma_keys": [keys[j] for j in np.nonzero(negative)[0]]}
             write_json(out / "lrpmax.json", summary)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,17 +39,19 @@ def rank(arch: str, weights: str | os.PathLike | None, data: str | os.PathLike, 
          with_reals: bool = False, k: int = 114, preset: str = "detector", batch_size: int = 64,
          device: str = "auto", num_workers: int | None = None, bounds: str | None = None,
          progress: bool = True, paper_code: bool = False, zplus_fallback: str | None = None,
-         attention: str = "attnlrp") -> RankResult:
+         attention: str = "attnlrp", rank_crop: str | None = None, seed: int = 0) -> RankResult:
     """Compute ω (docs/algorithms.md §3) with one LRP pass per batch, reduce exactly across processes, write results.
 
-    ``paper_code`` takes the public code's zβ bounds (ω does not depend on them) and z⁺ without fallback
-    unless given; ``attention`` is the rule inside attention layers (``attnlrp`` or ``cp``)."""
+    ``paper_code`` takes the public code's zβ bounds (ω does not depend on them), z⁺ without fallback and random
+    resized ranking crop (``rank_crop``, drawn per image from ``seed``) unless given; ``attention`` is the rule inside
+    attention layers (``attnlrp`` or ``cp``)."""
     ctx = tdist.init(device)
-    settings = resolve(paper_code, bounds=bounds, zplus_fallback=zplus_fallback)
+    settings = resolve(paper_code, bounds=bounds, zplus_fallback=zplus_fallback, rank_crop=rank_crop)
     bounds = settings["bounds"]
     record = RunRecord("rank", dict(arch=arch, weights=str(weights), data=str(data), sets=sets,
                                     max_per_class=max_per_class, min_prob=min_prob, with_reals=with_reals, k=k,
-                                    preset=preset, batch_size=batch_size, attention=attention, **settings),
+                                    preset=preset, batch_size=batch_size, attention=attention, seed=seed,
+                                    **settings),
                        ctx.world)
     with run_folder(out, ctx) as folder:  # checked before the model is built; replaced whole at the end
         found = find_data(data, sets, max_per_class=max_per_class, main=ctx.is_main)
@@ -58,6 +60,8 @@ def rank(arch: str, weights: str | os.PathLike | None, data: str | os.PathLike, 
             raise NoConfidentImagesError(f"no fake images under {data}")
         model = load_model(arch, weights, ctx.device, ctx.is_main)
         prep = run_preprocessing(model, data)
+        if settings["rank_crop"] == "random-resized":
+            prep = replace(prep, crop_mode="random-resized", crop_seed=seed)
         run = DatasetPass(samples, ctx, preset, None, batch_size, num_workers, "ranking (LRP)", progress, prep).start()
         explainer = explainer_for(model, prep, bounds=bounds, attention=attention,
                                   zplus_fallback=settings["zplus_fallback"])  # while the workers decode

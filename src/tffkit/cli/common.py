@@ -152,7 +152,8 @@ def is_main_process() -> bool:
 
 SWITCH_FLAGS = {"prob_dtype": "--prob-dtype", "cal_compare": "--cal-compare", "neuron_seed": "--neuron-seed",
                 "bounds": "--bounds", "activation_site": "--activation-site", "dropout_site": "--site",
-                "zplus_fallback": "--zplus-fallback"}
+                "zplus_fallback": "--zplus-fallback", "patch_box": "--patch-box", "random_k": "--random-k",
+                "rank_crop": "--rank-crop"}
 
 
 def paper_code_args(p: argparse.ArgumentParser, *switches: str) -> None:

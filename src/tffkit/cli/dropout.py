@@ -22,19 +22,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--k-sweep", type=int, nargs="+", default=None,
                    help="several k, one set of variants each (overrides --k)")
     p.add_argument("--random-repeats", type=int, default=5, help="random-k draws per k, reported as mean ± std")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random-k draws")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random-k draws (both --random-k protocols)")
     p.add_argument("--train-set", nargs="*", default=["progan"],
                    help="sets whose accuracy threshold stays 0.5 (the training family)")
     p.add_argument("--paper-detector", default=None, choices=PAPER_DETECTORS,
                    help="show the paper's numbers for this released detector beside ours")
-    paper_code_args(p, "dropout_site", "prob_dtype", "cal_compare")
+    paper_code_args(p, "dropout_site", "prob_dtype", "cal_compare", "random_k")
     p.add_argument("--out", required=True, help="output folder")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..analysis.dropout import dropout, paper_layout, summarize
 
-    sw = switches(args, "dropout_site", "prob_dtype", "cal_compare")
+    sw = switches(args, "dropout_site", "prob_dtype", "cal_compare", "random_k")
     long = dropout(args.arch, weights(args), args.ranking, data_spec(args), args.out, args.sets,
                    args.k_sweep or [args.k], args.random_repeats, args.seed, sw.pop("dropout_site"), args.preset,
                    args.batch_size, args.device, args.workers, args.max_per_class, args.train_set,

@@ -1,6 +1,6 @@
 """LRP-max for the top-k transferable forensic features: per T-FF and test set, the N fakes with the
 largest max spatial activation, relevance seeded at that neuron and propagated to the pixels (many
-pairs per backward), patches = bounding box of the top-quartile positive relevance. Writes
+pairs per backward), patches = bounding box of the top-quartile positive relevance (--patch-box). Writes
 OUT/lrpmax_index.csv, OUT/patches/…, OUT/overlays/…, OUT/collage_NN.png (paper Fig. 1 / H.1),
 OUT/lrpmax.json and OUT/run.json. Runs under torchrun (selections merged exactly)."""
 
@@ -43,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="(image, T-FF) pairs explained by one LRP backward (memory vs speed)")
     p.add_argument("--rows-per-figure", type=int, default=10, help="T-FF rows per collage figure")
     lrp_args(p)
-    paper_code_args(p, "neuron_seed", "bounds", "activation_site", "zplus_fallback")
+    paper_code_args(p, "neuron_seed", "bounds", "activation_site", "zplus_fallback", "patch_box")
     p.add_argument("--out", required=True, help="output folder")
 
 
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
                        num_workers=args.workers, max_per_class=args.max_per_class,
                        rows_per_figure=args.rows_per_figure, progress=not args.no_progress,
                        attention=args.attention,
-                       **switches(args, "neuron_seed", "bounds", "activation_site", "zplus_fallback"))
+                       **switches(args, "neuron_seed", "bounds", "activation_site", "zplus_fallback", "patch_box"))
     if is_main_process():
         print(f"{len(table)} (image, T-FF) LRP-max maps for {table['key'].nunique()} T-FF; results in {args.out}")
     return 0

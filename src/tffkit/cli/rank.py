@@ -30,7 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--with-reals", action="store_true", help="also rank with reals (p ≤ 1 − min-prob, seed −1)")
     p.add_argument("--k", type=int, default=114, help="top-k reported in ffrs.json and figures")
     lrp_args(p)
-    paper_code_args(p, "bounds", "zplus_fallback")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random resized crops (--rank-crop random-resized)")
+    paper_code_args(p, "bounds", "zplus_fallback", "rank_crop")
     p.add_argument("--out", required=True, help="output folder")
 
 
@@ -39,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
 
     res = rank(args.arch, weights(args), data_spec(args), args.out, args.sets, args.max_per_class, args.min_prob,
                args.with_reals, args.k, args.preset, args.batch_size, args.device, args.workers,
-               progress=not args.no_progress, attention=args.attention,
-               **switches(args, "bounds", "zplus_fallback"))
+               progress=not args.no_progress, attention=args.attention, seed=args.seed,
+               **switches(args, "bounds", "zplus_fallback", "rank_crop"))
     if is_main_process():
         from ..analysis.ffrs import tie_note
 
