@@ -88,7 +88,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
     # input images, for image-to-image generators), near (layer names reported as 'in or next to upsampling')}
     "steps.generator": {"enabled": (bool, False), "generators": (list, []), "images": (int, 200),
                         "percent": (float, 5.0), "random_repeats": (int, 5), "min_prob": (float, 0.9),
-                        "seed": (int, 0)},
+                        "seed": (int, 0), "psnr_tolerance": (float, 1.0), "resamples": (int, 1000)},
 }
 CHOICES = {"preset": ("detector", "center224", "full"), "steps.lrpmax.variant": ("activation", "relevance"),
            "detector.attention": ("attnlrp", "cp"),
