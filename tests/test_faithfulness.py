@@ -359,7 +359,8 @@ def test_two_processes_give_the_same_curves(planted, tmp_path):
 
     assert main(_cli(planted, tmp_path / "one")) == 0
     run_torchrun(_cli(planted, tmp_path / "two"))
-    for f in ("faithfulness.csv", "faithfulness_summary.csv", "unit_scores.csv"):
+    for f in ("faithfulness.csv", "faithfulness_summary.csv", "unit_scores.csv", "faithfulness_by_k.csv",
+              "faithfulness_images.csv"):
         assert (tmp_path / "one" / f).read_bytes() == (tmp_path / "two" / f).read_bytes(), f
     assert read_json(tmp_path / "one" / "faithfulness.json")["sanity"] == \
         read_json(tmp_path / "two" / "faithfulness.json")["sanity"]
@@ -382,7 +383,8 @@ def test_report_section_shows_the_table_verdicts_and_checks(run, tmp_path):
     for text in ("AOPC of AP, mean over test sets (pp) [95% interval]", "progan†: AOPC of AP (pp)",
                  "other: AOPC of AP (pp)", "|gradient × activation|", "LRP-ε", "mean activation",
                  "split halves: Spearman ρ", "Cascading randomisation", "percentile among the random rankings",
-                 "against the random mean", "bootstrap: top-16 kept (%)", "AP curve not monotone on"):
+                 "against the random mean", "bootstrap: top-16 kept (%)", "AP curve not monotone on",
+                 "Every k: the drop of AP", "other: AP drop (pp)"):
         assert text in body, text
     assert "× random" not in body and "higher (+" in body
     assert [f["file"] for f in section["figures"]] == ["deletion_curves.png"]

@@ -64,6 +64,28 @@ def _rises_text(info: dict) -> str:
     return " AP rises as more units are dropped (not monotone) for " + "; ".join(parts) + "."
 
 
+def _by_k_table(folder: Path, info: dict, train: Sequence[str]) -> str:
+    """Every k: each ranking's drop of AP per test set with its interval, and (non-random) its percentile among the
+    random rankings' drops at that k."""
+    path = folder / "faithfulness_by_k.csv"
+    if not path.is_file():
+        return ""
+    by_k = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    by_k = by_k[by_k["metric"] == "ap"]
+    rows = []
+    for (name, k), part in by_k.groupby(["ranking", "k"], sort=False):
+        row = {"ranking": info["rankings"].get(name, name), "k": int(k)}
+        for _, r in part.iterrows():
+            cell = f"{r['drop_pp']:.1f} [{r['drop_low']:.1f}, {r['drop_high']:.1f}]"
+            if "null_percentile" in r and pd.notna(r["null_percentile"]):
+                cell += f" (p{r['null_percentile']:.0f})"
+            row[f"{mark(r['set'], train)}: AP drop (pp)"] = cell
+        rows.append(row)
+    return ("<p>Every k: the drop of AP in percentage points with its 95% interval and, in brackets, its percentile "
+            "among the random rankings' drops at that k (random: the mean over its rankings):</p>"
+            + html_table(pd.DataFrame(rows), {"k": "int"}))
+
+
 def section_faithfulness(out: Path, figures, train: Sequence[str] = ()) -> dict | None:
     """The faithfulness table (one row per ranking), the randomisation table, a verdict per ranking and the curves;
     ``train``: the detector's training family (marked †)."""
@@ -78,6 +100,7 @@ def section_faithfulness(out: Path, figures, train: Sequence[str] = ()) -> dict 
     body = html_table(pd.DataFrame(_rows(info, summary, sets, train)),
                       {"percentile among the random rankings": "0", "split halves: Spearman ρ": "2",
                        f"bootstrap: top-{k} kept (%)": "pct"})
+    body += _by_k_table(folder, info, train)
     stages = pd.DataFrame([{"parametrised modules re-drawn from the top": s["modules_redrawn"],
                             "share re-drawn (%)": s["fraction"],
                             "Spearman ρ of ω with the trained ω": s["spearman"],
