@@ -40,35 +40,26 @@ def parse_columns(images: pd.DataFrame) -> list[tuple[str, int, int, str]]:
     return out
 
 
-def weighted_ap(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray, *, block: int = 4_000_000
-                ) -> np.ndarray:
+def weighted_ap(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """AP (fake = positive, ties grouped as sklearn) of each row of ``weights`` (B, n), an image counting as many
-    times as its weight; ``scores`` (n, V) → (B, V). NaN where a row has no weighted fake or no weighted real.
-    Vectorised over resamples and variants in blocks of about ``block`` values."""
+    times as its weight; ``scores`` (n, V) → (B, V). NaN where a row has no weighted fake or no weighted real."""
     labels = np.asarray(labels) == 1
     weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
-    n, n_var = scores.shape
     n_pos = weights[:, labels].sum(1)
-    valid = (n_pos > 0) & (weights[:, ~labels].sum(1) > 0)
-    order = np.argsort(-scores, axis=0, kind="mergesort")  # (n, V)
-    ranked = np.take_along_axis(scores, order, 0)
-    end = np.ones((n, n_var), dtype=bool)  # the last position of each run of equal scores
-    end[:-1] = ranked[1:] != ranked[:-1]
-    # for each position, the position before its run starts (−1: none), where the previous run's tp is read
-    start = np.where(np.r_[np.ones((1, n_var), dtype=bool), end[:-1]], np.arange(n)[:, None], 0)
-    before = np.maximum.accumulate(start, axis=0) - 1
-    out = np.full((len(weights), n_var), np.nan)
-    step = max(1, block // max(1, len(weights) * n))
-    for v0 in range(0, n_var, step):
-        v = slice(v0, min(n_var, v0 + step))
-        w = weights[:, order[:, v]]  # (B, n, v)
-        tp = np.cumsum(w * labels[order[:, v]], axis=1)
-        seen = np.cumsum(w, axis=1)
-        prev = np.take_along_axis(np.concatenate([np.zeros_like(tp[:, :1]), tp], 1), (before[:, v] + 1)[None], 1)
+    n_neg = weights[:, ~labels].sum(1)
+    out = np.full((len(weights), scores.shape[1]), np.nan)
+    valid = (n_pos > 0) & (n_neg > 0)
+    for v in range(scores.shape[1]):
+        order = np.argsort(-scores[:, v], kind="mergesort")
+        s = scores[order, v]
+        ends = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # last position of each run of equal scores
+        w = weights[:, order]
+        tp = np.cumsum(w * labels[order], axis=1)[:, ends]
+        seen = np.cumsum(w, axis=1)[:, ends]
+        gain = np.diff(tp, axis=1, prepend=0.0)
         precision = np.divide(tp, seen, out=np.zeros_like(tp), where=seen > 0)
-        total = np.where(end[None, :, v], (tp - prev) * precision, 0.0).sum(1)
         with np.errstate(invalid="ignore", divide="ignore"):
-            out[:, v] = np.where(valid[:, None], total / n_pos[:, None], np.nan)
+            out[:, v] = np.where(valid, (gain * precision).sum(1) / n_pos, np.nan)
     return out
 
 
