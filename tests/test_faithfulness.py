@@ -67,7 +67,7 @@ def run(planted, one_thread):
     weights, source, test, base = planted
     before = {k: v.clone() for k, v in torch.load(weights, weights_only=True)["model"].items()}
     res = faithfulness("tiny_resnet", weights, source, test, base / "out", ks=[1, 4, 16, 64, 256],
-                       random_repeats=5, top_k=16, randomise=(0.5, 1.0), min_prob=0.6, preset="full", batch_size=16,
+                       top_k=16, resamples=200, randomise=(0.5, 1.0), min_prob=0.6, preset="full", batch_size=16,
                        num_workers=0, progress=False, device="cpu")
     return res, base / "out", before
 
@@ -81,11 +81,125 @@ def _replica_aopc(curves: pd.DataFrame, ranking: str, replica: int = 0) -> float
 def test_ffrs_deletion_hurts_more_than_every_random_ranking(run):
     res, _, _ = run
     ffrs = _replica_aopc(res.curves, "ffrs")
-    randoms = [_replica_aopc(res.curves, "random", r) for r in range(5)]
+    randoms = [_replica_aopc(res.curves, "random", r) for r in range(20)]  # the default null: 20 rankings
     assert ffrs > max(randoms), (ffrs, randoms)
     summary = res.summary.set_index(["ranking", "set", "metric"])
-    assert summary.loc[("random", "all", "ap"), "replicas"] == 5
-    assert summary.loc[("ffrs", "all", "ap"), "ratio_to_random"] > 2
+    assert summary.loc[("random", "all", "ap"), "replicas"] == 20
+    row = summary.loc[("ffrs", "all", "ap")]
+    assert row["null_percentile"] == 100 and row["aopc"] == pytest.approx(ffrs)
+    assert row["aopc_low"] <= row["aopc"] <= row["aopc_high"] and row["diff_vs_random_shown"]
+    assert "ratio_to_random" not in res.summary.columns
+
+
+def test_each_rankings_null_percentile_is_its_place_among_the_random_aopcs(run):
+    from tffkit.analysis.uncertainty import null_percentile
+
+    res, _, _ = run
+    for s in ("progan", "other", "all"):
+        for m in ("ap", "fake_acc"):
+            part = res.curves if s == "all" else res.curves[res.curves["set"] == s]
+            null = []
+            for r in range(20):
+                sub = part[(part["ranking"] == "baseline") | ((part["ranking"] == "random") & (part["replica"] == r))]
+                t = aopc_table(sub, [m])
+                null.append(float(t[(t["ranking"] == "random") & (t["set"] == s)]["aopc"].iloc[0]))
+            table = aopc_table(part, [m])
+            got = res.summary.set_index(["ranking", "set", "metric"])
+            for name in ("ffrs", "lrp-epsilon", "activation", "taylor"):
+                aopc = float(table[(table["ranking"] == name) & (table["set"] == s)]["aopc"].iloc[0])
+                assert got.loc[(name, s, m), "aopc"] == pytest.approx(aopc, abs=1e-9)
+                assert got.loc[(name, s, m), "null_percentile"] == pytest.approx(null_percentile(aopc, null))
+            assert got.loc[("random", s, m), "null_max"] == pytest.approx(max(null), abs=1e-9)
+
+
+def test_intervals_recompute_from_the_written_per_image_file(run):
+    from tffkit.analysis.deletion_stats import deletion_statistics
+
+    res, out, _ = run
+    images = pd.read_csv(out / "faithfulness_images.csv", keep_default_na=False, na_values=[""])
+    assert len(images) == 2 * 2 * 16 and images["group"].nunique() == len(images)  # no groups: the image is the unit
+    assert sum(c.startswith("p:") for c in images.columns) == 1 + 4 * 5 + 20 * 5
+    again = deletion_statistics(images, resamples=200, seed=0)
+    written = pd.read_csv(out / "faithfulness_summary.csv", keep_default_na=False, na_values=[""])
+    for c in ("aopc", "aopc_low", "aopc_high", "null_percentile", "diff_vs_random_low", "diff_vs_ffrs_high"):
+        assert np.allclose(written[c].to_numpy(float), again["summary"][c].to_numpy(float), equal_nan=True), c
+    by_k = pd.read_csv(out / "faithfulness_by_k.csv")
+    assert set(by_k["k"]) == {1, 4, 16, 64, 256} and (by_k["drop_low"] <= by_k["drop_pp"] + 1e-9).all()
+    # row 0 of the resampled metrics is the curve itself: the same AP per k as faithfulness.csv
+    ffrs = by_k[(by_k["ranking"] == "ffrs") & (by_k["metric"] == "ap")].set_index(["set", "k"])["value"]
+    curve = res.curves[res.curves["ranking"] == "ffrs"].set_index(["set", "k"])["ap"]
+    assert np.allclose(ffrs.sort_index().to_numpy(), curve.sort_index().to_numpy())
+    # another seed: other resamples, the same estimates
+    other = deletion_statistics(images, resamples=200, seed=1)["summary"]
+    assert np.allclose(other["aopc"], written["aopc"]) and not np.allclose(other["aopc_low"], written["aopc_low"])
+
+
+def test_weighted_ap_and_accuracy_equal_the_metrics_on_the_resampled_images():
+    from sklearn.metrics import average_precision_score
+
+    from tffkit.analysis.deletion_stats import weighted_ap, weighted_fake_acc
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 40)
+    scores = np.round(rng.random((40, 3)), 1)  # many ties
+    for _ in range(20):
+        idx = rng.integers(0, 40, 40)
+        w = np.bincount(idx, minlength=40)[None]
+        got = weighted_ap(labels, scores, w)[0]
+        want = [average_precision_score(labels[idx], scores[idx, v]) for v in range(3)]
+        assert np.allclose(got, want)
+        acc = weighted_fake_acc(labels, scores, w)[0]
+        assert np.allclose(acc, [(scores[idx, v][labels[idx] == 1] > 0.5).mean() for v in range(3)])
+    assert np.isnan(weighted_ap(labels, scores, (labels == 1)[None].astype(float))).all()  # no reals: undefined
+
+
+def test_a_curve_that_rises_is_reported_not_monotone():
+    from tffkit.analysis.deletion_stats import BASELINE, column, deletion_statistics
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 30)
+    base = np.where(labels == 1, rng.uniform(0.3, 1.0, 60), rng.uniform(0.0, 0.7, 60))
+    images = pd.DataFrame({"path": [f"{i}" for i in range(60)], "set": "a", "label": labels,
+                           "group": [f"g{i // 3}" for i in range(60)], BASELINE: base})
+    noisy = base + np.where(labels == 1, -0.3, 0.3)  # k = 1 hurts, k = 2 recovers above the undropped model
+    images[column("x", 0, 1)] = noisy
+    images[column("x", 0, 2)] = np.where(labels == 1, 1.0, 0.0)
+    for r in range(3):
+        for k in (1, 2):
+            images[column("random", r, k)] = base + rng.normal(0, 0.01, 60)
+    stats = deletion_statistics(images, resamples=100)
+    assert stats["monotone"] == {"x": {"ap": {"a": False}, "fake_acc": {"a": False}}}
+    rise = stats["rises"]["x"]["ap"]["a"]
+    assert [r["k"] for r in rise] == [2] and rise[0]["above_baseline"] and stats["groups"] == 20
+
+
+def test_topk_stability_has_its_known_answer():
+    from tffkit.analysis.unit_scores import topk_stability
+
+    # two buckets: the full ranking's top-1 is unit 0; only a resample drawing bucket 1 twice (p = 1/4) has unit 1
+    sums, counts = np.array([[3.0, 0.0, 1.0], [0.0, 2.0, 1.0]]), np.array([1, 1])
+    got = topk_stability(sums, counts, [1, 2], resamples=4000, seed=0)
+    assert got["buckets"] == 2 and abs(got["top_k_kept"][1] - 0.75) < 0.03
+    # top-2 on all = {0, 1} (the tie of units 1 and 2 by unit order); bucket 0 twice: {0, 2}, bucket 1 twice:
+    # {1, 2} (each keeps 1 of 2, Jaccard 1/3), once each: {0, 1}
+    assert abs(got["top_k_kept"][2] - 0.75) < 0.03
+    assert abs(got["jaccard"][1] - 0.75) < 0.03 and abs(got["jaccard"][2] - (0.5 + 0.5 / 3)) < 0.03
+    same = topk_stability(np.tile([5.0, 1.0, 3.0], (6, 1)), np.ones(6), [1, 2], resamples=50)
+    assert same["top_k_kept"] == {1: 1.0, 2: 1.0} and same["jaccard"] == {1: 1.0, 2: 1.0}
+    empty_bucket = topk_stability(np.vstack([sums, np.zeros(3)]), np.array([1, 1, 0]), [1], resamples=4000)
+    assert empty_bucket["buckets"] == 2 and abs(empty_bucket["top_k_kept"][1] - 0.75) < 0.03
+
+
+def test_groups_fall_into_buckets_exactly_or_hashed():
+    from tffkit.analysis.unit_scores import group_buckets
+
+    b, n, hashed = group_buckets(["b", "a", "b", "c"])
+    assert list(b) == [1, 0, 1, 2] and n == 3 and not hashed
+    units = [f"photo{i % 300}" for i in range(900)]
+    b, n, hashed = group_buckets(units, max_buckets=256)
+    assert hashed and n == 256 and b.min() >= 0 and b.max() < 256 and len(set(b)) > 150  # 177 expected
+    assert all(b[i] == b[i + 300] for i in range(600))  # one group, one bucket
+    assert np.array_equal(b, group_buckets(units)[0])  # deterministic
 
 
 def test_randomised_detector_ranks_differently_and_halves_agree(run):
@@ -98,12 +212,17 @@ def test_randomised_detector_ranks_differently_and_halves_agree(run):
     assert full["spearman"] < 0.5 < halves["spearman"]
     assert full["top_k_overlap"] < halves["top_k_overlap"]
     assert sum(sanity["fakes_per_half"]) > 0 and min(sanity["fakes_per_half"]) > 0
+    for name, boot in sanity["bootstrap"].items():  # each source fake its own group: one bucket each
+        assert boot["buckets"] == sum(sanity["fakes_per_half"]) and boot["resamples"] == 200, name
+        assert all(0 <= v <= 1 for v in [*boot["top_k_kept"].values(), *boot["jaccard"].values()])
+        assert all(boot["jaccard"][k] <= boot["top_k_kept"][k] for k in boot["jaccard"])
+    assert sanity["bootstrap"]["ffrs"]["top_k_kept"][16] > sanity["bootstrap"]["ffrs"]["jaccard"][16] > 0.3
 
 
 def test_outputs_and_detector_file_untouched(run, planted):
     res, out, before = run
     for f in ("faithfulness.csv", "faithfulness_summary.csv", "faithfulness.json", "unit_scores.csv",
-              "deletion_curves.png", "run.json"):
+              "deletion_curves.png", "run.json", "faithfulness_by_k.csv", "faithfulness_images.csv"):
         assert (out / f).stat().st_size > 0, f
     after = torch.load(planted[0], weights_only=True)["model"]
     assert all(torch.equal(before[k], after[k]) for k in before)
@@ -112,7 +231,9 @@ def test_outputs_and_detector_file_untouched(run, planted):
     assert sorted(curves[curves["ranking"] == "ffrs"]["k"].unique()) == [1, 4, 16, 64, 256]
     info = read_json(out / "faithfulness.json")
     assert set(info["verdicts"]) == {"ffrs", "lrp-epsilon", "activation", "taylor", "random"}
-    assert "× random" in info["verdicts"]["ffrs"] and "±" in info["verdicts"]["random"]
+    assert "× random" not in info["verdicts"]["ffrs"] and "percentile 100 of 20 random" in info["verdicts"]["ffrs"]
+    assert "mean of 20 seeded rankings" in info["verdicts"]["random"]
+    assert info["intervals"]["resamples"] == 200 and info["intervals"]["test_groups"] == 64
     units = pd.read_csv(out / "unit_scores.csv")
     assert sorted(units["taylor_rank"]) == list(range(1, len(units) + 1))
 
@@ -137,10 +258,7 @@ def test_aopc_by_hand():
     assert s.loc[("random", "a", "ap"), "aopc_std"] == pytest.approx(1.25)
     assert s.loc[("random", "all", "ap"), "aopc"] == pytest.approx(3.125)
     assert s.loc[("random", "all", "ap"), "aopc_std"] == pytest.approx(0.625)
-    assert s.loc[("ffrs", "all", "ap"), "ratio_to_random"] == pytest.approx(20.0 / 3.125)
-    # random's fake-accuracy AOPC: on a 0 and 25 pp → 12.5; on b 0 → no ratio
-    assert s.loc[("ffrs", "a", "fake_acc"), "ratio_to_random"] == pytest.approx(62.5 / 12.5)
-    assert np.isnan(s.loc[("ffrs", "b", "fake_acc"), "ratio_to_random"])
+    assert "ratio_to_random" not in s.columns  # never a ratio to the null's mean
 
 
 def test_grid_variants_and_overlap():
@@ -202,6 +320,26 @@ def _cli(planted, out: Path) -> list[str]:
             "--out", str(out)]
 
 
+def test_one_default_null_size_for_the_cli_the_study_and_the_function():
+    import argparse
+    import inspect
+
+    from tffkit.analysis import faithfulness as fa
+    from tffkit.analysis.uncertainty import RESAMPLES
+    from tffkit.cli import faithfulness as cli
+    from tffkit.study import SCHEMA
+
+    p = argparse.ArgumentParser()
+    cli.add_arguments(p)
+    args = p.parse_args(["--arch", "x", "--data", "d", "--source", "s", "--out", "o"])
+    signature = inspect.signature(fa.faithfulness).parameters
+    assert args.random_repeats == signature["random_repeats"].default == fa.RANDOM_REPEATS >= 20
+    assert SCHEMA["steps.faithfulness"]["random_repeats"][1] == fa.RANDOM_REPEATS
+    assert args.resamples == signature["resamples"].default == RESAMPLES == SCHEMA["steps.faithfulness"]["resamples"][1]
+    with pytest.raises(ValueError, match="random-repeats"):
+        fa.faithfulness("tiny_resnet", None, "s", "d", None, random_repeats=1)
+
+
 def test_cli_writes_every_output(planted, tmp_path, capsys):
     from tffkit.cli import main
 
@@ -221,7 +359,8 @@ def test_two_processes_give_the_same_curves(planted, tmp_path):
 
     assert main(_cli(planted, tmp_path / "one")) == 0
     run_torchrun(_cli(planted, tmp_path / "two"))
-    for f in ("faithfulness.csv", "faithfulness_summary.csv", "unit_scores.csv"):
+    for f in ("faithfulness.csv", "faithfulness_summary.csv", "unit_scores.csv", "faithfulness_by_k.csv",
+              "faithfulness_images.csv"):
         assert (tmp_path / "one" / f).read_bytes() == (tmp_path / "two" / f).read_bytes(), f
     assert read_json(tmp_path / "one" / "faithfulness.json")["sanity"] == \
         read_json(tmp_path / "two" / "faithfulness.json")["sanity"]
@@ -237,12 +376,16 @@ def test_report_section_shows_the_table_verdicts_and_checks(run, tmp_path):
     shutil.copytree(out, tmp_path / "faithfulness")
     section = section_faithfulness(tmp_path, _figures, ["progan"])
     body, sentence = section["body"], section["sentence"]
-    assert "FF-RS (ω): AOPC" in sentence and "× random" in sentence and "top-16 overlap" in sentence
-    assert "Spearman ρ" in sentence and "re-drawn" in sentence
-    for text in ("AOPC of AP, mean over test sets (pp)", "progan†: AOPC of AP (pp)", "other: AOPC of AP (pp)",
-                 "|gradient × activation|", "LRP-ε", "mean activation", "split halves: Spearman ρ",
-                 "Cascading randomisation"):
+    assert "FF-RS (ω): AOPC" in sentence and "× random" not in sentence and "top-16 overlap" in sentence
+    assert "Spearman ρ" in sentence and "re-drawn" in sentence and "percentile 100 of 20 random rankings" in sentence
+    assert "200 cluster-bootstrap resamples of the 64 groups" in sentence and "bootstrap resamples of the source" \
+        in sentence
+    for text in ("AOPC of AP, mean over test sets (pp) [95% interval]", "progan†: AOPC of AP (pp)",
+                 "other: AOPC of AP (pp)", "|gradient × activation|", "LRP-ε", "mean activation",
+                 "split halves: Spearman ρ", "Cascading randomisation", "percentile among the random rankings",
+                 "against the random mean", "bootstrap: top-16 kept (%)", "AP curve not monotone on",
+                 "Every k: the drop of AP", "other: AP drop (pp)"):
         assert text in body, text
-    assert " ± " in body  # random: mean ± std over its seeded rankings
+    assert "× random" not in body and "higher (+" in body
     assert [f["file"] for f in section["figures"]] == ["deletion_curves.png"]
     assert section_faithfulness(tmp_path / "nothing", _figures) is None

@@ -60,7 +60,7 @@ def test_composed_logits_equal_and_neither_network_is_modified(make, size):
     assert gex.output_layer not in {layer.name for layer in gex.units}
     res = explain_generator(gex, LatentSource(6, gex.input_shape), None, percent=10, repeats=2, min_prob=0.0,
                             batch_size=4)
-    assert set(res["masking"]["kind"]) == {"baseline", "top", "random", "low"}
+    assert set(res["masking"]["kind"]) == {"baseline", "top", "random", "low", "matched"}
     assert torch.allclose(gex.logits(z), want, rtol=1e-5, atol=1e-6)  # masking is undone
     after = [m.state_dict() for m in (generator, detector)]
     assert all(torch.equal(b[k], a[k]) for b, a in zip(before, after, strict=True) for k in b)
@@ -179,7 +179,7 @@ def test_the_planted_artefact_channel_ranks_first_and_masking_it_hurts_most(one_
     gex = GeneratorExplainer(generator, _trained_detector(generator), DetectorInput(mean=(0.5,) * 3, std=(0.5,) * 3))
     source = LatentSource(32, (8,), seed=7)
     res = explain_generator(gex, source, None, percent=0.3, repeats=5, min_prob=0.9, batch_size=8)
-    assert res["summary"]["fakes_used"] >= 24
+    assert res["summary"]["fakes_used"] >= 12  # of the 16 ranking inputs
     assert res["ranking"]["key"].iloc[0] == "generator.feat.#2(T=4)"
     table = res["summary_table"].set_index("kind")
     assert table.loc["top", "median_prob"] < 0.5 < table.loc["baseline", "median_prob"]
@@ -196,16 +196,21 @@ def test_generator_job_is_reproducible_and_identical_under_two_processes(tmp_pat
     weights = save_checkpoint(tmp_path / "det.pth", pseudo_trained("tiny_resnet"))
     common = ["generator", "--generator", "progan", "--generator-weights", str(path), "--arch", "tiny_resnet",
               "--weights", str(weights), "--images", "12", "--batch-size", "4", "--min-prob", "0", "--percent", "10",
-              "--random-repeats", "2", "--device", "cpu"]
+              "--random-repeats", "2", "--device", "cpu", "--resamples", "50"]
     from tffkit.cli import main
 
     assert main([*common, "--out", str(tmp_path / "a")]) == 0
     assert main([*common, "--out", str(tmp_path / "b")]) == 0
     run_torchrun([*common, "--out", str(tmp_path / "one")], nproc=1)  # one thread per process, as below
     run_torchrun([*common, "--out", str(tmp_path / "two")], nproc=2)
-    for name in ("generator_ffrs.csv", "masking.csv", "masking_summary.csv"):
+    for name in ("generator_ffrs.csv", "masking.csv", "masking_summary.csv", "masking_intervals.csv"):
         assert (tmp_path / "a" / name).read_text() == (tmp_path / "b" / name).read_text(), name
         assert (tmp_path / "one" / name).read_text() == (tmp_path / "two" / name).read_text(), name
+    from tffkit.analysis.generator_stats import masking_intervals  # the intervals recompute from masking.csv
+
+    again = masking_intervals(pd.read_csv(tmp_path / "a" / "masking.csv"), resamples=50)
+    written = pd.read_csv(tmp_path / "a" / "masking_intervals.csv")
+    assert np.allclose(again[["delta_pp", "low", "high"]], written[["delta_pp", "low", "high"]])
     table = pd.read_csv(tmp_path / "a" / "generator_ffrs.csv")
     assert table["layer"].str.startswith("generator.").all() and len(table) == 16 * 16 + 16 + 4 * 8  # no toRGB
     for figure in ("masking_boxplot.png", "top_units_per_layer.png"):
@@ -256,3 +261,126 @@ def test_detector_input_takes_the_detectors_normalisation():
     expected = ((x + 1) / 2 - torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)) / torch.tensor(CLIP_STD).view(1, 3, 1, 1)
     assert torch.allclose(adapter(x), expected, atol=1e-6)
     assert torch.allclose(DetectorInput.for_detector(nn.Identity())(x), DetectorInput()(x))  # ImageNet otherwise
+
+
+class _Spy:
+    """A latent source that records which inputs each phase of the step generates."""
+
+    def __init__(self, source):
+        self.source, self.phase, self.seen = source, "rank", {"rank": set(), "eval": set()}
+        self.shape = source.shape
+
+    def __len__(self):
+        return len(self.source)
+
+    def batch(self, indices):
+        self.seen[self.phase].update(int(i) for i in indices)
+        return self.source.batch(indices)
+
+
+def test_the_step_never_evaluates_on_an_input_it_ranked_on(monkeypatch, one_thread):
+    from tffkit.analysis import generator as gen
+
+    generator = Planted().eval()
+    gex = GeneratorExplainer(generator, _trained_detector(generator), DetectorInput(mean=(0.5,) * 3, std=(0.5,) * 3))
+    spy = _Spy(LatentSource(20, (8,), seed=7))
+    ranking = gen.rank_generator
+
+    def rank_then_evaluate(*args, **kwargs):
+        out = ranking(*args, **kwargs)
+        spy.phase = "eval"
+        return out
+
+    monkeypatch.setattr(gen, "rank_generator", rank_then_evaluate)
+    res = gen.explain_generator(gex, spy, None, percent=0.3, repeats=2, min_prob=0.5, batch_size=8)
+    assert spy.seen["rank"] == set(range(0, 20, 2)) and spy.seen["eval"] == set(range(1, 20, 2))
+    assert set(res["masking"]["index"]) == set(range(1, 20, 2)) and set(res["rank_probs"]["index"]) == \
+        set(range(0, 20, 2))
+    assert res["summary"]["halves"]["rank_inputs"] == res["summary"]["halves"]["eval_inputs"] == 10
+    # input i is the same latent in either half: the evaluation's unmasked p equals a direct forward
+    z = LatentSource(20, (8,), seed=7).batch([3])
+    base = res["masking"][(res["masking"]["kind"] == "baseline") & (res["masking"]["index"] == 3)]["prob"].iloc[0]
+    assert base == pytest.approx(float(torch.sigmoid(gex.logits(z))[0]), rel=1e-6)
+
+
+def test_psnr_matched_masks_match_the_top_masks_image_change(one_thread):
+    from tffkit.analysis.generator_stats import match_size
+
+    calls = []
+
+    def falling(m):  # a mask of m units: 40 dB − 0.1 dB per unit
+        calls.append(m)
+        return 40.0 - 0.1 * m
+
+    assert match_size(falling, 30.04, 1, 1000) == (100, pytest.approx(30.0))
+    assert len(set(calls)) <= 13  # bisection: about log2(1000) + 2 evaluations
+    assert match_size(falling, 0.0, 1, 200) == (200, pytest.approx(20.0))  # unreachable: the largest, reported
+    assert match_size(falling, 45.0, 1, 200) == (1, pytest.approx(39.9))
+    generator = Planted().eval()
+    gex = GeneratorExplainer(generator, _trained_detector(generator), DetectorInput(mean=(0.5,) * 3, std=(0.5,) * 3))
+    res = explain_generator(gex, LatentSource(32, (8,), seed=7), None, percent=2, repeats=3, min_prob=0.5,
+                            batch_size=8, psnr_tolerance=1.0)
+    match, masking = res["summary"]["psnr_match"], res["masking"]
+    top = masking[masking["kind"] == "top"]["psnr_db"].median()
+    assert match["top_psnr_db"] == pytest.approx(top)
+    for r, m in enumerate(match["sizes"]):
+        part = masking[(masking["kind"] == "matched") & (masking["replica"] == r)]
+        assert (part["k"] == m).all() and part["psnr_db"].median() == pytest.approx(match["matched_psnr_db"][r])
+    assert match["matched"] == all(abs(g) <= 1.0 for g in match["gap_db"])
+    same_size = masking[masking["kind"] == "random"]["psnr_db"].median()
+    # matched masks change the image as much as the top mask (within the tolerance or as near as reachable),
+    # far more than random masks of the top mask's size
+    assert abs(match["matched_psnr_db"][0] - top) < abs(same_size - top)
+
+
+def test_delta_p_intervals_over_inputs_and_the_known_answer(tmp_path):
+    from scipy.special import comb
+
+    from tffkit.analysis.generator_stats import known_answer, masking_intervals
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(40):
+        p0 = rng.uniform(0.6, 1.0)
+        rows.append({"index": 2 * i + 1, "kind": "baseline", "replica": 0, "prob": p0})
+        rows.append({"index": 2 * i + 1, "kind": "top", "replica": 0, "prob": p0 - 0.3 + rng.normal(0, 0.05)})
+        for r in range(2):
+            rows.append({"index": 2 * i + 1, "kind": "random", "replica": r, "prob": p0 + rng.normal(0, 0.05)})
+            rows.append({"index": 2 * i + 1, "kind": "matched", "replica": r, "prob": p0 - 0.3 + rng.normal(0, 0.05)})
+    per_image = pd.DataFrame(rows)
+    iv = masking_intervals(per_image, resamples=500).set_index("mask")
+    assert iv.loc["top", "inputs"] == 40 and iv.loc["top", "low"] < -30 < iv.loc["top", "high"]
+    assert iv.loc["top − random", "shown"] and iv.loc["top − random", "high"] < 0
+    assert not iv.loc["top − matched", "shown"]  # same mean change: no direction
+    want = per_image.pivot_table(index="index", columns="kind", values="prob", aggfunc="mean")
+    assert iv.loc["random", "delta_pp"] == pytest.approx(100 * (want["random"] - want["baseline"]).mean())
+    # ten units, two near the upsampling layer, both in the top-2: P = 1 / C(10, 2)
+    layers = ["up"] * 2 + ["other"] * 8
+    got = known_answer(["up", "up"], layers, ["up"])
+    assert got["p_value"] == pytest.approx(1 / comb(10, 2)) and got["recovered"] and got["expected"] == 0.4
+    assert not known_answer(["other", "up"], layers, ["up"])["recovered"]
+    assert known_answer(["other", "other"], layers, ["up"])["p_value"] == 1.0
+
+
+def test_report_section_carries_intervals_and_never_a_direction_it_did_not_show(tmp_path, one_thread):
+    from tffkit.report.html import _figures
+    from tffkit.report.section_generator import section_generator
+    from tffkit.results import write_json
+
+    generator = Planted().eval()
+    gex = GeneratorExplainer(generator, _trained_detector(generator), DetectorInput(mean=(0.5,) * 3, std=(0.5,) * 3))
+    res = explain_generator(gex, LatentSource(24, (8,), seed=7), tmp_path / "generator" / "planted", percent=0.3,
+                            repeats=2, min_prob=0.5, batch_size=8, near=["generator.feat"], resamples=200)
+    summary = res["summary"]
+    summary["delta_pp"]["top − matched"] = {"delta_pp": -2.0, "low": -5.0, "high": 1.0, "shown": False}
+    write_json(tmp_path / "generator" / "generators.json", {"planted": summary})
+    section = section_generator(tmp_path, _figures)
+    body, sentence = section["body"], section["sentence"]
+    assert "recovered for 1 of 1" in sentence and "planted 1 / 1 (chance 0.0" in sentence
+    assert "against PSNR-matched random masks (the fair comparison: an equal image change) it is not shown for 1" \
+        in sentence
+    assert "lower for 1 (planted)" in sentence  # top − random: shown, lower
+    for text in ("top: Δp (pp) [95%]", "random, PSNR-matched: Δp (pp) [95%]", "PSNR gap to top (dB)",
+                 "inputs ranked / evaluated", "12 / 12", "not shown (-2.0 [-5.0, +1.0] pp)"):
+        assert text in body, text
+    assert section_generator(tmp_path / "nothing", _figures) is None

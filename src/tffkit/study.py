@@ -74,7 +74,8 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
     # rankings compared by deletion (docs/algorithms.md §8); top_k None = steps.rank.k; max_per_class: source images;
     # deletion_max_per_class: test images per class for the deletion curves (None: data.max_per_class)
     "steps.faithfulness": {"enabled": (bool, False), "ks": ((list, type(None)), None), "k_max": (int, 256),
-                           "random_repeats": (int, 5), "seed": (int, 0), "min_prob": (float, 0.9),
+                           "random_repeats": (int, 20), "resamples": (int, 1000), "seed": (int, 0),
+                           "min_prob": (float, 0.9),
                            "top_k": ((int, type(None)), None), "randomise": (list, [0.25, 0.5, 1.0]),
                            "lrp_epsilon": (float, 1e-6), "max_per_class": ((int, type(None)), None),
                            "deletion_max_per_class": ((int, type(None)), None)},
@@ -91,7 +92,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
     # input images, for image-to-image generators), near (layer names reported as 'in or next to upsampling')}
     "steps.generator": {"enabled": (bool, False), "generators": (list, []), "images": (int, 200),
                         "percent": (float, 5.0), "random_repeats": (int, 5), "min_prob": (float, 0.9),
-                        "seed": (int, 0)},
+                        "seed": (int, 0), "psnr_tolerance": (float, 1.0), "resamples": (int, 1000)},
 }
 CHOICES = {"preset": ("detector", "center224", "full"), "steps.lrpmax.variant": ("activation", "relevance"),
            "detector.attention": ("attnlrp", "cp"), "detector.random_weights": (True, False, "backbone", "head"),
@@ -319,7 +320,7 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
                      data["sets"], data["source_sets"], f["ks"], f["k_max"], f["random_repeats"], f["seed"],
                      f["min_prob"], f["top_k"] or st["rank"]["k"], f["randomise"], f["lrp_epsilon"],
                      f["max_per_class"], f["deletion_max_per_class"] or data["max_per_class"],
-                     attention=det["attention"], **common,
+                     attention=det["attention"], resamples=f["resamples"], **common,
                      **switches("faithfulness"))
 
     def lrpmax_step(folder: Path) -> None:

@@ -5,9 +5,12 @@ Rankings: FF-RS (ω), LRP-ε, mean activation, |gradient × activation| (:mod:`.
 source fakes) and random (seeded permutations). Each is scored by feature-map deletion on the test sets: AP and
 fake accuracy (p > 0.5) as its top-k units are dropped, k on a log grid — every ranking's every k from one pass
 over the test data (:func:`~tffkit.analysis.dropout.score_variants`). The area over the perturbation curve
-(AOPC) summarises a curve: the mean over the k grid of baseline − metric, in percentage points. Sanity checks:
-ω of cascading randomisations of the detector (Spearman ρ with the trained ω) and the stability of every ranking
-over two disjoint halves of the source images (Spearman ρ, top-k overlap).
+(AOPC) summarises a curve: the mean over the k grid of baseline − metric, in percentage points, reported with its
+95% cluster-bootstrap interval over the groups of test images and as a percentile in the null distribution of the
+random rankings' AOPCs (:mod:`.deletion_stats`; never as a ratio to the null's mean). Sanity checks: ω of
+cascading randomisations of the detector (Spearman ρ with the trained ω), the stability of every ranking over two
+disjoint halves of the source images (Spearman ρ, top-k overlap) and its top-k stability over bootstrap
+resamples of the groups of source fakes.
 """
 
 from __future__ import annotations
@@ -26,11 +29,14 @@ from ..conventions import resolve
 from ..inputs import explainer_for, find_data, input_record, load_model, run_preprocessing
 from ..outputs import run_folder
 from ..results import RunRecord, write_csv, write_json
+from .deletion_stats import BASELINE, column, deletion_statistics, direction
 from .dropout import score_variants, set_metrics
 from .ffrs import ChannelSets, channel_key, load_ranking, ranking_table
-from .unit_scores import LABELS, SCORED, SourceScores, source_scores
+from .uncertainty import RESAMPLES
+from .unit_scores import LABELS, SCORED, SourceScores, source_scores, topk_stability
 
 METRICS = ("ap", "fake_acc")
+RANDOM_REPEATS = 20  # random rankings: the null of AOPC (SPEC §10: ≥ 20); CLI and study default
 Pair = tuple[str, int]
 
 
@@ -48,7 +54,7 @@ def order_of(layers, score: np.ndarray) -> list[Pair]:
     return list(zip(table["layer"], table["channel"].astype(int), strict=True))
 
 
-def deletion_variants(orders: dict[str, Sequence[Pair]], ks: Sequence[int], random_repeats: int = 5,
+def deletion_variants(orders: dict[str, Sequence[Pair]], ks: Sequence[int], random_repeats: int = RANDOM_REPEATS,
                       seed: int = 0) -> list[ChannelSets | None]:
     """The undropped model (None), then every ranking's top-k for each k, then ``random_repeats`` seeded random
     rankings (permutations of all units, so a replica's sets are nested in k)."""
@@ -77,8 +83,8 @@ def curve_table(variants: Sequence[ChannelSets | None], scores: Sequence[pd.Data
 
 def aopc_table(curves: pd.DataFrame, metrics: Sequence[str] = METRICS) -> pd.DataFrame:
     """AOPC per ranking, set (and ``all``: the mean over sets) and metric, in percentage points: the mean over the
-    k grid of baseline − metric, per replica, then mean and std (ddof 0) over replicas; ``ratio_to_random`` divides
-    by the random ranking's mean (empty where that is ≤ 0)."""
+    k grid of baseline − metric, per replica, then mean and std (ddof 0) over replicas (point estimates; the
+    intervals and null percentiles come from :func:`~.deletion_stats.deletion_statistics`)."""
     base = curves[curves["ranking"] == "baseline"].set_index("set")
     dropped = curves[curves["ranking"] != "baseline"]
     rows = []
@@ -91,11 +97,7 @@ def aopc_table(curves: pd.DataFrame, metrics: Sequence[str] = METRICS) -> pd.Dat
                      .assign(set="all")], ignore_index=True)
     grouped = per.groupby(["ranking", "set", "metric"], sort=False)["aopc"]
     out = pd.DataFrame({"aopc": grouped.mean(), "aopc_std": grouped.std(ddof=0), "replicas": grouped.size()})
-    out = out.reset_index()
-    random = out[out["ranking"] == "random"].set_index(["set", "metric"])["aopc"]
-    ref = out.set_index(["set", "metric"]).index.map(lambda key: random.get(key, np.nan))
-    out["ratio_to_random"] = np.where(np.asarray(ref) > 0, out["aopc"] / np.asarray(ref), np.nan)
-    return out
+    return out.reset_index()
 
 
 def top_overlap(a: Sequence[Pair], b: Sequence[Pair], k: int) -> float:
@@ -113,9 +115,14 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float | None:
     return None if rho is None or not np.isfinite(rho) else float(rho)
 
 
-def sanity_checks(scores: SourceScores, ffrs: np.ndarray, ks: Sequence[int], top_k: int) -> dict:
-    """Split-half stability of every ranking and ω of each randomised detector against the trained ``ffrs``."""
+def sanity_checks(scores: SourceScores, ffrs: np.ndarray, ks: Sequence[int], top_k: int, *,
+                  resamples: int = RESAMPLES, seed: int = 0) -> dict:
+    """Split-half stability of every ranking, its top-k stability over bootstrap resamples of the groups of source
+    fakes, and ω of each randomised detector against the trained ``ffrs``."""
     layers = scores.layers
+    grid = sorted({*map(int, ks), int(top_k)})
+    bootstrap = {name: topk_stability(*scores.buckets(name), grid, resamples=resamples, seed=seed)
+                 for name in SCORED}
     halves = {}
     for name in SCORED:
         a, b = scores.halves(name)
@@ -127,45 +134,59 @@ def sanity_checks(scores: SourceScores, ffrs: np.ndarray, ks: Sequence[int], top
                    "spearman": spearman(ffrs, s["omega"]),
                    "top_k_overlap": top_overlap(trained, order_of(layers, s["omega"]), top_k)}
                   for s in scores.randomised]
-    return {"top_k": int(top_k), "fakes_per_half": scores.counts, "split_half": halves, "randomised": randomised}
+    return {"top_k": int(top_k), "fakes_per_half": scores.counts, "split_half": halves, "randomised": randomised,
+            "bootstrap": bootstrap, "buckets_hashed": scores.hashed}
 
 
-def verdicts(summary: pd.DataFrame) -> dict[str, str]:
-    """One sentence per ranking from the AP AOPC over all test sets, e.g. 'FF-RS (ω): AOPC 12.3 pp, 2.1× random'."""
-    rows = summary[(summary["set"] == "all") & (summary["metric"] == "ap")].set_index("ranking")
+def verdicts(summary: pd.DataFrame, metric: str = "ap") -> dict[str, str]:
+    """One sentence per ranking from the AOPC of AP over all test sets, with its interval and its percentile in the
+    null of random AOPCs; differences to the random mean are written as a direction only where their interval
+    excludes zero."""
+    rows = summary[(summary["set"] == "all") & (summary["metric"] == metric)].set_index("ranking")
     out = {}
     for name, r in rows.iterrows():
+        interval = f"{r['aopc']:.1f} [{r['aopc_low']:.1f}, {r['aopc_high']:.1f}] pp of AP"
         if name == "random":
-            out[name] = (f"{LABELS[name]}: AOPC {r['aopc']:.1f} ± {r['aopc_std']:.1f} pp of AP "
-                         f"({int(r['replicas'])} seeded rankings)")
-        else:
-            ratio = "" if pd.isna(r["ratio_to_random"]) else f", {r['ratio_to_random']:.1f}× random"
-            out[name] = f"{LABELS.get(name, name)}: AOPC {r['aopc']:.1f} pp of AP{ratio}"
+            out[name] = (f"{LABELS[name]}: AOPC {interval} (mean of {int(r['replicas'])} seeded rankings; their "
+                         f"AOPCs {r['null_min']:.1f} to {r['null_max']:.1f}, std {r['null_std']:.1f})")
+            continue
+        text = f"{LABELS.get(name, name)}: AOPC {interval}"
+        if "null_percentile" in r and pd.notna(r["null_percentile"]):
+            diff = direction(r["diff_vs_random"], r["diff_vs_random_low"], r["diff_vs_random_high"])
+            text += (f", percentile {r['null_percentile']:.0f} of {int(rows.loc['random', 'replicas'])} random "
+                     f"rankings; against their mean {diff}")
+        out[name] = text
     return out
 
 
 @dataclass
 class FaithfulnessResult:
-    """The deletion curves (long), the AOPC summary and the sanity checks."""
+    """The deletion curves (long), the AOPC summary (intervals, null percentiles), the sanity checks and every
+    statistic of :func:`~.deletion_stats.deletion_statistics`."""
 
     curves: pd.DataFrame
     summary: pd.DataFrame
     sanity: dict
+    stats: dict
 
 
 def faithfulness(arch: str, weights, source, data, out: str | os.PathLike | None, ranking=None,
                  sets: Sequence[str] | None = None, source_sets: Sequence[str] | None = None,
-                 ks: Sequence[int] | None = None, k_max: int = 256, random_repeats: int = 5, seed: int = 0,
+                 ks: Sequence[int] | None = None, k_max: int = 256, random_repeats: int = RANDOM_REPEATS, seed: int = 0,
                  min_prob: float = 0.9, top_k: int = 114, randomise: Sequence[float] = (0.25, 0.5, 1.0),
                  lrp_epsilon: float = 1e-6, source_max_per_class: int | None = None,
                  max_per_class: int | None = None, preset: str = "detector", batch_size: int = 64,
                  device: str = "auto", num_workers: int | None = None, progress: bool = True,
                  paper_code: bool = False, bounds: str | None = None, zplus_fallback: str | None = None,
                  site: str | None = None, prob_dtype: str | None = None,
-                 attention: str = "attnlrp") -> FaithfulnessResult:
+                 attention: str = "attnlrp", resamples: int = RESAMPLES) -> FaithfulnessResult:
     """Rank units five ways on the confident fakes of ``source`` (FF-RS from ``ranking``, an ffrs.csv, when given,
     else from this pass), score every ranking by deletion on ``data`` and write faithfulness.csv,
-    faithfulness_summary.csv, faithfulness.json, unit_scores.csv, deletion_curves.png and run.json to ``out``."""
+    faithfulness_summary.csv (AOPC with intervals and null percentiles), faithfulness_by_k.csv,
+    faithfulness_images.csv (p(fake) per test image and variant), faithfulness.json, unit_scores.csv,
+    deletion_curves.png and run.json to ``out``. ``resamples``: cluster-bootstrap resamples (seeded by ``seed``)."""
+    if random_repeats < 2:
+        raise ValueError(f"--random-repeats must be at least 2 (the null of AOPC), got {random_repeats}")
     ctx = tdist.init(device)
     settings = resolve(paper_code, bounds=bounds, zplus_fallback=zplus_fallback, dropout_site=site,
                        prob_dtype=prob_dtype)
@@ -174,7 +195,7 @@ def faithfulness(arch: str, weights, source, data, out: str | os.PathLike | None
         source_sets=source_sets, ks=list(ks) if ks else None, k_max=k_max, random_repeats=random_repeats,
         seed=seed, min_prob=min_prob, top_k=top_k, randomise=list(randomise), lrp_epsilon=lrp_epsilon,
         source_max_per_class=source_max_per_class, max_per_class=max_per_class, preset=preset,
-        batch_size=batch_size, attention=attention, **settings), ctx.world)
+        batch_size=batch_size, attention=attention, resamples=resamples, **settings), ctx.world)
     with run_folder(out, ctx) as folder:  # checked before the model is built; replaced whole at the end
         found_source = find_data(source, source_sets, max_per_class=source_max_per_class, main=ctx.is_main,
                                  what="source")
@@ -206,22 +227,41 @@ def faithfulness(arch: str, weights, source, data, out: str | os.PathLike | None
                                                      preset, batch_size, num_workers, progress,
                                                      settings["prob_dtype"], prep)
         curves = curve_table(variants, tables)
-        summary = aopc_table(curves)
-        sanity = sanity_checks(scores, omega, ks, top_k)
+        images = image_table(variants, tables, found.samples)
+        stats = deletion_statistics(images, resamples=resamples, seed=seed)
+        summary = stats["summary"]
+        sanity = sanity_checks(scores, omega, ks, top_k, resamples=resamples, seed=seed)
         if folder is not None and ctx.is_main:
             write_csv(folder / "faithfulness.csv", curves)
             write_csv(folder / "faithfulness_summary.csv", summary)
+            write_csv(folder / "faithfulness_by_k.csv", stats["by_k"])
+            write_csv(folder / "faithfulness_images.csv", images)
             write_csv(folder / "unit_scores.csv", unit_table(scores, orders))
             write_json(folder / "faithfulness.json", {
                 "k_grid": ks, "rankings": {n: LABELS[n] for n in [*SCORED, "random"]},
                 "ffrs_from": str(ranking) if ranking is not None else "this pass", "random_repeats": random_repeats,
                 "source_fakes": len(fakes), "confident_fakes": sum(scores.counts), "min_prob": min_prob,
-                "n_units": n_units, "lrp_epsilon": lrp_epsilon, "verdicts": verdicts(summary), "sanity": sanity})
+                "n_units": n_units, "lrp_epsilon": lrp_epsilon, "verdicts": verdicts(summary), "sanity": sanity,
+                "intervals": {"resamples": resamples, "seed": seed, "test_groups": stats["groups"],
+                              "strata": "set, label", "level": 0.95},
+                "monotone": stats["monotone"], "rises": stats["rises"]})
             plot_curves(curves, folder / "deletion_curves.png")
             record.write(folder, settings=settings, n_images=len(found.samples), n_source_images=len(fakes),
                          n_skipped=len(unreadable) + len(scores.failed), unreadable=unreadable + scores.failed,
                          **input_record([found_source, found], model, prep, preset, weights, n_small + scores.n_small))
-    return FaithfulnessResult(curves, summary, sanity)
+    return FaithfulnessResult(curves, summary, sanity, stats)
+
+
+def image_table(variants: Sequence[ChannelSets | None], tables: Sequence[pd.DataFrame], samples) -> pd.DataFrame:
+    """One row per scored test image (path, set, label, group) and its p(fake) under every variant (columns
+    ``p:<ranking>#<replica>@<k>``, the undropped model ``p:baseline#0@0``): what the intervals are computed from."""
+    unit = {s.path: s.unit for s in samples}
+    head = tables[0]
+    out = {"path": head["path"], "set": head["set"], "label": head["label"], "group": head["path"].map(unit)}
+    for variant, sc in zip(variants, tables, strict=True):
+        name = BASELINE if variant is None else column(variant.kind, variant.replica, variant.k)
+        out[name] = sc["prob"].to_numpy()
+    return pd.DataFrame(out)
 
 
 def unit_table(scores: SourceScores, orders: dict[str, Sequence[Pair]]) -> pd.DataFrame:

@@ -1,15 +1,17 @@
 """LRP into the generator (the paper's appendix M): which generator units make a fake detectable.
 
-ω (FF-RS, docs/algorithms.md §3) of every generator unit over the confident fakes generated from N seeded
-inputs, one global ranking; then the top-p%, low-p% and random-p% units (outside the top set, R seeded
-replicas) are zeroed in turn, the *same* inputs regenerated and scored, and the image change measured.
-Batches are whole and dealt to processes by batch, so every image is computed identically for any number
+ω (FF-RS, docs/algorithms.md §3) of every generator unit over the confident fakes generated from one half of N
+seeded inputs (even indices), one global ranking; then, on the other half (odd indices: never an input the
+ranking saw), the top-p%, low-p%, random-p% units (outside the top set, R seeded replicas) and R random masks
+matched to the top mask's image change (PSNR, :mod:`.generator_stats`) are zeroed in turn, the *same* inputs
+regenerated and scored, and the image change measured; Δp(fake) per mask with its bootstrap interval over the
+inputs. Batches are whole and dealt to processes by batch, so every image is computed identically for any number
 of torchrun processes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +25,17 @@ from ..detectors.loading import Weights
 from ..generation.compose import GeneratorExplainer
 from ..results import RunRecord, write_csv, write_json
 from .dropout import DropPlan
-from .ffrs import FFRSAccumulator, accumulate_batch, ranking_table, select_channels
+from .ffrs import ChannelSets, FFRSAccumulator, accumulate_batch, ranking_table, select_channels
+from .generator_stats import (
+    SubsetSource,
+    known_answer,
+    masking_intervals,
+    match_size,
+    matched_sets,
+    permutation,
+    split_halves,
+)
+from .uncertainty import RESAMPLES
 
 
 class LatentSource:
@@ -97,7 +109,7 @@ def rank_generator(gex: GeneratorExplainer, source, ctx: tdist.DistContext, min_
         tdist.all_reduce_sum(t)
     index, probs = tdist.gather_rows(idx_parts, prob_parts)
     order = np.argsort(index, kind="stable")
-    probs = pd.DataFrame({"index": index[order], "prob": probs[order]})
+    probs = pd.DataFrame({"index": _origin(source, index[order]), "prob": probs[order]})
     used = int(acc.counts[0])
     if used == 0:
         raise ValueError(f"no generated image reached p(fake) ≥ {min_prob} (median p {probs['prob'].median():.3f}); "
@@ -116,12 +128,17 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(1.0 / mse)
 
 
-def mask_generator(gex: GeneratorExplainer, source, ranking: pd.DataFrame, ctx: tdist.DistContext,
-                   percent: float = 5.0, repeats: int = 5, seed: int = 0, batch_size: int = 16) -> pd.DataFrame:
-    """Per image and masking (baseline, top-p%, low-p%, random-p% × repeats): p(fake) and the change of the
-    generated image (mean absolute pixel change in [0, 1], PSNR against the unmasked image)."""
-    k = max(1, round(percent / 100 * len(ranking)))
-    variants = [None, *select_channels(ranking, k, repeats, seed)]
+def _origin(source, positions: np.ndarray) -> np.ndarray:
+    """The inputs' indices in the full source (a :class:`SubsetSource`'s positions mapped back)."""
+    if isinstance(source, SubsetSource):
+        return np.asarray(source.indices, dtype=np.int64)[np.asarray(positions, dtype=np.int64)]
+    return np.asarray(positions)
+
+
+def mask_generator(gex: GeneratorExplainer, source, variants: Sequence[ChannelSets | None], ctx: tdist.DistContext,
+                   batch_size: int = 16) -> pd.DataFrame:
+    """Per input and masking (None = unmasked): p(fake) and the change of the generated image (mean absolute pixel
+    change in [0, 1], PSNR against the unmasked image); ``index`` is the input's index in the full source."""
     plans = [DropPlan(gex.explainer, v.channels) if v else None for v in variants]
     idx_parts, rows = [], []
     for idx in my_batches(len(source), batch_size, ctx):
@@ -141,7 +158,7 @@ def mask_generator(gex: GeneratorExplainer, source, ranking: pd.DataFrame, ctx: 
         idx_parts.append(torch.tensor(idx, device="cpu"))
     index, values = tdist.gather_rows(idx_parts, rows, (len(variants), 3))
     order = np.argsort(index, kind="stable")
-    index, values = index[order], values[order]
+    index, values = _origin(source, index[order]), values[order]
     frames = []
     for v, variant in enumerate(variants):
         head = ({"variant": "baseline", "kind": "baseline", "k": 0, "replica": 0} if variant is None else
@@ -152,13 +169,50 @@ def mask_generator(gex: GeneratorExplainer, source, ranking: pd.DataFrame, ctx: 
     return pd.concat(frames, ignore_index=True)
 
 
+@torch.no_grad()
+def _probe_psnr(gex: GeneratorExplainer, source, positions: Sequence[int], batch_size: int
+                ) -> Callable[[Sequence[tuple[str, int]]], float]:
+    """A function: units → median PSNR (dB) of the images with those units masked over ``positions`` (computed by
+    every process on all of them, so all agree), the unmasked images generated once."""
+    batches = [list(positions[i:i + batch_size]) for i in range(0, len(positions), batch_size)]
+    inputs = [source.batch(b).to(gex.device, gex.explainer.dtype) for b in batches]
+    bases = [gex.images_and_logits(z)[0].double() for z in inputs]
+
+    def median(channels: Sequence[tuple[str, int]]) -> float:
+        with DropPlan(gex.explainer, channels).applied():
+            values = torch.cat([psnr(gex.images_and_logits(z)[0].double(), b) for z, b in zip(inputs, bases,
+                                                                                                strict=True)])
+        return float(np.median(values.clamp(max=1e3).cpu().numpy()))
+
+    return median
+
+
+def psnr_matched_masks(gex: GeneratorExplainer, source, ranking: pd.DataFrame, k: int, *, repeats: int = 5,
+                       seed: int = 0, probe: int = 64, batch_size: int = 16) -> tuple[list[ChannelSets], dict]:
+    """Per replica, a random set of units outside the top-k, of the size whose median PSNR on the first ``probe``
+    evaluation inputs is closest to the top-k mask's (bisection over nested sets of one seeded permutation)."""
+    pairs = list(zip(ranking["layer"], ranking["channel"].astype(int), strict=True))
+    rest = pairs[k:]
+    median = _probe_psnr(gex, source, range(min(probe, len(source))), batch_size)
+    target = median(pairs[:k])
+    sizes, found = [], []
+    for r in range(repeats):
+        perm = permutation(len(rest), seed, r)
+        m, value = match_size(lambda m, perm=perm: median([rest[i] for i in perm[:m]]), target, 1, len(rest))
+        sizes.append(m)
+        found.append(value)
+    return matched_sets(rest, sizes, seed), {"probe_inputs": min(probe, len(source)), "target_psnr_db": target,
+                                             "sizes": sizes, "probe_psnr_db": found}
+
+
 def masking_summary(per_image: pd.DataFrame) -> pd.DataFrame:
-    """Per masking: median p(fake) (mean ± std over random replicas), its change in percentage points from the
-    baseline median, and the mean image change."""
+    """Per masking: median p(fake) (mean ± std over replicas), its change in percentage points from the baseline
+    median, the mean image change, the median PSNR and the mask size (mean over replicas)."""
     base = float(per_image.loc[per_image["kind"] == "baseline", "prob"].median())
-    per_replica = per_image.groupby(["variant", "kind", "k", "replica"], sort=False).agg(
-        median_prob=("prob", "median"), mean_abs_change=("mean_abs_change", "mean"), psnr_db=("psnr_db", "mean"))
-    grouped = per_replica.groupby(["variant", "kind", "k"], sort=False)
+    per_replica = per_image.groupby(["variant", "kind", "replica"], sort=False).agg(
+        k=("k", "first"), median_prob=("prob", "median"), mean_abs_change=("mean_abs_change", "mean"),
+        psnr_db=("psnr_db", "mean"), median_psnr_db=("psnr_db", "median"))
+    grouped = per_replica.groupby(["variant", "kind"], sort=False)
     out = grouped.mean().join(grouped["median_prob"].std(ddof=0).fillna(0.0).rename("median_prob_std"))
     out["median_change_pp"] = 100 * (out["median_prob"] - base)
     out["replicas"] = grouped.size()
@@ -168,23 +222,44 @@ def masking_summary(per_image: pd.DataFrame) -> pd.DataFrame:
 def explain_generator(gex: GeneratorExplainer, source, out: str | Path | None, percent: float = 5.0,
                       repeats: int = 5, seed: int = 0, min_prob: float = 0.9, batch_size: int = 16,
                       ctx: tdist.DistContext | None = None, record: RunRecord | None = None,
-                      near: Sequence[str] = ()) -> dict:
-    """Rank the generator's units, mask top/low/random p%, write results to ``out``. ``near``: layer names (e.g.
-    the upsampling layer and its neighbours) whose share of the top-p% units is reported."""
+                      near: Sequence[str] = (), *, psnr_tolerance: float = 1.0, probe: int = 64,
+                      resamples: int = RESAMPLES) -> dict:
+    """Rank the generator's units on the even inputs, mask top/low/random/PSNR-matched units on the odd ones, write
+    results to ``out``. ``near``: layer names (the upsampling layer and its neighbours) whose share of the top
+    units is tested against chance (the known answer); ``psnr_tolerance``: dB within which a matched mask's
+    median PSNR counts as matched; ``resamples``: bootstrap resamples of the Δp intervals (seeded by ``seed``)."""
     ctx = ctx or tdist.DistContext(0, 1, gex.device)
-    ranked = rank_generator(gex, source, ctx, min_prob, batch_size)
-    per_image = mask_generator(gex, source, ranked.table, ctx, percent, repeats, seed, batch_size)
+    rank_half, eval_half = split_halves(len(source))
+    rank_src, eval_src = SubsetSource(source, rank_half), SubsetSource(source, eval_half)
+    ranked = rank_generator(gex, rank_src, ctx, min_prob, batch_size)
+    k = max(1, round(percent / 100 * len(ranked.table)))
+    variants = [None, *select_channels(ranked.table, k, repeats, seed)]
+    matched, match = psnr_matched_masks(gex, eval_src, ranked.table, k, repeats=repeats, seed=seed, probe=probe,
+                                        batch_size=batch_size)
+    per_image = mask_generator(gex, eval_src, variants + matched, ctx, batch_size)
     summary_table = masking_summary(per_image)
-    k = int(summary_table.loc[summary_table["kind"] == "top", "k"].iloc[0])
+    intervals = masking_intervals(per_image, resamples=resamples, seed=seed)
     top = ranked.table.head(k)
     per_layer = top.groupby("layer", sort=False).size()
+    by_kind = summary_table.set_index("kind")
+    matched_psnr = per_image[per_image["kind"] == "matched"].groupby("replica")["psnr_db"].median()
+    match.update(top_psnr_db=float(by_kind.loc["top", "median_psnr_db"]), tolerance_db=psnr_tolerance,
+                 matched_psnr_db=[float(v) for v in matched_psnr],
+                 random_psnr_db=float(by_kind.loc["random", "median_psnr_db"]) if "random" in by_kind.index else None)
+    match["gap_db"] = [v - match["top_psnr_db"] for v in match["matched_psnr_db"]]
+    match["matched"] = bool(all(abs(g) <= psnr_tolerance for g in match["gap_db"]))
     summary = {**ranked.summary, "percent": percent, "k": k, "repeats": repeats, "seed": seed,
+               "halves": {"rank_inputs": len(rank_half), "eval_inputs": len(eval_half),
+                          "rule": "even input indices rank, odd ones evaluate"},
                "top_units_per_layer": {layer.name: int(per_layer.get(layer.name, 0)) for layer in gex.units},
                "median_prob": {r["variant"]: round(float(r["median_prob"]), 6) for _, r in summary_table.iterrows()},
                "median_change_pp": {r["variant"]: round(float(r["median_change_pp"]), 3)
-                                    for _, r in summary_table.iterrows()}}
+                                    for _, r in summary_table.iterrows()},
+               "psnr_match": match, "resamples": resamples,
+               "delta_pp": {r["mask"]: {c: r[c] for c in ("delta_pp", "low", "high", "shown")}
+                            for _, r in intervals.iterrows()}}
     if near:
-        summary["top_units_near"] = {"layers": list(near), "count": int(top["layer"].isin(near).sum()), "of": k}
+        summary["top_units_near"] = known_answer(top["layer"].tolist(), ranked.table["layer"].tolist(), near)
     if out is not None and ctx.is_main:
         from ..report.figures_generator import masking_boxplot, top_units_per_layer
 
@@ -192,21 +267,23 @@ def explain_generator(gex: GeneratorExplainer, source, out: str | Path | None, p
         write_csv(out / "generator_ffrs.csv", ranked.table)
         write_csv(out / "masking.csv", per_image)
         write_csv(out / "masking_summary.csv", summary_table)
+        write_csv(out / "masking_intervals.csv", intervals)
         write_json(out / "generator.json", summary)
         masking_boxplot(per_image, summary_table, out / "masking_boxplot.png")
         top_units_per_layer(summary["top_units_per_layer"], k, percent, out / "top_units_per_layer.png")
         if record is not None:
             record.write(out, **{k_: summary[k_] for k_ in ("n_images", "fakes_used", "k", "percent")})
     tdist.barrier()
-    return {"ranking": ranked.table, "masking": per_image, "summary_table": summary_table, "summary": summary}
-
+    return {"ranking": ranked.table, "masking": per_image, "summary_table": summary_table, "summary": summary,
+            "intervals": intervals, "rank_probs": ranked.probs}
 
 
 def run_generator(generator: str, generator_weights: str | Path, arch: str, weights: str | Path | Weights | None,
                   out: str | Path, n: int = 500, percent: float = 5.0, repeats: int = 5, seed: int = 0,
                   min_prob: float = 0.9, inputs: str | Path | None = None, out_range: tuple[float, float] = (-1, 1),
                   resize: int | None = None, crop: int | None = None, batch_size: int = 16, device: str = "auto",
-                  trust_checkpoint: bool = False, attention: str = "attnlrp") -> dict:
+                  trust_checkpoint: bool = False, attention: str = "attnlrp", *, psnr_tolerance: float = 1.0,
+                  resamples: int = RESAMPLES) -> dict:
     """The ``tff generator`` job: load a ``progan``/``dcgan`` generator and a detector, generate ``n`` images
     from seeded latents (or from the images in ``inputs``, for image-to-image generators), rank the generator's
     units by ω and mask the top/random/low ``percent``%. ``trust_checkpoint`` allows pickled objects in the
@@ -220,7 +297,8 @@ def run_generator(generator: str, generator_weights: str | Path, arch: str, weig
     record = RunRecord("generator", dict(generator=generator, generator_weights=str(generator_weights), arch=arch,
                                          weights=str(weights), n=n, percent=percent, repeats=repeats, seed=seed,
                                          min_prob=min_prob, inputs=str(inputs), out_range=list(out_range),
-                                         resize=resize, crop=crop, batch_size=batch_size, attention=attention),
+                                         resize=resize, crop=crop, batch_size=batch_size, attention=attention,
+                                         psnr_tolerance=psnr_tolerance, resamples=resamples),
                        ctx.world)
     with run_folder(out, ctx) as folder:  # checked before the models are built; replaced whole at the end
         gen = load_generator(generator, generator_weights, trust_checkpoint).to(ctx.device)
@@ -232,7 +310,8 @@ def run_generator(generator: str, generator_weights: str | Path, arch: str, weig
             source = ImageSource.from_folder(inputs, n, out_range)
         else:
             source = LatentSource(n, gex.input_shape, seed)
-        return explain_generator(gex, source, folder, percent, repeats, seed, min_prob, batch_size, ctx, record)
+        return explain_generator(gex, source, folder, percent, repeats, seed, min_prob, batch_size, ctx, record,
+                                 psnr_tolerance=psnr_tolerance, resamples=resamples)
 
 
 def generators_of_study(step: dict, arch: str, weights: str | Weights | None, out: str | Path, device: str = "auto",
@@ -262,10 +341,12 @@ def generators_of_study(step: dict, arch: str, weights: str | Weights | None, ou
             if not spec.get("inputs"):
                 source = LatentSource(step["images"], gex.input_shape, step["seed"])
             record = RunRecord("generator", {"arch": arch, "weights": str(weights), **spec, **{
-                k: step[k] for k in ("images", "percent", "random_repeats", "min_prob", "seed")}}, ctx.world)
+                k: step[k] for k in ("images", "percent", "random_repeats", "min_prob", "seed", "psnr_tolerance",
+                                     "resamples")}}, ctx.world)
             res = explain_generator(gex, source, folder / name, step["percent"], step["random_repeats"],
                                     step["seed"], step["min_prob"], batch_size, ctx, record,
-                                    near=[f"generator.{n}" for n in spec.get("near", [])])
+                                    near=[f"generator.{n}" for n in spec.get("near", [])],
+                                    psnr_tolerance=step["psnr_tolerance"], resamples=step["resamples"])
             results[name] = res["summary"]
         if ctx.is_main:
             write_json(folder / "generators.json", results)

@@ -8,21 +8,23 @@ import pandas as pd
 
 from ..results import save_figure
 
-COLOURS = {"baseline": "0.6", "top": "tab:red", "random": "tab:blue", "low": "tab:green"}
+COLOURS = {"baseline": "0.6", "top": "tab:red", "random": "tab:blue", "matched": "tab:purple", "low": "tab:green"}
 
 
 def masking_boxplot(per_image: pd.DataFrame, summary: pd.DataFrame, path: Path) -> None:
-    """p(fake) of the generated images before and after masking the top / random / low units (Fig. M.1), the
-    median annotated (and its change in percentage points)."""
+    """p(fake) of the generated images before and after masking the top / random / PSNR-matched random / low units
+    (Fig. M.1), the median annotated (and its change in percentage points)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    kinds = [k for k in ("baseline", "top", "random", "low") if (per_image["kind"] == k).any()]
+    kinds = [k for k in COLOURS if (per_image["kind"] == k).any()]
     data = [per_image.loc[per_image["kind"] == k, "prob"].to_numpy() for k in kinds]
-    k = int(summary.loc[summary["kind"] != "baseline", "k"].iloc[0]) if len(kinds) > 1 else 0
-    labels = ["no masking" if kind == "baseline" else f"{kind}-{k} masked" for kind in kinds]
+    size = summary.set_index("kind")["k"]
+    labels = ["no masking" if kind == "baseline" else
+              f"PSNR-matched\nrandom ({size[kind]:.0f} units)" if kind == "matched" else
+              f"{kind}-{size[kind]:.0f} masked" for kind in kinds]
     fig, ax = plt.subplots(figsize=(1.9 * len(kinds) + 1.5, 3.8))
     box = ax.boxplot(data, patch_artist=True, widths=0.55, medianprops={"color": "black"})
     ax.set_xticks(range(1, len(kinds) + 1), labels)
