@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import operator
+import re
 from dataclasses import dataclass
 
 import torch
@@ -304,9 +305,9 @@ def build_explainable(model: nn.Module, example: torch.Tensor, input_low: torch.
     folded = canonicalize(gm, info, problems)
     assigned = _assign(gm, info, config, problems)
     if problems:
-        listing = "\n  ".join(dict.fromkeys(problems))
         raise UnsupportedLayerError(f"LRP has no rule for {len(set(problems))} operation(s) of "
-                                    f"{type(model).__name__}:\n  {listing}\n(see tffkit.lrp.register_rule)")
+                                    f"{type(model).__name__}:\n  {_grouped(problems)}\n(see "
+                                    "tffkit.lrp.register_rule)")
     where = summary.origins(gm, assigned)
     kinds = _apply(gm, assigned, info, config, input_low, input_high)
     layers = _units(gm, kinds, info)
@@ -317,6 +318,27 @@ def build_explainable(model: nn.Module, example: torch.Tensor, input_low: torch.
     if check and example.device.type != "meta":
         _check_logits(model, reference, gm, example, layers, folded, "model." if two_class else "")
     return gm, layers
+
+
+_PROBLEM = re.compile(r"^((?:function|method) '[^']*') \(graph node '[^']*'\)(.*?): ([^:]*)$")
+
+
+def _grouped(problems: list[str], shown: int = 3) -> str:
+    """The problems, one line per kind of operation and reason: a function or method used at several places is
+    listed once with its number of uses and the first ``shown`` places."""
+    groups: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for p in dict.fromkeys(problems):
+        m = _PROBLEM.match(p)
+        groups.setdefault((m[1], m[3]) if m else (p, ""), []).append((m[2].strip() if m else "", p))
+    lines = []
+    for (what, reason), uses in groups.items():
+        if len(uses) == 1:
+            lines.append(uses[0][1])
+            continue
+        places = list(dict.fromkeys(where for where, _ in uses))
+        more = f"; … and {len(places) - shown} more place(s)" if len(places) > shown else ""
+        lines.append(f"{what}: {reason} — {len(uses)} uses, " + "; ".join(places[:shown]) + more)
+    return "\n  ".join(lines)
 
 
 def reparameterize(module: nn.Module) -> None:

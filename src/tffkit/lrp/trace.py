@@ -6,6 +6,7 @@ convolutions with constant weights as modules, batch norm after a convolution or
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import types
 from collections.abc import Iterator
@@ -112,10 +113,16 @@ def scope_of(node: fx.Node) -> str:
     return next(reversed(stack.values()))[0] if stack else ""
 
 
+_TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
+
+
 def source_line(node: fx.Node) -> str:
-    """``file:line`` and code of the user frame that created ``node`` (fx records the stack)."""
+    """``file:line`` and code of the user frame that created ``node`` (fx records the stack): the innermost frame
+    outside torch itself (a function reaching fx through ``__torch_function__`` has torch/overrides.py frames
+    below the model's line)."""
     frames = re.findall(r'File "([^"]+)", line (\d+), in [^\n]+\n\s*([^\n]*)', node.stack_trace or "")
-    user = [f for f in frames if "/torch/fx/" not in f[0] and "/torch/nn/modules/module.py" not in f[0]]
+    user = [f for f in frames if not os.path.abspath(f[0]).startswith(_TORCH_DIR)] or \
+        [f for f in frames if "/torch/fx/" not in f[0] and "/torch/nn/modules/module.py" not in f[0]]
     if not user:
         return ""
     path, line, code = user[-1]
