@@ -314,3 +314,33 @@ def test_unsupported_functions_are_grouped_by_kind_and_point_at_the_models_line(
         line = next(ln for ln in lines if f"function '{name}'" in ln)
         assert "no rule — 3 uses, at " in line and "test_relevance_check.py:" in line and code in line, line
     assert "overrides.py" not in str(info.value)
+
+
+class _Odd(_Net):
+    tff_input_shape = (3, 12, 12)
+
+
+def test_rank_repeats_the_warning_and_records_the_check_in_ffrs_json(tmp_path, monkeypatch, capsys,
+                                                                    restore_registry):
+    import json
+
+    from conftest import make_tree
+    from tffkit import detectors
+    from tffkit.cli import main
+
+    monkeypatch.setitem(detectors.ARCHITECTURES, "odd", _Odd)
+    torch.manual_seed(4)
+    weights = detectors.save_checkpoint(tmp_path / "w.pth", lively(_Odd()))
+    data = make_tree(tmp_path / "d", {"progan": []}, n=2, size=12)
+    args = ["rank", "--arch", "odd", "--weights", str(weights), "--data", str(data), "--preset", "full",
+            "--min-prob", "0", "--device", "cpu", "--workers", "0", "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "sane")]) == 0
+    assert "relevance self-check" not in capsys.readouterr().out
+    sane = json.loads((tmp_path / "sane" / "ffrs.json").read_text())["relevance_check"]
+    assert sane["ok"] and sane["problem"] is None and len(sane["input_share"]) == 2
+    register_rule(Amplify, _Broken(1e4))
+    assert main([*args, "--out", str(tmp_path / "broken")]) == 0
+    out = capsys.readouterr().out
+    assert "warning (relevance self-check): relevance explodes at unit layer 'conv1'" in out
+    broken = json.loads((tmp_path / "broken" / "ffrs.json").read_text())["relevance_check"]
+    assert not broken["ok"] and broken["first_bad_layer"] == "conv1"

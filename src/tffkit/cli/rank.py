@@ -3,7 +3,8 @@ set (p ≥ --min-prob), per-image share of positive relevance per channel, avera
 Units are conv channels, and for transformers MLP neurons, residual-stream dimensions and attention heads.
 Writes OUT/ffrs.csv (rank, layer, channel, omega, key, unit), OUT/ffrs.json, OUT/relevance_budget.csv (share of
 the logit's relevance reaching each layer) and figures. Runs under torchrun. --show-rules prints the LRP rule of every
-operation on the relevance path and exits (no data is read). A relevance self-check warning is repeated at the end."""
+operation on the relevance path and exits (no data is read). A relevance self-check warning is repeated at the end
+(and the check's outcome is in ffrs.json, ``relevance_check``)."""
 
 from __future__ import annotations
 

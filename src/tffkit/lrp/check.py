@@ -56,9 +56,14 @@ class RelevanceCheck:
         return self.problem is None
 
     def as_dict(self) -> dict:
-        worst = max(self.ratios.items(), key=lambda kv: kv[1], default=(None, 0.0))
+        """JSON-ready (non-finite numbers as None): the outcome, the worst layer and ratio, the input shares."""
+        def num(v: float) -> float | None:
+            return v if math.isfinite(v) else None
+
+        worst = max(self.ratios.items(), key=lambda kv: kv[1] if math.isfinite(kv[1]) else math.inf,
+                    default=(None, 0.0))
         return {"ok": self.ok, "problem": self.problem, "first_bad_layer": self.layer, "worst_layer": worst[0],
-                "worst_ratio": worst[1], "limit": LIMIT, "input_share": self.input_share}
+                "worst_ratio": num(worst[1]), "limit": LIMIT, "input_share": [num(s) for s in self.input_share]}
 
 
 def _mass(t: torch.Tensor) -> torch.Tensor:
