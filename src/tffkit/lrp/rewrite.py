@@ -11,7 +11,8 @@ Steps (one generic mechanism for every architecture):
 4. walking back from the output, every operation that relevance reaches gets its rule; operations that
    have none are collected and reported together, naming each with its module path and source line;
 5. units (the feature maps of FF-RS) are read off the rewritten graph; the rewritten model's logits are
-   checked against the detector's on the probe batch (a mismatch names the first layer that differs).
+   checked against the detector's on the probe batch (a mismatch names the first layer that differs); the
+   Explainer then checks the copy's relevance there too (:mod:`.check`).
 The model passed in is never modified.
 """
 
