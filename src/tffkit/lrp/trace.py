@@ -235,11 +235,12 @@ def _fold_target(gm: fx.GraphModule, src: fx.Node, info: dict[fx.Node, NodeInfo]
     """The node of the layer a batch norm reading ``src`` can be folded into: a convolution directly before it,
     or a linear layer before it through reshapes that keep its features last (LeViT's ``bn(x.flatten(0, 1))``:
     the BN sees (N, features)); None when the layer has other users."""
-    node = src
+    node, path = src, [src]
     while node.op in ("call_method", "call_function") and node.target in _RESHAPES and len(node.users) == 1:
         if not isinstance(node.args[0], fx.Node):
             return None
         node = node.args[0]
+        path.append(node)
     if node.op != "call_module" or sum(not _shape_use(u, node) for u in node.users) != 1:
         return None
     layer = module_of(gm, node)
@@ -247,8 +248,8 @@ def _fold_target(gm: fx.GraphModule, src: fx.Node, info: dict[fx.Node, NodeInfo]
         return node if node is src else None
     if not isinstance(layer, nn.Linear) or not isinstance(reg.module_rule(layer), reg.Epsilon):
         return None
-    shapes = [info[n].shape for n in (src, node)]
-    if any(s is None for s in shapes) or len(shapes[0]) != 2 or any(s[-1] != layer.out_features for s in shapes):
+    shapes = [info[n].shape for n in path]
+    if any(not s for s in shapes) or len(shapes[0]) != 2 or any(s[-1] != layer.out_features for s in shapes):
         return None
     return node
 
