@@ -29,3 +29,19 @@ def randomise_batch_norm(model: nn.Module) -> nn.Module:
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.uniform_(-0.1, 0.1)
     return model
+
+
+def calibrate_batch_norm(model: nn.Module, size: int, passes: int = 3, seed: int = 0) -> nn.Module:
+    """Batch-norm statistics measured on random inputs (cumulative average, momentum None) over a few forward
+    passes in train mode, then eval mode (in place): as calibrated detectors have, where each BN normalises what
+    reaches it — the setting in which unfolded or unmerged layers make relevance explode."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum = None
+            m.reset_running_stats()
+    model.train()
+    with torch.no_grad():
+        for _ in range(passes):
+            model(torch.randn(4, 3, size, size, generator=g))
+    return model.eval()

@@ -128,6 +128,7 @@ def summarize(table: pd.DataFrame, explainer: Explainer, k: int, labels: np.ndar
         "bounds": explainer.bounds,
         "unit_kinds": {kind: int((table["unit"] == kind).sum()) for kind in dict.fromkeys(table["unit"])},
         "lowest_retained_share": _lowest(explainer, acc),
+        "relevance_check": explainer.relevance_check.as_dict() if explainer.relevance_check is not None else None,
     }
 
 

@@ -1,7 +1,8 @@
 """Pixel-wise heatmaps of the detector's logit — the paper's control experiment showing that plain pixel
 explanations are uninformative: LRP (the rules of docs/algorithms.md §2) and Guided Grad-CAM (Grad-CAM on the
 last spatial feature map x guided backpropagation), written as overlays (OUT/lrp, OUT/gradcam, OUT/guided_gradcam), one
-panel per image (OUT/panels) and OUT/explain.csv. Fakes and loose images explain +logit, reals -logit."""
+panel per image (OUT/panels) and OUT/explain.csv. Fakes and loose images explain +logit, reals -logit.
+--show-rules prints the LRP rule of every operation on the relevance path and exits."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from .common import (
     switches,
     weights,
 )
+from .rank import relevance_warnings, show_rules, show_rules_arg
 
 HELP = "LRP and Guided Grad-CAM heatmaps of the logit for images (overlays, panels)"
 
@@ -38,9 +40,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     lrp_args(p)
     paper_code_args(p, "bounds", "zplus_fallback")
     p.add_argument("--out", required=True, help="output folder")
+    show_rules_arg(p)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.show_rules:
+        return show_rules(args)
+    with relevance_warnings():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from ..analysis.pixel_explain import run_explain
 
     table = run_explain(args.arch, weights(args), args.out, images=args.images, data=data_spec(args), sets=args.sets,

@@ -2,11 +2,16 @@
 set (p ≥ --min-prob), per-image share of positive relevance per channel, averaged; one global ranking.
 Units are conv channels, and for transformers MLP neurons, residual-stream dimensions and attention heads.
 Writes OUT/ffrs.csv (rank, layer, channel, omega, key, unit), OUT/ffrs.json, OUT/relevance_budget.csv (share of
-the logit's relevance reaching each layer) and figures. Runs under torchrun."""
+the logit's relevance reaching each layer) and figures. Runs under torchrun. --show-rules prints the LRP rule of every
+operation on the relevance path and exits (no data is read). A relevance self-check warning is repeated at the end
+(and the check's outcome is in ffrs.json, ``relevance_check``)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import warnings
+from collections.abc import Iterator
 
 from .common import (
     data_args,
@@ -33,9 +38,65 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the random resized crops (--rank-crop random-resized)")
     paper_code_args(p, "bounds", "zplus_fallback", "rank_crop")
     p.add_argument("--out", required=True, help="output folder")
+    show_rules_arg(p)
+
+
+def show_rules_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--show-rules", action="store_true",
+                   help="print the LRP rule of every operation on the relevance path (module, operation, rule, unit "
+                        "layer) and the relevance self-check, then exit without reading data (--data/--out unused)")
+
+
+def show_rules(args: argparse.Namespace) -> int:
+    """Build the explainable copy on the CPU with the command's LRP options and print its rule table."""
+    from ..conventions import resolve
+    from ..inputs import explainer_for, load_model
+
+    settings = resolve(bool(getattr(args, "paper_code", False)), bounds=getattr(args, "bounds", None),
+                       zplus_fallback=getattr(args, "zplus_fallback", None))
+    model = load_model(args.arch, weights(args), "cpu")
+    with relevance_warnings():
+        ex = explainer_for(model, bounds=settings["bounds"], attention=args.attention,
+                           zplus_fallback=settings["zplus_fallback"])
+        print(f"LRP rules of {args.arch} (attention {args.attention}, zplus fallback {settings['zplus_fallback']}):")
+        ex.print_summary()
+        check = ex.relevance_check
+        if check is not None and check.ok:
+            print(f"relevance self-check: sane (largest Σ|R| {max(check.ratios.values()):.3g}× the largest "
+                  f"gradient×activation mass; share of the logit reaching the input {check.input_share})")
+    return 0
+
+
+@contextlib.contextmanager
+def relevance_warnings() -> Iterator[None]:
+    """Repeat relevance self-check warnings (:class:`tffkit.lrp.RelevanceWarning`) as ``warning:`` lines at the end
+    of the command's output (main process); other warnings are shown as usual."""
+    from ..lrp import RelevanceWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RelevanceWarning)
+        try:
+            yield
+        finally:
+            messages = []
+            for w in caught:
+                if issubclass(w.category, RelevanceWarning):
+                    messages.append(str(w.message))
+                else:
+                    warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    if is_main_process():
+        for message in dict.fromkeys(messages):
+            print(f"warning (relevance self-check): {message}", flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.show_rules:
+        return show_rules(args)
+    with relevance_warnings():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from ..analysis.rank import rank
 
     res = rank(args.arch, weights(args), data_spec(args), args.out, args.sets, args.max_per_class, args.min_prob,

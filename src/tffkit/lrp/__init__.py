@@ -1,10 +1,12 @@
 """Layer-wise relevance propagation through detectors (docs/algorithms.md, "LRP rules")."""
 
+from .check import RelevanceCheck, RelevanceWarning, check_relevance
 from .engine import Explainer, Explanation, default_input_shape, input_bounds
 from .registry import RuleConfig, register_rule
 from .rewrite import FeatureLayer, LogitMismatchError, LogOdds, UnsupportedLayerError, build_explainable
+from .summary import RuleEntry
 from .trace import fold_batchnorm
 
-__all__ = ["Explainer", "Explanation", "FeatureLayer", "LogOdds", "LogitMismatchError", "RuleConfig",
-           "UnsupportedLayerError", "build_explainable", "default_input_shape", "fold_batchnorm", "input_bounds",
-           "register_rule"]
+__all__ = ["Explainer", "Explanation", "FeatureLayer", "LogOdds", "LogitMismatchError", "RelevanceCheck",
+           "RelevanceWarning", "RuleConfig", "RuleEntry", "UnsupportedLayerError", "build_explainable",
+           "check_relevance", "default_input_shape", "fold_batchnorm", "input_bounds", "register_rule"]

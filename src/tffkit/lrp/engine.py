@@ -18,9 +18,11 @@ from torch import nn
 from torchvision.models.resnet import ResNet
 
 from ..data import IMAGENET_MEAN, IMAGENET_STD
+from .check import RelevanceCheck, check_relevance
 from .registry import RuleConfig
 from .rewrite import FeatureLayer, build_explainable
 from .rules import gradient_mode
+from .summary import RuleEntry, rules_text
 from .transformer import ATTENTION_MODES
 
 Tap = Callable[[FeatureLayer, torch.Tensor, "torch.Tensor | None"], None]
@@ -79,7 +81,9 @@ class Explainer:
     ``conv_rule``: the rule of the convolutions that do not read the pixels, ``zplus`` (β = 0, the paper's) or
     ``epsilon`` (ε rule, bias in the denominator; LRP-ε, a comparison ranking in ``tff faithfulness``).
     ``input_shape``: (C, H, W) of the probe batch used to trace the detector and check the copy's logits
-    (default: :func:`default_input_shape`).
+    (default: :func:`default_input_shape`). With ``check`` the copy's logits must equal the detector's on the probe
+    batch and its relevance there is checked (:mod:`.check`: a :class:`~tffkit.lrp.check.RelevanceWarning` names
+    the layer where it stops being sane; the outcome is ``relevance_check``). :meth:`rules` lists every rule.
     """
 
     def __init__(self, model: nn.Module, input_rule: str = "auto", bounds: str = "exact", eps: float = 1e-6,
@@ -111,6 +115,20 @@ class Explainer:
         self.model.to(device)
         self.by_name = {layer.name: layer for layer in self.layers}
         self._truncated: dict[tuple[str, ...], fx.GraphModule] = {}
+        self.relevance_check: RelevanceCheck | None = None
+        if check and example.device.type != "meta":
+            self.relevance_check = check_relevance(self, example)
+
+    def rules(self) -> list[RuleEntry]:
+        """Every operation on the relevance path in forward order: module path, operation, rule, unit layer or not."""
+        return list(getattr(self.model, "lrp_rules", []))
+
+    def rules_summary(self) -> str:
+        """:meth:`rules` as an aligned text table (what ``--show-rules`` prints)."""
+        return rules_text(self.rules())
+
+    def print_summary(self) -> None:
+        print(self.rules_summary())
 
     @property
     def device(self) -> torch.device:

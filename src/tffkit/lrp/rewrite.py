@@ -2,15 +2,17 @@
 them, give every operation on the relevance path its rule from :mod:`.registry`, find the units.
 
 Steps (one generic mechanism for every architecture):
-1. trace; leaves are the modules the rule table names (:func:`registry.module_rule`);
+1. merge re-parameterisable multi-branch blocks (:func:`reparameterize`); trace; leaves are the modules the
+   rule table names (:func:`registry.module_rule`);
 2. probe: run the graph once on an example batch, recording which values are tensors derived from the
    input ("tainted": shape arithmetic and constants are not) and their shapes;
 3. canonicalise: functional convolutions with constant weights become modules, batch norm directly after
-   a convolution is folded into it (W' = W·γ/σ, b' = (b − μ)·γ/σ + β);
+   a convolution or a linear layer is folded into it (W' = W·γ/σ, b' = (b − μ)·γ/σ + β);
 4. walking back from the output, every operation that relevance reaches gets its rule; operations that
    have none are collected and reported together, naming each with its module path and source line;
 5. units (the feature maps of FF-RS) are read off the rewritten graph; the rewritten model's logits are
-   checked against the detector's on the probe batch (a mismatch names the first layer that differs).
+   checked against the detector's on the probe batch (a mismatch names the first layer that differs); the
+   Explainer then checks the copy's relevance there too (:mod:`.check`).
 The model passed in is never modified.
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import operator
+import re
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import registry as reg
+from . import summary
 from .rules import LRPConv, LRPEpsilon, LRPSum
 from .trace import (
     NodeInfo,
@@ -268,7 +272,8 @@ def build_explainable(model: nn.Module, example: torch.Tensor, input_low: torch.
 
     ``example``: a probe batch (its shape is what the detector takes). Convolutions reading the input use
     the zβ rule with per-channel bounds when ``input_low``/``input_high`` are given, else z⁺. A detector with
-    two outputs is explained as ``out[fake_index] − out[other]``. ``model`` itself is never modified."""
+    two outputs is explained as ``out[fake_index] − out[other]``. ``model`` itself is never modified. The copy's
+    ``lrp_rules`` lists the rule of every operation on the relevance path (:class:`~tffkit.lrp.summary.RuleEntry`)."""
     config = config or reg.RuleConfig()
     net = copy.deepcopy(model).eval()
     for p in net.parameters():
@@ -278,6 +283,7 @@ def build_explainable(model: nn.Module, example: torch.Tensor, input_low: torch.
             m.inplace = False
     with torch.no_grad():
         reference = net(example)
+    reparameterize(net)
     two_class = isinstance(reference, torch.Tensor) and reference.dim() == 2 and reference.shape[1] == 2
     if two_class:
         net = LogOdds(net, fake_index)
@@ -300,17 +306,52 @@ def build_explainable(model: nn.Module, example: torch.Tensor, input_low: torch.
     folded = canonicalize(gm, info, problems)
     assigned = _assign(gm, info, config, problems)
     if problems:
-        listing = "\n  ".join(dict.fromkeys(problems))
         raise UnsupportedLayerError(f"LRP has no rule for {len(set(problems))} operation(s) of "
-                                    f"{type(model).__name__}:\n  {listing}\n(see tffkit.lrp.register_rule)")
+                                    f"{type(model).__name__}:\n  {_grouped(problems)}\n(see "
+                                    "tffkit.lrp.register_rule)")
+    where = summary.origins(gm, assigned)
     kinds = _apply(gm, assigned, info, config, input_low, input_high)
     layers = _units(gm, kinds, info)
+    gm.lrp_rules = summary.entries(gm, assigned, where, {layer.name for layer in layers}, config.attention)
     gm.graph.eliminate_dead_code()
     gm.graph.lint()
     gm.recompile()
     if check and example.device.type != "meta":
         _check_logits(model, reference, gm, example, layers, folded, "model." if two_class else "")
     return gm, layers
+
+
+_PROBLEM = re.compile(r"^((?:function|method) '[^']*') \(graph node '[^']*'\)(.*?): ([^:]*)$")
+
+
+def _grouped(problems: list[str], shown: int = 3) -> str:
+    """The problems, one line per kind of operation and reason: a function or method used at several places is
+    listed once with its number of uses and the first ``shown`` places."""
+    groups: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for p in dict.fromkeys(problems):
+        m = _PROBLEM.match(p)
+        groups.setdefault((m[1], m[3]) if m else (p, ""), []).append((m[2].strip() if m else "", p))
+    lines = []
+    for (what, reason), uses in groups.items():
+        if len(uses) == 1:
+            lines.append(uses[0][1])
+            continue
+        places = list(dict.fromkeys(where for where, _ in uses))
+        more = f"; … and {len(places) - shown} more place(s)" if len(places) > shown else ""
+        lines.append(f"{what}: {reason} — {len(uses)} uses, " + "; ".join(places[:shown]) + more)
+    return "\n  ".join(lines)
+
+
+def reparameterize(module: nn.Module) -> None:
+    """Merge re-parameterisable multi-branch blocks (RepVGG, MobileOne, FastViT: a module with a ``reparameterize()``
+    or ``switch_to_deploy()`` method, as timm's ``reparameterize_model`` finds them) into their single-branch
+    inference form, in place; outer blocks first, then whatever they contain afterwards."""
+    for child in list(module.children()):
+        for method in ("reparameterize", "switch_to_deploy"):
+            if callable(getattr(child, method, None)):
+                getattr(child, method)()
+                break
+        reparameterize(child)
 
 
 def _check_logits(model: nn.Module, reference: torch.Tensor, gm: fx.GraphModule, example: torch.Tensor,

@@ -1,11 +1,12 @@
 """Tracing a detector for the LRP rewrite: the torch.fx graph (leaves are the modules with a rule), a probe run
 that marks which values derive from the input and their shapes, and the canonical form — functional
-convolutions with constant weights as modules, batch norm after a convolution folded into it.
+convolutions with constant weights as modules, batch norm after a convolution or a linear layer folded into it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import types
 from collections.abc import Iterator
@@ -112,10 +113,16 @@ def scope_of(node: fx.Node) -> str:
     return next(reversed(stack.values()))[0] if stack else ""
 
 
+_TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
+
+
 def source_line(node: fx.Node) -> str:
-    """``file:line`` and code of the user frame that created ``node`` (fx records the stack)."""
+    """``file:line`` and code of the user frame that created ``node`` (fx records the stack): the innermost frame
+    outside torch itself (a function reaching fx through ``__torch_function__`` has torch/overrides.py frames
+    below the model's line)."""
     frames = re.findall(r'File "([^"]+)", line (\d+), in [^\n]+\n\s*([^\n]*)', node.stack_trace or "")
-    user = [f for f in frames if "/torch/fx/" not in f[0] and "/torch/nn/modules/module.py" not in f[0]]
+    user = [f for f in frames if not os.path.abspath(f[0]).startswith(_TORCH_DIR)] or \
+        [f for f in frames if "/torch/fx/" not in f[0] and "/torch/nn/modules/module.py" not in f[0]]
     if not user:
         return ""
     path, line, code = user[-1]
@@ -213,10 +220,44 @@ def is_conv(m: nn.Module | None) -> bool:
     return m is not None and isinstance(reg.module_rule(m), reg.Conv)
 
 
+_RESHAPES = {"flatten", "reshape", "view", torch.flatten, torch.reshape}
+
+
+def _shape_use(user: fx.Node, node: fx.Node) -> bool:
+    """``user`` reads only ``node``'s shape (``y.reshape_as(node)``, ``node.size()``, ``node.shape``)."""
+    if user.op == "call_method" and user.target in ("reshape_as", "view_as", "expand_as"):
+        return user.args[0] is not node
+    return (user.op == "call_method" and user.target in ("size", "dim")) or \
+        (user.op == "call_function" and user.target is getattr and user.args[1:2] == ("shape",))
+
+
+def _fold_target(gm: fx.GraphModule, src: fx.Node, info: dict[fx.Node, NodeInfo]) -> fx.Node | None:
+    """The node of the layer a batch norm reading ``src`` can be folded into: a convolution directly before it,
+    or a linear layer before it through reshapes that keep its features last (LeViT's ``bn(x.flatten(0, 1))``:
+    the BN sees (N, features)); None when the layer has other users."""
+    node, path = src, [src]
+    while node.op in ("call_method", "call_function") and node.target in _RESHAPES and len(node.users) == 1:
+        if not isinstance(node.args[0], fx.Node):
+            return None
+        node = node.args[0]
+        path.append(node)
+    if node.op != "call_module" or sum(not _shape_use(u, node) for u in node.users) != 1:
+        return None
+    layer = module_of(gm, node)
+    if is_conv(layer):
+        return node if node is src else None
+    if not isinstance(layer, nn.Linear) or not isinstance(reg.module_rule(layer), reg.Epsilon):
+        return None
+    shapes = [info[n].shape for n in path]
+    if any(not s for s in shapes) or len(shapes[0]) != 2 or any(s[-1] != layer.out_features for s in shapes):
+        return None
+    return node
+
+
 def canonicalize(gm: fx.GraphModule, info: dict[fx.Node, NodeInfo], problems: list[str]) -> dict[str, str]:
-    """Functional convolutions and linear layers → modules; BN after a convolution folded. Returns {conv name:
-    BN name}. A module made from a function takes the name of the module whose forward called the function when
-    nothing else of that module remains in the graph (``stem.conv`` for a weight-standardising conv)."""
+    """Functional convolutions and linear layers → modules; BN after a convolution or linear layer folded. Returns
+    {layer name: BN name}. A module made from a function takes the name of the module whose forward called the
+    function when nothing else of that module remains in the graph (``stem.conv`` for a weight-standardising conv)."""
     made: list[tuple[fx.Node, str]] = []
     for node in list(gm.graph.nodes):
         if node.op == "call_function" and node.target in _WEIGHTED_MODULES and info[node].tainted:
@@ -257,11 +298,11 @@ def canonicalize(gm: fx.GraphModule, info: dict[fx.Node, NodeInfo], problems: li
         else:
             continue
         src = node.args[0]
-        conv = module_of(gm, src) if isinstance(src, fx.Node) else None
-        if not info[node].tainted or not is_conv(conv) or len(src.users) != 1 or params[0] is None:
+        owner = _fold_target(gm, src, info) if isinstance(src, fx.Node) and info[node].tainted else None
+        if owner is None or params[0] is None:
             continue
-        fold_bn(conv, *params)
-        folded[src.target] = node.target if node.op == "call_module" else scope_of(node)
+        fold_bn(module_of(gm, owner), *params)
+        folded[owner.target] = node.target if node.op == "call_module" else scope_of(node)
         node.replace_all_uses_with(src)
         gm.graph.erase_node(node)
     gm.graph.eliminate_dead_code()
