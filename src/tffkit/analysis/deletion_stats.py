@@ -1,4 +1,4 @@
-"""Uncertainty of deletion curves (docs/algorithms.md §8, SPEC §9–§10): every ranking's AP and fake accuracy per k
+"""Uncertainty of deletion curves (docs/algorithms.md §8 and §10): every ranking's AP and fake accuracy per k
 on cluster-bootstrap resamples of the test images, the AOPC with its 95% interval, its percentile in the null of
 the random rankings' AOPCs, paired differences, and where a curve is not monotone.
 

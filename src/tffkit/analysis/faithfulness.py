@@ -36,7 +36,7 @@ from .uncertainty import RESAMPLES
 from .unit_scores import LABELS, SCORED, SourceScores, source_scores, topk_stability
 
 METRICS = ("ap", "fake_acc")
-RANDOM_REPEATS = 20  # random rankings: the null of AOPC (SPEC §10: ≥ 20); CLI and study default
+RANDOM_REPEATS = 20  # random rankings: the null of AOPC (docs/algorithms.md §10: ≥ 20); CLI and study default
 Pair = tuple[str, int]
 
 
