@@ -30,10 +30,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..demo.artefacts import PlantedArtefacts
     from ..demo.study import run_demo
+    from ..demo.summary import write_summary
 
     start = time.time()
     planted = PlantedArtefacts(format_shortcut=args.format_shortcut,
                                **({} if args.colour is None else {"colour": args.colour}))
     path = run_demo(args.out, args.scale, args.seed, args.device, not args.no_progress, planted)
-    print(f"demo finished in {time.time() - start:.0f} s — open the report: {path}")
+    elapsed = time.time() - start
+    write_summary(args.out, elapsed_s=round(elapsed, 1))
+    print(f"demo finished in {elapsed:.0f} s — open the report: {path}; headline numbers: {args.out}/summary.md")
     return 0
