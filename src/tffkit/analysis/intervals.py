@@ -26,6 +26,7 @@ from .uncertainty import (
 
 SEED = 0  # the bootstrap's seed by default (one default for every step)
 FEW_GROUPS = 20  # a set with at most this many groups gets a per-group breakdown (SPEC §10)
+DOMINANT_SHARE = 0.75  # warn when one group carries more than this share of an effect (|value| × images)
 METRICS = ("ap", "acc", "real_acc", "fake_acc")
 
 
@@ -92,13 +93,14 @@ def median_change_intervals(probs: pd.DataFrame, *, resamples: int = RESAMPLES, 
     for i, name in enumerate(names):
         where = np.flatnonzero(code == i)
         own = list(dict.fromkeys(groups[where].tolist()))
-        row = {"set": name, **found[i].as_dict(), "resamples": resamples, "seed": seed,
+        row = {"set": name, **found[i].as_dict(), "groups": len(own), "resamples": resamples, "seed": seed,
                "dominant_group": "", "dominant_share": float("nan")}
         if len(own) <= FEW_GROUPS:
             per = [{"set": name, "group": g, "n": int((groups[where] == g).sum()),
                     "median_change_pp": change(where[groups[where] == g])} for g in own]
             parts += per
-            top = dominant_group([{"group": r["group"], "n": r["n"], "value": r["median_change_pp"]} for r in per])
+            top = dominant_group([{"group": r["group"], "n": r["n"], "value": r["median_change_pp"]} for r in per],
+                                 share=DOMINANT_SHARE)
             if top is not None:
                 row.update(dominant_group=top["group"], dominant_share=top["share"])
         rows.append(row)
@@ -160,8 +162,9 @@ def effect_share_intervals(color: np.ndarray, gray: np.ndarray, sets: Sequence[s
         return out
 
     found = ClusterResampler(groups, strata=code, resamples=resamples, seed=seed).intervals(share)
-    return pd.DataFrame([{"set": name, **found[i].as_dict(), "resamples": resamples, "seed": seed}
-                         for i, name in enumerate(names)])
+    groups = np.asarray([str(g) for g in groups], dtype=object)
+    return pd.DataFrame([{"set": name, **found[i].as_dict(), "groups": len(set(groups[code == i])),
+                          "resamples": resamples, "seed": seed} for i, name in enumerate(names)])
 
 
 def paired_summary(tests: pd.DataFrame, shares: pd.DataFrame, k: int) -> pd.DataFrame:

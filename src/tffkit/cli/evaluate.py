@@ -1,6 +1,7 @@
 """Score a detector on a benchmark (any layout of tffkit.layouts): AP, accuracy, real/fake accuracy at 0.5 and at a
 test-calibrated threshold, per set and class, plus a mean row. Writes OUT/metrics.csv,
-OUT/scores.csv (with each image's group), OUT/metrics_ci.csv (95% intervals over groups), OUT/run.json. Runs under torchrun with the data sharded across processes."""
+OUT/scores.csv (with each image's group), OUT/metrics_ci.csv (95% intervals over groups), OUT/run.json.
+Runs under torchrun with the data sharded across processes."""
 
 from __future__ import annotations
 
