@@ -33,10 +33,12 @@ def demo_config(out: Path, bench: dict, universal: str, colour_robust: str) -> d
         "batch_size": 64,
         "detector": {"arch": DEMO_ARCH, "weights": universal, "label": "universal (demo)"},
         "data": {"source": str(out / "benchmark" / "val"), "test": str(out / "benchmark" / "test"),
-                 "train_set": [bench["training_family"]]},
+                 "train_set": [bench["training_family"]],
+                 # crops NNNNN_<photo>.png: the source photograph is the unit of replication of the intervals
+                 "group_pattern": r"^\d{5}_(.+)\.(png|jpg)$"},
         "steps": {
             "rank": {"min_prob": 0.9, "k": 12},
-            "dropout": {"k_sweep": [3, 6, 12, 24], "random_repeats": 3},
+            "dropout": {"k_sweep": [3, 6, 12, 24], "random_repeats": 20},  # the random-k null: 20 replicas
             # rankings compared by deletion (k = 1 … 16, 3 random rankings, a fully randomised detector) on 100 fakes
             # and 100 reals per test set
             "faithfulness": {"enabled": True, "k_max": 16, "random_repeats": 3, "randomise": [1.0],
