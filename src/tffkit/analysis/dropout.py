@@ -29,11 +29,9 @@ from ..outputs import run_folder
 from ..passes import DatasetPass
 from ..reference import paper_numbers
 from ..results import RunRecord, atomic_write, save_figure, write_csv, write_json
-from .dropout_stats import curve_findings, dropout_effects, scores_wide
+from .dropout_stats import RANDOM_REPEATS, curve_findings, dropout_effects, scores_wide
 from .ffrs import ChannelSets, cut_tie, load_ranking, select_channels, tie_note
 from .intervals import RESAMPLES, SEED
-
-RANDOM_REPEATS = 20  # random-k replicas by default: the null distribution of the changes (SPEC §10)
 
 SITES = ("folded", "pre-bn")
 

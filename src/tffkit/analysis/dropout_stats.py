@@ -18,6 +18,7 @@ import pandas as pd
 from .intervals import RESAMPLES, SEED
 from .uncertainty import ClusterResampler, average_precision, null_percentile
 
+RANDOM_REPEATS = 20  # random-k replicas by default: the null distribution of the changes (SPEC §10)
 ID_COLUMNS = ["path", "set", "class", "label", "group"]
 METRICS = ("ap", "fake_acc")
 _VARIANT = re.compile(r"^(top|low|random)-(\d+)(?:#r(\d+))?$")

@@ -179,8 +179,8 @@ def uncertainty_args(p: argparse.ArgumentParser) -> None:
 
     g = p.add_argument_group("intervals (cluster bootstrap over groups, docs/algorithms.md §10)")
     g.add_argument("--resamples", type=int, default=RESAMPLES, metavar="B",
-                   help=f"bootstrap resamples of the groups per interval [default: {RESAMPLES}]")
-    g.add_argument("--bootstrap-seed", type=int, default=SEED, help=f"seed of the resamples [default: {SEED}]")
+                   help="bootstrap resamples of the groups per interval")
+    g.add_argument("--bootstrap-seed", type=int, default=SEED, help="seed of the resamples")
 
 
 def uncertainty(args: argparse.Namespace) -> dict:

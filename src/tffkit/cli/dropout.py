@@ -25,7 +25,7 @@ HELP = "feature-map dropout: top-k vs random-k vs low-k (dropout.csv, tables)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..analysis.dropout import RANDOM_REPEATS
+    from ..analysis.dropout_stats import RANDOM_REPEATS
     from ..reference import PAPER_DETECTORS
 
     detector_args(p)
