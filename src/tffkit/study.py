@@ -52,7 +52,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
     "": {"name": (str, "study"), "out": (str, REQUIRED), "device": (str, "auto"), "batch_size": (int, 64),
          "workers": ((int, type(None)), None), "preset": (str, "detector"), "paper_code": (bool, False),
          "detector": (dict, REQUIRED), "data": (dict, REQUIRED), "steps": (dict, {}), "uncertainty": (dict, {})},
-    # the cluster bootstrap of every interval (SPEC §10): resamples of the groups and their seed
+    # the cluster bootstrap of every interval (docs/algorithms.md §10): resamples of the groups and their seed
     "uncertainty": {"resamples": (int, 1000), "seed": (int, 0)},
     "detector": {"arch": (str, REQUIRED), "weights": ((str, type(None)), None),
                  "backbone_weights": ((str, type(None)), None), "random_weights": (bool, False),

@@ -1,4 +1,4 @@
-"""Uncertainty of the dropout step (SPEC §10, docs/algorithms.md §10): ΔAP and Δ fake accuracy per k with intervals
+"""Uncertainty of the dropout step (docs/algorithms.md §10): ΔAP and Δ fake accuracy per k with intervals
 over groups, random-k as a null distribution, and the shape of the curves — all from ``dropout_scores.csv`` (one
 probability column per variant, each image's group), so every number can be recomputed without the model.
 
@@ -18,7 +18,7 @@ import pandas as pd
 from .intervals import RESAMPLES, SEED
 from .uncertainty import ClusterResampler, average_precision, null_percentile
 
-RANDOM_REPEATS = 20  # random-k replicas by default: the null distribution of the changes (SPEC §10)
+RANDOM_REPEATS = 20  # random-k replicas by default: the null distribution of the changes (docs/algorithms.md §10)
 ID_COLUMNS = ["path", "set", "class", "label", "group"]
 METRICS = ("ap", "fake_acc")
 _VARIANT = re.compile(r"^(top|low|random)-(\d+)(?:#r(\d+))?$")

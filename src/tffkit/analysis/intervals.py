@@ -1,4 +1,4 @@
-"""Intervals of the evaluate and color steps (SPEC §10, docs/algorithms.md §10), from the per-image values the passes
+"""Intervals of the evaluate and color steps (docs/algorithms.md §10), from the per-image values the passes
 wrote (``scores.csv``, ``probabilities.csv``, ``activations_*.csv``, each with its ``group`` column): no model pass.
 
 Every interval is a 95% percentile interval of a cluster bootstrap: whole groups (source photographs, prompts,
@@ -25,7 +25,7 @@ from .uncertainty import (
 )
 
 SEED = 0  # the bootstrap's seed by default (one default for every step)
-FEW_GROUPS = 20  # a set with at most this many groups gets a per-group breakdown (SPEC §10)
+FEW_GROUPS = 20  # a set with at most this many groups gets a per-group breakdown (docs/algorithms.md §10)
 DOMINANT_SHARE = 0.75  # warn when one group carries more than this share of an effect (|value| × images)
 METRICS = ("ap", "acc", "real_acc", "fake_acc")
 

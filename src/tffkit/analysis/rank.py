@@ -128,7 +128,7 @@ def summarize(table: pd.DataFrame, explainer: Explainer, k: int, labels: np.ndar
     }
 
 
-MIN_CONFIDENT = 30  # a ranking from fewer confident fakes (or from one group) is flagged (SPEC §10)
+MIN_CONFIDENT = 30  # a ranking from fewer confident fakes (or from one group) is flagged (docs/algorithms.md §10)
 
 
 def confident_groups(groups: Sequence[str], labels: np.ndarray, prob: np.ndarray, min_prob: float,

@@ -174,7 +174,8 @@ def print_unreadable(rows: list[dict], where: str, limit: int = 20) -> None:
 
 
 def uncertainty_args(p: argparse.ArgumentParser) -> None:
-    """--resamples and --bootstrap-seed: the cluster bootstrap of the 95% intervals over groups (SPEC §10)."""
+    """--resamples and --bootstrap-seed: the cluster bootstrap of the 95% intervals over groups (docs/algorithms.md
+    §10)."""
     from ..analysis.intervals import RESAMPLES, SEED
 
     g = p.add_argument_group("intervals (cluster bootstrap over groups, docs/algorithms.md §10)")

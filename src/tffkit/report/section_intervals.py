@@ -1,7 +1,8 @@
-"""The report's intervals (SPEC §10): tables and sentences of the evaluate, dropout, color and rank steps with their
-95% intervals over groups, read from the files those steps wrote (``metrics_ci.csv``, ``dropout_effects.csv``,
-``dropout.json``, ``median_probability_ci.csv``, ``median_probability_groups.csv``, ``colour_conditional_paired.csv``,
-``ffrs.json``). A difference whose interval includes 0 is written as "not shown", never as a direction."""
+"""The report's intervals (docs/algorithms.md §10): tables and sentences of the evaluate, dropout, color and rank
+steps with their 95% intervals over groups, read from the files those steps wrote (``metrics_ci.csv``,
+``dropout_effects.csv``, ``dropout.json``, ``median_probability_ci.csv``, ``median_probability_groups.csv``,
+``colour_conditional_paired.csv``, ``ffrs.json``). A difference whose interval includes 0 is written as "not shown",
+never as a direction."""
 
 from __future__ import annotations
 
