@@ -216,4 +216,6 @@ def test_non_monotone_curves_and_raised_ap_are_findings():
     lines = effects_lines(effects, list(found.values()), where="b")
     assert "not shown" in lines[1] and "raises AP by 6.0 pp" not in lines[1]  # k = 8: interval includes 0
     assert lines[0].startswith("k = 4: dropping the top-4 units raises AP by 5.0 pp [1.0, 8.0]")
-    assert any(line.startswith("Finding: on b, dropping the top-k units raises AP") for line in lines)
+    assert "Finding: dropping the top-k units raises AP (interval above 0) on b (k = 4, 16)" in lines[-2]
+    assert lines[-1] == ("Not monotone: the top-k AP rises from the previous k (baseline at k = 0) on a (k = 8); "
+                         "b (k = 4, 8, 16); the mean over sets (k = 8).")

@@ -113,7 +113,7 @@ def test_report_sentences_carry_intervals_and_never_a_direction_inside_noise(tmp
                   for m in ("ap", "acc", "real_acc", "fake_acc")]).to_csv(ev / "metrics_ci.csv", index=False)
     body, sentence = transfer_intervals(ev, ["progan"])
     assert "progan† 99.0 [94.0, 100.0]%" in sentence and "mean over sets 84.5 [79.5, 87.5]%" in sentence
-    assert "gan_b: 4" in sentence and "65.0, 73.0" in body
+    assert "intervals over few groups: gan_b 4)" in sentence and "65.0, 73.0" in body
 
     dr = tmp_path / "dropout"
     dr.mkdir()
@@ -133,8 +133,8 @@ def test_report_sentences_carry_intervals_and_never_a_direction_inside_noise(tmp
         in sentence
     assert "k = 12: dropping the top-12 units changes the mean AP by -2.0 pp [-5.0, +1.0]: a change not shown" \
         in sentence and "lowers the mean AP" not in sentence
-    assert "Finding: on the mean over sets, dropping the top-k units raises AP" in sentence
-    assert "not monotone" in sentence and "+4.0 [+1.0, +7.0]" in body
+    assert "Finding: dropping the top-k units raises AP (interval above 0) on the mean over sets (k = 3)" in sentence
+    assert "Not monotone: the top-k AP rises" in sentence and "+4.0 [+1.0, +7.0]" in body
 
     co = tmp_path / "color"
     co.mkdir()
@@ -151,9 +151,10 @@ def test_report_sentences_carry_intervals_and_never_a_direction_inside_noise(tmp
                    "effect_low": 25.0, "effect_high": 91.7, "groups": 2}]).to_csv(
         co / "colour_conditional_paired.csv", index=False)
     body, sentence, paired_body, paired_sentence = color_intervals(co, ["a"])
-    assert sentence.startswith("Removing colour lowers the median p(fake) of the fakes of a† (2 groups) by 95.0 pp "
-                               "[1.0, 98.0]")
-    assert "of b (30 groups) by +1.2 pp [-0.5, +3.0]: a change not shown" in sentence
+    assert sentence.startswith("Removing colour lowers the fakes' median p(fake) on a† (2 groups) by 95.0 pp "
+                               "[1.0, 98.0].")
+    assert "is not shown (its interval includes 0) on b (30 groups): +1.2 [-0.5, +3.0] pp" in sentence
+    assert "raises" not in sentence and "median p(fake) on b" not in sentence
     assert "one group (photo1) carries 98% of the change" in sentence and "photo2" in body
     assert "a† 66.7 [25.0, 91.7]% (Mood 83%)" in paired_sentence and "10 (9)" in paired_body
 

@@ -143,14 +143,17 @@ def effects_lines(effects: pd.DataFrame, curves: Sequence[dict], where: str = "m
         if "low" in by:
             text += f"; the low-{k} {change_words(by['low'].delta, by['low'].low, by['low'].high, what=what)}"
         lines.append(text + ".")
-    for c in curves:
-        name = "the mean over sets" if c["set"] == "mean" else c["set"]
-        if c["raises_ap"]:
-            lines.append(f"Finding: on {name}, dropping the top-k units raises AP (interval above 0) at k = "
-                         f"{', '.join(map(str, c['raises_ap']))} — ω counts positive relevance only.")
-        if not c["monotone"]:
-            lines.append(f"The top-k AP curve of {name} is not monotone: AP rises from the previous k at k = "
-                         f"{', '.join(map(str, c['rises_at']))}.")
+    def where(c: dict, key: str) -> str:
+        return f"{'the mean over sets' if c['set'] == 'mean' else c['set']} (k = {', '.join(map(str, c[key]))})"
+
+    raised = [where(c, "raises_ap") for c in curves if c["raises_ap"]]
+    if raised:
+        lines.append("Finding: dropping the top-k units raises AP (interval above 0) on " + "; ".join(raised)
+                     + " — ω counts positive relevance only.")
+    rising = [where(c, "rises_at") for c in curves if not c["monotone"]]
+    if rising:
+        lines.append("Not monotone: the top-k AP rises from the previous k (baseline at k = 0) on " + "; ".join(rising)
+                     + ".")
     return lines
 
 

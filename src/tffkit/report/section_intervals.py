@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..analysis.dropout_stats import effects_lines
-from ..analysis.intervals import change_words
+from ..analysis.intervals import FEW_GROUPS, change_words
 from ..results import read_json
 from .tables import html_table, mark
 
@@ -58,10 +58,10 @@ def transfer_intervals(folder: Path, train: Iterable[str]) -> tuple[str, str]:
     if "mean" in ap.index:
         m = ap.loc["mean"]
         sentence += f"; mean over sets {with_interval(m['estimate'], m['low'], m['high'])}%"
-    few = ap[(ap.index != "mean") & (ap["groups"] < 2 * 5)]
+    few = ap[(ap.index != "mean") & (ap["groups"] <= FEW_GROUPS)]
     if len(few):
-        sentence += (" (few groups in " + ", ".join(f"{s}: {int(n)}" for s, n in few["groups"].items())
-                     + ": wide intervals)")
+        sentence += (" (intervals over few groups: " + ", ".join(f"{mark(s, train)} {int(n)}"
+                                                               for s, n in few["groups"].items()) + ")")
     return body, sentence + "."
 
 
@@ -107,14 +107,22 @@ def color_intervals(folder: Path, train: Iterable[str]) -> tuple[str, str, str, 
     if path.is_file():
         ci = pd.read_csv(path, keep_default_na=False, na_values=[""])
         if len(ci):
-            parts, warnings = [], []
+            parts, unclear, warnings = [], [], []
             for r in ci.itertuples():
-                what = f"the median p(fake) of the fakes of {mark(r.set, train)} ({int(r.groups)} groups)"
-                parts.append(change_words(r.estimate, r.low, r.high, what=what, scale=1.0))
+                name = f"{mark(r.set, train)} ({int(r.groups)} groups)"
+                if r.low > 0 or r.high < 0:
+                    parts.append(change_words(r.estimate, r.low, r.high, what=f"the fakes' median p(fake) on {name}",
+                                              scale=1.0))
+                else:
+                    unclear.append(f"{name}: {with_interval(r.estimate, r.low, r.high, 1.0, True)} pp")
                 if isinstance(r.dominant_group, str) and r.dominant_group:
                     warnings.append(f"on {mark(r.set, train)} one group ({r.dominant_group}) carries "
                                     f"{100 * r.dominant_share:.0f}% of the change")
-            sentence = "Removing colour " + "; ".join(parts) + "."
+            sentence = ("Removing colour " + "; ".join(parts) + "." if parts else "")
+            if unclear:
+                sentence += (" " if sentence else "") + ("A change of the median p(fake) under colour removal is not "
+                                                         "shown (its interval includes 0) on " + "; ".join(unclear)
+                                                         + ".")
             if warnings:
                 sentence += " Warning: " + "; ".join(warnings) + " — the effect rests on that group."
             table = ci.assign(change=[with_interval(r.estimate, r.low, r.high, 1.0, True) for r in ci.itertuples()])
