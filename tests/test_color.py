@@ -145,7 +145,7 @@ def test_color_cli_writes_every_output(tmp_path, arch, preset, tffs):
     tests = pd.read_csv(out / "mood_tests.csv")
     assert len(tests) == 2 * len(tffs) and tests["n"].tolist() == [4] * len(tffs) + [2] * len(tffs)
     acts = {v: pd.read_csv(out / f"activations_{v}.csv") for v in ("colour", "grayscale")}
-    assert len(acts["colour"]) == 6 and not np.allclose(acts["colour"].iloc[:, 3:], acts["grayscale"].iloc[:, 3:])
+    assert len(acts["colour"]) == 6 and not np.allclose(acts["colour"].iloc[:, 4:], acts["grayscale"].iloc[:, 4:])
     # the grayscale version is PIL's luma, replicated, before normalisation
     ex = Explainer(model)
     gray = Image.open(acts["grayscale"]["path"][0]).convert("L").convert("RGB")
@@ -153,6 +153,114 @@ def test_color_cli_writes_every_output(tmp_path, arch, preset, tffs):
         gray = gray.resize((224, 224), Image.BILINEAR)
     crop = torch.from_numpy(np.array(gray)).permute(2, 0, 1)[None]
     expected = MaxActivationTap(ex, tffs).run(normalize(crop))[0][0].numpy()
-    assert np.allclose(acts["grayscale"].iloc[0, 3:].to_numpy(float), expected, rtol=1e-4, atol=1e-5)
+    assert np.allclose(acts["grayscale"].iloc[0, 4:].to_numpy(float), expected, rtol=1e-4, atol=1e-5)
     summary = json.loads((out / "color.json").read_text())
     assert {r["set"] for r in summary["colour_conditional"]} == {"progan", "stylegan"}
+
+
+def test_paired_test_finds_a_shift_that_moods_test_misses():
+    """The same fakes with and without colour: a shift of 0.8 sd on every image is lost in Mood's unpaired test (it
+    compares two spread samples) and found by the paired Wilcoxon test and the paired effect size (≈ 0.8/1.35)."""
+    from tffkit.analysis.intervals import paired_tests
+
+    rng = np.random.default_rng(0)
+    n, k = 20, 100
+    colour = rng.normal(0, 1, (n, k))
+    keys = [str(j) for j in range(k)]
+    shifted = col.mood_tests(colour, colour + 0.8 + rng.normal(0, 0.1, (n, k)), ["s"] * n, keys)
+    paired = paired_tests(colour, colour + 0.8 + rng.normal(0, 0.1, (n, k)), ["s"] * n, keys)
+    assert shifted["colour_conditional"].sum() <= 50
+    assert paired["wilcoxon_conditional"].all() and paired["effect_conditional"].sum() >= 75
+    null = paired_tests(colour, colour + rng.normal(0, 0.1, (n, k)), ["s"] * n, keys)  # no shift
+    assert null["wilcoxon_conditional"].sum() <= 12 and not null["effect_conditional"].any()
+
+
+def test_detector_wide_bh_pools_mood_and_wilcoxon_tests():
+    from tffkit.analysis.intervals import detector_bh
+
+    rng = np.random.default_rng(1)
+    tests = pd.DataFrame({"p": rng.uniform(0, 0.2, 30), "wilcoxon_p": rng.uniform(0, 0.05, 30)})
+    tests.loc[3, "p"] = np.nan  # an undefined Mood test is never rejected and not counted
+    found = detector_bh(tests)
+    pooled = np.r_[tests["p"].dropna(), tests["wilcoxon_p"]]
+    q = false_discovery_control(pooled)
+    assert int(found["bh_mood"].sum() + found["bh_wilcoxon"].sum()) == int((q <= 0.05).sum())
+    assert not found.loc[3, "bh_mood"]
+    assert (found["bh_wilcoxon"] <= (tests["wilcoxon_p"] <= 0.05)).all()  # BH never rejects more than raw
+
+
+def test_effect_sizes_and_their_share_interval():
+    from tffkit.analysis.intervals import effect_share_intervals, effect_sizes
+    from tffkit.analysis.uncertainty import ClusterResampler, paired_effect
+
+    rng = np.random.default_rng(2)
+    colour = rng.normal(0, 1, (40, 6))
+    colour[:, 5] = 1.0  # constant: IQR 0
+    gray = colour + np.array([0.0, 0.2, 0.9, -1.5, 0.1, 0.3])
+    expected = [paired_effect(colour[:, j], gray[:, j]) for j in range(6)]
+    assert np.allclose(effect_sizes(colour, gray), expected) and effect_sizes(colour, gray)[5] == np.inf
+    sets = np.array(["a"] * 20 + ["b"] * 20)
+    groups = [f"g{i // 4}" for i in range(40)]
+    shares = effect_share_intervals(colour, gray, sets, groups, resamples=50, seed=4).set_index("set")
+    for s in ("a", "b"):
+        m = sets == s
+        assert shares.loc[s, "estimate"] == 100 * np.mean(np.abs(effect_sizes(colour[m], gray[m])) >= 0.5)
+        assert shares.loc[s, "groups"] == 5
+    draws = []  # the same resamples by hand
+    for idx in ClusterResampler(groups, strata=[0 if s == "a" else 1 for s in sets], resamples=50, seed=4).draws():
+        sel = idx[sets[idx] == "a"]
+        draws.append(100 * np.mean([abs(paired_effect(colour[sel, j], gray[sel, j])) >= 0.5 for j in range(6)]))
+    assert np.isclose(shares.loc["a", "low"], np.percentile(draws, 2.5))
+
+
+def test_median_change_interval_and_the_dominant_group_warning():
+    """Two photographs: colour removal drops p by ≈ 95 pp on one and not at all on the other (the issue's demo)."""
+    from tffkit.analysis.intervals import median_change_intervals
+
+    rng = np.random.default_rng(3)
+    colour = rng.uniform(0.9, 1.0, 100)
+    gray = np.r_[colour[:50] - 0.95 + rng.uniform(0, 0.02, 50), colour[50:] + rng.normal(0, 0.01, 50)]
+    probs = pd.DataFrame({"path": [f"{i}.png" for i in range(100)], "set": "s", "colour": colour,
+                          "grayscale": gray.clip(0, 1), "group": ["photo1"] * 50 + ["photo2"] * 50})
+    ci, groups = median_change_intervals(probs, resamples=200)
+    row = ci.iloc[0]
+    assert row["groups"] == 2 and row["dominant_group"] == "photo1" and row["dominant_share"] > 0.9
+    assert np.isclose(row["estimate"], 100 * (np.median(probs["grayscale"]) - np.median(colour)))
+    assert row["low"] < -90 and row["high"] > -5  # two groups: the interval spans both photographs' effects
+    assert groups["group"].tolist() == ["photo1", "photo2"] and groups["median_change_pp"].iloc[0] < -90
+    many = median_change_intervals(probs.assign(group=probs["path"]), resamples=50)[0].iloc[0]
+    assert many["dominant_group"] == ""  # 100 groups: no per-group breakdown
+
+
+def test_color_intervals_recompute_from_the_written_files(tmp_path):
+    """probabilities.csv and activations_*.csv carry each fake's group: the written intervals are recomputed from
+    them alone; mood_tests.csv has the paired columns and the detector-wide BH."""
+    from tffkit.analysis.intervals import effect_share_intervals, median_change_intervals
+
+    tffs = [("conv1", 2), ("layer1.0.conv2", 3), ("layer3.0.downsample.0", 9)]
+    tree = make_tree(tmp_path / "d", {"progan": ["car", "cat"], "stylegan": []}, n=3, size=32)
+    model = pseudo_trained("tiny_resnet")
+    out = tmp_path / "out"
+    assert main(["color", "--arch", "tiny_resnet", "--weights", str(save_checkpoint(tmp_path / "w.pth", model)),
+                 "--data", str(tree), "--ranking", str(_ranking(tmp_path / "r.csv", tffs)), "--k", "3",
+                 "--min-prob", "0", "--preset", "center224", "--device", "cpu", "--workers", "0", "--no-progress",
+                 "--resamples", "30", "--bootstrap-seed", "5", "--out", str(out)]) == 0
+    probs = pd.read_csv(out / "probabilities.csv", keep_default_na=False)
+    # the class folder where there is one, else the image itself
+    assert set(probs["group"]) == {"car", "cat"} | set(probs[probs["set"] == "stylegan"]["path"])
+    ci, groups = median_change_intervals(probs, resamples=30, seed=5)
+    cols = ["set", "estimate", "low", "high", "groups", "resamples", "seed"]
+    pd.testing.assert_frame_equal(pd.read_csv(out / "median_probability_ci.csv")[cols], ci[cols], check_dtype=False)
+    assert len(pd.read_csv(out / "median_probability_groups.csv")) == len(groups)
+    acts = {v: pd.read_csv(out / f"activations_{v}.csv", keep_default_na=False) for v in ("colour", "grayscale")}
+    keys = [c for c in acts["colour"].columns if c not in ("path", "set", "class", "group")]
+    shares = effect_share_intervals(acts["colour"][keys].to_numpy(float), acts["grayscale"][keys].to_numpy(float),
+                                    acts["colour"]["set"], acts["colour"]["group"], resamples=30, seed=5)
+    paired = pd.read_csv(out / "colour_conditional_paired.csv").set_index("set")
+    for r in shares.itertuples():
+        assert np.isclose(paired.loc[r.set, "effect_percent"], r.estimate)
+        assert np.isclose(paired.loc[r.set, "effect_low"], r.low)
+        assert np.isclose(paired.loc[r.set, "effect_high"], r.high)
+    tests = pd.read_csv(out / "mood_tests.csv")
+    assert {"wilcoxon_p", "effect", "effect_conditional", "bh_mood", "bh_wilcoxon"} <= set(tests.columns)
+    assert (paired["wilcoxon_bh_count"] <= paired["wilcoxon_count"]).all()

@@ -1,15 +1,20 @@
 """Feature-map dropout: exact masks at both sites, tables, and the effect on a trained detector."""
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
+from sklearn.metrics import average_precision_score
 
 from conftest import run_torchrun
 from lrp_helpers import pseudo_trained
 from tffkit import distributed as tdist
 from tffkit.analysis.dropout import dropped, paper_layout, score_variants, summarize
+from tffkit.analysis.dropout_stats import curve_findings, dropout_effects, effects_lines
 from tffkit.analysis.ffrs import ChannelSets
+from tffkit.analysis.uncertainty import ClusterResampler, null_percentile
 from tffkit.cli import main
 from tffkit.data import find_samples
 from tffkit.detectors import load_detector
@@ -97,9 +102,27 @@ def test_top_k_hurts_more_than_random_k(tmp_path: Path, trained_tiny):
     for f in ("dropout_summary.csv", "dropout_table.md", "dropout_table.tex", "ap_vs_k.png", "run.json"):
         assert (tmp_path / "drop" / f).stat().st_size > 0
     assert "random-24" in (tmp_path / "drop" / "dropout_table.md").read_text()
+    # per-image scores with groups: the AP of dropout.csv and the intervals of dropout_effects.csv recompute from them
+    wide = pd.read_csv(tmp_path / "drop" / "dropout_scores.csv", keep_default_na=False)
+    assert {"group", "baseline", "top-24", "low-8", "random-24#r2"} <= set(wide.columns)
+    for (variant, s), ap in long[long["replica"] == 0].set_index(["variant", "set"])["ap"].items():
+        part = wide[wide["set"] == s]
+        column = f"{variant}#r0" if variant.startswith("random") else variant
+        assert np.isclose(average_precision_score(part["label"], part[column]), ap)
+    effects = pd.read_csv(tmp_path / "drop" / "dropout_effects.csv")
+    pd.testing.assert_frame_equal(effects, dropout_effects(wide, resamples=1000, seed=0), check_dtype=False)
+    top = effects[(effects["kind"] == "top") & (effects["k"] == 24) & (effects["set"] == "mean")
+                  & (effects["metric"] == "ap")].iloc[0]
+    null = (long[long["variant"] == "random-24"].groupby("replica")["ap"].mean()
+            - long[long["variant"] == "baseline"]["ap"].mean())
+    assert top["null_replicas"] == 3 and top["null_percentile"] == null_percentile(top["delta"], null)
+    assert top["high"] < 0 and np.isclose(top["delta"], mean_ap["top-24"] - mean_ap["baseline"])
+    info = json.loads((tmp_path / "drop" / "dropout.json").read_text())
+    assert {c["set"] for c in info["curves"]} == set(long["set"]) | {"mean"} and info["resamples"] == 1000
     run_torchrun(["dropout", *common, "--ranking", str(tmp_path / "rank" / "ffrs.csv"), "--k-sweep", "8", "24",
                   "--random-repeats", "3", "--out", str(tmp_path / "drop2")])
-    assert (tmp_path / "drop2" / "dropout.csv").read_text() == (tmp_path / "drop" / "dropout.csv").read_text()
+    for name in ("dropout.csv", "dropout_effects.csv", "dropout_scores.csv"):
+        assert (tmp_path / "drop2" / name).read_text() == (tmp_path / "drop" / name).read_text()
 
 
 def test_pooled_random_k_is_one_ap_of_the_mean_probability(tmp_path: Path, trained_tiny):
@@ -173,3 +196,68 @@ def test_low_k_inside_a_tie_is_said(tmp_path: Path, trained_tiny):
     assert "100 maps share ω = 0" in notes["low-10"] and "10 of them are in the low-10" in notes["low-10"]
     assert notes["top-10"] == "" and notes["baseline"] == ""
     assert "low-10 cut falls inside a tie" in (tmp_path / "drop" / "dropout_table.md").read_text()
+
+
+def _wide(seed: int = 0, n_groups: int = 10, per_group: int = 4, replicas: int = 20) -> pd.DataFrame:
+    """Two sets of fakes and reals in groups; top-5 lowers every fake's score, low-5 does nothing, random-5 a little."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in ("a", "b"):
+        for label in (0, 1):
+            for g in range(n_groups):
+                level = rng.normal(1.5 * (2 * label - 1), 1.0)
+                rows += [{"path": f"{s}{label}{g}{i}", "set": s, "class": "", "label": label, "group": f"{s}{label}{g}",
+                          "logit": rng.normal(level, 0.5)} for i in range(per_group)]
+    wide = pd.DataFrame(rows)
+    sig = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    wide["baseline"] = sig(wide["logit"])
+    wide["top-5"] = sig(wide["logit"] - 2.0 * wide["label"])
+    wide["low-5"] = wide["baseline"]
+    for r in range(replicas):
+        wide[f"random-5#r{r}"] = sig(wide["logit"] + rng.normal(0, 0.3, len(wide)))
+    return wide.drop(columns="logit")
+
+
+def test_dropout_effects_are_paired_differences_with_a_null_percentile():
+    wide = _wide()
+    effects = dropout_effects(wide, resamples=200, seed=1).set_index(["kind", "k", "set", "metric"])
+    top = effects.loc[("top", 5, "mean", "ap")]
+    aps = {c: np.mean([average_precision_score(p["label"], p[c]) for _, p in wide.groupby("set")])
+           for c in wide.columns[5:]}
+    assert np.isclose(top["delta"], aps["top-5"] - aps["baseline"]) and top["high"] < 0
+    null = [aps[f"random-5#r{r}"] - aps["baseline"] for r in range(20)]
+    assert top["null_replicas"] == 20 and top["null_percentile"] == null_percentile(top["delta"], null) == 0.0
+    assert np.isclose(top["null_low"], np.percentile(null, 2.5))
+    low = effects.loc[("low", 5, "a", "ap")]
+    assert low["delta"] == low["low"] == low["high"] == 0.0  # the same images and resamples: an exact 0 (paired)
+    # the interval is the naive one over the same draws
+    sampler = ClusterResampler(wide["group"], strata=wide["set"] + "/" + wide["label"].astype(str), resamples=200,
+                               seed=1)
+    draws = []
+    for idx in sampler.draws():
+        part = wide.iloc[idx]
+        sub = part[part["set"] == "b"]
+        fakes = sub[sub["label"] == 1]
+        draws.append((fakes["top-5"] > 0.5).mean() - (fakes["baseline"] > 0.5).mean())
+    fake = effects.loc[("top", 5, "b", "fake_acc")]
+    assert np.isclose(fake["low"], np.percentile(draws, 2.5)) and np.isclose(fake["high"], np.percentile(draws, 97.5))
+    assert effects.loc[("top", 5, "a", "ap"), "groups"] == 20
+
+
+def test_non_monotone_curves_and_raised_ap_are_findings():
+    summary = pd.DataFrame([{"kind": kind, "k": k, "set": s, "ap": ap} for s, curve in
+                            (("a", [0.9, 0.8, 0.85, 0.5]), ("b", [0.9, 0.95, 0.96, 0.97]))
+                            for kind, k, ap in zip(["baseline", "top", "top", "top"], [0, 4, 8, 16], curve,
+                                                   strict=True)])
+    effects = pd.DataFrame([{"kind": "top", "k": k, "set": "b", "metric": "ap", "delta": d, "low": lo, "high": hi,
+                             "null_replicas": 0, "null_percentile": np.nan, "null_low": np.nan, "null_high": np.nan}
+                            for k, d, lo, hi in ((4, 0.05, 0.01, 0.08), (8, 0.06, -0.01, 0.1), (16, 0.07, 0.02, 0.1))])
+    found = {c["set"]: c for c in curve_findings(summary, effects)}
+    assert not found["a"]["monotone"] and found["a"]["rises_at"] == [8] and found["a"]["raises_ap"] == []
+    assert not found["b"]["monotone"] and found["b"]["raises_ap"] == [4, 16] and found["b"]["ks"] == [4, 8, 16]
+    lines = effects_lines(effects, list(found.values()), where="b")
+    assert "not shown" in lines[1] and "raises AP by 6.0 pp" not in lines[1]  # k = 8: interval includes 0
+    assert lines[0].startswith("k = 4: dropping the top-4 units raises AP by 5.0 pp [1.0, 8.0]")
+    assert "Finding: dropping the top-k units raises AP (interval above 0) on b (k = 4, 16)" in lines[-2]
+    assert lines[-1] == ("Not monotone: the top-k AP rises from the previous k (baseline at k = 0) on a (k = 8); "
+                         "b (k = 4, 8, 16); the mean over sets (k = 8).")

@@ -275,3 +275,37 @@ def test_rank_reports_ties_and_lists_unreadable_files(tmp_path: Path, trained_ti
     assert ties["tied_values"] == int((counts > 1).sum()) and ties["maps_in_ties"] == int(counts[counts > 1].sum())
     omega = t["omega"].to_numpy()
     assert (ties["low_k_cut"] is not None) == bool(omega[719 - 700] == omega[720 - 700])
+
+
+def test_confident_fakes_per_group_and_the_fragile_ranking_warning():
+    from tffkit.analysis.rank import confident_groups
+
+    labels = np.array([1] * 40 + [0] * 5)
+    prob = np.r_[np.full(20, 0.95), np.full(15, 0.99), np.float32(0.9), np.full(4, 0.5), np.full(5, 0.99)]
+    groups = ["a"] * 20 + ["b"] * 16 + ["c"] * 4 + ["a"] * 5
+    found = confident_groups(groups, labels, prob, 0.9, "pattern")
+    assert found["confident_fakes_per_group"] == {"a": 20, "b": 16}  # p = float32(0.9) counts, as on the device
+    assert found["confident_fakes_groups"] == 2 and found["ranking_warning"] is None
+    one = confident_groups(["a"] * 45, labels, prob, 0.9, "pattern")
+    assert "one group (a)" in one["ranking_warning"] and "fewer than" not in one["ranking_warning"]
+    few = confident_groups(groups, labels, prob, 0.97, "pattern")
+    assert few["confident_fakes_per_group"] == {"b": 15} and "only 15 confident fakes" in few["ranking_warning"]
+    no_groups = confident_groups([""] * 45, labels, prob, 0.9, "image")  # each image its own group: no table
+    assert no_groups["confident_fakes_per_group"] is None and no_groups["confident_fakes_groups"] == 36
+
+
+def test_rank_writes_groups_and_warns(tmp_path: Path, trained_tiny, capsys):
+    weights, data = trained_tiny
+    common = ["rank", "--arch", "tiny_resnet", "--weights", str(weights), "--data", str(data), "--sets", "gan_b",
+              "--preset", "full", "--device", "cpu", "--workers", "0", "--no-progress", "--min-prob", "0.5"]
+    import json
+
+    assert main([*common, "--group-pattern", r"^0(\d)\d\.png$", "--out", str(tmp_path / "two")]) == 0
+    summary = json.loads((tmp_path / "two" / "ffrs.json").read_text())
+    per_group = summary["confident_fakes_per_group"]
+    assert set(per_group) <= {"0", "1"} and sum(per_group.values()) == summary["fakes_used"]
+    assert summary["confident_fakes_groups"] == len(per_group) and summary["group_source"] == "file-name pattern"
+    assert f"only {summary['fakes_used']} confident fakes" in summary["ranking_warning"]  # at most 16 fakes
+    assert "warning: the ranking rests on only" in capsys.readouterr().out
+    assert main([*common, "--group-pattern", r"^(0)\d\d\.png$", "--out", str(tmp_path / "one")]) == 0
+    assert "one group (0)" in json.loads((tmp_path / "one" / "ffrs.json").read_text())["ranking_warning"]

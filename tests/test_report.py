@@ -97,3 +97,67 @@ def test_boxplot_annotations_carry_the_table_sign(tmp_path: Path, monkeypatch):
     figs.probability_boxplot(probs, changes, tmp_path / "m.png")
     assert "−60.0 pp" in texts or "-60.0 pp" in texts
     assert "+30.0 pp" in texts
+
+
+def test_report_sentences_carry_intervals_and_never_a_direction_inside_noise(tmp_path: Path):
+    """The report's interval sentences are drawn from the step files; a change whose interval includes 0 is written
+    as not shown."""
+    from tffkit.report.section_intervals import color_intervals, dropout_intervals, ffrs_groups, transfer_intervals
+    from tffkit.results import write_json
+
+    ev = tmp_path / "evaluate"
+    ev.mkdir()
+    pd.DataFrame([{"set": s, "metric": m, "estimate": e, "low": e - 0.05, "high": min(1.0, e + 0.03), "groups": g,
+                   "resamples": 100, "seed": 0} for s, e, g in (("progan", 0.99, 40), ("gan_b", 0.7, 4),
+                                                                 ("mean", 0.845, 44))
+                  for m in ("ap", "acc", "real_acc", "fake_acc")]).to_csv(ev / "metrics_ci.csv", index=False)
+    body, sentence = transfer_intervals(ev, ["progan"])
+    assert "progan† 99.0 [94.0, 100.0]%" in sentence and "mean over sets 84.5 [79.5, 87.5]%" in sentence
+    assert "intervals over few groups: gan_b 4)" in sentence and "65.0, 73.0" in body
+
+    dr = tmp_path / "dropout"
+    dr.mkdir()
+    rows = []
+    for k, (d, lo, hi) in ((3, (0.04, 0.01, 0.07)), (12, (-0.02, -0.05, 0.01))):
+        for kind in ("top", "low"):
+            for name in ("a", "mean"):
+                for metric in ("ap", "fake_acc"):
+                    rows.append({"kind": kind, "k": k, "set": name, "metric": metric, "delta": d, "low": lo,
+                                 "high": hi, "groups": 6, "null_percentile": 100.0 if k == 3 else 30.0,
+                                 "null_replicas": 20, "null_low": -0.01, "null_high": 0.01})
+    pd.DataFrame(rows).to_csv(dr / "dropout_effects.csv", index=False)
+    write_json(dr / "dropout.json", {"curves": [{"set": "mean", "ks": [3, 12], "monotone": False, "rises_at": [3],
+                                                 "raises_ap": [3]}], "resamples": 100, "bootstrap_seed": 0})
+    body, sentence = dropout_intervals(dr, [])
+    assert "k = 3: dropping the top-3 units raises the mean AP by 4.0 pp [1.0, 7.0], at percentile 100 of 20" \
+        in sentence
+    assert "k = 12: dropping the top-12 units changes the mean AP by -2.0 pp [-5.0, +1.0]: a change not shown" \
+        in sentence and "lowers the mean AP" not in sentence
+    assert "Finding: dropping the top-k units raises AP (interval above 0) on the mean over sets (k = 3)" in sentence
+    assert "Not monotone: the top-k AP rises" in sentence and "+4.0 [+1.0, +7.0]" in body
+
+    co = tmp_path / "color"
+    co.mkdir()
+    pd.DataFrame([{"set": "a", "estimate": -95.0, "low": -98.0, "high": -1.0, "groups": 2, "resamples": 100,
+                   "seed": 0, "dominant_group": "photo1", "dominant_share": 0.98},
+                  {"set": "b", "estimate": 1.2, "low": -0.5, "high": 3.0, "groups": 30, "resamples": 100, "seed": 0,
+                   "dominant_group": "", "dominant_share": float("nan")}]).to_csv(co / "median_probability_ci.csv",
+                                                                                  index=False)
+    pd.DataFrame([{"set": "a", "group": "photo1", "n": 50, "median_change_pp": -96.0},
+                  {"set": "a", "group": "photo2", "n": 50, "median_change_pp": -1.0}]).to_csv(
+        co / "median_probability_groups.csv", index=False)
+    pd.DataFrame([{"set": "a", "k": 12, "mood_count": 10, "mood_bh_count": 9, "wilcoxon_count": 11,
+                   "wilcoxon_bh_count": 11, "effect_count": 8, "mood_percent": 83.3, "effect_percent": 66.7,
+                   "effect_low": 25.0, "effect_high": 91.7, "groups": 2}]).to_csv(
+        co / "colour_conditional_paired.csv", index=False)
+    body, sentence, paired_body, paired_sentence = color_intervals(co, ["a"])
+    assert sentence.startswith("Removing colour lowers the fakes' median p(fake) on a† (2 groups) by 95.0 pp "
+                               "[1.0, 98.0].")
+    assert "is not shown (its interval includes 0) on b (30 groups): +1.2 [-0.5, +3.0] pp" in sentence
+    assert "raises" not in sentence and "median p(fake) on b" not in sentence
+    assert "one group (photo1) carries 98% of the change" in sentence and "photo2" in body
+    assert "a† 66.7 [25.0, 91.7]% (Mood 83%)" in paired_sentence and "10 (9)" in paired_body
+
+    assert "Warning: the ranking rests on only 18" in ffrs_groups(
+        {"confident_fakes_per_group": {"v1": 18}, "confident_fakes_groups": 1, "group_source": "file-name pattern",
+         "ranking_warning": "the ranking rests on only 18 confident fakes"})

@@ -31,12 +31,14 @@ def test_config_errors_name_the_field(tmp_path: Path, trained_tiny):
     cfg["steps"]["faithfulness"] = {"enabled": True, "k_max": "many", "site": "nowhere"}
     cfg["steps"]["bogus"] = {}
     cfg["colour"] = 1
+    cfg["uncertainty"] = {"resamples": 0, "bogus": 1}
     with pytest.raises(ConfigError) as err:
         load_config(cfg)
     msg = str(err.value)
     for field in ("batch_size: expected int", "detector.arch: unknown detector", "data.test:",
                   "steps.dropout.site", "steps.bogus: unknown step", "colour: unknown field",
-                  "steps.faithfulness.k_max: expected int", "steps.faithfulness.site"):
+                  "steps.faithfulness.k_max: expected int", "steps.faithfulness.site",
+                  "uncertainty.resamples: must be at least 1", "uncertainty.bogus: unknown field"):
         assert field in msg, field
     with pytest.raises(ConfigError, match="out: required"):
         load_config({k: v for k, v in _config(tmp_path, weights, data).items() if k != "out"})

@@ -54,7 +54,9 @@ STEP_SWITCHES = {"evaluate": {"prob_dtype": "prob_dtype", "cal_compare": "cal_co
 SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
     "": {"name": (str, "study"), "out": (str, REQUIRED), "device": (str, "auto"), "batch_size": (int, 64),
          "workers": ((int, type(None)), None), "preset": (str, "detector"), "paper_code": (bool, False),
-         "detector": (dict, REQUIRED), "data": (dict, REQUIRED), "steps": (dict, {})},
+         "detector": (dict, REQUIRED), "data": (dict, REQUIRED), "steps": (dict, {}), "uncertainty": (dict, {})},
+    # the cluster bootstrap of every interval (docs/algorithms.md §10): resamples of the groups and their seed
+    "uncertainty": {"resamples": (int, 1000), "seed": (int, 0)},
     "detector": {"arch": (str, REQUIRED), "weights": ((str, type(None)), None),
                  "backbone_weights": ((str, type(None)), None), "random_weights": ((bool, str), False),
                  "trust_checkpoint": (bool, False), "trust_code": (bool, False),
@@ -69,7 +71,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
     "steps.evaluate": {"enabled": (bool, True)},
     "steps.rank": {"enabled": (bool, True), "min_prob": (float, 0.9), "k": (int, 114),
                    "max_per_class": ((int, type(None)), None), "with_reals": (bool, False)},
-    "steps.dropout": {"enabled": (bool, True), "k_sweep": (list, [114]), "random_repeats": (int, 5),
+    "steps.dropout": {"enabled": (bool, True), "k_sweep": (list, [114]), "random_repeats": (int, 20),
                       "seed": (int, 0)},
     # rankings compared by deletion (docs/algorithms.md §8); top_k None = steps.rank.k; max_per_class: source images;
     # deletion_max_per_class: test images per class for the deletion curves (None: data.max_per_class)
@@ -159,7 +161,7 @@ def load_config(path_or_dict: str | os.PathLike | dict) -> dict:
         raise ConfigError("the config must be a mapping of fields")
     errors: list[str] = []
     cfg = _validate("", raw, errors)
-    for section in ("detector", "data"):
+    for section in ("detector", "data", "uncertainty"):
         cfg[section] = _validate(section, cfg[section] if isinstance(cfg[section], dict) else {}, errors)
     steps = cfg["steps"] if isinstance(cfg["steps"], dict) else {}
     for name in steps:
@@ -198,6 +200,8 @@ def load_config(path_or_dict: str | os.PathLike | dict) -> dict:
             cr["weights"] = resolve(cr["weights"])
             if not Path(cr["weights"]).exists():
                 errors.append(f"steps.color_robust.weights: {cr['weights']} does not exist")
+    if isinstance(cfg["uncertainty"].get("resamples"), int) and cfg["uncertainty"]["resamples"] < 1:
+        errors.append(f"uncertainty.resamples: must be at least 1, got {cfg['uncertainty']['resamples']}")
     if isinstance(cfg.get("out"), str):
         cfg["out"] = resolve(cfg["out"])
         errors += out_inside_data(cfg)
@@ -263,6 +267,7 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
     out = Path(cfg["out"])
     common = dict(preset=cfg["preset"], batch_size=cfg["batch_size"], device=cfg["device"],
                   num_workers=cfg["workers"], progress=progress)
+    boot = {"resamples": cfg["uncertainty"]["resamples"], "bootstrap_seed": cfg["uncertainty"]["seed"]}
     inputs = InputIdentity()
     base = {"detector": det, "data": data, "preset": cfg["preset"], "paper_code": cfg["paper_code"],
             "detector_sha256": inputs.file(det["weights"]), "backbone_sha256": inputs.file(det["backbone_weights"])}
@@ -294,7 +299,7 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
         from .evaluate import evaluate
 
         evaluate(det["arch"], weights, test, folder, data["sets"],
-                 max_per_class=data["max_per_class"], **common, **switches("evaluate"))
+                 max_per_class=data["max_per_class"], **common, **switches("evaluate"), **boot)
 
     def rank_step(folder: Path) -> None:
         from .analysis.rank import rank
@@ -310,7 +315,7 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
         dropout(det["arch"], weights, ranking, test, folder, data["sets"], d["k_sweep"],
                 d["random_repeats"], d["seed"], max_per_class=data["max_per_class"],
                 fixed_threshold_sets=data["train_set"], paper_detector=det["paper_detector"], **common,
-                **switches("dropout"))
+                **switches("dropout"), **boot)
 
     def faithfulness_step(folder: Path) -> None:
         from .analysis.faithfulness import faithfulness
@@ -343,7 +348,7 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
         colour = pd.read_csv(scores, keep_default_na=False) if scores and scores.is_file() else None
         run_color(arch, weights, test, folder, ranking=ranking_path, k=c["k"], sets=data["sets"],
                   max_per_class=c["max_per_class"], metrics_max_per_class=data["max_per_class"],
-                  colour_scores=colour, **common, **switches("color"))
+                  colour_scores=colour, **common, **switches("color"), **boot)
 
     def color_robust_step(folder: Path) -> None:
         from .analysis.rank import rank
@@ -363,7 +368,7 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
         arch = (cr["train"] or {}).get("arch", det["arch"])
         cr_w = Weights(cr_weights, trust=det["trust_checkpoint"])
         evaluate(arch, cr_w, test, folder / "evaluate", data["sets"], max_per_class=data["max_per_class"],
-                 **common, **switches("evaluate"))
+                 **common, **switches("evaluate"), **boot)
         r = st["rank"]
         rank(arch, cr_w, source, folder / "rank", data["source_sets"], r["max_per_class"], r["min_prob"],
              False, r["k"], attention=det["attention"], **common, **switches("rank"))
@@ -381,20 +386,23 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
 
         generators_of_study(st["generator"], det["arch"], weights, folder, cfg["device"], cfg["batch_size"])
 
-    add("evaluate", {**base, **test_data}, evaluate_step, ("metrics.csv", "scores.csv", "run.json"))
+    add("evaluate", {**base, **test_data, "uncertainty": cfg["uncertainty"]}, evaluate_step,
+        ("metrics.csv", "scores.csv", "run.json"))
     add("rank", rank_settings, rank_step, ("ffrs.csv", "ffrs.json", "run.json"))
-    add("dropout", {**base, **st["dropout"], **test_data, "rank": rank_settings}, dropout_step,
+    add("dropout", {**base, **st["dropout"], **test_data, "rank": rank_settings, "uncertainty": cfg["uncertainty"]},
+        dropout_step,
         ("dropout.csv", "dropout_table.md", "run.json"))
     add("faithfulness", {**base, **st["faithfulness"], **test_data, **source_data, "rank": rank_settings},
         faithfulness_step, ("faithfulness.csv", "faithfulness.json", "run.json"))
     add("lrpmax", {**base, **st["lrpmax"], **test_data, "rank": rank_settings}, lrpmax_step, ("run.json",))
-    add("color", {**base, **st["color"], **test_data, "rank": rank_settings}, color_step, ("run.json",))
+    add("color", {**base, **st["color"], **test_data, "rank": rank_settings, "uncertainty": cfg["uncertainty"]},
+        color_step, ("run.json",))
     if st["color_robust"]["enabled"]:
         cr, train = st["color_robust"], st["color_robust"]["train"] or {}
         cr_inputs = {"weights_sha256": inputs.file(cr["weights"]), "init_sha256": inputs.file(train.get("init")),
                      **{f"train_{k}": inputs.tree(train[k]) for k in ("data", "val") if train.get(k)}}
         add("color_robust", {**base, **cr, **test_data, **source_data, "cr_inputs": cr_inputs, "rank": rank_settings,
-                             "color": st["color"], "evaluate": st["evaluate"]},
+                             "color": st["color"], "evaluate": st["evaluate"], "uncertainty": cfg["uncertainty"]},
             color_robust_step, ("evaluate/metrics.csv", "rank/ffrs.csv", "color/table_color_gray.csv"))
     from .analysis.planted import find_ground_truth
 

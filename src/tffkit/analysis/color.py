@@ -22,6 +22,15 @@ from ..outputs import run_folder
 from ..passes import DatasetPass
 from ..results import RunRecord, write_csv, write_json
 from .activations import TFF, MaxActivationTap, bn_scale, load_tffs, tff_keys
+from .intervals import (
+    RESAMPLES,
+    SEED,
+    detector_bh,
+    effect_share_intervals,
+    median_change_intervals,
+    paired_summary,
+    paired_tests,
+)
 
 VERSIONS = {"colour": Perturbation(), "grayscale": Perturbation(grayscale=True)}
 TABLE_METRICS = {"ap": "AP", "real_acc": "real", "fake_acc": "fake"}
@@ -53,7 +62,8 @@ def median_probability_change(color: pd.DataFrame, gray: pd.DataFrame,
     Sign convention: positive = grayscale raises p. ``median_change_pp`` = 100·(m_gray − m_colour), percentage
     points (the paper's box plots); ``median_change_pct`` = 100·(m_gray − m_colour)/m_colour, relative (NaN
     when m_colour = 0)."""
-    both = color[color["label"] == 1][["path", "set", "prob"]].merge(
+    keep = ["path", "set", "prob"] + (["group"] if "group" in color else [])
+    both = color[color["label"] == 1][keep].merge(
         gray[gray["label"] == 1][["path", "prob"]], on="path", suffixes=("_c", "_g"))
     both = both[both["prob_c"] >= min_prob].rename(columns={"prob_c": "colour", "prob_g": "grayscale"})
     rows = []
@@ -145,13 +155,16 @@ def run_color(arch: str, weights: str | os.PathLike | None, data: str | os.PathL
               alpha: float = 0.05, preset: str = "detector", batch_size: int = 64, device: str = "auto",
               num_workers: int | None = None, progress: bool = True,
               colour_scores: pd.DataFrame | None = None, paper_code: bool = False,
-              activation_site: str | None = None, prob_dtype: str | None = None) -> dict:
+              activation_site: str | None = None, prob_dtype: str | None = None, *, resamples: int = RESAMPLES,
+              bootstrap_seed: int = SEED) -> dict:
     """The ``tff color`` job: Table I.1 metrics, median-probability box plots, colour-conditional T-FF.
 
     ``colour_scores`` (a ``scores.csv`` of the same detector and images, e.g. from ``tff evaluate``)
     replaces the colour scoring pass (its probabilities are recomputed from the logits in ``prob_dtype``).
     ``paper_code`` takes the public code's activation site (pre-BN) and probability precision unless
-    ``activation_site`` / ``prob_dtype`` are given (:mod:`tffkit.conventions`)."""
+    ``activation_site`` / ``prob_dtype`` are given (:mod:`tffkit.conventions`). Beside Mood's test, the paired
+    analysis (Wilcoxon, effect size, BH over the detector's tests) and 95% intervals over groups of fakes
+    (``resamples`` cluster-bootstrap resamples seeded by ``bootstrap_seed``; docs/algorithms.md §10)."""
     from ..report import figures_tff as fig
 
     ctx = tdist.init(device)
@@ -160,7 +173,7 @@ def run_color(arch: str, weights: str | os.PathLike | None, data: str | os.PathL
     record = RunRecord("color", dict(arch=arch, weights=str(weights), data=str(data), sets=sets, ranking=str(ranking),
                                      k=k, max_per_class=max_per_class, metrics_max_per_class=metrics_max_per_class,
                                      min_prob=min_prob, alpha=alpha, preset=preset, batch_size=batch_size,
-                                     **settings), ctx.world)
+                                     resamples=resamples, bootstrap_seed=bootstrap_seed, **settings), ctx.world)
     with run_folder(out, ctx) as folder:  # checked before the model is built; replaced whole at the end
         out = folder  # the staging folder (becomes OUT when the run finishes)
         found = find_data(data, sets, max_per_class=metrics_max_per_class, main=ctx.is_main)
@@ -178,8 +191,13 @@ def run_color(arch: str, weights: str | os.PathLike | None, data: str | os.PathL
         n_small = max((sc.n_small for sc in scored.values()), default=0)
         tidy, wide = color_metrics_table({v: metrics_table(t, calibrate=False) for v, t in scores.items()})
         probs, changes = median_probability_change(scores["colour"], scores["grayscale"], min_prob)
-        result = {"metrics": tidy, "table": wide, "median_change": changes}
+        boot = dict(resamples=resamples, seed=bootstrap_seed)
+        change_ci, change_groups = median_change_intervals(probs, **boot) if ctx.is_main else (None, None)
+        result = {"metrics": tidy, "table": wide, "median_change": changes, "median_change_ci": change_ci,
+                  "median_change_groups": change_groups}
         if ctx.is_main:
+            write_csv(out / "median_probability_ci.csv", change_ci)
+            write_csv(out / "median_probability_groups.csv", change_groups)
             write_csv(out / "color_metrics.csv", tidy)
             write_csv(out / "table_color_gray.csv", wide)
             write_csv(out / "median_probability.csv", changes)
@@ -200,18 +218,24 @@ def run_color(arch: str, weights: str | os.PathLike | None, data: str | os.PathL
             ac, ag = ac[pc], ag[pg]
             set_of = [fakes[i].set for i in common]
             tests = mood_tests(ac, ag, set_of, keys, alpha)
+            tests = detector_bh(tests.merge(paired_tests(ac, ag, set_of, keys, alpha), on=["set", "tff", "key"]),
+                                alpha)
+            group_of = [fakes[i].unit for i in common]
             tests["negative_gamma"] = negative[tests["tff"].to_numpy() - 1]
             tests["activation_site"] = site
             summary = colour_conditional_summary(tests, len(tffs)).assign(activation_site=site,
                                                                          n_negative_gamma=int(negative.sum()))
-            result.update(tests=tests, summary=summary, n_negative_gamma=int(negative.sum()))
+            shares = effect_share_intervals(ac, ag, set_of, group_of, **boot) if ctx.is_main else None
+            paired = paired_summary(tests, shares, len(tffs)) if ctx.is_main else None
+            result.update(tests=tests, summary=summary, n_negative_gamma=int(negative.sum()), paired=paired)
             if ctx.is_main:
                 base = pd.DataFrame({"path": [fakes[i].path for i in common], "set": set_of,
-                                     "class": [fakes[i].cls for i in common]})
+                                     "class": [fakes[i].cls for i in common], "group": group_of})
                 for v, a in (("colour", ac), ("grayscale", ag)):
                     write_csv(out / f"activations_{v}.csv", pd.concat([base, pd.DataFrame(a, columns=keys)], axis=1))
                 write_csv(out / "mood_tests.csv", tests)
                 write_csv(out / "colour_conditional.csv", summary)
+                write_csv(out / "colour_conditional_paired.csv", paired)
                 paper = summary.set_index("set")[["percent", "count", "bh_percent", "bh_count"]].T
                 write_csv(out / "table_colour_conditional.csv", paper.rename_axis("row").reset_index())
                 for s in dict.fromkeys(set_of):
@@ -222,10 +246,12 @@ def run_color(arch: str, weights: str | os.PathLike | None, data: str | os.PathL
                              f"fakes, colour vs grayscale ({pct:.1f}% colour-conditional, Mood p ≤ {alpha})")
                     fig.activation_distributions(ac[m], ag[m], keys, p, out / f"distributions_{s}.png", title)
         if ctx.is_main:
-            js = {"median_change": changes.to_dict("records"), "n_images": len(samples), "prob_dtype": dtype,
-                  "activation_site": site}
+            js = {"median_change": changes.to_dict("records"), "median_change_ci": change_ci.to_dict("records"),
+                  "n_images": len(samples), "prob_dtype": dtype, "activation_site": site,
+                  "resamples": resamples, "bootstrap_seed": bootstrap_seed}
             if "summary" in result:
                 js["colour_conditional"] = result["summary"].to_dict("records")
+                js["colour_conditional_paired"] = result["paired"].to_dict("records")
                 js["n_negative_gamma"] = result["n_negative_gamma"]
                 js["negative_gamma_keys"] = [key for key, neg in zip(keys, negative, strict=True) if neg]
             write_json(out / "color.json", js)

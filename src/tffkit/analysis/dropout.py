@@ -28,8 +28,10 @@ from ..metrics import binary_metrics
 from ..outputs import run_folder
 from ..passes import DatasetPass
 from ..reference import paper_numbers
-from ..results import RunRecord, atomic_write, save_figure, write_csv
+from ..results import RunRecord, atomic_write, save_figure, write_csv, write_json
+from .dropout_stats import RANDOM_REPEATS, curve_findings, dropout_effects, scores_wide
 from .ffrs import ChannelSets, cut_tie, load_ranking, select_channels, tie_note
+from .intervals import RESAMPLES, SEED
 
 SITES = ("folded", "pre-bn")
 
@@ -123,15 +125,19 @@ def calibrated_thresholds(scores: pd.DataFrame, fixed_sets: Sequence[str] = ("pr
 
 def dropout(arch: str, weights: str | os.PathLike | None, ranking: str | os.PathLike, data: str | os.PathLike,
             out: str | os.PathLike | None, sets: Sequence[str] | None = None, ks: Sequence[int] = (114,),
-            random_repeats: int = 5, seed: int = 0, site: str | None = None, preset: str = "detector",
+            random_repeats: int = RANDOM_REPEATS, seed: int = 0, site: str | None = None, preset: str = "detector",
             batch_size: int = 64, device: str = "auto", num_workers: int | None = None,
             max_per_class: int | None = None, fixed_threshold_sets: Sequence[str] = ("progan",),
             paper_detector: str | None = None, progress: bool = True, paper_code: bool = False,
-            prob_dtype: str | None = None, cal_compare: str | None = None, random_k: str | None = None) -> pd.DataFrame:
+            prob_dtype: str | None = None, cal_compare: str | None = None, random_k: str | None = None, *,
+            resamples: int = RESAMPLES, bootstrap_seed: int = SEED) -> pd.DataFrame:
     """Baseline and every variant (top-k, random-k × repeats, low-k per k) from one pass over the data;
     long-format table. ``paper_code`` takes the public code's site, probability precision, calibrated
     comparison and random-k protocol unless ``site`` / ``prob_dtype`` / ``cal_compare`` / ``random_k`` are given
-    (:mod:`tffkit.conventions`; ``random_k='pooled'``: :func:`pool_random`)."""
+    (:mod:`tffkit.conventions`; ``random_k='pooled'``: :func:`pool_random`).
+    ``dropout_scores.csv`` keeps every image's probability under every variant; ``dropout_effects.csv`` the changes
+    per k with 95% intervals over groups (``resamples``, ``bootstrap_seed``) and their percentile among the random-k
+    replicas; ``dropout.json`` the shape of the top-k curves (:mod:`tffkit.analysis.dropout_stats`)."""
     ctx = tdist.init(device)
     settings = resolve(paper_code, dropout_site=site, prob_dtype=prob_dtype, cal_compare=cal_compare,
                        random_k=random_k)
@@ -139,7 +145,8 @@ def dropout(arch: str, weights: str | os.PathLike | None, ranking: str | os.Path
     record = RunRecord("dropout", dict(arch=arch, weights=str(weights), ranking=str(ranking), data=str(data),
                                        sets=sets, ks=list(ks), random_repeats=random_repeats, seed=seed, site=site,
                                        preset=preset, batch_size=batch_size, max_per_class=max_per_class,
-                                       paper_detector=paper_detector, **settings), ctx.world)
+                                       paper_detector=paper_detector, resamples=resamples,
+                                       bootstrap_seed=bootstrap_seed, **settings), ctx.world)
     with run_folder(out, ctx) as folder:  # checked before the model is built; replaced whole at the end
         found = find_data(data, sets, max_per_class=max_per_class, main=ctx.is_main)
         samples = found.samples
@@ -176,6 +183,13 @@ def dropout(arch: str, weights: str | os.PathLike | None, ranking: str | os.Path
                 text = paper_layout(summary, fmt, paper)
                 atomic_write(out / f"dropout_table.{suffix}", lambda tmp, text=text: Path(tmp).write_text(text))
             plot_ap_vs_k(summary, out / "ap_vs_k.png")
+            heads = [("baseline", 0, 0) if v is None else (v.kind, v.k, v.replica) for v in variants]
+            wide = scores_wide(heads, scores)
+            write_csv(out / "dropout_scores.csv", wide)
+            effects = dropout_effects(wide, resamples=resamples, seed=bootstrap_seed)
+            write_csv(out / "dropout_effects.csv", effects)
+            write_json(out / "dropout.json", {"curves": curve_findings(summary, effects), "resamples": resamples,
+                                              "bootstrap_seed": bootstrap_seed, "random_repeats": random_repeats})
             record.write(out, settings=settings, n_images=len(samples), n_skipped=len(unreadable),
                          unreadable=unreadable, thresholds=thresholds, ties=ties,
                          **input_record(found, model, prep, preset, weights, n_small))

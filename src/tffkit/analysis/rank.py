@@ -91,6 +91,7 @@ def rank(arch: str, weights: str | os.PathLike | None, data: str | os.PathLike, 
         table = ranking_table(explainer.layers, omega[0])
         reals = ranking_table(explainer.layers, omega[1]) if with_reals else None
         summary = summarize(table, explainer, k, labels, prob, min_prob, failed, acc, with_reals)
+        summary.update(confident_groups([samples[i].unit for i in idx], labels, prob, min_prob, found.group_source))
         if folder is not None and ctx.is_main:
             out = folder  # the staging folder (becomes OUT when the run finishes)
             write_csv(out / "ffrs.csv", table.drop(columns=["layer_index"]))
@@ -130,6 +131,32 @@ def summarize(table: pd.DataFrame, explainer: Explainer, k: int, labels: np.ndar
         "lowest_retained_share": _lowest(explainer, acc),
         "relevance_check": explainer.relevance_check.as_dict() if explainer.relevance_check is not None else None,
     }
+
+
+MIN_CONFIDENT = 30  # a ranking from fewer confident fakes (or from one group) is flagged (docs/algorithms.md §10)
+
+
+def confident_groups(groups: Sequence[str], labels: np.ndarray, prob: np.ndarray, min_prob: float,
+                     group_source: str = "image") -> dict:
+    """How many confident fakes (p ≥ ``min_prob``, compared in float32 as the seed is) each group gave, the number
+    of groups, and the warning when the ranking rests on fewer than ``MIN_CONFIDENT`` confident fakes or on one group
+    (every image its own group when ``group_source`` is ``image``: then only the total counts)."""
+    confident = (np.asarray(labels) == 1) & (np.asarray(prob, dtype=np.float32) >= np.float32(min_prob))
+    n = int(confident.sum())
+    per_group: dict[str, int] | None = None
+    n_groups = n
+    if group_source != "image":
+        named = pd.Series([g or "(none)" for g, c in zip(groups, confident, strict=True) if c], dtype=object)
+        per_group = {str(g): int(c) for g, c in named.value_counts(sort=False).sort_index().items()}
+        n_groups = len(per_group)
+    reasons = []
+    if n < MIN_CONFIDENT:
+        reasons.append(f"only {n} confident fakes (fewer than {MIN_CONFIDENT})")
+    if per_group is not None and n_groups == 1:
+        reasons.append(f"all of them from one group ({next(iter(per_group))})")
+    warning = ("the ranking rests on " + " and ".join(reasons) + ": treat it as fragile") if reasons else None
+    return {"group_source": group_source, "confident_fakes_groups": n_groups,
+            "confident_fakes_per_group": per_group, "ranking_warning": warning}
 
 
 def relevance_budget(explainer: Explainer, acc: FFRSAccumulator, with_reals: bool = False) -> pd.DataFrame:

@@ -4,7 +4,9 @@ median (grayscale minus colour, in percentage points and relative %), and with -
 colour-conditional top-k T-FF: Mood's median test per T-FF and set on the max spatial activation (BN-folded
 or, --activation-site pre-bn, before batch norm), colour vs grayscale (first --test-fakes fakes per
 class), % colour-conditional (p <= 0.05) and its Benjamini-Hochberg-corrected count, per-T-FF distribution
-plots. Writes CSV/JSON/PNG to OUT and OUT/run.json; runs under torchrun."""
+plots; beside Mood's test the paired analysis (Wilcoxon signed-rank, paired effect size, BH over all tests
+of the detector) and 95% intervals over groups of fakes (--resamples, --bootstrap-seed).
+Writes CSV/JSON/PNG to OUT and OUT/run.json; runs under torchrun."""
 
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ from .common import (
     paper_code_args,
     preset_arg,
     switches,
+    uncertainty,
+    uncertainty_args,
     weights,
 )
 
@@ -40,6 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-prob", type=float, default=0.2, help="fakes with colour p(fake) >= this enter the box plots")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level of Mood's test")
     paper_code_args(p, "activation_site", "prob_dtype")
+    uncertainty_args(p)
     p.add_argument("--out", required=True, help="output folder")
 
 
@@ -52,13 +57,24 @@ def run(args: argparse.Namespace) -> int:
                     metrics_max_per_class=args.max_per_class,
                     min_prob=args.min_prob, alpha=args.alpha, preset=args.preset, batch_size=args.batch_size,
                     device=args.device, num_workers=args.workers, progress=not args.no_progress,
-                    **switches(args, "activation_site", "prob_dtype"))
+                    **switches(args, "activation_site", "prob_dtype"), **uncertainty(args))
     if is_main_process():
         print(res["table"].round(1).to_string(index=False))
         print(res["median_change"].round(3).to_string(index=False))
         print("(median_change_pp: grayscale − colour median in percentage points; median_change_pct: relative, %; "
               "positive = grayscale raises p)")
+        print(res["median_change_ci"][["set", "estimate", "low", "high", "groups"]].round(1).to_string(index=False))
+        print("(median change in pp with its 95% interval over groups of fakes; median_probability_groups.csv breaks "
+              "sets with ≤ 20 groups down per group)")
+        for r in res["median_change_ci"].itertuples():
+            if r.dominant_group:
+                print(f"warning: in {r.set}, group {r.dominant_group} carries {100 * r.dominant_share:.0f}% of the "
+                      "median change")
         if "summary" in res:
             print(res["summary"].round(1).to_string(index=False))
+            print(res["paired"].round(1).to_string(index=False))
+            print("(paired analysis: Wilcoxon signed-rank p ≤ alpha, effect = median paired change / IQR of the colour "
+                  "values, conditional when |effect| ≥ 0.5, with the 95% interval of its share over groups; "
+                  "*_bh_count: Benjamini–Hochberg over all Mood and Wilcoxon tests of the detector)")
         print(f"results written to {args.out}")
     return 0

@@ -190,3 +190,21 @@ def print_unreadable(rows: list[dict], where: str, limit: int = 20) -> None:
         print(f"  {row['path']}: {row['error']}")
     if len(rows) > limit:
         print(f"  … and {len(rows) - limit} more (all in {where})")
+
+
+def uncertainty_args(p: argparse.ArgumentParser) -> None:
+    """--resamples and --bootstrap-seed: the cluster bootstrap of the 95% intervals over groups (docs/algorithms.md
+    §10)."""
+    from ..analysis.intervals import RESAMPLES, SEED
+
+    g = p.add_argument_group("intervals (cluster bootstrap over groups, docs/algorithms.md §10)")
+    g.add_argument("--resamples", type=int, default=RESAMPLES, metavar="B",
+                   help="bootstrap resamples of the groups per interval")
+    g.add_argument("--bootstrap-seed", type=int, default=SEED, help="seed of the resamples")
+
+
+def uncertainty(args: argparse.Namespace) -> dict:
+    """The interval options as keyword arguments (``resamples``, ``bootstrap_seed``); a count below 1 is refused."""
+    if args.resamples < 1:
+        raise ValueError(f"--resamples must be at least 1 (got {args.resamples})")
+    return {"resamples": args.resamples, "bootstrap_seed": args.bootstrap_seed}

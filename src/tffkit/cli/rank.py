@@ -119,6 +119,11 @@ def _run(args: argparse.Namespace) -> int:
             if ties[f"{kind}_k_cut"]:
                 print("note: " + tie_note(kind, s["k"], ties[f"{kind}_k_cut"]))
         print(res.ranking.head(10)[["rank", "key", "omega"]].to_string(index=False))
+        if s.get("confident_fakes_per_group"):
+            print(f"confident fakes from {s['confident_fakes_groups']} groups ({s['group_source']}): " + ", ".join(
+                f"{g} {n}" for g, n in sorted(s["confident_fakes_per_group"].items(), key=lambda kv: -kv[1])[:10]))
+        if s.get("ranking_warning"):
+            print(f"warning: {s['ranking_warning']}")
         print_unreadable(s["unreadable"], "ffrs.json")
         print(f"results written to {args.out}")
     return 0

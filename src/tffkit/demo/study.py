@@ -36,7 +36,7 @@ def demo_config(out: Path, bench: dict, universal: str, colour_robust: str) -> d
                  "train_set": [bench["training_family"]], "group_pattern": PHOTO_GROUP_PATTERN},
         "steps": {
             "rank": {"min_prob": 0.9, "k": 12},
-            "dropout": {"k_sweep": [3, 6, 12, 24], "random_repeats": 3},
+            "dropout": {"k_sweep": [3, 6, 12, 24]},  # the default 20 random-k replicas as the null
             # rankings compared by deletion (k = 1 … 16, the default 20 random rankings as the null, a fully
             # randomised detector) on 100 fakes and 100 reals per test set
             "faithfulness": {"enabled": True, "k_max": 16, "randomise": [1.0],

@@ -17,6 +17,7 @@ from ..reference import paper_numbers
 from ..results import atomic_write, file_sha256, read_json
 from .section_faithfulness import section_faithfulness
 from .section_generator import section_generator
+from .section_intervals import color_intervals, dropout_intervals, ffrs_groups, transfer_intervals
 from .section_planted import section_planted
 from .tables import html_table, key_value_table, mark, wide_paper_table
 
@@ -142,6 +143,9 @@ def section_transfer(out: Path, study: dict) -> dict | None:
     body = html_table(m[cols], {c: "pct" for c in cols[3:]} | {"n_real": "int", "n_fake": "int"}, train)
     body += ("<p class='note'>AP and accuracies in %, accuracies at p > 0.5 and at the test-calibrated threshold t "
              "(calibrated on each test set itself).</p>")
+    ci_body, ci_sentence = transfer_intervals(out / "evaluate", train)
+    body += ci_body
+    sentence = ci_sentence or sentence
     return {"id": "transfer", "title": "Cross-model transfer", "body": body, "figures": [], "sentence": sentence}
 
 
@@ -167,6 +171,7 @@ def section_ffrs(out: Path, study: dict) -> dict | None:
         big = ties["largest_tie"]
         sentence += (f" {ties['maps_in_ties']} units share {ties['tied_values']} ω value(s) (largest tie: "
                      f"{big['maps']} units at ω = {big['omega']:.6g}); tied units are ordered by layer, then index.")
+    sentence += ffrs_groups(s)
     columns = ["rank", "key", "omega"] + (["unit"] if "unit" in top.columns and len(kinds) > 1 else [])
     return {"id": "ffrs", "title": "Forensic feature relevance (FF-RS, ω)", "sentence": sentence,
             "body": html_table(top[columns], {"rank": "int", "omega": "6"}), "figures": _figures(folder)}
@@ -198,9 +203,11 @@ def section_dropout(out: Path, study: dict) -> dict | None:
         sentence = (f"Dropping the top-{k} feature maps changes the mean AP over test sets from {ap('baseline')} to "
                     f"{ap('top')}, while {k} random ones give {ap('random')} and the low-{k} give {ap('low')}.")
     note = md.strip().split("\n\n")[-1]
-    return {"id": "dropout", "title": "Sensitivity assessment (feature-map dropout)", "sentence": sentence,
+    ci_body, ci_sentence = dropout_intervals(folder, study["data"]["train_set"])
+    return {"id": "dropout", "title": "Sensitivity assessment (feature-map dropout)",
+            "sentence": ci_sentence or sentence,
             "body": html_table(df, {c: "str" for c in df.columns}, study["data"]["train_set"])
-            + "<p class='note'>" + html.escape(note) + "</p>", "figures": _figures(folder)}
+            + "<p class='note'>" + html.escape(note) + "</p>" + ci_body, "figures": _figures(folder)}
 
 
 def section_folder(out: Path, name: str, title: str, sentence: str, pattern: str = "*.png") -> dict | None:
@@ -245,6 +252,9 @@ def section_color(out: Path, study: dict, folder_name: str = "color", title: str
                     "average over sets (per set: " + ", ".join(
                         f"{mark(s, train)} {a:+.1f} pp ({b:+.1f}%)" for s, a, b in zip(drops["set"], pp, pct,
                                                                                      strict=True)) + ").")
+    ci_body, ci_sentence, paired_body, paired_sentence = color_intervals(folder, train)
+    body += ci_body
+    sentence = ci_sentence or sentence
     cc = folder / "colour_conditional.csv"
     if cc.is_file():
         summary = pd.read_csv(cc)
@@ -263,7 +273,8 @@ def section_color(out: Path, study: dict, folder_name: str = "color", title: str
             if "n_negative_gamma" in summary else ""
         sentence += (f" {summary['percent'].mean():.1f}% of the top-{int(summary['k'].iloc[0])} T-FF respond "
                      "differently to colour and grayscale fakes on average (Mood's median test, p ≤ 0.05, on the max "
-                     f"spatial activation of {where}{neg}).")
+                     f"spatial activation of {where}{neg}).") + paired_sentence
+        body += paired_body
     figures = _figures(folder, "median_probability*.png") + _figures(folder, "distributions_*.png", limit=4)
     return {"id": folder_name.replace("/", "-"), "title": title, "sentence": sentence, "body": body,
             "figures": figures}

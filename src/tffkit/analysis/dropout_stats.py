@@ -1,0 +1,170 @@
+"""Uncertainty of the dropout step (docs/algorithms.md §10): ΔAP and Δ fake accuracy per k with intervals
+over groups, random-k as a null distribution, and the shape of the curves — all from ``dropout_scores.csv`` (one
+probability column per variant, each image's group), so every number can be recomputed without the model.
+
+The baseline and a variant are scored on the same images, so each resample draws the groups once and recomputes
+both: the interval of a difference is paired. Random-k replicas are not averaged into one number: their ΔAP values
+form the null distribution in which top-k and low-k are placed as a percentile (never a ratio to the null's mean).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .intervals import RESAMPLES, SEED
+from .uncertainty import ClusterResampler, average_precision, null_percentile
+
+RANDOM_REPEATS = 20  # random-k replicas by default: the null distribution of the changes (docs/algorithms.md §10)
+ID_COLUMNS = ["path", "set", "class", "label", "group"]
+METRICS = ("ap", "fake_acc")
+_VARIANT = re.compile(r"^(top|low|random)-(\d+)(?:#r(\d+))?$")
+
+
+def variant_column(kind: str, k: int, replica: int = 0) -> str:
+    """The column of a variant in ``dropout_scores.csv``: ``baseline``, ``top-12``, ``low-12``, ``random-12#r3``."""
+    if kind == "baseline":
+        return "baseline"
+    return f"{kind}-{k}#r{replica}" if kind == "random" else f"{kind}-{k}"
+
+
+def scores_wide(heads: Sequence[tuple[str, int, int]], tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Per image (rows of the first table): its identity and group, and p(fake) under every variant
+    (``heads``: (kind, k, replica) per table, the baseline first)."""
+    first = tables[0]
+    wide = first[[c for c in ID_COLUMNS if c in first]].copy()
+    if "group" not in wide:
+        wide["group"] = wide["path"]
+    for (kind, k, replica), table in zip(heads, tables, strict=True):
+        wide[variant_column(kind, k, replica)] = table["prob"].to_numpy()
+    return wide
+
+
+def _metrics(labels: np.ndarray, probs: np.ndarray) -> tuple[float, float]:
+    fake = labels == 1
+    return average_precision(labels, probs), float((probs[fake] > 0.5).mean()) if fake.any() else float("nan")
+
+
+def _parse(columns: Sequence[str]) -> tuple[list[tuple[str, int]], dict[int, list[str]]]:
+    """(top/low variants as (kind, k), random replica columns per k)."""
+    fixed, random = [], {}
+    for c in columns:
+        m = _VARIANT.match(c)
+        if m is None:
+            continue
+        kind, k = m.group(1), int(m.group(2))
+        if kind == "random":
+            random.setdefault(k, []).append(c)
+        else:
+            fixed.append((kind, k))
+    return sorted(fixed, key=lambda v: (v[1], v[0] != "top")), random
+
+
+def dropout_effects(wide: pd.DataFrame, *, resamples: int = RESAMPLES, seed: int = SEED) -> pd.DataFrame:
+    """Per top-k / low-k variant, set (and the mean over sets) and metric (AP, fake accuracy at 0.5): the change from
+    the baseline with its 95% interval over groups (strata (set, label), paired), and where random-k replicas exist
+    the variant's percentile in their null distribution of changes with the null's 2.5–97.5 percentile range."""
+    fixed, random = _parse(wide.columns)
+    sets = sorted(dict.fromkeys(wide["set"].astype(str)))
+    code = wide["set"].astype(str).map({s: i for i, s in enumerate(sets)}).to_numpy()
+    labels = wide["label"].to_numpy(int)
+    columns = ["baseline"] + [f"{kind}-{k}" for kind, k in fixed]
+    probs = wide[columns].to_numpy(float)
+
+    def deltas(idx: np.ndarray, probs: np.ndarray = probs) -> np.ndarray:
+        """(variants − 1, sets + 1, metrics): change from the baseline per set and averaged over sets."""
+        per_set = np.empty((probs.shape[1], len(sets), len(METRICS)))
+        for i in range(len(sets)):
+            sel = idx[code[idx] == i]
+            per_set[:, i] = [_metrics(labels[sel], probs[sel, v]) for v in range(probs.shape[1])]
+        change = per_set[1:] - per_set[:1]
+        with np.errstate(all="ignore"):
+            return np.concatenate([change, np.nanmean(change, axis=1, keepdims=True)], axis=1)
+
+    shape = (len(fixed), len(sets) + 1, len(METRICS))
+    strata = [f"{s}/{y}" for s, y in zip(wide["set"], labels, strict=True)]
+    found = ClusterResampler(wide["group"].astype(str), strata=strata, resamples=resamples, seed=seed).intervals(
+        lambda idx: deltas(idx).ravel()) if fixed else []
+    nulls = {k: np.stack([deltas(np.arange(len(wide)), wide[["baseline", c]].to_numpy(float))[0] for c in cols])
+             for k, cols in random.items()}  # (replicas, sets + 1, metrics) of point estimates
+    groups = wide["group"].astype(str).to_numpy()
+    n_groups = [len(set(groups[code == i])) for i in range(len(sets))] + [len(set(zip(groups, code, strict=True)))]
+    rows = []
+    for v, (kind, k) in enumerate(fixed):
+        for i, name in enumerate([*sets, "mean"]):
+            for j, metric in enumerate(METRICS):
+                iv = found[np.ravel_multi_index((v, i, j), shape)]
+                null = nulls[k][:, i, j] if k in nulls else np.zeros(0)
+                finite = null[np.isfinite(null)]
+                rows.append({"kind": kind, "k": k, "set": name, "metric": metric, "delta": iv.estimate,
+                             "low": iv.low, "high": iv.high, "groups": n_groups[i],
+                             "null_percentile": null_percentile(iv.estimate, null), "null_replicas": len(finite),
+                             "null_low": float(np.percentile(finite, 2.5)) if len(finite) else float("nan"),
+                             "null_high": float(np.percentile(finite, 97.5)) if len(finite) else float("nan"),
+                             "resamples": resamples, "seed": seed})
+    return pd.DataFrame(rows)
+
+
+def curve_findings(summary: pd.DataFrame, effects: pd.DataFrame) -> list[dict]:
+    """Per set (and the mean over sets), the top-k AP curve over every k: where it is not monotone (AP rises as more
+    top units are dropped) and every k whose removal raises AP with an interval above zero (a finding: ω counts
+    positive relevance only, so removing top units can help the detector)."""
+    out = []
+    ap = summary[summary["kind"].isin(["baseline", "top"])].groupby(["set", "k"])["ap"].mean().unstack("set")
+    ap["mean"] = ap.mean(axis=1)
+    for name in ap.columns:
+        curve = ap[name].dropna().sort_index()
+        rises = [int(k) for k, step in zip(curve.index[1:], np.diff(curve.to_numpy()), strict=True) if step > 0]
+        mine = effects[(effects["kind"] == "top") & (effects["set"] == name) & (effects["metric"] == "ap")]
+        raised = [int(r.k) for r in mine.itertuples() if r.low > 0]
+        out.append({"set": name, "ks": [int(k) for k in curve.index if k > 0], "monotone": not rises,
+                    "rises_at": rises, "raises_ap": raised})
+    return out
+
+
+def effects_lines(effects: pd.DataFrame, curves: Sequence[dict], where: str = "mean", what: str = "AP") -> list[str]:
+    """One sentence per k (AP averaged over sets by default): top-k and low-k changes with their intervals (a
+    direction only when the interval excludes 0) and top-k's percentile among the random-k replicas; then the
+    curves that are not monotone or where dropping top units raises AP."""
+    from .intervals import change_words
+
+    lines = []
+    part = effects[(effects["set"] == where) & (effects["metric"] == "ap")]
+    for k, rows in part.groupby("k", sort=True):
+        by = {r.kind: r for r in rows.itertuples()}
+        text = (f"k = {k}: dropping the top-{k} units "
+                f"{change_words(by['top'].delta, by['top'].low, by['top'].high, what=what)}")
+        if by["top"].null_replicas:
+            text += (f", at percentile {by['top'].null_percentile:.0f} of {by['top'].null_replicas} random-{k} "
+                     f"draws (their ΔAP: {100 * by['top'].null_low:+.1f} to {100 * by['top'].null_high:+.1f} pp)")
+        if "low" in by:
+            text += f"; the low-{k} {change_words(by['low'].delta, by['low'].low, by['low'].high, what=what)}"
+        lines.append(text + ".")
+    def where(c: dict, key: str) -> str:
+        return f"{'the mean over sets' if c['set'] == 'mean' else c['set']} (k = {', '.join(map(str, c[key]))})"
+
+    raised = [where(c, "raises_ap") for c in curves if c["raises_ap"]]
+    if raised:
+        lines.append("Finding: dropping the top-k units raises AP (interval above 0) on " + "; ".join(raised)
+                     + " — ω counts positive relevance only.")
+    rising = [where(c, "rises_at") for c in curves if not c["monotone"]]
+    if rising:
+        lines.append("Not monotone: the top-k AP rises from the previous k (baseline at k = 0) on " + "; ".join(rising)
+                     + ".")
+    return lines
+
+
+def effects_text(folder) -> str:
+    """The dropout step's interval summary from its files (``dropout_effects.csv``, ``dropout.json``)."""
+    import json
+    from pathlib import Path
+
+    folder = Path(folder)
+    effects = pd.read_csv(folder / "dropout_effects.csv")
+    info = json.loads((folder / "dropout.json").read_text())
+    head = (f"AP averaged over sets; 95% intervals over groups ({info['resamples']} resamples, seed "
+            f"{info['bootstrap_seed']}; dropout_effects.csv has every set and fake accuracy):")
+    return "\n".join([head, *(f"  {line}" for line in effects_lines(effects, info["curves"], what="mean AP"))])
