@@ -61,28 +61,39 @@ def _ranking(ffrs: dict) -> dict:
             "warning": ffrs.get("ranking_warning")}
 
 
+def _side(low: float, high: float) -> bool | None:
+    """True when an interval (or a difference of intervals) lies above 0, False below, None when it includes 0."""
+    return True if low > 0 else (False if high < 0 else None)
+
+
 def _claims(detectors: dict, training_family: str) -> list[dict]:
-    """The paper's direction, judged on intervals: holds only where every interval is on the claimed side."""
+    """The paper's direction, judged on intervals per set: shown (every interval on the claimed side: "yes"),
+    contradicted (one on the other side: "no") or "not shown" (an interval includes 0, or overlaps)."""
     uni, cr = detectors.get("universal", {}).get("sets", {}), detectors.get("colour_robust", {}).get("sets", {})
     unseen = [s for s in uni if s != training_family]
     out = []
 
     def judge(text: str, verdicts: dict[str, bool | None]) -> None:
-        known = [v for v in verdicts.values() if v is not None]
-        holds = "yes" if known and all(known) else ("no" if any(v is False for v in known) else "not shown")
+        values = list(verdicts.values())
+        holds = "yes" if values and all(v is True for v in values) else (
+            "no" if any(v is False for v in values) else "not shown")
         out.append({"claim": text, "holds": holds, "per_set": verdicts})
 
-    def change(d: dict, s: str) -> dict | None:
-        return d.get(s, {}).get("median_change_pp")
+    def get(d: dict, s: str, key: str) -> dict | None:
+        return d.get(s, {}).get(key)
+
+    def apart(a: dict | None, b: dict | None) -> bool | None:
+        """a above b (True), below (False), overlapping or unknown (None)."""
+        return None if not a or not b else _side(a["low"] - b["high"], a["high"] - b["low"])
 
     judge("Without colour, the universal detector's median p(fake) falls on every unseen family (interval below 0)",
-          {s: (change(uni, s)["high"] < 0) if change(uni, s) else None for s in unseen})
+          {s: None if not get(uni, s, "median_change_pp") else
+           _side(-get(uni, s, "median_change_pp")["high"], -get(uni, s, "median_change_pp")["low"]) for s in unseen})
     judge("The colour-robust detector's median p(fake) falls less than the universal one's (intervals apart)",
-          {s: (change(cr, s)["low"] > change(uni, s)["high"]) if change(uni, s) and change(cr, s) else None
-           for s in unseen})
-    share = {s: (uni[s].get("conditional_effect_pct"), cr.get(s, {}).get("conditional_effect_pct")) for s in uni}
+          {s: apart(get(cr, s, "median_change_pp"), get(uni, s, "median_change_pp")) for s in unseen})
     judge("More of the universal detector's top-k T-FF are colour-conditional by the paired effect size (intervals "
-          "apart)", {s: (u["low"] > c["high"]) if u and c else None for s, (u, c) in share.items()})
+          "apart)", {s: apart(get(uni, s, "conditional_effect_pct"), get(cr, s, "conditional_effect_pct"))
+                     for s in uni})
     return out
 
 
