@@ -31,11 +31,27 @@ def test_folded_logits_equal_detector_and_detector_untouched(arch):
     assert all(not isinstance(m, type(ex.module(ex.layers[0]))) for m in model.modules())
 
 
-def test_feature_map_counts_match_the_paper():
-    assert (len(Explainer(pseudo_trained("resnet50")).layers), Explainer(pseudo_trained("resnet50")).n_channels) \
-        == (53, 26560)
+@pytest.fixture(scope="module")
+def explainer_of():
+    """``arch`` → (Explainer(model), model = pseudo_trained(arch), the global RNG state right after building them),
+    built once for the module: building an explainer runs the full-size detector. A test restores the RNG state to draw
+    the input it drew when it built its own explainer."""
+    cache = {}
+
+    def get(arch: str) -> tuple[Explainer, nn.Module, torch.Tensor]:
+        if arch not in cache:
+            model = pseudo_trained(arch)
+            ex = Explainer(model)
+            cache[arch] = ex, model, torch.get_rng_state()
+        return cache[arch]
+    return get
+
+
+def test_feature_map_counts_match_the_paper(explainer_of):
+    ex = Explainer(pseudo_trained("resnet50"))  # one explainer (building one runs the detector)
+    assert (len(ex.layers), ex.n_channels) == (53, 26560)
     for arch in ("efficientnet_b0", "efficientnet_b0_lukemelas"):
-        ex = Explainer(pseudo_trained(arch))
+        ex = explainer_of(arch)[0]
         assert (len(ex.layers), ex.n_channels) == (49, 21008)
 
 
@@ -58,9 +74,10 @@ def test_resnet_conservation(arch):
 
 
 @pytest.mark.parametrize("arch", ["efficientnet_b0", "efficientnet_b0_lukemelas"])
-def test_efficientnet_keeps_most_relevance(arch):
-    model = pseudo_trained(arch)
-    e = Explainer(model).explain(torch.randn(1, 3, 224, 224))
+def test_efficientnet_keeps_most_relevance(arch, explainer_of):
+    ex, model, rng = explainer_of(arch)
+    torch.set_rng_state(rng)
+    e = ex.explain(torch.randn(1, 3, 224, 224))
     fc = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
     expected = (e.logits - fc.bias) / e.logits
     ratio = (e.input_relevance.sum((1, 2, 3)) / expected).item()

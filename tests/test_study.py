@@ -61,6 +61,7 @@ def test_config_takes_detector_and_layout_options(tmp_path: Path, trained_tiny):
     assert "detector.arch: python detector" in str(err.value)
 
 
+@pytest.mark.tier2  # a study run again and again (resumed, changed inputs)
 def test_interrupted_study_resumes_without_recomputing(tmp_path: Path, trained_tiny, monkeypatch):
     weights, data = trained_tiny
     cfg = _config(tmp_path, weights, data)
@@ -179,6 +180,7 @@ def test_shipped_forensynths_config_is_valid(tmp_path: Path):
     assert cfg["out"] == str((tmp_path / raw["out"]).resolve())
 
 
+@pytest.mark.tier2  # a study run again and again (resumed, changed inputs)
 def test_resume_checks_what_the_config_points_to(tmp_path: Path, trained_tiny, monkeypatch):
     """Replacing the detector file or a data file at the same path re-runs the steps that read it; the report
     shows the new numbers (stale results were reused before: the digest covered only the config text)."""
