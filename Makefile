@@ -2,9 +2,9 @@
 # Both create .venv and install everything from this repository's own files.
 # Tests come in two tiers (pytest markers, pyproject.toml): `make test` runs tier 1, the default selection
 # (tiny models, shared trained detectors, one 2-process torchrun check per kind of pass); `make test2` runs
-# tier 2 (marker `tier2`: full study runs, the demo benchmark build, the benchmark suite); `make test-all`
-# runs both, as CI does (.ci/run). `pytest -m slow` (full-size models, the demo as shipped) and
-# `pytest -m gpu` (CUDA) are separate.
+# tier 2 (marker `tier2`: full study runs, demo benchmark rebuilds and detector training, the benchmark suite,
+# every command end to end); `make test-all` runs both, as CI does (.ci/run). `pytest -m slow` (full-size
+# models, the demo as shipped) and `pytest -m gpu` (CUDA) are separate.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
