@@ -1,5 +1,10 @@
 # Quick start: `make demo` runs the embedded study, `make test` runs the test suite.
 # Both create .venv and install everything from this repository's own files.
+# Tests come in two tiers (pytest markers, pyproject.toml): `make test` runs tier 1, the default selection
+# (tiny models, shared trained detectors, one 2-process torchrun check per kind of pass); `make test2` runs
+# tier 2 (marker `tier2`: full study runs, demo benchmark rebuilds and detector training, the benchmark suite,
+# every command end to end); `make test-all` runs both, as CI does (.ci/run). `pytest -m slow` (full-size
+# models, the demo as shipped) and `pytest -m gpu` (CUDA) are separate.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,7 +12,7 @@ STAMP := $(VENV)/.installed
 TORCH := torch==2.14.1 torchvision==0.29.1
 DEMO_OUT ?= demo_out
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test test2 test-all lint bench clean
 
 venv: $(STAMP)
 
@@ -24,6 +29,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+test2: $(STAMP)
+	$(BIN)/python -m pytest -q -m tier2
+
+test-all: test test2
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

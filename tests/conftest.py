@@ -88,16 +88,25 @@ def train_tiny(x: torch.Tensor, y: torch.Tensor, seed: int = 0, steps: int = 40)
     return model.eval()
 
 
-def run_torchrun(args: list[str], nproc: int = 2, timeout: int = 300) -> None:
-    """Run ``python -m tffkit ARGS`` under torchrun with ``nproc`` CPU processes on a free port."""
-    import os
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the OS picks it), so parallel runs do not collide on a fixed port."""
     import socket
-    import subprocess
-    import sys
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return s.getsockname()[1]
+
+
+def run_torchrun(args: list[str], nproc: int = 2, timeout: int = 300) -> None:
+    """Run ``python -m tffkit ARGS`` under torchrun with ``nproc`` CPU processes (one thread each) on a free port.
+
+    Every torchrun test goes through here. A launch costs seconds of start-up, so the default run checks each kind
+    of pass (evaluate, rank, dropout, lrpmax, generator, train) once against an in-process run."""
+    import os
+    import subprocess
+    import sys
+
+    port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
                            "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "tffkit", *args],

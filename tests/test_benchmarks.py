@@ -35,6 +35,7 @@ def test_bench_prints_json_with_rates_ratio_and_machine(name, capsys):
     assert out["device"] == "cpu" and out["cpu_cores"] >= 1 and out["torch"]
 
 
+@pytest.mark.tier2  # seven benchmark processes
 def test_suite_runs_every_benchmark_and_checks_the_targets(tmp_path):
     doc = run_suite("cpu", tmp_path, {name: args for name, args in TINY.items()})
     assert set(doc["results"]) == {"lrp", "lrp_vit", "rank", "lrpmax", "train_fp32", "train_bf16", "generator"}

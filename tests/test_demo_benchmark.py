@@ -106,6 +106,7 @@ def test_cached_second_call_does_not_rebuild(built: tuple[Path, dict]) -> None:
     assert ((root / "benchmark.json").stat().st_mtime_ns, probe.stat().st_mtime_ns, probe.stat().st_ino) == before
 
 
+@pytest.mark.tier2  # two more benchmark builds
 def test_same_seed_is_bit_identical_and_seed_matters(built: tuple[Path, dict], tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     root, meta = built
@@ -143,6 +144,7 @@ def test_same_seed_is_bit_identical_and_seed_matters(built: tuple[Path, dict], t
     assert all(set(names) <= train_photos for names in trained_on)
 
 
+@pytest.mark.tier2  # three benchmark builds
 def test_stale_or_damaged_benchmark_is_rebuilt(tmp_path: Path) -> None:
     root = tmp_path / "b"
     build_benchmark(root, scale=SCALE, seed=0, progress=False)
@@ -301,6 +303,7 @@ def test_format_shortcut_stores_reals_as_jpeg(tmp_path: Path, monkeypatch: pytes
     assert {p.suffix for p in root.rglob("0_real/*")} == {".png"}
 
 
+@pytest.mark.tier2  # trains the demo's detectors (twice)
 def test_demo_trains_both_detectors_at_once_and_reuses_them(built: tuple[Path, dict], tmp_path: Path) -> None:
     """The shared initialisation learns the photo categories from real photos only; the universal detector then
     trains here, the colour-robust one in a second process at the same time, both from it; a second call trains

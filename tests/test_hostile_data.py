@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from conftest import make_tree
 from tffkit.cli import main
@@ -27,6 +28,7 @@ def hostile_tree(root: Path) -> Path:
     return root
 
 
+@pytest.mark.tier2  # every command end to end (tier 1 runs each command in its own tests)
 def test_every_command_handles_odd_names_and_links(tmp_path: Path):
     data = hostile_tree(tmp_path / "data")
     torch_weights = save_checkpoint(tmp_path / "w.pth", build_detector("tiny_resnet"))

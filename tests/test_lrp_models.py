@@ -1,6 +1,7 @@
 """Whole-model LRP: conservation, agreement with zennit and with a naive implementation, invariants."""
 
 import copy
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -16,14 +17,31 @@ ARCHS = ["tiny_resnet", "tiny_resnet_bottleneck", "resnet18", "resnet50", "effic
          "efficientnet_b0_lukemelas"]
 
 
+@pytest.fixture(scope="module")
+def explainer_of():
+    """``arch`` → model = pseudo_trained(arch) with ``before`` (its state), ``rng`` (the global RNG state right after
+    it was built), ``x`` (2 × 3 × 64 × 64, drawn then) and ``ref`` (its logits for x), then ``explainer`` =
+    Explainer(model): built once for the module, as building an explainer runs the full-size detector. A test restores
+    ``rng`` to draw the input it drew when it built its own (building an explainer draws no random numbers)."""
+    cache = {}
+
+    def get(arch: str) -> SimpleNamespace:
+        if arch not in cache:
+            model = pseudo_trained(arch)
+            before = {k: v.clone() for k, v in model.state_dict().items()}
+            rng = torch.get_rng_state()
+            x = torch.randn(2, 3, 64, 64)
+            with torch.no_grad():
+                ref = model(x).reshape(-1)
+            cache[arch] = SimpleNamespace(model=model, before=before, rng=rng, x=x, ref=ref, explainer=Explainer(model))
+        return cache[arch]
+    return get
+
+
 @pytest.mark.parametrize("arch", ARCHS)
-def test_folded_logits_equal_detector_and_detector_untouched(arch):
-    model = pseudo_trained(arch)
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    x = torch.randn(2, 3, 64, 64)
-    with torch.no_grad():
-        ref = model(x).reshape(-1)
-    ex = Explainer(model)
+def test_folded_logits_equal_detector_and_detector_untouched(arch, explainer_of):
+    built = explainer_of(arch)
+    model, before, x, ref, ex = built.model, built.before, built.x, built.ref, built.explainer
     assert torch.allclose(ex.forward(x), ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
     ex.explain(x, seed=torch.tensor([1.0, -1.0]), tap=lambda *a: None)
     after = model.state_dict()
@@ -31,11 +49,11 @@ def test_folded_logits_equal_detector_and_detector_untouched(arch):
     assert all(not isinstance(m, type(ex.module(ex.layers[0]))) for m in model.modules())
 
 
-def test_feature_map_counts_match_the_paper():
-    assert (len(Explainer(pseudo_trained("resnet50")).layers), Explainer(pseudo_trained("resnet50")).n_channels) \
-        == (53, 26560)
+def test_feature_map_counts_match_the_paper(explainer_of):
+    ex = explainer_of("resnet50").explainer
+    assert (len(ex.layers), ex.n_channels) == (53, 26560)
     for arch in ("efficientnet_b0", "efficientnet_b0_lukemelas"):
-        ex = Explainer(pseudo_trained(arch))
+        ex = explainer_of(arch).explainer
         assert (len(ex.layers), ex.n_channels) == (49, 21008)
 
 
@@ -58,9 +76,11 @@ def test_resnet_conservation(arch):
 
 
 @pytest.mark.parametrize("arch", ["efficientnet_b0", "efficientnet_b0_lukemelas"])
-def test_efficientnet_keeps_most_relevance(arch):
-    model = pseudo_trained(arch)
-    e = Explainer(model).explain(torch.randn(1, 3, 224, 224))
+def test_efficientnet_keeps_most_relevance(arch, explainer_of):
+    built = explainer_of(arch)
+    model = built.model
+    torch.set_rng_state(built.rng)
+    e = built.explainer.explain(torch.randn(1, 3, 224, 224))
     fc = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
     expected = (e.logits - fc.bias) / e.logits
     ratio = (e.input_relevance.sum((1, 2, 3)) / expected).item()

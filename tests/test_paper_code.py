@@ -297,6 +297,7 @@ def _settings(folder: Path) -> dict:
 PAPER = {name: sw.paper_code for name, sw in SWITCHES.items()}
 
 
+@pytest.mark.tier2  # every command end to end (tier 1 runs each command in its own tests)
 def test_paper_code_flag_sets_every_switch_of_every_command(tmp_path, negative_gamma_model):
     tree = make_tree(tmp_path / "d", {"progan": [], "stylegan": []}, n=3, size=32)
     weights = str(save_checkpoint(tmp_path / "w.pth", negative_gamma_model))

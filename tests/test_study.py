@@ -63,6 +63,7 @@ def test_config_takes_detector_and_layout_options(tmp_path: Path, trained_tiny):
     assert "detector.arch: python detector" in str(err.value)
 
 
+@pytest.mark.tier2  # a study run again and again (resumed, changed inputs)
 def test_interrupted_study_resumes_without_recomputing(tmp_path: Path, trained_tiny, monkeypatch):
     weights, data = trained_tiny
     cfg = _config(tmp_path, weights, data)
@@ -125,6 +126,7 @@ def full_report(tmp_path_factory, trained_tiny) -> Path:
     return run_study(cfg, progress=False)
 
 
+@pytest.mark.tier2  # a full study run (every step)
 def test_full_study_report_has_every_section(full_report: Path):
     page = full_report.read_text()
     for section in ("Detectors", "Data", "Cross-model transfer", "Forensic feature relevance",
@@ -138,12 +140,14 @@ def test_full_study_report_has_every_section(full_report: Path):
     assert len(re.findall(r'<img src="data:image/png;base64,', page)) >= 8
 
 
+@pytest.mark.tier2  # a full study run (every step)
 def test_faithfulness_step_deletes_on_its_own_share_of_the_test_images(full_report: Path):
     run = json.loads((full_report.parent / "faithfulness" / "run.json").read_text())
     scored = pd.read_csv(full_report.parent / "evaluate" / "scores.csv")
     assert run["args"]["max_per_class"] == 3 and scored.groupby(["set", "label"]).size().min() > 3
 
 
+@pytest.mark.tier2  # a full study run (every step)
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian chromium not installed")
 def test_report_figures_load_in_chromium(tmp_path: Path, full_report: Path):
     probe = tmp_path / "probe.html"
@@ -178,6 +182,7 @@ def test_shipped_forensynths_config_is_valid(tmp_path: Path):
     assert cfg["out"] == str((tmp_path / raw["out"]).resolve())
 
 
+@pytest.mark.tier2  # a study run again and again (resumed, changed inputs)
 def test_resume_checks_what_the_config_points_to(tmp_path: Path, trained_tiny, monkeypatch):
     """Replacing the detector file or a data file at the same path re-runs the steps that read it; the report
     shows the new numbers (stale results were reused before: the digest covered only the config text)."""
@@ -268,6 +273,7 @@ class _Tables:
         self.tables = [dict(t, rows=[r for r in t["rows"] if r]) for t in tables]
 
 
+@pytest.mark.tier2  # a full study run (every step)
 def test_report_tables_are_readable(full_report: Path):
     """One precision per column, headers in words, no empty column, wide tables scroll, the training family
     marked, ± and (T=…) explained once, the config as YAML."""

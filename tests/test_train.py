@@ -1,8 +1,4 @@
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import make_tree
+from conftest import make_tree, run_torchrun
 from tffkit import distributed as tdist
 from tffkit.augment import (
     JPEG_CODECS,
@@ -196,14 +192,7 @@ def test_torchrun_two_processes_cover_the_same_images(tmp_path: Path, data: Path
               str(CROP), "--load-size", str(LOAD), "--batch-size", "8", "--max-epochs", "2", "--device", "cpu",
               "--no-progress", "--lr", "1e-3"]
     assert main(["train", *common, "--workers", "1", "--out", str(tmp_path / "one")]) == 0
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    with socket.socket() as sock:  # a free port of its own, so parallel runs do not collide
-        sock.bind(("127.0.0.1", 0))
-        port = str(sock.getsockname()[1])
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                           port, "-m", "tffkit", "train", *common, "--workers", "0", "--out", str(tmp_path / "two")],
-                          env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_torchrun(["train", *common, "--workers", "0", "--out", str(tmp_path / "two")])  # on a free port
     one, two = pd.read_csv(tmp_path / "one" / "history.csv"), pd.read_csv(tmp_path / "two" / "history.csv")
     for col in ("n_seen", "n_skipped", "seen_sha1", "steps", "n_val"):
         assert list(one[col]) == list(two[col]), col
