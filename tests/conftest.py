@@ -37,6 +37,18 @@ def make_tree(root: Path, layout: dict[str, list[str]], n: int = 4, size: int = 
     return root
 
 
+@pytest.fixture
+def restore_registry():
+    """The LRP rule table as it was before the test (tests that register rules of their own)."""
+    from tffkit.lrp import registry as reg
+
+    saved = {t: dict(getattr(reg, t)) for t in ("MODULE_RULES", "FUNCTION_RULES", "METHOD_RULES", "NAMED_RULES")}
+    yield
+    for t, table in saved.items():
+        getattr(reg, t).clear()
+        getattr(reg, t).update(table)
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """One intra-op thread: tiny models run faster (and far steadier on a shared CPU) that way."""

@@ -238,15 +238,6 @@ class _Fused(nn.Module):
         return self.fc(self.conv2(self.bn1(self.conv1(x))).mean((2, 3)))
 
 
-@pytest.fixture
-def restore_registry():
-    saved = {t: dict(getattr(reg, t)) for t in ("MODULE_RULES", "FUNCTION_RULES", "METHOD_RULES", "NAMED_RULES")}
-    yield
-    for t, table in saved.items():
-        getattr(reg, t).clear()
-        getattr(reg, t).update(table)
-
-
 @pytest.mark.parametrize("conv_cls,bn_cls,base", [(StdConv, nn.BatchNorm2d, reg.Conv()),
                                                   (nn.Conv2d, BNReLU, reg.BatchNorm())])
 def test_subclasses_with_their_own_forward_are_traced_and_a_wrong_rule_is_refused(conv_cls, bn_cls, base,

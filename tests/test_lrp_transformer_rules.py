@@ -204,15 +204,6 @@ class _WithCustom(nn.Module):
         return self.fc(self.custom(self.conv(x)).mean((2, 3)))
 
 
-@pytest.fixture
-def restore_registry():
-    saved = {t: dict(getattr(reg, t)) for t in ("MODULE_RULES", "FUNCTION_RULES", "METHOD_RULES", "NAMED_RULES")}
-    yield
-    for t, table in saved.items():
-        getattr(reg, t).clear()
-        getattr(reg, t).update(table)
-
-
 def test_a_module_registered_by_the_user_is_explained_by_its_rule(restore_registry):
     from tffkit.lrp import UnsupportedLayerError
 

@@ -18,15 +18,6 @@ from tffkit.lrp import Explainer, RelevanceWarning, register_rule, rewrite, trac
 from tffkit.lrp import registry as reg
 
 
-@pytest.fixture
-def restore_registry():
-    saved = {t: dict(getattr(reg, t)) for t in ("MODULE_RULES", "FUNCTION_RULES", "METHOD_RULES", "NAMED_RULES")}
-    yield
-    for t, table in saved.items():
-        getattr(reg, t).clear()
-        getattr(reg, t).update(table)
-
-
 def _silent_explainer(model: nn.Module, **kwargs) -> Explainer:
     with warnings.catch_warnings():
         warnings.simplefilter("error", RelevanceWarning)
