@@ -39,8 +39,7 @@ def _detector(study: Path) -> dict:
         for column in table.columns:
             if column.endswith(" AP"):
                 name = column[: -len(" AP")]
-                sets.setdefault(name, {})["ap"] = {v: round(100 * float(table.loc[v, column]), 1)
-                                                   for v in table.index}
+                sets.setdefault(name, {})["ap"] = {v: round(float(table.loc[v, column]), 1) for v in table.index}
     change = _csv(study / "color" / "median_probability_ci.csv")
     for _, row in (change if change is not None else pd.DataFrame()).iterrows():
         sets.setdefault(row["set"], {})["median_change_pp"] = _interval(row) | {"groups": int(row["groups"])}
@@ -183,10 +182,12 @@ def summary_markdown(s: dict) -> str:
                      f"{_ci(other.get('median_change_pp'))} | {_ci(row.get('conditional_effect_pct'), '{:.0f}')} | "
                      f"{_ci(other.get('conditional_effect_pct'), '{:.0f}')} |")
     if s["dropout"]:
-        lines += ["", "| dropped | mean ΔAP, pp | percentile among random-k |", "|---|---|---|"]
+        lines += ["", "| dropped | mean ΔAP over sets, pp | percentile among the random-k replicas (0: below all) |",
+                  "|---|---|---|"]
         lines += [f"| {r['kind']}-{r['k']} | {_ci(r['delta_ap_pp'])} | {r['null_percentile']} |" for r in s["dropout"]]
     if s["faithfulness"]:
-        lines += ["", "| ranking | AOPC of AP, pp | percentile among random rankings |", "|---|---|---|"]
+        lines += ["", "| ranking | AOPC of AP (mean over sets), pp | percentile among the random rankings (100: above "
+                  "all) |", "|---|---|---|"]
         lines += [f"| {r['ranking']} | {_ci(r['aopc'], '{:.1f}')} | "
                   f"{'—' if r['null_percentile'] is None else r['null_percentile']} |" for r in s["faithfulness"]]
     if s["generators"]:
