@@ -200,3 +200,26 @@ def test_files_honour_the_umask_and_run_json_has_the_checkpoint_hash(tmp_path: P
         os.umask(previous)
     record = json.loads((out / "run.json").read_text())
     assert record["checkpoint_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+
+
+def test_a_broken_resource_sharer_connection_prints_no_traceback():
+    """Ctrl-C kills the loader's workers too; the resource-sharer thread's broken connection stays silent."""
+    import threading
+
+    from tffkit.cli import _quiet_sharer_threads
+
+    before, seen = threading.excepthook, []
+    threading.excepthook = lambda args: seen.append(args.exc_type)  # stands in for the default printer
+    try:
+        _quiet_sharer_threads(debug=False)
+
+        def fail(kind):
+            raise kind("connection closed")
+
+        for name, kind in (("Thread-9 (_serve)", EOFError), ("worker", ValueError)):
+            thread = threading.Thread(target=fail, args=(kind,), name=name)
+            thread.start()
+            thread.join()
+        assert seen == [ValueError]  # the sharer's EOFError is silent, any other thread's exception is shown
+    finally:
+        threading.excepthook = before

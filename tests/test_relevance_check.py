@@ -322,7 +322,7 @@ def test_rank_repeats_the_warning_and_records_the_check_in_ffrs_json(tmp_path, m
     monkeypatch.setitem(detectors.ARCHITECTURES, "odd", _Odd)
     torch.manual_seed(4)
     weights = detectors.save_checkpoint(tmp_path / "w.pth", lively(_Odd()))
-    data = make_tree(tmp_path / "d", {"progan": []}, n=2, size=12)
+    data = make_tree(tmp_path / "d", {"progan": []}, n=2, size=16)  # the smallest side scored
     args = ["rank", "--arch", "odd", "--weights", str(weights), "--data", str(data), "--preset", "full",
             "--min-prob", "0", "--device", "cpu", "--workers", "0", "--no-progress"]
     assert main([*args, "--out", str(tmp_path / "sane")]) == 0

@@ -75,6 +75,27 @@ def _failure(exc: BaseException) -> str | None:
     return None
 
 
+def _quiet_sharer_threads(debug: bool) -> None:
+    """Ctrl-C reaches the data loader's workers too; a worker killed while it hands a batch over breaks the
+    connection that multiprocessing's resource-sharer thread is serving, and that thread would print its traceback
+    beside the one-line message. Its connection errors and interrupts are silent (unless ``--debug``)."""
+    import threading
+
+    default = threading.excepthook
+    if getattr(default, "tff_debug", None) is not None:  # installed by an earlier call in this process
+        default.tff_debug = debug
+        return
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        sharer = args.thread is not None and args.thread.name.endswith("(_serve)")
+        if sharer and not hook.tff_debug and issubclass(args.exc_type, (KeyboardInterrupt, EOFError, OSError)):
+            return
+        default(args)
+
+    hook.tff_debug = debug
+    threading.excepthook = hook
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``tff``. A refusal (bad option, data, checkpoint, config, locked or unusable folder, no GPU)
     prints one line and exits 2; a failure of the environment during work (disk full …) one line and exit 1;
@@ -94,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if bad:
         print(f"tff {args.command}: error: {bad}", file=sys.stderr)
         return 2
+    _quiet_sharer_threads(debug)
     try:
         from ..data import DatasetLayoutError
         from ..detectors import CheckpointMismatchError
