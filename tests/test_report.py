@@ -161,3 +161,23 @@ def test_report_sentences_carry_intervals_and_never_a_direction_inside_noise(tmp
     assert "Warning: the ranking rests on only 18" in ffrs_groups(
         {"confident_fakes_per_group": {"v1": 18}, "confident_fakes_groups": 1, "group_source": "file-name pattern",
          "ranking_warning": "the ranking rests on only 18 confident fakes"})
+
+
+def test_banner_names_planted_effects_and_the_groups_behind_the_intervals(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from tffkit.report.html import banner
+
+    study = {"data": {"test": str(tmp_path / "bench" / "test")}}
+    (tmp_path / "bench" / "test").mkdir(parents=True)
+    assert banner(tmp_path / "study", study) is None  # nothing planted, no intervals: no banner
+    (tmp_path / "bench" / "benchmark.json").write_text(json.dumps(
+        {"artefacts": {"colour": 0.5, "format_shortcut": True, "jpeg_quality": 90}}))
+    (tmp_path / "study" / "evaluate").mkdir(parents=True)
+    pd.DataFrame({"set": ["a", "b", "mean"], "metric": "ap", "groups": [2, 8, 10]}).to_csv(
+        tmp_path / "study" / "evaluate" / "metrics_ci.csv", index=False)
+    text = banner(tmp_path / "study", study)
+    assert "Planted effects" in text and "strength 0.5" in text and "format shortcut (reals JPEG at quality 90" in text
+    assert "2–8 per test set" in text
