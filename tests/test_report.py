@@ -181,3 +181,11 @@ def test_banner_names_planted_effects_and_the_groups_behind_the_intervals(tmp_pa
     text = banner(tmp_path / "study", study)
     assert "Planted effects" in text and "strength 0.5" in text and "format shortcut (reals JPEG at quality 90" in text
     assert "2–8 per test set" in text
+
+
+def test_report_paths_are_relative_to_the_study_folder(tmp_path):
+    from tffkit.report.tables import relative
+
+    assert relative(tmp_path / "demo" / "benchmark" / "test", tmp_path / "demo" / "study") == "../benchmark/test"
+    assert relative("d/train", tmp_path) == "d/train"  # a relative path stays as recorded
+    assert relative(None, tmp_path) is None

@@ -19,7 +19,7 @@ from .section_faithfulness import section_faithfulness
 from .section_generator import section_generator
 from .section_intervals import color_intervals, dropout_intervals, ffrs_groups, transfer_intervals
 from .section_planted import section_planted
-from .tables import html_table, key_value_table, mark, wide_paper_table
+from .tables import html_table, key_value_table, mark, relative, wide_paper_table
 
 TEMPLATE = Path(__file__).with_name("report.html")
 
@@ -45,8 +45,9 @@ def section_data(out: Path, study: dict) -> dict | None:
         return None
     info = read_json(run)
     data = study["data"]
-    rows = [("test data", data["test"]), ("test sets", ", ".join(data["sets"] or ["all"])),
-            ("training family (†)", ", ".join(data["train_set"])), ("source set (FF-RS)", data["source"]),
+    rows = [("test data", relative(data["test"], out)), ("test sets", ", ".join(data["sets"] or ["all"])),
+            ("training family (†)", ", ".join(data["train_set"])),
+            ("source set (FF-RS)", relative(data["source"], out)),
             ("images scored", info.get("n_scored")), ("unreadable files skipped", info.get("n_skipped")),
             ("device", info.get("device")), ("tffkit", info["versions"]["tffkit"]),
             ("torch", info["versions"]["torch"]),
@@ -62,7 +63,7 @@ def section_data(out: Path, study: dict) -> dict | None:
                         "were skipped."}
 
 
-def _history(folder: Path) -> tuple[str, str] | None:
+def _history(folder: Path, out: Path) -> tuple[str, str] | None:
     """A trained checkpoint's history (``tff train`` writes history.csv and run.json beside it)."""
     run, history = folder / "run.json", folder / "history.csv"
     if not (run.is_file() and history.is_file()):
@@ -72,8 +73,9 @@ def _history(folder: Path) -> tuple[str, str] | None:
         return None
     best = info.get("best") or {}
     args = info.get("args", {})
-    start = f", starting from {args['init']}" if args.get("init") else ", from random weights"
-    text = (f"trained by tff train{' (colour-robust)' if args.get('color_robust') else ''} on {args.get('data')}"
+    start = f", starting from {relative(args['init'], out)}" if args.get("init") else ", from random weights"
+    text = (f"trained by tff train{' (colour-robust)' if args.get('color_robust') else ''} on "
+            f"{relative(args['data'], out) if args.get('data') else None}"
             f"{start}: {info.get('epochs')} epoch(s), {info.get('steps')} step(s), stopped by {info.get('stopped')}")
     if best:
         text += (f"; best epoch {best.get('epoch')}: validation accuracy {100 * best.get('val_acc', 0):.1f}%, "
@@ -83,16 +85,16 @@ def _history(folder: Path) -> tuple[str, str] | None:
                                     "val_acc": "pct", "val_ap": "pct"})
 
 
-def _detector(label: str, role: str, arch: str, weights: str | None, run: Path) -> tuple[list, str]:
+def _detector(label: str, role: str, arch: str, weights: str | None, run: Path, out: Path) -> tuple[list, str]:
     recorded = read_json(run).get("checkpoint_sha256") if run.is_file() else None
-    rows = [("role", role), ("architecture", arch), ("checkpoint", weights or "none (random weights)")]
+    rows = [("role", role), ("architecture", arch), ("checkpoint", relative(weights, out) or "none (random weights)")]
     if weights and Path(weights).is_file():
         now = file_sha256(weights)
         rows.append(("size", f"{Path(weights).stat().st_size / 2 ** 20:.1f} MiB"))
         rows.append(("SHA-256", recorded or now))
         if recorded and recorded != now:
             rows.append(("warning", f"the file now has SHA-256 {now}: it changed after these results were computed"))
-    history = _history(Path(weights).parent) if weights else None
+    history = _history(Path(weights).parent, out) if weights else None
     rows.append(("training", history[0] if history else "not trained by tffkit (no history.csv beside it)"))
     body = f"<h3>{html.escape(label)}</h3>" + key_value_table(rows)
     if history:
@@ -105,7 +107,7 @@ def section_detectors(out: Path, study: dict) -> dict | None:
     training history when tffkit trained it."""
     det, cr = study["detector"], study["steps"]["color_robust"]
     parts = [_detector(det.get("label", "detector"), "universal detector (analysed)", det["arch"], det["weights"],
-                       out / "evaluate" / "run.json")]
+                       out / "evaluate" / "run.json", out)]
     if cr.get("enabled"):
         train = cr.get("train") or {}
         weights = cr.get("weights")
@@ -113,7 +115,7 @@ def section_detectors(out: Path, study: dict) -> dict | None:
             folder = out / "color_robust" / "train"
             weights = str(folder / ("model_best.pth" if (folder / "model_best.pth").is_file() else "model_last.pth"))
         parts.append(_detector(cr.get("label", "colour-robust"), "colour-robust detector", train.get("arch",
-                               det["arch"]), weights, out / "color_robust" / "evaluate" / "run.json"))
+                               det["arch"]), weights, out / "color_robust" / "evaluate" / "run.json", out))
     changed = [rows for rows, _ in parts if any(k == "warning" for k, _ in rows)]
     sentence = (f"{len(parts)} detector(s); each checkpoint is identified by its SHA-256."
                 + (" A checkpoint changed after the results were computed: re-run the study." if changed else ""))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..results import read_json
-from .tables import html_table, mark
+from .tables import html_table, mark, relative
 
 DETECTORS = {"universal": "universal detector", "colour_robust": "colour-robust detector"}
 
@@ -57,7 +57,8 @@ def section_planted(out: Path, train: Sequence[str] = ()) -> dict | None:
         body += f"<h3>{html.escape(DETECTORS.get(name, name))}</h3>" + html_table(shown, formats | {"T-FF": "int"})
     first = read_json(found[0][1] / "planted.json")
     sentence = ("These effects were planted by design, not discovered: the benchmark's ground truth "
-                f"({first['benchmark']}/ground_truth.csv) lists every image with the artefacts it carries — "
+                f"({relative(Path(first['benchmark'], 'ground_truth.csv'), out)}) "
+                "lists every image with the artefacts it carries — "
                 f"{_design(first)}. " + " ".join(sentences))
     note = (f"Responses are standardised differences of a T-FF's mean max spatial activation over the test images "
             f"({first['activation_site']} site): upsampling response = fakes − reals of the family, both in grayscale "

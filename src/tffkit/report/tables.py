@@ -4,7 +4,9 @@ columns dropped, wide tables scrolling inside the page."""
 from __future__ import annotations
 
 import html
+import os
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 import pandas as pd
 
@@ -111,3 +113,11 @@ def wide_paper_table(paper: pd.DataFrame, columns: str = "gan", metric: str | No
     wide = paper.assign(column=column).pivot(index="row", columns="column", values="value")
     wide.columns.name = None
     return wide.reset_index()
+
+
+def relative(path: str | os.PathLike | None, out: str | os.PathLike) -> str | None:
+    """A path as the report shows it: an absolute one relative to the study folder ``out``, so the report reads the
+    same on any machine that holds the study beside its data; a relative one as it was recorded."""
+    if path is None or not os.path.isabs(path):
+        return None if path is None else os.fspath(path)
+    return os.path.relpath(path, Path(out).absolute())
