@@ -203,23 +203,27 @@ def test_files_honour_the_umask_and_run_json_has_the_checkpoint_hash(tmp_path: P
 
 
 def test_a_broken_resource_sharer_connection_prints_no_traceback():
-    """Ctrl-C kills the loader's workers too; the resource-sharer thread's broken connection stays silent."""
+    """Ctrl-C kills the loader's workers too; the resource-sharer thread's broken connection, which it hands to
+    sys.excepthook, stays silent."""
     import threading
 
     from tffkit.cli import _quiet_sharer_threads
 
-    before, seen = threading.excepthook, []
-    threading.excepthook = lambda args: seen.append(args.exc_type)  # stands in for the default printer
+    before, seen = sys.excepthook, []
+    sys.excepthook = lambda kind, value, tb: seen.append(kind)  # stands in for the default printer
     try:
         _quiet_sharer_threads(debug=False)
 
-        def fail(kind):
-            raise kind("connection closed")
+        def fail(kind):  # as multiprocessing.resource_sharer._serve does
+            try:
+                raise kind("connection reset")
+            except Exception:
+                sys.excepthook(*sys.exc_info())
 
-        for name, kind in (("Thread-9 (_serve)", EOFError), ("worker", ValueError)):
+        for name, kind in (("Thread-9 (_serve)", ConnectionResetError), ("worker", ValueError)):
             thread = threading.Thread(target=fail, args=(kind,), name=name)
             thread.start()
             thread.join()
-        assert seen == [ValueError]  # the sharer's EOFError is silent, any other thread's exception is shown
+        assert seen == [ValueError]  # the sharer's connection error is silent, any other exception is shown
     finally:
-        threading.excepthook = before
+        sys.excepthook = before

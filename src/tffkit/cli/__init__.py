@@ -77,23 +77,24 @@ def _failure(exc: BaseException) -> str | None:
 
 def _quiet_sharer_threads(debug: bool) -> None:
     """Ctrl-C reaches the data loader's workers too; a worker killed while it hands a batch over breaks the
-    connection that multiprocessing's resource-sharer thread is serving, and that thread would print its traceback
-    beside the one-line message. Its connection errors and interrupts are silent (unless ``--debug``)."""
+    connection that multiprocessing's resource-sharer thread is serving, and that thread passes the error to
+    ``sys.excepthook``, which would print its traceback beside the one-line message. Its connection errors and
+    interrupts are silent (unless ``--debug``); every other exception is shown as before."""
     import threading
 
-    default = threading.excepthook
+    default = sys.excepthook
     if getattr(default, "tff_debug", None) is not None:  # installed by an earlier call in this process
         default.tff_debug = debug
         return
 
-    def hook(args: threading.ExceptHookArgs) -> None:
-        sharer = args.thread is not None and args.thread.name.endswith("(_serve)")
-        if sharer and not hook.tff_debug and issubclass(args.exc_type, (KeyboardInterrupt, EOFError, OSError)):
+    def hook(kind, value, tb) -> None:
+        sharer = threading.current_thread().name.endswith("(_serve)")
+        if sharer and not hook.tff_debug and issubclass(kind, (KeyboardInterrupt, EOFError, OSError)):
             return
-        default(args)
+        default(kind, value, tb)
 
     hook.tff_debug = debug
-    threading.excepthook = hook
+    sys.excepthook = hook
 
 
 def main(argv: Sequence[str] | None = None) -> int:
