@@ -190,8 +190,9 @@ def test_detector_wide_bh_pools_mood_and_wilcoxon_tests():
 
 
 def test_effect_sizes_and_their_share_interval():
-    from tffkit.analysis.intervals import effect_share_intervals, effect_sizes
+    from tffkit.analysis.intervals import effect_share_intervals
     from tffkit.analysis.uncertainty import ClusterResampler, paired_effect
+    from tffkit.analysis.uncertainty import paired_effects as effect_sizes
 
     rng = np.random.default_rng(2)
     colour = rng.normal(0, 1, (40, 6))

@@ -21,6 +21,7 @@ from .uncertainty import (
     benjamini_hochberg,
     dominant_group,
     paired_effect,
+    paired_effects,
     wilcoxon_p,
 )
 
@@ -136,15 +137,6 @@ def detector_bh(tests: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
     return tests.assign(bh_mood=rejected[:n], bh_wilcoxon=rejected[n:])
 
 
-def effect_sizes(color: np.ndarray, gray: np.ndarray) -> np.ndarray:
-    """:func:`paired_effect` of every column at once ((N, K) → (K,))."""
-    diff = np.median(gray - color, axis=0)
-    q75, q25 = np.percentile(color, [75, 25], axis=0)
-    iqr = q75 - q25
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(iqr > 0, diff / np.where(iqr > 0, iqr, 1), np.where(diff == 0, 0.0, np.sign(diff) * np.inf))
-
-
 def effect_share_intervals(color: np.ndarray, gray: np.ndarray, sets: Sequence[str], groups: Sequence[str], *,
                            resamples: int = RESAMPLES, seed: int = SEED) -> pd.DataFrame:
     """Per set, the % of T-FF conditional by effect size (|effect| ≥ 0.5) with its interval: groups of fakes are
@@ -157,7 +149,7 @@ def effect_share_intervals(color: np.ndarray, gray: np.ndarray, sets: Sequence[s
         out = []
         for i in range(len(names)):
             sel = idx[code[idx] == i]
-            out.append(100 * float(np.mean(np.abs(effect_sizes(color[sel], gray[sel])) >= EFFECT_THRESHOLD))
+            out.append(100 * float(np.mean(np.abs(paired_effects(color[sel], gray[sel])) >= EFFECT_THRESHOLD))
                        if len(sel) else float("nan"))
         return out
 

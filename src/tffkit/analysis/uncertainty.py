@@ -134,16 +134,21 @@ def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
-def paired_effect(before: np.ndarray, after: np.ndarray) -> float:
-    """The paired effect size of docs/algorithms.md §10: the median of the paired differences (after − before) over
-    the interquartile range of the unperturbed values (``before``); 0 when both are constant, ±inf when only the IQR
-    is 0."""
+def paired_effects(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """The paired effect size of docs/algorithms.md §10 for every column of (N, K) arrays → (K,): the median of the
+    paired differences (after − before) over the interquartile range of the unperturbed values (``before``); 0 when
+    both are constant, ±inf when only the IQR is 0."""
     before, after = np.asarray(before, dtype=float), np.asarray(after, dtype=float)
-    diff = float(np.median(after - before))
-    iqr = float(np.subtract(*np.percentile(before, [75, 25])))
-    if iqr > 0:
-        return diff / iqr
-    return 0.0 if diff == 0 else float(np.sign(diff) * np.inf)
+    diff = np.median(after - before, axis=0)
+    q75, q25 = np.percentile(before, [75, 25], axis=0)
+    iqr = q75 - q25
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(iqr > 0, diff / np.where(iqr > 0, iqr, 1), np.where(diff == 0, 0.0, np.sign(diff) * np.inf))
+
+
+def paired_effect(before: np.ndarray, after: np.ndarray) -> float:
+    """:func:`paired_effects` of one unit's paired values."""
+    return float(paired_effects(np.asarray(before, dtype=float)[:, None], np.asarray(after, dtype=float)[:, None])[0])
 
 
 def wilcoxon_p(before: np.ndarray, after: np.ndarray) -> float:
