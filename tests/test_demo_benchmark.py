@@ -51,28 +51,36 @@ def test_layout_and_counts(built: tuple[Path, dict]) -> None:
     assert leaves == set(meta["counts"])
     for rel, n in meta["counts"].items():
         assert len(list((root / rel).glob("*.png"))) == n > 0
-    classes = sorted(p.name for p in (root / "train").iterdir())
-    assert len(classes) >= 2 and classes == sorted(p.name for p in (root / "val").iterdir())
-    assert sorted(p.name for p in (root / "test").iterdir()) == sorted(FAMILIES)
-    for split in ("train", "val"):
-        for cls in classes:
-            assert sorted(p.name for p in (root / split / cls).iterdir()) == ["0_real", "1_fake"]
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == [f"fold{k}" for k in range(bm.FOLDS)] + [
+        "generators"]
+    for k in range(bm.FOLDS):
+        fold = root / f"fold{k}"
+        classes = sorted(p.name for p in (fold / "train").iterdir())
+        assert len(classes) >= 2 and classes == sorted(p.name for p in (fold / "val").iterdir())
+        assert sorted(p.name for p in (fold / "test").iterdir()) == sorted(FAMILIES)
+        for split in ("train", "val"):
+            for cls in classes:
+                assert sorted(p.name for p in (fold / split / cls).iterdir()) == ["0_real", "1_fake"]
     # Sibling temporary folders are gone after a successful build.
     assert [p.name for p in root.parent.iterdir()] == [root.name]
 
 
-def test_photo_split_is_disjoint_on_disk(built: tuple[Path, dict]) -> None:
+def test_folds_cross_fit_over_photographs(built: tuple[Path, dict]) -> None:
+    """Within a fold, train, val and test photographs are disjoint; over the folds every photograph is a test
+    photograph exactly once, and every test set holds all of them."""
     root, meta = built
-    split_photos = {s: {n for names in groups.values() for n in names} for s, groups in meta["photo_split"].items()}
-    assert not split_photos["train"] & split_photos["val"]
-    assert not split_photos["train"] & split_photos["test"]
-    assert not split_photos["val"] & split_photos["test"]
-    assert set(meta["photo_sources"]) == set().union(*split_photos.values())
-    for split in ("train", "val", "test"):
-        used = {_photo_of(p) for p in (root / split).rglob("*.png")}
-        assert used and used <= split_photos[split], (split, used - split_photos[split])
-    for cls, names in meta["photo_split"]["train"].items():
-        assert {_photo_of(p) for p in (root / "train" / cls).rglob("*.png")} <= set(names)
+    tested: list[str] = []
+    for k, split in enumerate(meta["folds"]):
+        photos = {s: {n for names in groups.values() for n in names} for s, groups in split.items()}
+        assert not photos["train"] & photos["val"] and not (photos["train"] | photos["val"]) & photos["test"]
+        assert len(photos["val"]) >= 2  # a ranking never rests on one photograph
+        for part in ("train", "val", "test"):
+            used = {_photo_of(p) for p in (root / f"fold{k}" / part).rglob("*.png")}
+            assert used == photos[part], (k, part, used ^ photos[part])
+        for fam in FAMILIES:
+            assert {_photo_of(p) for p in (root / f"fold{k}" / "test" / fam).rglob("*.png")} == photos["test"]
+        tested += sorted(photos["test"])
+    assert sorted(tested) == sorted(meta["photo_sources"]) and len(set(tested)) == len(tested) >= 12
 
 
 def test_images_are_64px_rgb(built: tuple[Path, dict]) -> None:
@@ -87,8 +95,8 @@ def test_images_are_64px_rgb(built: tuple[Path, dict]) -> None:
 def test_fakes_are_regenerations_not_copies(built: tuple[Path, dict]) -> None:
     root, _ = built
     for fam in FAMILIES:
-        reals = sorted((root / "test" / fam / "0_real").glob("*.png"))
-        fakes = sorted((root / "test" / fam / "1_fake").glob("*.png"))
+        reals = sorted((root / "fold0" / "test" / fam / "0_real").glob("*.png"))
+        fakes = sorted((root / "fold0" / "test" / fam / "1_fake").glob("*.png"))
         assert [p.name for p in reals] == [p.name for p in fakes]  # paired by index and photo
         a = np.stack([np.asarray(Image.open(p), np.float64) for p in reals])
         b = np.stack([np.asarray(Image.open(p), np.float64) for p in fakes])
@@ -100,7 +108,7 @@ def test_fakes_are_regenerations_not_copies(built: tuple[Path, dict]) -> None:
 
 def test_cached_second_call_does_not_rebuild(built: tuple[Path, dict]) -> None:
     root, meta = built
-    probe = next((root / "train").rglob("*.png"))
+    probe = next((root / "fold0" / "train").rglob("*.png"))
     before = (root / "benchmark.json").stat().st_mtime_ns, probe.stat().st_mtime_ns, probe.stat().st_ino
     assert build_benchmark(root, scale=SCALE, seed=3, progress=False) == meta
     assert ((root / "benchmark.json").stat().st_mtime_ns, probe.stat().st_mtime_ns, probe.stat().st_ino) == before
@@ -119,7 +127,7 @@ def test_same_seed_is_bit_identical_and_seed_matters(built: tuple[Path, dict], t
         a, b = (torch.load(r / "generators" / f"{fam}.pth") for r in (root, tmp_path / "again"))
         assert all(torch.equal(a[k], b[k]) for k in a)
 
-    # A different seed changes the content; generators only ever see training photographs.
+    # A different seed changes the content; every generator learns from crops of every photograph.
     sampled: dict[int, list[str]] = {}
     real_sample, real_train = bm._sample_crops, bm.train_generator
 
@@ -139,9 +147,8 @@ def test_same_seed_is_bit_identical_and_seed_matters(built: tuple[Path, dict], t
     build_benchmark(tmp_path / "other", scale=SCALE, seed=4, progress=False)
     other = _pngs(tmp_path / "other")
     assert other.keys() == _pngs(root).keys() and other != _pngs(root)
-    train_photos = {n for names in bm.PHOTO_SPLIT["train"].values() for n in names}
     assert len(trained_on) == len(FAMILIES)
-    assert all(set(names) <= train_photos for names in trained_on)
+    assert all(set(names) == set(meta["photo_sources"]) for names in trained_on)
 
 
 @pytest.mark.tier2  # three benchmark builds
@@ -232,7 +239,7 @@ def test_ground_truth_lists_every_image_with_its_artefacts(built: tuple[Path, di
     assert (fakes["colour"] == meta["artefacts"]["colour"]).all() and (reals["colour"] == 0).all()
     assert (reals["upsampling"] == "").all() and (fakes["format"] == "png").all() and (reals["format"] == "png").all()
     for path, fam in zip(fakes["path"], fakes["upsampling"], strict=True):
-        expected = path.split("/")[1] if path.startswith("test/") else TRAINING_FAMILY
+        expected = path.split("/")[2] if path.split("/")[1] == "test" else TRAINING_FAMILY
         assert fam == expected, path
 
 
@@ -316,21 +323,22 @@ def test_demo_trains_both_detectors_at_once_and_reuses_them(built: tuple[Path, d
     (out / "benchmark").symlink_to(root, target_is_directory=True)
     args = {"crop_size": 64, "load_size": 64, "batch_size": 16, "max_epochs": 1, "seed": 0, "lr": 1e-3,
             "blur_prob": 0.0, "jpeg_prob": 0.0, "patience": 1}
-    init = pretrain_shared_init(out, meta, args, "cpu", progress=False)
-    for label, category in enumerate(bm.PHOTO_SPLIT["train"]):  # the real photos of each category, nothing else
+    init = pretrain_shared_init(out, meta, args, "cpu", progress=False, fold=1)
+    assert init.parent == out / "detectors" / "seed0" / "fold1" / "shared_init"
+    for label, category in enumerate(bm.photo_split(1)["train"]):  # the real photos of each category, nothing else
         files = sorted((init.parent / "data" / "train" / "photos" / ("0_real", "1_fake")[label]).iterdir())
-        reals = root / "train" / category / "0_real"
+        reals = root / "fold1" / "train" / category / "0_real"
         assert [p.name for p in files] == sorted(p.name for p in reals.iterdir())
         assert all((reals / p.name).read_bytes() == p.read_bytes() for p in files[:5])
-    assert pretrain_shared_init(out, meta, args, "cpu", progress=False) == init  # cached
-    best = train_detectors(out, meta, args, "cpu", progress=False, init=init)
+    assert pretrain_shared_init(out, meta, args, "cpu", progress=False, fold=1) == init  # cached
+    best = train_detectors(out, meta, args, "cpu", progress=False, init=init, fold=1)
     runs = {name: json.loads((path.parent / "run.json").read_text()) for name, path in best.items()}
     assert all(run["args"]["init"] == str(init) for run in runs.values())
     assert all(path.is_file() for path in best.values())
     assert runs["colour_robust"]["args"]["color_robust"] and not runs["universal"]["args"]["color_robust"]
     assert "epoch 0" in (best["colour_robust"].parent / "train.log").read_text()  # its output went to its log
     stamps = {name: path.stat().st_mtime_ns for name, path in best.items()}
-    assert train_detectors(out, meta, args, "cpu", progress=False, init=init) == best
+    assert train_detectors(out, meta, args, "cpu", progress=False, init=init, fold=1) == best
     assert {name: path.stat().st_mtime_ns for name, path in best.items()} == stamps  # cached: nothing retrained
-    train_detectors(out, {**meta, "build_time": "another build"}, args, "cpu", progress=False, init=init)
+    train_detectors(out, {**meta, "build_time": "another build"}, args, "cpu", progress=False, init=init, fold=1)
     assert all(path.stat().st_mtime_ns != stamps[name] for name, path in best.items())

@@ -60,6 +60,8 @@ ALLOWED: dict[str, Allowed] = {
     "blur": Allowed(0, integer=False),
     "resize": Allowed(0, integer=False, low_open=True),
     "percent": Allowed(0, 100, integer=False, low_open=True),
+    "seeds": Allowed(1),
+    "scale": Allowed(0, integer=False, low_open=True),
 }
 
 

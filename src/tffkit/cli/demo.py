@@ -17,7 +17,10 @@ HELP = "embedded mini benchmark + detectors + whole study → report.html"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="demo_out", help="output folder (re-used as a cache)")
     p.add_argument("--scale", type=float, default=1.0, help="benchmark size and training length multiplier")
-    p.add_argument("--seed", type=int, default=0, help="seed of the benchmark, the generators and the training")
+    p.add_argument("--seed", type=int, default=0, help="seed of the benchmark, the generators and the first replicate")
+    p.add_argument("--seeds", type=int, default=3, metavar="N",
+                   help="training seeds (replicates): seed, seed + 1, …; every headline number is reported over them "
+                        "(median and range); --seeds 1 for a quick look")
     p.add_argument("--colour", type=float, default=None, metavar="S",
                    help="strength in [0, 2] of the colour artefact planted in every fake: chroma gain 1 + S "
                         "(default: tffkit.demo.PlantedArtefacts' default; 0 plants none)")
@@ -30,13 +33,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..demo.artefacts import PlantedArtefacts
     from ..demo.study import run_demo
-    from ..demo.summary import write_summary
 
     start = time.time()
     planted = PlantedArtefacts(format_shortcut=args.format_shortcut,
                                **({} if args.colour is None else {"colour": args.colour}))
-    path = run_demo(args.out, args.scale, args.seed, args.device, not args.no_progress, planted)
+    path = run_demo(args.out, scale=args.scale, seed=args.seed, seeds=args.seeds, device=args.device,
+                    progress=not args.no_progress, artefacts=planted)
     elapsed = time.time() - start
-    write_summary(args.out, elapsed_s=round(elapsed, 1))
     print(f"demo finished in {elapsed:.0f} s — open the report: {path}; headline numbers: {args.out}/summary.md")
     return 0

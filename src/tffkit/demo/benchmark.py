@@ -1,24 +1,29 @@
 """Embedded mini deepfake-detection benchmark in the ForenSynths folder layout.
 
 Real images are random 64x64 crops (several scales, antialiased down-sizing, flips) of
-the colour photographs bundled inside the installed scikit-image and scikit-learn
-wheels -- nothing is downloaded.  Photographs are split into train / val / test *by
-source photograph*.  Fake images are the same kind of crops "regenerated" by tiny
-autoencoder generators (see :mod:`tffkit.demo.generators`) trained for a few seconds
-on training-split crops only; each split's fakes are made from that split's photos.  The fakes carry
-artefacts planted on purpose, each with a known cause and strength (:mod:`tffkit.demo.artefacts`).
+the twelve colour images bundled inside the installed scikit-image, scikit-learn and matplotlib
+wheels (eleven photographs and a colour chart; :data:`PHOTO_FOLDS`, their sources and licences in
+docs/demo.md) -- nothing is downloaded.  Twelve images cannot give every test set eight photographs
+disjoint from training, so the benchmark *cross-fits over photographs*: the images form two folds of
+six; fold ``k``'s detectors train (and are validated, and rank their units) on the other fold's
+photographs and are tested on fold ``k``'s, so every photograph is a test photograph exactly once and
+the pooled test sets hold all twelve.  Fake images are the same kind of crops "regenerated" by tiny
+autoencoder generators (see :mod:`tffkit.demo.generators`) trained for a few seconds on crops of every
+image (a generator, like a real one, is not the detector's training data); each fake is made from a
+real crop of the same split.  The fakes carry artefacts planted on purpose, each with a known cause
+and strength (:mod:`tffkit.demo.artefacts`).
 
 Fake ``1_fake/NNNNN_<photo>.png`` is the regeneration of real ``0_real/NNNNN_<photo>.png`` (``.jpg`` for the
 reals when the format shortcut is on).
 
 Layout under ``root``::
 
-    train/<class>/{0_real,1_fake}/*.png   # fakes of TRAINING_FAMILY only
-    val/<class>/{0_real,1_fake}/*.png     # TRAINING_FAMILY, validation photographs
-    test/<family>/{0_real,1_fake}/*.png   # every family, test photographs
-    generators/<family>.pth                # the trained generators, colour formation planted
-    benchmark.json                         # parameters, planted-artefact strengths, measured chroma
-    ground_truth.csv                       # every image: which artefacts it carries, with their strengths
+    fold<k>/train/<class>/{0_real,1_fake}/*.png   # fakes of TRAINING_FAMILY only, the other fold's photographs
+    fold<k>/val/<class>/{0_real,1_fake}/*.png     # TRAINING_FAMILY, the other fold's validation photographs
+    fold<k>/test/<family>/{0_real,1_fake}/*.png   # every family, fold k's photographs
+    generators/<family>.pth                        # the trained generators, colour formation planted
+    benchmark.json                                 # parameters, planted-artefact strengths, measured chroma
+    ground_truth.csv                               # every image: which artefacts it carries, with their strengths
 """
 
 from __future__ import annotations
@@ -44,12 +49,13 @@ from tffkit.demo.generators import FAMILIES, TRAINING_FAMILY, n_parameters, rege
 from tffkit.progress import progress_bar
 from tffkit.results import write_csv
 
-__all__ = ["BENCHMARK_VERSION", "FAMILIES", "GROUND_TRUTH", "IMAGE_SIZE", "PHOTO_SPLIT", "TRAINING_FAMILY",
-           "PlantedArtefacts", "build_benchmark", "expected_counts", "load_photo"]
+__all__ = ["BENCHMARK_VERSION", "FAMILIES", "FOLDS", "GROUND_TRUTH", "IMAGE_SIZE", "PHOTO_FOLDS", "TRAINING_FAMILY",
+           "PlantedArtefacts", "build_benchmark", "expected_counts", "load_photo", "photo_split"]
 
 #: Bump whenever the content produced for a given (scale, seed) changes.
-# 2: the trained generators are kept (generators/<family>.pth); 3: planted artefacts and ground_truth.csv
-BENCHMARK_VERSION: int = 3
+# 2: the trained generators are kept (generators/<family>.pth); 3: planted artefacts and ground_truth.csv;
+# 4: twelve images in two folds (cross-fitting over photographs)
+BENCHMARK_VERSION: int = 4
 #: The per-image ground truth written next to ``benchmark.json``.
 GROUND_TRUTH = "ground_truth.csv"
 _SUFFIXES = {"png": ".png", "jpeg": ".jpg"}
@@ -59,16 +65,26 @@ IMAGE_SIZE: int = 64
 #: Crop windows are ``IMAGE_SIZE * s`` pixels wide (clipped to the photo), then resized to 64.
 CROP_SCALES: tuple[float, ...] = (1.25, 1.5, 2.0, 3.0, 4.0)
 
-#: Photo split by source photograph; train and val are grouped into content classes.
-PHOTO_SPLIT: dict[str, dict[str, list[str]]] = {
-    "train": {"everyday": ["astronaut", "rocket", "motorcycle", "flower"],
-              "technical": ["hubble_deep_field", "retina", "colorwheel"]},
-    "val": {"everyday": ["chelsea"], "technical": ["immunohistochemistry"]},
-    "test": {"all": ["coffee", "china"]},
-}
+#: The two folds of photographs, each grouped into content classes (the shared start's pretext task); the first
+#: photograph of each class is the validation photograph when the fold trains the other fold's detectors.
+PHOTO_FOLDS: tuple[dict[str, list[str]], ...] = (
+    {"everyday": ["coffee", "china", "astronaut", "rocket"], "technical": ["retina", "hubble_deep_field"]},
+    {"everyday": ["chelsea", "flower", "motorcycle", "grace_hopper"],
+     "technical": ["immunohistochemistry", "colorwheel"]},
+)
+FOLDS: int = len(PHOTO_FOLDS)
+
+
+def photo_split(fold: int) -> dict[str, dict[str, list[str]]]:
+    """Fold ``fold``'s photographs per split: test are its own, train and val the other fold's (by class)."""
+    other = PHOTO_FOLDS[(fold + 1) % FOLDS]
+    return {"train": {c: names[1:] for c, names in other.items()},
+            "val": {c: names[:1] for c, names in other.items()},
+            "test": {"all": [n for names in PHOTO_FOLDS[fold].values() for n in names]}}
+
 
 # Images per label at scale 1: per class for train/val, per family for test.
-_BASE_COUNTS = {"train": 500, "val": 75, "test": 200}
+_BASE_COUNTS = {"train": 300, "val": 60, "test": 72}
 _MIN_COUNT = 4
 _GEN_STEPS = 600  # generator optimisation steps at scale 1
 _GEN_POOL = 512  # training crops the generators learn from at scale 1
@@ -93,6 +109,15 @@ def _sklearn(filename: str) -> Callable[[], list[np.ndarray]]:
     return load
 
 
+def _matplotlib(filename: str) -> Callable[[], list[np.ndarray]]:
+    def load() -> list[np.ndarray]:
+        from matplotlib import cbook
+
+        with Image.open(cbook.get_sample_data(filename, asfileobj=False)) as img:
+            return [np.asarray(img.convert("RGB"))]
+    return load
+
+
 _SOURCES: dict[str, tuple[str, Callable[[], list[np.ndarray]]]] = {
     "astronaut": ("skimage.data.astronaut", _skimage("astronaut")),
     "rocket": ("skimage.data.rocket", _skimage("rocket")),
@@ -105,6 +130,7 @@ _SOURCES: dict[str, tuple[str, Callable[[], list[np.ndarray]]]] = {
     "coffee": ("skimage.data.coffee", _skimage("coffee")),
     "china": ("sklearn.datasets.load_sample_image('china.jpg')", _sklearn("china.jpg")),
     "flower": ("sklearn.datasets.load_sample_image('flower.jpg')", _sklearn("flower.jpg")),
+    "grace_hopper": ("matplotlib sample_data/grace_hopper.jpg", _matplotlib("grace_hopper.jpg")),
 }
 
 
@@ -121,20 +147,23 @@ def load_photo(name: str) -> list[np.ndarray]:
     return list(_load_views(name))
 
 
-def _n(base: int, scale: float) -> int:
-    return max(_MIN_COUNT, int(round(base * scale)))
+def _n(base: int, scale: float, photos: int) -> int:
+    """Images per label of a folder: at least one per photograph (crops cycle over the photographs)."""
+    return max(_MIN_COUNT, photos, int(round(base * scale)))
 
 
 def expected_counts(scale: float = 1.0) -> dict[str, int]:
-    """Number of PNG files in every leaf folder (``split/group/label``) for a given ``scale``."""
+    """Number of PNG files in every leaf folder (``fold/split/group/label``) for a given ``scale``."""
     counts: dict[str, int] = {}
-    for split in ("train", "val"):
-        for cls in PHOTO_SPLIT[split]:
+    for fold in range(FOLDS):
+        split = photo_split(fold)
+        for part in ("train", "val"):
+            for cls, names in split[part].items():
+                for label in ("0_real", "1_fake"):
+                    counts[f"fold{fold}/{part}/{cls}/{label}"] = _n(_BASE_COUNTS[part], scale, len(names))
+        for fam in FAMILIES:
             for label in ("0_real", "1_fake"):
-                counts[f"{split}/{cls}/{label}"] = _n(_BASE_COUNTS[split], scale)
-    for fam in FAMILIES:
-        for label in ("0_real", "1_fake"):
-            counts[f"test/{fam}/{label}"] = _n(_BASE_COUNTS["test"], scale)
+                counts[f"fold{fold}/test/{fam}/{label}"] = _n(_BASE_COUNTS["test"], scale, len(split["test"]["all"]))
     return counts
 
 
@@ -227,11 +256,10 @@ def _generate(tmp: Path, scale: float, seed: int, progress: bool, artefacts: Pla
     seeds = np.random.SeedSequence(seed).spawn(3)
     rng_pool, rng_real = (np.random.default_rng(s) for s in seeds[:2])
     torch_seed = int(seeds[2].generate_state(1)[0] % 2**31)
-    all_names = [n for groups in PHOTO_SPLIT.values() for names in groups.values() for n in names]
+    all_names = [n for fold in PHOTO_FOLDS for names in fold.values() for n in names]
     photos = {name: load_photo(name) for name in all_names}
-    train_names = [n for names in PHOTO_SPLIT["train"].values() for n in names]
     steps = max(_MIN_GEN_STEPS, int(round(_GEN_STEPS * scale)))
-    pool, _ = _sample_crops(photos, train_names, max(64, int(round(_GEN_POOL * scale))), rng_pool)
+    pool, _ = _sample_crops(photos, all_names, max(64, int(round(_GEN_POOL * scale))), rng_pool)
 
     counts = expected_counts(scale)
     total = steps * len(FAMILIES) + sum(counts.values())
@@ -268,18 +296,19 @@ def _generate(tmp: Path, scale: float, seed: int, progress: bool, artefacts: Pla
                 truth.extend(_truth_row(tmp, path, label, family, fmt, src, artefacts)
                              for path, src in zip(paths, real_src, strict=True))
 
-        for split in ("train", "val"):
-            for cls, names in PHOTO_SPLIT[split].items():
-                emit(f"{split}/{cls}", names, TRAINING_FAMILY)
-        test_names = [n for names in PHOTO_SPLIT["test"].values() for n in names]
-        for fam in FAMILIES:
-            emit(f"test/{fam}", test_names, fam)
+        for fold in range(FOLDS):
+            split = photo_split(fold)
+            for part in ("train", "val"):
+                for cls, names in split[part].items():
+                    emit(f"fold{fold}/{part}/{cls}", names, TRAINING_FAMILY)
+            for fam in FAMILIES:
+                emit(f"fold{fold}/test/{fam}", split["test"]["all"], fam)
     bar.close()
     write_csv(tmp / GROUND_TRUTH, truth)
     return {
         "version": BENCHMARK_VERSION, "scale": scale, "seed": seed, "image_size": IMAGE_SIZE,
         "families": list(FAMILIES), "training_family": TRAINING_FAMILY,
-        "classes": list(PHOTO_SPLIT["train"]), "photo_split": PHOTO_SPLIT,
+        "classes": list(PHOTO_FOLDS[0]), "folds": [photo_split(k) for k in range(FOLDS)],
         "photo_sources": {n: _SOURCES[n][0] for n in all_names},
         "crop_scales": list(CROP_SCALES), "paired_fakes": True,
         "generators": {"steps": steps, "training_crops": len(pool), "families": gen_info},
@@ -293,7 +322,8 @@ def _truth_row(root: Path, path: Path, label: int, family: str, fmt: str, photo:
     """One image's ground truth: the artefacts it carries (strength 0 / empty when it carries none)."""
     rel = path.relative_to(root)
     fake = label == 1
-    return {"path": rel.as_posix(), "split": rel.parts[0], "set": rel.parts[1], "label": label, "photo": photo,
+    return {"path": rel.as_posix(), "fold": rel.parts[0], "split": rel.parts[1], "set": rel.parts[2], "label": label,
+            "photo": photo,
             "family": family if fake else "", "upsampling": family if fake else "",
             "colour": artefacts.colour if fake else 0.0, "format": fmt,
             "format_shortcut": artefacts.format_shortcut,

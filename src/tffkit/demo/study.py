@@ -1,5 +1,11 @@
-"""``tff demo``: build the embedded mini benchmark, train a small universal and a colour-robust detector,
-run the whole study on them and write the report — no downloads, no user data, cached between runs."""
+"""``tff demo``: build the embedded mini benchmark, train a small universal and a colour-robust detector per fold of
+photographs and per seed, run the whole study on one of them and the headline steps on every other, and write the
+report — no downloads, no user data, cached between runs.
+
+A *replicate* is one training seed: its detectors (and their shared start) are trained once per fold of photographs
+(:data:`~tffkit.demo.benchmark.PHOTO_FOLDS`), each tested on its own fold, so a replicate's pooled test sets hold
+every photograph once. The first replicate's fold 0 runs the whole study (``study/``, the report); every (seed, fold)
+runs the headline steps (evaluate, rank, colour, colour-robust) into ``replicates/seed<s>/fold<k>/``."""
 
 from __future__ import annotations
 
@@ -8,13 +14,14 @@ import multiprocessing as mp
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import yaml
 
 from ..results import link_or_copy, read_json, write_json
 from .artefacts import PlantedArtefacts
-from .benchmark import PHOTO_GROUP_PATTERN, PHOTO_SPLIT
+from .benchmark import FOLDS, PHOTO_GROUP_PATTERN, photo_split
 
 DEMO_ARCH = "tiny_resnet"
 #: the demo generators' ×2 upsampling (decoder.4; a unit only for tconv and pixel shuffle) and the convolution
@@ -23,35 +30,44 @@ DEMO_ARCH = "tiny_resnet"
 UPSAMPLING_NEIGHBOURS = ("decoder.2", "decoder.4.op", "decoder.4.op.0")
 
 
-def demo_config(out: Path, bench: dict, universal: str, colour_robust: str) -> dict:
-    """The study config of the demo (the two trained detectors' checkpoints): the training family plays ProGAN, the
-    others are unseen sets."""
+#: the steps every replicate runs (the headline claims'); the whole study runs once
+HEADLINE_STEPS = ("evaluate", "rank", "color", "color_robust")
+
+
+def demo_config(out: Path, bench: dict, universal: str, colour_robust: str, *, fold: int = 0,
+                study: Path | None = None, whole: bool = True) -> dict:
+    """The study config of the demo for ``fold``'s two trained detectors: the training family plays ProGAN, the
+    others are unseen sets. ``whole``: every step, else only :data:`HEADLINE_STEPS`."""
+    data = out / "benchmark" / f"fold{fold}"
+    steps = {
+        "rank": {"min_prob": 0.9, "k": 12},
+        "dropout": {"k_sweep": [3, 6, 12, 24]},  # the default 20 random-k replicas as the null
+        # rankings compared by deletion (k = 1 … 16, the default 20 random rankings as the null, a fully
+        # randomised detector) on every test fake and real
+        "faithfulness": {"enabled": True, "k_max": 16, "randomise": [1.0]},
+        "lrpmax": {"k": 6, "per_tff": 8, "show": 4},
+        "color": {"k": 12},
+        "color_robust": {"enabled": True, "label": "colour-robust (demo)", "weights": colour_robust},
+        # LRP into each family's generator, fed with the family's real test crops (it regenerates them);
+        # p ≥ 0.5: on the unseen families few fakes reach the paper's 0.9
+        "generator": {"enabled": True, "images": 60, "percent": 5.0, "random_repeats": 3, "min_prob": 0.5,
+                      "generators": [{"name": fam, "kind": f"demo:{fam}",
+                                      "weights": str(out / "benchmark" / "generators" / f"{fam}.pth"),
+                                      "inputs": str(data / "test" / fam / "0_real"),
+                                      "near": list(UPSAMPLING_NEIGHBOURS)} for fam in bench["families"]]},
+    }
+    if not whole:
+        steps = {name: ({**settings, "enabled": False} if name not in HEADLINE_STEPS else settings)
+                 for name, settings in {**steps, "planted": {}}.items()}
     return {
-        "name": "embedded mini benchmark",
-        "out": str(out / "study"),
+        "name": "embedded mini benchmark" + ("" if whole else f" (fold {fold})"),
+        "out": str(study or out / "study"),
         "preset": "full",
         "batch_size": 64,
         "detector": {"arch": DEMO_ARCH, "weights": universal, "label": "universal (demo)"},
-        "data": {"source": str(out / "benchmark" / "val"), "test": str(out / "benchmark" / "test"),
+        "data": {"source": str(data / "val"), "test": str(data / "test"),
                  "train_set": [bench["training_family"]], "group_pattern": PHOTO_GROUP_PATTERN},
-        "steps": {
-            "rank": {"min_prob": 0.9, "k": 12},
-            "dropout": {"k_sweep": [3, 6, 12, 24]},  # the default 20 random-k replicas as the null
-            # rankings compared by deletion (k = 1 … 16, the default 20 random rankings as the null, a fully
-            # randomised detector) on 100 fakes and 100 reals per test set
-            "faithfulness": {"enabled": True, "k_max": 16, "randomise": [1.0],
-                             "max_per_class": 100, "deletion_max_per_class": 100},
-            "lrpmax": {"k": 6, "per_tff": 8, "show": 4, "max_per_class": 100},
-            "color": {"k": 12, "max_per_class": 100},
-            "color_robust": {"enabled": True, "label": "colour-robust (demo)", "weights": colour_robust},
-            # LRP into each family's generator, fed with the family's real test crops (it regenerates them);
-            # p ≥ 0.5: on the unseen families few fakes reach the paper's 0.9
-            "generator": {"enabled": True, "images": 60, "percent": 5.0, "random_repeats": 3, "min_prob": 0.5,
-                          "generators": [{"name": fam, "kind": f"demo:{fam}",
-                                          "weights": str(out / "benchmark" / "generators" / f"{fam}.pth"),
-                                          "inputs": str(out / "benchmark" / "test" / fam / "0_real"),
-                                          "near": list(UPSAMPLING_NEIGHBOURS)} for fam in bench["families"]]},
-        },
+        "steps": steps,
     }
 
 
@@ -82,26 +98,33 @@ def _needs_training(folder: Path, built: dict) -> bool:
     return True
 
 
+#: training epochs of the detectors and of their shared start at scale 1
+EPOCHS, PRETEXT_EPOCHS = 14, 6
 #: what the shared initialisation learns (recorded with it; a new value retrains everything)
-PRETEXT = ("photo category: the training split's real photographs, 'everyday' (label 0) vs 'technical' (label 1), "
+PRETEXT = ("photo category: the fold's training real photographs, 'everyday' (label 0) vs 'technical' (label 1), "
            "in colour — no fakes, no planted artefact")
 
 
-def pretrain_shared_init(out: Path, bench: dict, train_args: dict, device: str, progress: bool) -> Path:
-    """Train the starting point both demo detectors share (cached in ``out/detectors/shared_init``), as the paper's
-    detectors share ImageNet weights: the tiny detector learns to tell the benchmark's two photo categories apart on
-    the real training photographs only, so its features come from photo content, not from any fake. Returns the
-    checkpoint."""
+def _folder(out: Path, seed: int, fold: int) -> Path:
+    return out / "detectors" / f"seed{seed}" / f"fold{fold}"
+
+
+def pretrain_shared_init(out: Path, bench: dict, train_args: dict, device: str, progress: bool, *,
+                         fold: int = 0) -> Path:
+    """Train the starting point both detectors of ``fold`` share (seed ``train_args['seed']``; cached), as the
+    paper's detectors share ImageNet weights: the tiny detector learns to tell the benchmark's two photo categories
+    apart on the fold's real training photographs only, so its features come from photo content, not from any fake.
+    Returns the checkpoint."""
     from ..train import train_detector
 
-    folder = out / "detectors" / "shared_init"
-    built = {**_benchmark_stamp(bench), "pretext": PRETEXT}
+    folder = _folder(out, train_args["seed"], fold) / "shared_init"
+    built = {**_benchmark_stamp(bench), "pretext": PRETEXT, "fold": fold}
     if _needs_training(folder, built):
         for split in ("train", "val"):
-            for label, category in enumerate(PHOTO_SPLIT[split]):
+            for label, category in enumerate(photo_split(fold)[split]):
                 dst = folder / "data" / split / "photos" / f"{label}_{('real', 'fake')[label]}"
                 dst.mkdir(parents=True, exist_ok=True)
-                for src in sorted((out / "benchmark" / split / category / "0_real").iterdir()):
+                for src in sorted((out / "benchmark" / f"fold{fold}" / split / category / "0_real").iterdir()):
                     if not (dst / src.name).exists():
                         link_or_copy(src, dst / src.name)
         write_json(folder / "pretext.json", {"task": PRETEXT, "epochs": train_args["max_epochs"]})
@@ -111,18 +134,19 @@ def pretrain_shared_init(out: Path, bench: dict, train_args: dict, device: str, 
 
 
 def train_detectors(out: Path, bench: dict, train_args: dict, device: str, progress: bool,
-                    init: Path | None = None) -> dict[str, Path]:
-    """Train the demo's universal and colour-robust detectors (cached) into ``out/detectors``, both starting from
-    ``init`` when given; returns their best checkpoints. When both need training, the colour-robust one trains in a
-    second process at the same time (its output in ``detectors/colour_robust/train.log``): each uses one compute
-    thread, so the results are those of training one after the other."""
+                    init: Path | None = None, *, fold: int = 0) -> dict[str, Path]:
+    """Train ``fold``'s universal and colour-robust detectors (seed ``train_args['seed']``; cached), both starting
+    from ``init`` when given; returns their best checkpoints. When both need training, the colour-robust one trains
+    in a second process at the same time (its output in its folder's ``train.log``): each uses one compute thread,
+    so the results are those of training one after the other."""
     from ..train import train_detector
 
-    built = _benchmark_stamp(bench)
+    built = {**_benchmark_stamp(bench), "fold": fold}
     if init is not None:
         built["init"] = PRETEXT
-    folders = {"universal": out / "detectors" / "universal", "colour_robust": out / "detectors" / "colour_robust"}
-    data = (DEMO_ARCH, out / "benchmark" / "train", out / "benchmark" / "val")
+    base = _folder(out, train_args["seed"], fold)
+    folders = {"universal": base / "universal", "colour_robust": base / "colour_robust"}
+    data = (DEMO_ARCH, out / "benchmark" / f"fold{fold}" / "train", out / "benchmark" / f"fold{fold}" / "val")
     jobs = {name: (data + (folder,), {"color_robust": name == "colour_robust", "device": device,
                                       "init": init, "resume": (folder / "model_last.pth").is_file(), **train_args})
             for name, folder in folders.items() if _needs_training(folder, built)}
@@ -149,13 +173,17 @@ def train_detectors(out: Path, bench: dict, train_args: dict, device: str, progr
     return {name: folder / "model_best.pth" for name, folder in folders.items()}
 
 
-def run_demo(out: str | os.PathLike = "demo_out", scale: float = 1.0, seed: int = 0, device: str = "auto",
-             progress: bool = True, artefacts: PlantedArtefacts | None = None) -> Path:
-    """Run the embedded study end to end into ``out``; returns the report's path. ``artefacts``: the strengths of
-    the artefacts planted in the benchmark (:class:`~tffkit.demo.artefacts.PlantedArtefacts`' defaults)."""
+def run_demo(out: str | os.PathLike = "demo_out", *, scale: float = 1.0, seed: int = 0, seeds: int = 3,
+             device: str = "auto", progress: bool = True, artefacts: PlantedArtefacts | None = None) -> Path:
+    """Run the embedded study end to end into ``out``; returns the report's path. ``seed``: the benchmark's and the
+    first replicate's; ``seeds``: how many training seeds (``seed``, ``seed + 1``, …). ``artefacts``: the strengths
+    of the artefacts planted in the benchmark (:class:`~tffkit.demo.artefacts.PlantedArtefacts`' defaults)."""
+    from ..report.html import build_report
     from ..study import run_study
     from .benchmark import build_benchmark
+    from .summary import write_summary
 
+    start = time.perf_counter()
     out = Path(out).absolute()
     bench = build_benchmark(out / "benchmark", scale=scale, seed=seed, progress=progress, artefacts=artefacts)
     # Wang et al.'s recipe at demo size: whole 64-px images (a random crop would shift the phase of the
@@ -167,19 +195,30 @@ def run_demo(out: str | os.PathLike = "demo_out", scale: float = 1.0, seed: int 
     # as the paper's start from ImageNet: from random weights every first-layer filter mixes R, G and B at random,
     # so nearly every early feature map reacts to grayscale whatever the detector learned (measured: 83% of the
     # colour-robust detector's top-12 T-FF colour-conditional from scratch, 50–58% from the shared start, seed 0).
-    epochs = max(3, round(20 * scale))
-    train_args = {"crop_size": 64, "load_size": 64, "batch_size": 64, "max_epochs": epochs,
-                  "seed": seed, "lr": 1e-3, "blur_prob": 0.0, "jpeg_prob": 0.0, "patience": epochs}
-    pretext_epochs = max(2, round(8 * scale))
-    init = pretrain_shared_init(out, bench, {**train_args, "max_epochs": pretext_epochs, "patience": pretext_epochs},
-                                device, progress)
-    best = train_detectors(out, bench, train_args, device, progress, init)
-    cfg = demo_config(out, bench, str(best["universal"]), str(best["colour_robust"]))
-    cfg["device"] = device
-    (out / "study.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    write_json(out / "demo.json", {"scale": scale, "seed": seed, "benchmark": bench.get("counts"),
+    epochs = max(3, round(EPOCHS * scale))
+    pretext_epochs = max(2, round(PRETEXT_EPOCHS * scale))
+    train_args = {"crop_size": 64, "load_size": 64, "batch_size": 64, "max_epochs": epochs, "lr": 1e-3,
+                  "blur_prob": 0.0, "jpeg_prob": 0.0, "patience": epochs}
+    replicates = {}
+    for s in range(seed, seed + seeds):
+        for fold in range(FOLDS):
+            args = {**train_args, "seed": s}
+            init = pretrain_shared_init(out, bench, {**args, "max_epochs": pretext_epochs, "patience": pretext_epochs},
+                                        device, progress, fold=fold)
+            replicates[s, fold] = train_detectors(out, bench, args, device, progress, init, fold=fold)
+    write_json(out / "demo.json", {"scale": scale, "seed": seed, "seeds": list(range(seed, seed + seeds)),
+                                   "folds": FOLDS, "benchmark": bench.get("counts"),
                                    "training_family": bench["training_family"], "artefacts": bench.get("artefacts"),
-                                   "training": train_args,
-                                   "shared_init": {"checkpoint": str(init), "pretext": PRETEXT,
-                                                   "epochs": pretext_epochs}})
-    return run_study(cfg, progress)
+                                   "training": train_args, "headline_steps": list(HEADLINE_STEPS),
+                                   "shared_init": {"pretext": PRETEXT, "epochs": pretext_epochs}})
+    for (s, fold), best in replicates.items():
+        if (s, fold) != (seed, 0):
+            cfg = demo_config(out, bench, str(best["universal"]), str(best["colour_robust"]), fold=fold,
+                              study=out / "replicates" / f"seed{s}" / f"fold{fold}", whole=False)
+            run_study({**cfg, "device": device}, progress)
+    best = replicates[seed, 0]
+    cfg = {**demo_config(out, bench, str(best["universal"]), str(best["colour_robust"])), "device": device}
+    (out / "study.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    run_study(cfg, progress)
+    write_summary(out, elapsed_s=round(time.perf_counter() - start, 1))  # and study/replicates.json, for the report
+    return build_report(out / "study")

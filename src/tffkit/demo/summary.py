@@ -1,6 +1,9 @@
-"""The demo's summary: every headline number of a finished ``tff demo`` with its interval over photographs, read
-from the study's result files (no model is run), written as ``summary.json`` and ``summary.md``.
+"""The demo's summary: every headline number of a finished ``tff demo`` over its replicates (training seeds) with its
+interval over photographs, read from the studies' result files (no model is run), written as ``summary.json`` and
+``summary.md``, and as ``study/replicates.json`` for the report.
 
+Each seed's colour claims are judged on the folds pooled (:func:`tffkit.analysis.replicates.pooled_color`: every
+photograph tested once, by the fold's detectors that did not train on it); a claim holds when it holds in every seed.
 The README's demo figures are this file's Markdown (between the ``demo-summary`` markers): ``python -m
 tffkit.demo.summary demo_out`` copies a run's summary to ``docs/demo_summary.json`` and rewrites that block, and a
 test checks that the README and the committed summary agree — no demo figure is typed by hand.
@@ -14,10 +17,19 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..analysis.replicates import over_replicates, pooled_color, verdict
 from ..results import read_json, write_json
 
 START, END = "<!-- demo-summary:start -->", "<!-- demo-summary:end -->"
-DETECTORS = {"universal": "study", "colour_robust": "study/color_robust"}
+#: each detector's colour folder in a study
+COLOR = {"universal": "color", "colour_robust": "color_robust/color"}
+RANK = {"universal": "rank", "colour_robust": "color_robust/rank"}
+STATISTICS = {("universal", "change"): "universal Δ median p(fake), pp",
+              ("colour_robust", "change"): "colour-robust Δ median p(fake), pp",
+              ("", "change_difference"): "colour-robust minus universal Δ, pp",
+              ("universal", "share"): "universal colour-conditional top-k T-FF, % (effect size)",
+              ("colour_robust", "share"): "colour-robust colour-conditional top-k T-FF, %",
+              ("", "share_difference"): "universal minus colour-robust share, pp"}
 
 
 def _csv(path: Path) -> pd.DataFrame | None:
@@ -29,70 +41,77 @@ def _interval(row, prefix: str = "", scale: float = 1.0) -> dict:
     return {k: round(float(row[f"{prefix}{k}"]) * scale, 2) for k in ("estimate", "low", "high")}
 
 
-def _detector(study: Path) -> dict:
-    """Per test set: AP on colour and grayscale images, the change of the median p(fake) without colour and the share
-    of colour-conditional top-k T-FF (paired effect size, with intervals; Mood's share beside)."""
-    sets: dict[str, dict] = {}
-    wide = _csv(study / "color" / "table_color_gray.csv")
-    if wide is not None:
-        table = wide.set_index("version")
-        for column in table.columns:
-            if column.endswith(" AP"):
-                name = column[: -len(" AP")]
-                sets.setdefault(name, {})["ap"] = {v: round(float(table.loc[v, column]), 1) for v in table.index}
-    change = _csv(study / "color" / "median_probability_ci.csv")
-    for _, row in (change if change is not None else pd.DataFrame()).iterrows():
-        sets.setdefault(row["set"], {})["median_change_pp"] = _interval(row) | {"groups": int(row["groups"])}
-    paired = _csv(study / "color" / "colour_conditional_paired.csv")
-    for _, row in (paired if paired is not None else pd.DataFrame()).iterrows():
-        sets.setdefault(row["set"], {}).update(
-            conditional_effect_pct=_interval(row, "effect_") if "effect_estimate" in row else
-            {"estimate": round(float(row["effect_percent"]), 1), "low": round(float(row["effect_low"]), 1),
-             "high": round(float(row["effect_high"]), 1)},
-            conditional_mood_pct=round(float(row["mood_percent"]), 1), k=int(row["k"]))
-    ranking = study / "rank" / "ffrs.json"
-    return {"sets": sets, "ranking": _ranking(read_json(ranking)) if ranking.is_file() else None}
+def study_folder(demo: Path, seed: int, fold: int, first_seed: int) -> Path:
+    """Where ``tff demo`` ran the study of (seed, fold): the whole study for the first seed's fold 0."""
+    return demo / "study" if (seed, fold) == (first_seed, 0) else demo / "replicates" / f"seed{seed}" / f"fold{fold}"
+
+
+def _fold_data(color: Path) -> dict:
+    """One detector's colour-step files of one fold, as :func:`pooled_color` takes them."""
+    acts = {v: pd.read_csv(color / f"activations_{v}.csv") for v in ("colour", "grayscale")}
+    units = [c for c in acts["colour"].columns if c not in ("path", "set", "class", "group")]
+    return {"probabilities": pd.read_csv(color / "probabilities.csv"), "colour": acts["colour"][units].to_numpy(float),
+            "grayscale": acts["grayscale"][units].to_numpy(float), "sets": acts["colour"]["set"].astype(str),
+            "groups": acts["colour"]["group"].astype(str)}
+
+
+def _ap(studies: list[Path], folder: str) -> dict:
+    """Per set: AP on colour and on grayscale images, the mean over the folds' detectors."""
+    tables = [_csv(s / folder / "table_color_gray.csv") for s in studies]
+    out: dict[str, dict] = {}
+    for table in (t.set_index("version") for t in tables if t is not None):
+        for column in (c for c in table.columns if c.endswith(" AP")):
+            for version in table.index:
+                out.setdefault(column[: -len(" AP")], {}).setdefault(version, []).append(float(table.loc[version,
+                                                                                                         column]))
+    return {s: {v: round(sum(x) / len(x), 1) for v, x in versions.items()} for s, versions in out.items()}
 
 
 def _ranking(ffrs: dict) -> dict:
-    """How many confident fakes, from how many groups, the ranking rests on."""
+    """How many confident fakes, from how many groups, a ranking rests on."""
     return {"fakes_used": ffrs.get("fakes_used"), "groups": ffrs.get("confident_fakes_groups"),
             "warning": ffrs.get("ranking_warning")}
 
 
+def _replicate(studies: list[Path], training_family: str) -> dict:
+    """One seed: its folds' colour statistics pooled, the claims judged on them, AP and the rankings per fold."""
+    table = pooled_color({d: [_fold_data(s / folder) for s in studies] for d, folder in COLOR.items()})
+    sets: dict[str, dict] = {}
+    for _, row in table.iterrows():
+        sets.setdefault(row["set"], {})[f"{row['detector']}:{row['statistic']}".lstrip(":")] = _interval(row) | {
+            "groups": int(row["groups"])}
+    rankings = {d: [_ranking(read_json(s / folder / "ffrs.json")) for s in studies] for d, folder in RANK.items()}
+    return {"sets": sets, "claims": _claims(sets, training_family), "rankings": rankings,
+            "ap": {d: _ap(studies, folder) for d, folder in COLOR.items()}}
+
+
 def _side(low: float, high: float) -> bool | None:
-    """True when an interval (or a difference of intervals) lies above 0, False below, None when it includes 0."""
+    """True when an interval lies above 0, False below, None when it includes 0."""
     return True if low > 0 else (False if high < 0 else None)
 
 
-def _claims(detectors: dict, training_family: str) -> list[dict]:
-    """The paper's direction, judged on intervals per set: shown (every interval on the claimed side: "yes"),
-    contradicted (one on the other side: "no") or "not shown" (an interval includes 0, or overlaps)."""
-    uni, cr = detectors.get("universal", {}).get("sets", {}), detectors.get("colour_robust", {}).get("sets", {})
-    unseen = [s for s in uni if s != training_family]
-    out = []
+CLAIMS = (
+    ("Without colour, the universal detector's median p(fake) falls on every unseen family (interval below 0)",
+     "universal:change", -1, "unseen"),
+    ("The colour-robust detector's median p(fake) falls less than the universal one's (paired difference above 0)",
+     "change_difference", 1, "unseen"),
+    ("More of the universal detector's top-k T-FF are colour-conditional by the paired effect size than the "
+     "colour-robust one's (paired difference above 0, every set)", "share_difference", 1, "all"),
+)
 
-    def judge(text: str, verdicts: dict[str, bool | None]) -> None:
+
+def _claims(sets: dict, training_family: str) -> list[dict]:
+    """The paper's direction, judged on one replicate's intervals per set: shown (every interval on the claimed
+    side: "yes"), contradicted (one on the other side: "no") or "not shown" (an interval includes 0)."""
+    out = []
+    for text, key, sign, which in CLAIMS:
+        names = [s for s in sets if which == "all" or s != training_family]
+        verdicts = {s: (None if key not in sets[s] else
+                        _side(*sorted((sign * sets[s][key]["low"], sign * sets[s][key]["high"])))) for s in names}
         values = list(verdicts.values())
         holds = "yes" if values and all(v is True for v in values) else (
             "no" if any(v is False for v in values) else "not shown")
         out.append({"claim": text, "holds": holds, "per_set": verdicts})
-
-    def get(d: dict, s: str, key: str) -> dict | None:
-        return d.get(s, {}).get(key)
-
-    def apart(a: dict | None, b: dict | None) -> bool | None:
-        """a above b (True), below (False), overlapping or unknown (None)."""
-        return None if not a or not b else _side(a["low"] - b["high"], a["high"] - b["low"])
-
-    judge("Without colour, the universal detector's median p(fake) falls on every unseen family (interval below 0)",
-          {s: None if not get(uni, s, "median_change_pp") else
-           _side(-get(uni, s, "median_change_pp")["high"], -get(uni, s, "median_change_pp")["low"]) for s in unseen})
-    judge("The colour-robust detector's median p(fake) falls less than the universal one's (intervals apart)",
-          {s: apart(get(cr, s, "median_change_pp"), get(uni, s, "median_change_pp")) for s in unseen})
-    judge("More of the universal detector's top-k T-FF are colour-conditional by the paired effect size (intervals "
-          "apart)", {s: apart(get(uni, s, "conditional_effect_pct"), get(cr, s, "conditional_effect_pct"))
-                     for s in uni})
     return out
 
 
@@ -128,27 +147,54 @@ def _generators(study: Path) -> list[dict]:
     return out
 
 
+def _timing(demo: Path, seeds: list[int], first: int, folds: int) -> dict:
+    """What each part of the demo took (seconds, from the run records)."""
+    def elapsed(path: Path) -> float:
+        return float(read_json(path).get("elapsed_s") or 0) if path.is_file() else 0.0
+
+    def study(folder: Path) -> float:
+        return round(sum(elapsed(p) for p in folder.glob("*/run.json"))
+                     + sum(elapsed(p) for p in folder.glob("color_robust/*/run.json")), 1)
+
+    training = {s: round(sum(elapsed(p) for p in (demo / "detectors" / f"seed{s}").glob("fold*/*/run.json")), 1)
+                for s in seeds}
+    return {"benchmark_s": read_json(demo / "benchmark" / "benchmark.json").get("build_seconds"),
+            "training_s_per_seed": training,
+            "whole_study_s": study(demo / "study"),
+            "headline_steps_s": {f"seed{s}/fold{k}": study(study_folder(demo, s, k, first))
+                                 for s in seeds for k in range(folds) if (s, k) != (first, 0)}}
+
+
 def build_summary(demo: str | Path, *, elapsed_s: float | None = None) -> dict:
     """The summary of the demo folder ``demo`` (a finished ``tff demo``)."""
     demo = Path(demo)
     meta = read_json(demo / "demo.json")
     bench = read_json(demo / "benchmark" / "benchmark.json")
-    run = read_json(demo / "study" / "evaluate" / "run.json") if (demo / "study" / "evaluate" / "run.json").is_file() \
-        else {}
-    detectors = {name: _detector(demo / folder) for name, folder in DETECTORS.items()}
-    split = bench.get("photo_split", {})
+    seeds, folds, first = meta["seeds"], meta["folds"], meta["seed"]
+    run = read_json(demo / "study" / "evaluate" / "run.json")
+    replicates = {s: _replicate([study_folder(demo, s, k, first) for k in range(folds)], meta["training_family"])
+                  for s in seeds}
+    sets = list(replicates[first]["sets"])
+    over = {s: {key: over_replicates([r["sets"].get(s, {}).get(key, {}).get("estimate") for r in replicates.values()])
+                for key in (f"{d}:{st}".lstrip(":") for d, st in STATISTICS)} for s in sets}
+    claims = [{"claim": c["claim"], "holds": verdict([replicates[s]["claims"][i]["holds"] for s in seeds]),
+               "per_seed": {str(s): replicates[s]["claims"][i]["holds"] for s in seeds}}
+              for i, c in enumerate(replicates[first]["claims"])]
     return {
-        "seed": meta.get("seed"), "scale": meta.get("scale"), "elapsed_s": elapsed_s,
+        "seed": first, "seeds": seeds, "folds": folds, "scale": meta.get("scale"), "elapsed_s": elapsed_s,
         "colour_strength": (meta.get("artefacts") or {}).get("colour"),
         "training_family": meta.get("training_family"),
-        "photographs": {s: sorted({p for names in classes.values() for p in names}) for s, classes in split.items()},
+        "photographs": {f"fold{k}": sorted(p for names in split["test"].values() for p in names)
+                        for k, split in enumerate(bench["folds"])},
         "machine": {k: (run.get("numerics") or {}).get(k) for k in ("cpu_model", "torch_threads",
                                                                      "torch_cpu_capability")},
-        "detectors": detectors,
-        "claims": _claims(detectors, meta.get("training_family")),
+        "claims": claims, "over_seeds": over,
+        "replicates": {str(s): r for s, r in replicates.items()},
+        "one_model": f"seed {first}, fold 0 (its {len(bench['folds'][0]['test']['all'])} test photographs)",
         "dropout": _dropout(demo / "study"),
         "faithfulness": _faithfulness(demo / "study"),
         "generators": _generators(demo / "study"),
+        "timing": _timing(demo, seeds, first, folds),
     }
 
 
@@ -158,29 +204,41 @@ def _ci(d: dict | None, fmt: str = "{:+.1f}") -> str:
     return f"{fmt.format(d['estimate'])} [{fmt.format(d['low'])}, {fmt.format(d['high'])}]"
 
 
-def summary_markdown(s: dict) -> str:
-    """The summary as Markdown: the setting, the claims with their verdicts, then one table per analysis."""
-    photos = ", ".join(f"{k}: {len(v)}" for k, v in s["photographs"].items())
-    head = (f"Seed {s['seed']}, scale {s['scale']}, colour strength {s['colour_strength']}; photographs per split "
-            f"({photos}); intervals are 95% over photographs (cluster bootstrap). Machine: {s['machine']['cpu_model']}"
-            f", {s['machine']['torch_threads']} threads" + (f"; {s['elapsed_s'] / 60:.1f} min in all."
-                                                           if s.get("elapsed_s") else "."))
-    lines = [head, "", "| claim (the paper's direction) | holds |", "|---|---|"]
-    lines += [f"| {c['claim']} | {c['holds']} |" for c in s["claims"]]
-    lines += ["", "| set | universal AP colour → gray | CR AP colour → gray | universal Δ median p(fake), pp | "
-              "CR Δ median p(fake), pp | universal colour-cond. % (effect) | CR colour-cond. % (effect) |",
-              "|---|---|---|---|---|---|---|"]
-    uni, cr = (s["detectors"][d]["sets"] for d in ("universal", "colour_robust"))
-    for name, row in uni.items():
-        other = cr.get(name, {})
+def _range(d: dict, fmt: str = "{:+.1f}") -> str:
+    if not d or d["median"] is None:
+        return "—"
+    return f"{fmt.format(d['median'])} ({fmt.format(d['min'])} … {fmt.format(d['max'])})"
 
-        def ap(r: dict) -> str:
-            a = r.get("ap", {})
-            return f"{a.get('colour', '—')} → {a.get('grayscale', '—')}"
+
+def summary_markdown(s: dict) -> str:
+    """The summary as Markdown: the setting, the claims with their verdict per seed, the colour statistics per seed
+    with intervals and over seeds, then the one model's dropout, deletion and generator tables."""
+    photos = sum(len(v) for v in s["photographs"].values())
+    seeds = [str(x) for x in s["seeds"]]
+    t = s.get("timing") or {}
+    head = (f"{len(seeds)} training seeds ({', '.join(seeds)}) × {s['folds']} folds of photographs, scale "
+            f"{s['scale']}, colour strength {s['colour_strength']}: every test set holds all {photos} photographs, "
+            f"each tested once by the detectors of the fold that did not train on it. Intervals are 95% over "
+            f"photographs (cluster bootstrap within folds), per seed; \"over seeds\" is the median (range) of the "
+            f"seeds' values. Machine: {s['machine']['cpu_model']}, {s['machine']['torch_threads']} threads"
+            + (f"; {s['elapsed_s'] / 60:.1f} min in all" if s.get("elapsed_s") else "")
+            + (f" (benchmark {t['benchmark_s']:.0f} s, training {sum(t['training_s_per_seed'].values()):.0f} s of "
+               f"compute, whole study {t['whole_study_s']:.0f} s, headline steps of the other replicates "
+               f"{sum(t['headline_steps_s'].values()):.0f} s)" if t else "") + ".")
+    lines = [head, "", "| claim (the paper's direction) | holds | " + " | ".join(f"seed {x}" for x in seeds) + " |",
+             "|---|---|" + "---|" * len(seeds)]
+    lines += [f"| {c['claim']} | {c['holds']} | " + " | ".join(c["per_seed"][x] for x in seeds) + " |"
+              for c in s["claims"]]
+    lines += ["", "| set | statistic | " + " | ".join(f"seed {x}" for x in seeds) + " | over seeds |",
+              "|---|---|" + "---|" * (len(seeds) + 1)]
+    for name, over in s["over_seeds"].items():
         mark = " (training)" if name == s["training_family"] else ""
-        lines.append(f"| {name}{mark} | {ap(row)} | {ap(other)} | {_ci(row.get('median_change_pp'))} | "
-                     f"{_ci(other.get('median_change_pp'))} | {_ci(row.get('conditional_effect_pct'), '{:.0f}')} | "
-                     f"{_ci(other.get('conditional_effect_pct'), '{:.0f}')} |")
+        for (det, stat), label in STATISTICS.items():
+            key = f"{det}:{stat}".lstrip(":")
+            fmt = "{:+.1f}" if "change" in stat or "difference" in stat else "{:.0f}"
+            cells = [_ci(s["replicates"][x]["sets"].get(name, {}).get(key), fmt) for x in seeds]
+            lines.append(f"| {name}{mark} | {label} | " + " | ".join(cells) + f" | {_range(over.get(key), fmt)} |")
+    lines += ["", f"One model ({s['one_model']}):"]
     if s["dropout"]:
         lines += ["", "| dropped | mean ΔAP over sets, pp | percentile among the random-k replicas (0: below all) |",
                   "|---|---|---|"]
@@ -197,11 +255,32 @@ def summary_markdown(s: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def report_replicates(s: dict) -> dict:
+    """The study report's replicate section (``replicates.json``, drawn by the report like any result file)."""
+    seeds = [str(x) for x in s["seeds"]]
+    rows = []
+    for name, over in s["over_seeds"].items():
+        for (det, stat), label in STATISTICS.items():
+            key = f"{det}:{stat}".lstrip(":")
+            rows.append([name, label, *[_ci(s["replicates"][x]["sets"].get(name, {}).get(key)) for x in seeds],
+                         _range(over.get(key))])
+    return {"replicates": [f"seed {x}" for x in seeds], "unit": "training seed",
+            "note": f"{len(seeds)} training seeds × {s['folds']} folds of photographs; each seed's statistics pool "
+                    f"its folds (every photograph tested once) with 95% intervals over photographs. The sections "
+                    f"below this one come from one model: {s['one_model']}.",
+            "claims": [{"claim": c["claim"], "holds": c["holds"], "per_replicate": {f"seed {x}": c["per_seed"][x]
+                                                                                   for x in seeds}}
+                       for c in s["claims"]],
+            "columns": ["set", "statistic", *[f"seed {x}" for x in seeds], "over seeds: median (range)"],
+            "rows": rows}
+
+
 def write_summary(demo: str | Path, *, elapsed_s: float | None = None) -> dict:
     """Write ``summary.json`` and ``summary.md`` into the demo folder."""
     summary = build_summary(demo, elapsed_s=elapsed_s)
     write_json(Path(demo) / "summary.json", summary)
     (Path(demo) / "summary.md").write_text(summary_markdown(summary))
+    write_json(Path(demo) / "study" / "replicates.json", report_replicates(summary))
     return summary
 
 

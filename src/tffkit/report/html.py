@@ -19,6 +19,7 @@ from .section_faithfulness import section_faithfulness
 from .section_generator import section_generator
 from .section_intervals import color_intervals, dropout_intervals, ffrs_groups, transfer_intervals
 from .section_planted import section_planted
+from .section_replicates import section_replicates
 from .tables import html_table, key_value_table, mark, relative, wide_paper_table
 
 TEMPLATE = Path(__file__).with_name("report.html")
@@ -327,8 +328,10 @@ def banner(out: Path, study: dict) -> str | None:
     ``artefacts`` beside the test data, as the embedded demo writes) and how many groups (photographs, prompts,
     classes) the intervals of each test set rest on (``evaluate/metrics_ci.csv``)."""
     parts = []
-    bench = Path(study["data"]["test"]).parent / "benchmark.json"
-    artefacts = read_json(bench).get("artefacts") if bench.is_file() else None
+    test = Path(study["data"]["test"])
+    bench = next((p / "benchmark.json" for p in (test.parent, test.parent.parent) if (p / "benchmark.json").is_file()),
+                 None)
+    artefacts = read_json(bench).get("artefacts") if bench else None
     if artefacts:
         planted = [f"a colour artefact of strength {artefacts['colour']} in every fake"] if artefacts.get("colour") \
             else []
@@ -345,6 +348,10 @@ def banner(out: Path, study: dict) -> str | None:
         parts.append(f"Intervals are over groups of images (photographs, prompts or classes): "
                      f"{low if low == high else f'{low}–{high}'} per test set; with few groups an interval is wide, "
                      "and a claim whose interval includes 0 is written as not shown.")
+    if (out / "replicates.json").is_file():
+        rep = read_json(out / "replicates.json")
+        parts.append(f"Replicates: {len(rep['replicates'])} {rep['unit']}s; the first section says which headline "
+                     f"claims hold in every one. {rep.get('note', '')}")
     return " ".join(parts) or None
 
 
@@ -353,7 +360,7 @@ def build_report(out: str | Path) -> Path:
     out = Path(out)
     study = read_json(out / "study.json")
     sections = [
-        section_detectors(out, study), section_data(out, study), section_transfer(out, study),
+        section_replicates(out), section_detectors(out, study), section_data(out, study), section_transfer(out, study),
         section_ffrs(out, study),
         section_dropout(out, study),
         section_faithfulness(out, _figures, study["data"]["train_set"]),
