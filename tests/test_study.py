@@ -150,17 +150,23 @@ def test_faithfulness_step_deletes_on_its_own_share_of_the_test_images(full_repo
 @pytest.mark.tier2  # a full study run (every step)
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian chromium not installed")
 def test_report_figures_load_in_chromium(tmp_path: Path, full_report: Path):
+    """As a reader sees it at 1400 px: every figure loads and no table is wider than the page (nothing cut off)."""
     probe = tmp_path / "probe.html"
     page = full_report.read_text().replace(
         "</body>", "<script>window.onload=()=>{const bad=[...document.images].filter(i=>!i.complete||"
-                   "i.naturalWidth===0).length;document.title='IMAGES:'+document.images.length+':BROKEN:'+bad;}"
-                   "</script></body>")
+                   "i.naturalWidth===0).length;const page=document.body.clientWidth;"
+                   "const wide=[...document.querySelectorAll('details')].forEach(d=>d.open=true)||"
+                   "[...document.querySelectorAll('table')].filter(t=>t.getBoundingClientRect().width>page+1);"
+                   "document.title='IMAGES:'+document.images.length+':BROKEN:'+bad+':TABLES:'"
+                   "+document.querySelectorAll('table').length+':WIDE:'+wide.length;}</script></body>")
     probe.write_text(page)
     out = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                          "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120)
-    m = re.search(r"<title>IMAGES:(\d+):BROKEN:(\d+)</title>", out.stdout)
+                          "--window-size=1400,1000", "--dump-dom", probe.as_uri()], capture_output=True, text=True,
+                         timeout=120)
+    m = re.search(r"<title>IMAGES:(\d+):BROKEN:(\d+):TABLES:(\d+):WIDE:(\d+)</title>", out.stdout)
     assert m, out.stderr[-2000:]
     assert int(m.group(1)) >= 8 and int(m.group(2)) == 0
+    assert int(m.group(3)) >= 10 and int(m.group(4)) == 0, m.group(0)
 
 
 def test_shipped_forensynths_config_is_valid(tmp_path: Path):

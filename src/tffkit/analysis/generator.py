@@ -269,8 +269,9 @@ def explain_generator(gex: GeneratorExplainer, source, out: str | Path | None, p
         write_csv(out / "masking_summary.csv", summary_table)
         write_csv(out / "masking_intervals.csv", intervals)
         write_json(out / "generator.json", summary)
-        masking_boxplot(per_image, summary_table, out / "masking_boxplot.png")
-        top_units_per_layer(summary["top_units_per_layer"], k, percent, out / "top_units_per_layer.png")
+        masking_boxplot(per_image, summary_table, out / "masking_boxplot.png", name=out.name)
+        top_units_per_layer(summary["top_units_per_layer"], k, percent, out / "top_units_per_layer.png",
+                            name=out.name)
         if record is not None:
             record.write(out, **{k_: summary[k_] for k_ in ("n_images", "fakes_used", "k", "percent")})
     tdist.barrier()

@@ -200,6 +200,7 @@ def plot_ranking(table: pd.DataFrame, explainer: Explainer, k: int, out: Path) -
         ax.set_xlim(-0.6, len(names) - 0.4)
         ax.set_xlabel("layer (input → output)" + (f"; every {step}th named" if step > 1 else ""))
         ax.set_ylabel(f"# of top-{k} feature maps")
+        ax.yaxis.get_major_locator().set_params(integer=True)  # counts
         ax.set_title(f"Where the top-{k} transferable forensic features sit ({len(table)} feature maps)")
         save_figure(fig, out / "topk_per_layer.png")
 

@@ -11,9 +11,9 @@ from ..results import save_figure
 COLOURS = {"baseline": "0.6", "top": "tab:red", "random": "tab:blue", "matched": "tab:purple", "low": "tab:green"}
 
 
-def masking_boxplot(per_image: pd.DataFrame, summary: pd.DataFrame, path: Path) -> None:
-    """p(fake) of the generated images before and after masking the top / random / PSNR-matched random / low units
-    (Fig. M.1), the median annotated (and its change in percentage points)."""
+def masking_boxplot(per_image: pd.DataFrame, summary: pd.DataFrame, path: Path, *, name: str = "") -> None:
+    """p(fake) of the generated images of generator ``name`` before and after masking the top / random /
+    PSNR-matched random / low units (Fig. M.1), the median annotated (and its change in percentage points)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -40,12 +40,13 @@ def masking_boxplot(per_image: pd.DataFrame, summary: pd.DataFrame, path: Path) 
                     fontsize=9)
     ax.set_ylabel("detector p(fake) of the generated image")
     ax.set_ylim(-0.02, 1.12)
-    ax.set_title("Masking generator units ranked by ω (random: all replicas)", fontsize=10)
+    ax.set_title(f"{name + ': ' if name else ''}masking generator units ranked by ω (random: all replicas)",
+                 fontsize=10)
     save_figure(fig, path)
 
 
-def top_units_per_layer(counts: dict[str, int], k: int, percent: float, path: Path) -> None:
-    """How many of the top-p% generator units each generator layer holds (input → output)."""
+def top_units_per_layer(counts: dict[str, int], k: int, percent: float, path: Path, *, name: str = "") -> None:
+    """How many of the top-p% units of generator ``name`` each of its layers holds (input → output)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -57,5 +58,6 @@ def top_units_per_layer(counts: dict[str, int], k: int, percent: float, path: Pa
     ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=9)
     ax.set_xlabel("generator layer (input → output)")
     ax.set_ylabel(f"# of the top-{k} units")
-    ax.set_title(f"Where the top {percent:g}% generator units sit", fontsize=10)
+    ax.set_title(f"{name + ': ' if name else ''}where the top {percent:g}% generator units sit", fontsize=10)
+    ax.yaxis.get_major_locator().set_params(integer=True)  # counts
     save_figure(fig, path)

@@ -168,6 +168,7 @@ def activation_distributions(color: np.ndarray, gray: np.ndarray, keys: Sequence
                 ax.hist(values, edges, histtype="stepfilled", alpha=0.6, color=VERSION_COLORS[version], label=version)
             ax.set_title(f"{keys[j]}\nMood p = {pvalues[j]:.2g}", fontsize=fs)
             ax.locator_params(nbins=4)
+            ax.yaxis.get_major_locator().set_params(integer=True)  # counts of fakes
             if j % cols == 0:
                 ax.set_ylabel("fakes")
             if j >= k - cols:

@@ -33,7 +33,12 @@ def _img(path: Path) -> dict | None:
 
 
 def _figures(folder: Path, pattern: str = "*.png", limit: int = 12) -> list[dict]:
-    return [f for f in (_img(p) for p in sorted(folder.glob(pattern))[:limit]) if f]
+    """The step's figures matching ``pattern``; beyond ``limit``, the last caption says how many are left out."""
+    paths = sorted(folder.glob(pattern))
+    shown = [f for f in (_img(p) for p in paths[:limit]) if f]
+    if len(paths) > limit and shown:
+        shown[-1]["caption"] += f" — {limit} of {len(paths)} figures shown; all are in {folder.name}/"
+    return shown
 
 
 def _pct(x: float) -> str:
@@ -224,15 +229,17 @@ def section_folder(out: Path, name: str, title: str, sentence: str, pattern: str
             "figures": _figures(folder, pattern)}
 
 
-def section_color(out: Path, study: dict, folder_name: str = "color", title: str = "Colour ablation") -> dict | None:
-    """Table I.1 layout (colour vs grayscale), median-probability drop, % colour-conditional T-FF."""
+def section_color(out: Path, study: dict, folder_name: str = "color", title: str = "Colour ablation", *,
+                  metrics_table: bool = True) -> dict | None:
+    """Table I.1 layout (colour vs grayscale; left out with ``metrics_table=False`` where the caller shows it),
+    median-probability drop, % colour-conditional T-FF."""
     folder = out / folder_name
     if not (folder / "table_color_gray.csv").is_file():
         return None
     det, train = study["detector"].get("paper_detector"), study["data"]["train_set"]
     gray = pd.read_csv(folder / "table_color_gray.csv")
     body = ("<h3>Colour vs grayscale (Table I.1 layout; AP and accuracies at p > 0.5, %)</h3>"
-            + html_table(gray, {c: "1" for c in gray.columns[1:]}, train))
+            + html_table(gray, {c: "1" for c in gray.columns[1:]}, train)) if metrics_table else ""
     if det and folder_name == "color":
         paper = paper_numbers("color", det)
         if len(paper):
@@ -278,7 +285,7 @@ def section_color(out: Path, study: dict, folder_name: str = "color", title: str
                      "differently to colour and grayscale fakes on average (Mood's median test, p ≤ 0.05, on the max "
                      f"spatial activation of {where}{neg}).") + paired_sentence
         body += paired_body
-    figures = _figures(folder, "median_probability*.png") + _figures(folder, "distributions_*.png", limit=4)
+    figures = _figures(folder, "median_probability*.png") + _figures(folder, "distributions_*.png")
     return {"id": folder_name.replace("/", "-"), "title": title, "sentence": sentence, "body": body,
             "figures": figures}
 
@@ -292,14 +299,17 @@ def section_color_robust(out: Path, study: dict) -> dict | None:
     parts = [pd.read_csv(f / "color_metrics.csv").assign(detector=label)
              for f, label in labels.items() if (f / "color_metrics.csv").is_file()]
     tidy = pd.concat(parts, ignore_index=True)
+    order = {"ap": 0, "real_acc": 1, "fake_acc": 2}  # the order of Table I.1 (and of the colour section)
+    tidy = tidy[tidy["metric"].isin(order)]
+    columns = [f"{s} {m}" for s in dict.fromkeys(tidy["set"]) for m in order]
     wide = tidy.assign(column=tidy["set"] + " " + tidy["metric"]).pivot(
         index=["detector", "version"], columns="column", values="value")
+    wide = wide[[c for c in columns if c in wide.columns]].reset_index()
     wide.columns.name = None
-    wide = wide.reset_index()
     ap = tidy[tidy["metric"] == "ap"].groupby(["detector", "version"])["value"].mean()
     sentence = "; ".join(f"{d}: mean AP {ap[(d, 'colour')]:.1f}% on colour, {ap[(d, 'grayscale')]:.1f}% on grayscale"
                          for d in dict.fromkeys(tidy["detector"]) if (d, "grayscale") in ap.index) + "."
-    color = section_color(out, study, "color_robust/color", "")
+    color = section_color(out, study, "color_robust/color", "", metrics_table=False)
     body = ("<h3>AP and accuracies at p > 0.5 (%), colour vs grayscale</h3>"
             + html_table(wide, {c: "1" for c in wide.columns[2:]}, study["data"]["train_set"]))
     if color:

@@ -12,7 +12,7 @@ import pandas as pd
 
 from ..analysis.deletion_stats import direction
 from ..results import read_json
-from .tables import html_table
+from .tables import html_table, mark
 
 LABEL = {"top": "top", "random": "random (same size)", "matched": "random, PSNR-matched", "low": "low"}
 
@@ -97,7 +97,9 @@ def section_generator(out: Path, figures, train: Sequence[str] = ()) -> dict | N
                      f"{sum(k['recovered'] for k in known.values())} of {len(known)} — "
                      + "; ".join(f"{n} {_known(k)}" for n, k in known.items()) + ". ")
     sentence += "; ".join(notes) + "."
-    figs = [f for name in summaries for f in figures(folder / name, "*.png")]
+    figs = [{**f, "caption": f"{name}: {f['caption']}"} for name in summaries for f in figures(folder / name, "*.png")]
+    # one column per generator, the measures as rows: as narrow as the page for any number of mask kinds
+    table = pd.DataFrame(rows).set_index("generator").T
+    table.columns = [mark(c, train) for c in table.columns]
     return {"id": "generator", "title": "Where the traces come from in the generator", "sentence": sentence,
-            "body": html_table(pd.DataFrame(rows), {"median p(fake), unmasked": "2"}, train, ("generator",)),
-            "figures": figs}
+            "body": html_table(table.rename_axis("measure").reset_index()), "figures": figs}
