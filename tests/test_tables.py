@@ -100,6 +100,13 @@ def test_arrow_files_word_labels_splits_and_paths(tmp_path: Path):
     assert [s.label for s in train] == [0, 0, 1, 1]
     assert all(np.array_equal(ds[i][0].permute(1, 2, 0).numpy(), images[int(s.path[-1])][1])
                for i, s in enumerate(train))
+    hub = tmp_path / "hub"  # splits from file-name prefixes; HF's 'validation' is chosen like 'val'
+    hub.mkdir()
+    for split in ("train", "validation"):
+        pq.write_table(table.drop_columns(["split"]), hub / f"{split}-00000-of-00001.parquet")
+    found = discover(hub)
+    assert {s.path.split(os.sep)[-1][:5] for s in found.samples} == {"valid"}
+    assert any("using 'validation'" in w for w in found.warnings)
     # image paths instead of bytes (relative to the shard's folder), as a string column and in HF's struct
     Image.fromarray(images[0][1]).save(tmp_path / "a.png")
     Image.fromarray(images[1][1]).save(tmp_path / "b.png")
@@ -189,3 +196,17 @@ def test_a_table_larger_than_the_memory_cap_streams(tmp_path: Path):
     count, pool_peak, rss_growth = map(int, first.split())
     assert count == n and pool_peak < cap and rss_growth < cap, (pool_peak, rss_growth)
     assert all(int(v) > size for v in second.split()), (second, size)  # the same measurements catch a whole read
+
+
+def test_a_shard_with_a_non_utf8_name_is_read_and_written_escaped(tmp_path: Path):
+    from tffkit.results import display_path
+
+    data, arr = _png(3, True)
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    odd = os.fsencode(folder) + b"/caf\xe9.parquet"  # Latin-1 bytes: not UTF-8
+    pq.write_table(pa.table({"image": [data], "label": ["fake"]}), pa.OSFile(odd, "wb"))
+    found = discover(folder)
+    assert [s.label for s in found.samples] == [1]
+    assert np.array_equal(ImageDataset(found.samples, preset="full")[0][0].permute(1, 2, 0).numpy(), arr)
+    assert display_path(found.samples[0].path).endswith("caf\\xe9.parquet#000000000")

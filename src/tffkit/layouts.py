@@ -408,7 +408,7 @@ def _paired(spec: DataSpec, layout: str, log: WalkLog) -> tuple[Groups, list[str
 
 
 def _choose_split(groups: Groups, split: str | None) -> tuple[Groups, dict[str, str], list[str]]:
-    """Keep one split per set: ``split`` when given, else ``val`` where a set has several."""
+    """Keep one split per set: ``split`` when given, else ``val`` (or ``validation``) where a set has several."""
     by_set: dict[str, set[str]] = {}
     for set_name, _, sp, _ in groups:
         by_set.setdefault(set_name, set()).add(sp)
@@ -420,7 +420,7 @@ def _choose_split(groups: Groups, split: str | None) -> tuple[Groups, dict[str, 
                 raise DatasetLayoutError(f"set {set_name!r} has no {split!r} split (found: {named or 'none'})")
             chosen[set_name] = split
         elif len(splits) > 1:
-            pick = "val" if "val" in splits else named[0]
+            pick = next((s for s in ("val", "validation") if s in splits), named[0])
             chosen[set_name] = pick
             warnings.append(f"set {set_name!r} has splits {named}: using {pick!r} (choose with --split)")
         elif named:

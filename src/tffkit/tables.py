@@ -88,12 +88,13 @@ class Shard:
         self.path, self.parquet = path, path.lower().endswith(".parquet")
         try:
             if self.parquet:
-                self.file = pq.ParquetFile(path, buffer_size=BUFFER)
+                # a local file opened by its bytes: a non-UTF-8 name works, and nothing is read as a URI
+                self.file = pq.ParquetFile(pa.OSFile(os.fsencode(path)), buffer_size=BUFFER)
                 self.schema = self.file.schema_arrow
                 md = self.file.metadata
                 sizes = [md.row_group(g).num_rows for g in range(md.num_row_groups)]
             else:
-                self.source = pa.memory_map(path)
+                self.source = pa.memory_map(os.fsencode(path))
                 try:
                     reader = pa.ipc.open_file(self.source)
                     self.batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]
