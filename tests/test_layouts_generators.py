@@ -51,6 +51,11 @@ def test_label_first_pairs_each_generator_with_its_reals(tmp_path: Path):
     found = discover(other)
     assert found.layout == "label-first" and _counts(found.samples) == {("glide", 0): 3, ("glide", 1): 2}
     assert any("lsun (reals without fakes)" in w for w in found.warnings)
+    named = tmp_path / "named"  # other label folder names, given with --real-dirs/--fake-dirs
+    _images(named / "ai" / "midjourney", 1, fake=True)
+    _images(named / "nature" / "midjourney", 1)
+    found = discover(DataSpec(str(named), real_dirs="nature", fake_dirs="ai"))
+    assert found.layout == "label-first" and _counts(found.samples) == {("midjourney", 0): 1, ("midjourney", 1): 1}
 
 
 def test_generator_first_is_read_with_its_name_and_the_old_note(tmp_path: Path):

@@ -82,8 +82,12 @@ class Shard:
     """One table file: its schema, HF features and row count; columns read in batches; images row by row."""
 
     def __init__(self, path: str):
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise DatasetLayoutError(f"reading the table {path} needs pyarrow (a tffkit dependency): pip install "
+                                     "pyarrow") from None
 
         self.path, self.parquet = path, path.lower().endswith(".parquet")
         try:
