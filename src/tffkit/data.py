@@ -21,6 +21,7 @@ from PIL import Image, ImageFilter, UnidentifiedImageError
 from .imagemeta import image_metadata
 from .layouts import DatasetLayoutError, DataSpec, Discovery, Sample, as_spec, discover, find_samples
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, PRESETS, Preprocessing, center_crop, normalize_with
+from .tables import table_row
 from .walk import IMAGE_EXTENSIONS
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "IMAGE_EXTENSIONS", "PRESETS", "Batch", "DataSpec", "DatasetLayoutError",
@@ -93,6 +94,14 @@ class ImageRefused(ValueError):
 
 
 def _open(path: str | os.PathLike) -> Image.Image:
+    if table_row(path) is not None:  # a row of a parquet/Arrow table: its bytes, read now (tffkit.tables)
+        from .tables import open_row
+
+        source, nbytes = open_row(os.fspath(path))
+        img = _open(source) if isinstance(source, str) else _open_bytes(source)
+        if nbytes is not None:
+            img.info["tff_file_bytes"] = nbytes
+        return img
     suffix = os.path.splitext(os.fspath(path))[1].lower()
     if suffix in (".heic", ".heif"):
         try:
@@ -114,6 +123,15 @@ def _open(path: str | os.PathLike) -> Image.Image:
         raise
 
 
+def _open_bytes(source) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(source)
+    except Image.DecompressionBombError as exc:
+        raise ImageRefused(f"{exc} (decompression-bomb guard; not decoded)") from None
+
+
 def load_rgb(path: str | os.PathLike, with_info: bool = False):
     """Decode any image (grayscale, palette, RGBA, CMYK, 16-bit) to 8-bit RGB; raises on bad files, and
     :class:`ImageRefused` before decoding an image of more than :data:`MAX_PIXELS` pixels.
@@ -125,6 +143,8 @@ def load_rgb(path: str | os.PathLike, with_info: bool = False):
             raise ImageRefused(f"{w}×{h} px ({w * h / 1e6:.1f} megapixels) is above the {MAX_PIXELS / 1e6:.1f}-"
                                "megapixel limit (decompression-bomb guard); not decoded")
         info = image_metadata(img, os.fspath(path)) if with_info else None
+        if info is not None and "tff_file_bytes" in img.info:
+            info["file_bytes"] = img.info["tff_file_bytes"]
         img.load()
         if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
             arr = np.asarray(img, dtype=np.float64)

@@ -7,7 +7,10 @@ shared real folder, and CSV manifests.
   ``val`` unless chosen.
 - ``diffusionforensics``: ``ROOT/…/{real,<gen>…}``; set = the path of ``<gen>``, every ``<gen>`` shares ``real``.
 - ``paired``: ``ROOT/<set>/…`` holds fakes only, ``real`` (``--real FOLDER``) the shared reals; set = first folder.
-- ``manifest``: a CSV ``path,label[,set,class]`` (ArtiFact's ``image_path,target,category`` too).
+- ``manifest``: a CSV ``path,label[,set,class,group,mask]`` (ArtiFact's ``image_path,target,category``, B-Free's
+  ``filename,label,source_id`` too).
+- ``label-first`` ``ROOT/{real,fake}/<gen>/`` and ``generator-first`` ``ROOT/<gen>/{real,fake}/``
+  (:mod:`tffkit.genlayouts`); ``table``: Hugging Face parquet/Arrow shards (:mod:`tffkit.tables`).
 
 Real/fake folder names are configurable (``real_dirs``/``fake_dirs``); a ``train``/``val``/``test`` folder just
 above a label folder is a split (``split`` picks one; ``val`` when a set has several). Labels come from names
@@ -26,10 +29,12 @@ from pathlib import Path
 
 from .walk import IMAGE_EXTENSIONS, WalkLog, image_files, images_under, walk
 
-LAYOUTS = ("auto", "forensynths", "genimage", "diffusionforensics", "paired", "manifest")
+LAYOUTS = ("auto", "forensynths", "genimage", "diffusionforensics", "paired", "manifest", "label-first",
+           "generator-first", "table")
 DEFAULT_DIRS = {"forensynths": (("0_real",), ("1_fake",)), "genimage": (("nature",), ("ai",)),
                 "diffusionforensics": (("real",), ()), "paired": (("0_real",), ("1_fake",)),
-                "manifest": (("0_real", "real"), ("1_fake", "fake"))}
+                "manifest": (("0_real", "real"), ("1_fake", "fake")), "label-first": (("real",), ("fake",)),
+                "generator-first": (("real",), ("fake",)), "table": ((), ())}
 SPLITS = ("train", "val", "test")
 REAL_FAKE = "real/fake"  # what auto-detection calls sibling folders named real and fake (read as ForenSynths)
 
@@ -42,13 +47,16 @@ class DatasetLayoutError(ValueError):
 class Sample:
     """One image on disk with its label (0 real, 1 fake), set, class and group: the source (photograph, scene,
     prompt, object class) it shares with other images — the unit of replication of intervals (docs/algorithms.md
-    §10); empty when unknown, and then the image is its own unit (:attr:`unit`)."""
+    §10); empty when unknown, and then the image is its own unit (:attr:`unit`). ``mask``: a mask image's path
+    (a manifest's ``mask`` column), kept for analyses of the manipulated region. A row of a table has the path
+    ``<shard>#<row>`` (:mod:`tffkit.tables`)."""
 
     path: str
     label: int
     set: str
     cls: str
     group: str = ""
+    mask: str = ""
 
     @property
     def unit(self) -> str:
@@ -147,6 +155,8 @@ def format_summary(summary: dict) -> str:
     head = f"data {display_path(summary['root'])}: layout {summary['layout']}"
     if summary["layout"] == "diffusionforensics":
         head += f" (real: {', '.join(summary['real_dirs'])}; fake: every other folder beside it, one set each)"
+    elif summary["layout"] == "table":
+        head += " (parquet/Arrow rows; sets from the generator column)"
     elif summary["layout"] != "manifest":
         head += f" (real: {', '.join(summary['real_dirs']) or '—'}; fake: {', '.join(summary['fake_dirs']) or '—'})"
     if summary.get("shared_real"):
@@ -191,28 +201,45 @@ def discover(data: str | os.PathLike | DataSpec, sets: Sequence[str] | None = No
         notes.append("folders named 'real' and 'fake' are read as the labels (ForenSynths layout with --real-dirs "
                      "real --fake-dirs fake); if 'fake' is one generator of a DiffusionForensics tree, pass --layout "
                      "diffusionforensics")
+    elif layout == "generator-first" and spec.layout == "auto":
+        notes.append("folders named 'real' and 'fake' are read as the labels (layout generator-first: "
+                     "ROOT/<generator>/{real,fake}/); if 'fake' is one generator of a DiffusionForensics tree, pass "
+                     "--layout diffusionforensics")
+    masks: dict[str, str] = {}
+    file_groups: dict[str, str] = {}
+    source = "manifest column"
     if layout == "manifest":
         from .manifest import read_manifest
 
         warnings, split = [], {}
-        groups, file_groups = read_manifest(spec, warnings)
+        groups, file_groups, masks = read_manifest(spec, warnings)
     else:
-        if not root.is_dir():
-            raise DatasetLayoutError(f"data root {root} is not a folder (a .csv file is read as a manifest)")
-        reader = {"forensynths": _label_folders, "genimage": _label_folders, "diffusionforensics": _diffusion,
-                  "paired": _paired}[layout]
-        groups, warnings = reader(spec, layout, log)
+        if layout == "table":
+            from .tables import read_tables
+
+            groups, file_groups, warnings = read_tables(root, log)
+            source = "table column"
+        elif not root.is_dir():
+            raise DatasetLayoutError(f"data root {root} is not a folder (a .csv file is read as a manifest, a "
+                                     ".parquet/.arrow file as a table)")
+        else:
+            reader = {"forensynths": _label_folders, "genimage": _label_folders, "diffusionforensics": _diffusion,
+                      "paired": _paired, "label-first": _generator_folders,
+                      "generator-first": _generator_folders}[layout]
+            groups, warnings = reader(spec, layout, log)
         groups, split, split_warnings = _choose_split(groups, spec.split)
         warnings += split_warnings
-        file_groups = {}
     warnings = notes + warnings + log.warnings()
     found = _select(groups, spec, layout, sets, max_per_class, max_per_label, warnings, split)
-    return _with_groups(found, file_groups)
+    if masks:
+        found.samples = [replace(s, mask=masks.get(s.path, "")) for s in found.samples]
+    return _with_groups(found, file_groups, source)
 
 
-def _with_groups(found: Discovery, file_groups: dict[str, str]) -> Discovery:
+def _with_groups(found: Discovery, file_groups: dict[str, str], source: str = "manifest column") -> Discovery:
     """Each sample's group (docs/algorithms.md §10): from ``--group-pattern`` on its file name, else a manifest's
-    ``group`` column, else its class folder (ForenSynths' object classes), else none (the image is the unit)."""
+    or table's group column, else its class folder (ForenSynths' object classes), else none (the image is the
+    unit)."""
     samples, spec = found.samples, found.spec
     if spec.group_pattern is not None:
         pattern = re.compile(spec.group_pattern)
@@ -225,13 +252,12 @@ def _with_groups(found: Discovery, file_groups: dict[str, str]) -> Discovery:
         source = "file-name pattern"
     elif file_groups:
         names = [file_groups.get(s.path, "") for s in samples]
-        source = "manifest column"
     elif any(s.cls for s in samples):
         names = [s.cls for s in samples]
         source = "class folder"
     else:
         return found
-    found.samples = [Sample(s.path, s.label, s.set, s.cls, g) for s, g in zip(samples, names, strict=True)]
+    found.samples = [replace(s, group=g) for s, g in zip(samples, names, strict=True)]
     found.group_source = source
     return found
 
@@ -240,35 +266,60 @@ Groups = dict[tuple[str, str, str, int], list[str]]  # (set, class, split, label
 
 
 def _detect(spec: DataSpec, log: WalkLog) -> str:
+    from .genlayouts import looks_generator_first, looks_label_first
+    from .tables import is_table
+
     root = Path(spec.root)
     if root.is_file():
         if root.suffix.lower() == ".csv":
             return "manifest"
-        raise DatasetLayoutError(f"data {root} is a file; a manifest must be a .csv file (path,label[,set,class])")
+        if is_table(root):
+            return "table"
+        raise DatasetLayoutError(f"data {root} is a file; a manifest must be a .csv file (path,label[,set,class]), a "
+                                 "table a .parquet or .arrow file")
     if spec.real is not None:
         return "paired"
-    names = {name for _, dirs, _ in walk(root, WalkLog()) for name in dirs}
+    tree = list(walk(root, WalkLog()))
+    names = {name for _, dirs, _ in tree for name in dirs}
+    real, fake = spec.dirs("label-first")
     if spec.real_dirs or spec.fake_dirs:
-        return "forensynths"
+        return "label-first" if looks_label_first(root, real, fake) else "forensynths"
     found = {layout: sorted(names & set(real + fake)) for layout, (real, fake) in DEFAULT_DIRS.items()
              if layout in ("forensynths", "genimage") and names & set(real + fake)}
+    if looks_label_first(root, real, fake):
+        found["label-first"] = ["ROOT/{real,fake}/<generator>/"]
+    elif looks_generator_first(root, tree, real, fake):
+        found["generator-first"] = ["ROOT/<generator>/{real,fake}/"]
+    tables = [os.path.join(f, n) for f, _, files in tree for n in files if is_table(n)]
+    if tables:
+        found["table"] = [os.path.relpath(t, root) for t in tables[:3]] + (["…"] if len(tables) > 3 else [])
     if len(found) == 1:
         return next(iter(found))
     if len(found) > 1:
-        what = "; ".join(f"{k} folders {v}" for k, v in found.items())
+        what = "; ".join(f"{k} {'folders ' if k in ('forensynths', 'genimage') else ''}{v}" for k, v in found.items())
         raise DatasetLayoutError(f"ambiguous layout under {root}: found {what}. Choose one with --layout (or name the "
                                  "folders with --real-dirs/--fake-dirs, e.g. --real-dirs nature,0_real "
                                  "--fake-dirs ai,1_fake)")
     if "real" in names:
-        pairs = any("real" in dirs and "fake" in dirs for _, dirs, _ in walk(root, WalkLog()))
+        pairs = any("real" in dirs and "fake" in dirs for _, dirs, _ in tree)
         return REAL_FAKE if pairs else "diffusionforensics"
     top = sorted(p.name for p in root.iterdir() if p.is_dir())[:12]
     n = len(images_under(root, log))
     raise DatasetLayoutError(
         f"no known layout under {root}: expected ForenSynths folders ROOT/<set>/[<class>/]{{0_real,1_fake}}, GenImage "
-        "ROOT/<gen>/<subset>/{train,val}/{ai,nature}, DiffusionForensics ROOT/{real,<gen>…}, fake-only sets with "
-        "--real FOLDER, or a CSV manifest; or name your folders with --real-dirs/--fake-dirs. Found "
-        f"{n} image(s) and the folders {top or 'none'} at the top level")
+        "ROOT/<gen>/<subset>/{train,val}/{ai,nature}, DiffusionForensics ROOT/{real,<gen>…}, ROOT/{real,fake}/<gen>/, "
+        "ROOT/<gen>/{real,fake}/, fake-only sets with --real FOLDER, a CSV manifest or parquet/Arrow tables; or name "
+        f"your folders with --real-dirs/--fake-dirs. Found {n} image(s) and the folders {top or 'none'} at the top "
+        "level")
+
+
+def _generator_folders(spec: DataSpec, layout: str, log: WalkLog) -> tuple[Groups, list[str]]:
+    """``label-first`` and ``generator-first`` (:mod:`tffkit.genlayouts`)."""
+    from .genlayouts import read_generator_first, read_label_first
+
+    real, fake = spec.dirs(layout)
+    read = read_label_first if layout == "label-first" else read_generator_first
+    return read(Path(spec.root), real, fake, log)
 
 
 def _parts(path: str, root: Path) -> tuple[str, ...]:
@@ -357,7 +408,7 @@ def _paired(spec: DataSpec, layout: str, log: WalkLog) -> tuple[Groups, list[str
 
 
 def _choose_split(groups: Groups, split: str | None) -> tuple[Groups, dict[str, str], list[str]]:
-    """Keep one split per set: ``split`` when given, else ``val`` where a set has several."""
+    """Keep one split per set: ``split`` when given, else ``val`` (or ``validation``) where a set has several."""
     by_set: dict[str, set[str]] = {}
     for set_name, _, sp, _ in groups:
         by_set.setdefault(set_name, set()).add(sp)
@@ -369,7 +420,7 @@ def _choose_split(groups: Groups, split: str | None) -> tuple[Groups, dict[str, 
                 raise DatasetLayoutError(f"set {set_name!r} has no {split!r} split (found: {named or 'none'})")
             chosen[set_name] = split
         elif len(splits) > 1:
-            pick = "val" if "val" in splits else named[0]
+            pick = next((s for s in ("val", "validation") if s in splits), named[0])
             chosen[set_name] = pick
             warnings.append(f"set {set_name!r} has splits {named}: using {pick!r} (choose with --split)")
         elif named:

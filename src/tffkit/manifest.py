@@ -1,11 +1,13 @@
-"""CSV manifests: ``path,label[,set,class]`` for any benchmark a folder layout does not describe.
+"""CSV manifests: ``path,label[,set,class,group,mask]`` for any benchmark a folder layout does not describe.
 
 Columns are matched case-insensitively: the path in ``path`` / ``image_path`` / ``filepath`` / ``file`` /
 ``filename`` (relative paths are taken from the manifest's folder), the label in ``label`` or ``target``
 (ArtiFact's ``metadata.csv``: 0 = real, any other integer = a fake's generator class), the set in ``set`` (else the
 manifest's folder name), the class in ``class`` or ``category`` and the group (the source photograph, scene or
-prompt that several images share: the unit of replication of intervals) in ``group``, ``source`` or ``prompt_id``.
-A label is 0/1 (or another integer, fake), a real/fake word, or one of the real/fake folder names.
+prompt that several images share: the unit of replication of intervals) in ``group``, ``source``, ``source_id``
+(B-Free's viral images) or ``prompt_id``, and a mask image's path in ``mask`` (kept on the sample for later
+analyses; relative paths from the manifest's folder, as for images). A label is 0/1 (or another integer, fake), a
+real/fake word in any case (``REAL``/``FAKE``), or one of the real/fake folder names.
 Every bad row is reported at once with its line number.
 
 A file listed with both labels (anywhere in the manifest) is refused: it would be scored as real and as fake. A row
@@ -26,7 +28,8 @@ PATH_COLUMNS = ("path", "image_path", "filepath", "file", "filename")
 LABEL_COLUMNS = ("label", "target")
 SET_COLUMNS = ("set",)
 CLASS_COLUMNS = ("class", "category")
-GROUP_COLUMNS = ("group", "source", "prompt_id")
+GROUP_COLUMNS = ("group", "source", "source_id", "prompt_id")
+MASK_COLUMNS = ("mask", "mask_path")
 REAL_WORDS = {"0", "real", "0_real", "nature", "false"}
 FAKE_WORDS = {"1", "fake", "1_fake", "ai", "true", "synthetic", "generated"}
 
@@ -51,10 +54,11 @@ def parse_label(value: str, real_names: tuple[str, ...] = (), fake_names: tuple[
 
 
 def read_manifest(spec: DataSpec, warnings: list[str] | None = None
-                  ) -> tuple[dict[tuple[str, str, str, int], list[str]], dict[str, str]]:
-    """Folders ``(set, class, '', label) → paths`` of the manifest ``spec.root`` and each path's group (its ``group``
-    / ``source`` / ``prompt_id`` column: the unit of replication, docs/algorithms.md §10; none without that column);
-    what looked odd (repeated rows, files outside its folder) is appended to ``warnings``."""
+                  ) -> tuple[dict[tuple[str, str, str, int], list[str]], dict[str, str], dict[str, str]]:
+    """Folders ``(set, class, '', label) → paths`` of the manifest ``spec.root``, each path's group (its ``group``
+    / ``source`` / ``source_id`` / ``prompt_id`` column: the unit of replication, docs/algorithms.md §10; none
+    without that column) and each path's mask (``mask`` column; none without); what looked odd (repeated rows,
+    files outside its folder) is appended to ``warnings``."""
     path = Path(spec.root)
     base = path.resolve().parent
     real_names, fake_names = spec.dirs("manifest")
@@ -65,13 +69,14 @@ def read_manifest(spec: DataSpec, warnings: list[str] | None = None
     header = rows[0]
     cols = {name: _column(header, names) for name, names in
             (("path", PATH_COLUMNS), ("label", LABEL_COLUMNS), ("set", SET_COLUMNS), ("class", CLASS_COLUMNS),
-             ("group", GROUP_COLUMNS))}
+             ("group", GROUP_COLUMNS), ("mask", MASK_COLUMNS))}
     if cols["path"] is None or cols["label"] is None:
         raise DatasetLayoutError(f"manifest {path} has columns {header}; expected a path column "
                                  f"({'/'.join(PATH_COLUMNS)}) and a label column ({'/'.join(LABEL_COLUMNS)}), "
                                  "optionally set and class (or category)")
     groups: dict[tuple[str, str, str, int], list[str]] = {}
     file_groups: dict[str, str] = {}
+    masks: dict[str, str] = {}
     errors = []
     seen: dict[tuple[str, str, str, int], int] = {}  # (path, set, class, label) → first line
     labels: dict[str, dict[int, int]] = {}  # path → label → first line
@@ -103,6 +108,9 @@ def read_manifest(spec: DataSpec, warnings: list[str] | None = None
         groups.setdefault((set_name, cls, "", label), []).append(full)
         if cols["group"] is not None:
             file_groups[full] = row[cols["group"]].strip()
+        mask = row[cols["mask"]].strip() if cols["mask"] is not None else ""
+        if mask:
+            masks[full] = os.path.normpath(mask if os.path.isabs(mask) else os.path.join(base, mask))
     both = [f"{p} (real on line {ls[0]}, fake on line {ls[1]})" for p, ls in labels.items() if len(ls) == 2]
     if both:
         errors.append(f"{len(both)} file(s) listed as both real and fake: " + "; ".join(both[:5])
@@ -121,4 +129,4 @@ def read_manifest(spec: DataSpec, warnings: list[str] | None = None
         raise DatasetLayoutError(f"manifest {path} has {len(errors)} bad row(s):\n  {shown}")
     if not groups:
         raise DatasetLayoutError(f"manifest {path} lists no images")
-    return groups, file_groups
+    return groups, file_groups, masks

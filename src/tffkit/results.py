@@ -17,6 +17,11 @@ from typing import Any
 
 import pandas as pd
 
+# File names that are not UTF-8 reach the tables as strings with surrogates (escaped only when written). pandas ≥ 3
+# stores text in Arrow when pyarrow is installed (it is: tffkit.tables reads parquet), and Arrow refuses
+# surrogates; Python storage keeps them.
+pd.set_option("mode.string_storage", "python")
+
 
 def current_umask() -> int:
     """This process's umask (read from /proc where possible, so no other thread sees it change)."""

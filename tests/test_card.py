@@ -1,0 +1,84 @@
+"""`tff card`: one page per detector drawn from a study's files — its numbers are the files' numbers, no model is
+run, a step that did not run is said, figure links resolve."""
+
+import hashlib
+import html
+import re
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import make_tree
+from tffkit.card import write_cards
+from tffkit.cli import main
+from tffkit.detectors import build_detector, save_checkpoint
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Path:
+    """A study folder made by the real commands (evaluate, rank, color) on a tiny wang2020 detector."""
+    base = tmp_path_factory.mktemp("card")
+    data = make_tree(base / "data", {"gan_a": [], "gan_b": []}, n=4)
+    weights = save_checkpoint(base / "w.pth", build_detector("wang2020@tiny"))
+    out = base / "study"
+    common = ["--arch", "wang2020@tiny", "--weights", str(weights), "--data", str(data), "--device", "cpu",
+              "--workers", "0", "--no-progress", "--preset", "full"]
+    assert main(["evaluate", *common, "--resamples", "50", "--out", str(out / "evaluate")]) == 0
+    assert main(["rank", *common, "--min-prob", "0", "--k", "4", "--out", str(out / "rank")]) == 0
+    assert main(["color", *common, "--ranking", str(out / "rank" / "ffrs.csv"), "--k", "4", "--min-prob", "0",
+                 "--resamples", "50", "--out", str(out / "color")]) == 0
+    (out / "study.json").write_text('{"detector": {"arch": "wang2020@tiny", "label": "tiny wang"}, '
+                                    '"steps": {"color_robust": {"label": "tiny CR"}}}')
+    return out
+
+
+def test_card_numbers_are_the_study_files_numbers(study: Path, tmp_path: Path, monkeypatch):
+    import tffkit.detectors as detectors
+    import tffkit.inputs as inputs
+
+    def no_model(*_a, **_k):
+        raise AssertionError("a card runs no model")
+    monkeypatch.setattr(detectors, "build_detector", no_model)
+    monkeypatch.setattr(inputs, "load_model", no_model)
+    (md_path,) = write_cards(study, tmp_path / "cards")
+    md = md_path.read_text()
+    assert md.startswith("# Detector card: tiny wang")
+    sha = hashlib.sha256((study.parent / "w.pth").read_bytes()).hexdigest()
+    assert f"| checkpoint SHA-256 | {sha} |" in md
+    assert "CC BY-NC-SA 4.0" in md and "Wang et al., CVPR 2020" in md  # the zoo entry's licence and paper
+    ci = pd.read_csv(study / "evaluate" / "metrics_ci.csv").set_index(["set", "metric"])
+    for set_name in ("gan_a", "gan_b", "mean"):
+        row = next(line for line in md.splitlines() if line.startswith(f"| {set_name} |") and "/" in line)
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        for cell, metric in zip(cells[1:4], ("ap", "real_acc", "fake_acc"), strict=True):
+            r = ci.loc[(set_name, metric)]
+            assert cell == f"{100 * r['estimate']:.1f} [{100 * r['low']:.1f}, {100 * r['high']:.1f}]"
+    colour = pd.read_csv(study / "color" / "color_metrics.csv")
+    ap = colour[colour["metric"] == "ap"].set_index(["set", "version"])["value"]
+    assert f"| gan_a | {ap[('gan_a', 'colour')]:.1f} → {ap[('gan_a', 'grayscale')]:.1f} |" in md
+    ranking = pd.read_csv(study / "rank" / "ffrs.csv")
+    shown = re.findall(r"^\| (\d+) \| ([\w.]+) \| (\d+) \|", md.split("## Top units")[1], re.M)
+    assert [(int(r), layer, int(c)) for r, layer, c in shown] == list(
+        ranking[["rank", "layer", "channel"]].head(10).itertuples(index=False, name=None))
+    page = (tmp_path / "cards" / "detector.html").read_text()
+    links = re.findall(r"href='([^']+)'", page)
+    assert links and all((tmp_path / "cards" / html.unescape(h)).resolve().is_file() for h in links)
+    assert "Not on this card yet: robustness to JPEG" in md
+
+
+def test_missing_steps_are_said_and_the_colour_robust_detector_gets_a_page(study: Path, tmp_path: Path, capsys):
+    partial = tmp_path / "partial"
+    shutil.copytree(study, partial)
+    shutil.rmtree(partial / "color")
+    shutil.copytree(study / "evaluate", partial / "color_robust" / "evaluate")
+    assert main(["card", str(partial)]) == 0
+    assert "card: " in capsys.readouterr().out
+    md = (partial / "cards" / "detector.md").read_text()
+    assert "Not measured: the study has no color/color_metrics.csv." in md
+    cr = (partial / "cards" / "color_robust.md").read_text()
+    assert cr.startswith("# Detector card: tiny CR") and "Not ranked: the study has no rank/ffrs.csv." in cr
+    assert main(["card", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is not a study folder" in err
