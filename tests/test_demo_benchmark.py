@@ -66,13 +66,14 @@ def test_layout_and_counts(built: tuple[Path, dict]) -> None:
 
 
 def test_folds_cross_fit_over_photographs(built: tuple[Path, dict]) -> None:
-    """Within a fold, train, val and test photographs are disjoint; over the folds every photograph is a test
-    photograph exactly once, and every test set holds all of them."""
+    """Within a fold, the test photographs are disjoint from the training and validation ones (val: other crops of
+    the training photographs); over the folds every photograph is a test photograph exactly once, and every test set
+    holds all of them."""
     root, meta = built
     tested: list[str] = []
     for k, split in enumerate(meta["folds"]):
         photos = {s: {n for names in groups.values() for n in names} for s, groups in split.items()}
-        assert not photos["train"] & photos["val"] and not (photos["train"] | photos["val"]) & photos["test"]
+        assert photos["val"] == photos["train"] and not photos["train"] & photos["test"]
         assert len(photos["val"]) >= 2  # a ranking never rests on one photograph
         for part in ("train", "val", "test"):
             used = {_photo_of(p) for p in (root / f"fold{k}" / part).rglob("*.png")}

@@ -11,8 +11,8 @@ from sklearn.metrics import average_precision_score
 from conftest import run_torchrun
 from lrp_helpers import pseudo_trained
 from tffkit import distributed as tdist
-from tffkit.analysis.dropout import dropped, paper_layout, score_variants, summarize
-from tffkit.analysis.dropout_stats import curve_findings, dropout_effects, effects_lines
+from tffkit.analysis.dropout import dropped, score_variants, summarize
+from tffkit.analysis.dropout_stats import curve_findings, dropout_effects
 from tffkit.analysis.ffrs import ChannelSets
 from tffkit.analysis.uncertainty import ClusterResampler, null_percentile
 from tffkit.cli import main
@@ -21,6 +21,7 @@ from tffkit.detectors import load_detector
 from tffkit.evaluate import score_samples
 from tffkit.lrp import Explainer
 from tffkit.reference import paper_numbers
+from tffkit.wording import effects_lines, paper_layout
 
 
 def _capture(ex: Explainer, layer: str, x: torch.Tensor) -> torch.Tensor:

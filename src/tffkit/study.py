@@ -24,7 +24,7 @@ import yaml
 
 from .conventions import SWITCHES
 from .detectors import Weights
-from .layouts import DataSpec
+from .layouts import LAYOUTS, DataSpec
 from .options import code_trust, problem
 from .outputs import OutputLock, check_writable
 from .results import InputIdentity, read_json, write_json
@@ -98,7 +98,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
 }
 CHOICES = {"preset": ("detector", "center224", "full"), "steps.lrpmax.variant": ("activation", "relevance"),
            "detector.attention": ("attnlrp", "cp"), "detector.random_weights": (True, False, "backbone", "head"),
-           "data.layout": ("auto", "forensynths", "genimage", "diffusionforensics", "paired", "manifest"),
+           "data.layout": LAYOUTS,
            "data.small_images": ("upscale", "pad")}
 for _step, _keys in STEP_SWITCHES.items():
     for _key, _switch in _keys.items():

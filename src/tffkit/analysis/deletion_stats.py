@@ -207,10 +207,3 @@ def _diff(name: str, values: np.ndarray) -> dict:
             f"diff_{name}_shown": bool(shown)}
 
 
-def direction(est: float, low: float, high: float, unit: str = "pp") -> str:
-    """A difference as words: 'higher by 3.1 [1.2, 5.0] pp', or 'not shown (… [−1.0, 4.0] …)' where the interval
-    includes zero — never a direction then."""
-    text = f"{est:+.1f} [{low:+.1f}, {high:+.1f}] {unit}"
-    if not (np.isfinite(low) and np.isfinite(high)) or low <= 0 <= high:
-        return f"not shown ({text})"
-    return ("higher" if est > 0 else "lower") + f" ({text})"

@@ -29,6 +29,7 @@ from ..outputs import run_folder
 from ..passes import DatasetPass
 from ..reference import paper_numbers
 from ..results import RunRecord, atomic_write, save_figure, write_csv, write_json
+from ..wording import paper_layout
 from .dropout_stats import RANDOM_REPEATS, curve_findings, dropout_effects, scores_wide
 from .ffrs import ChannelSets, cut_tie, load_ranking, select_channels, tie_note
 from .intervals import RESAMPLES, SEED
@@ -228,50 +229,6 @@ def summarize(long: pd.DataFrame) -> pd.DataFrame:
     summary = mean.join(std.add_suffix("_std")).reset_index()
     summary["replicas"] = grouped.size().values
     return summary
-
-
-def _cell(row: pd.Series, metric: str) -> str:
-    value = f"{100 * row[metric]:.1f}"
-    if row["kind"] == "random" and row["replicas"] > 1:
-        value += f" ± {100 * row[metric + '_std']:.1f}"
-    return value
-
-
-def paper_layout(summary: pd.DataFrame, fmt: str = "markdown", paper: pd.DataFrame | None = None,
-                 calibrated: bool = True) -> str:
-    """Rows = variants, columns = set × {AP, Real, GAN} (accuracies at the test-calibrated threshold)."""
-    real, fake = ("cal_real_acc", "cal_fake_acc") if calibrated else ("real_acc", "fake_acc")
-    sets = list(dict.fromkeys(summary["set"]))
-    header = ["variant"] + [f"{s} {m}" for s in sets for m in ("AP", "Real", "GAN")]
-    lines = []
-    for variant, part in summary.groupby("variant", sort=False):
-        by_set = {r["set"]: r for _, r in part.iterrows()}
-        cells = [variant]
-        for s in sets:
-            r = by_set.get(s)
-            cells += [_cell(r, m) if r is not None else "–" for m in ("ap", real, fake)]
-        lines.append(cells)
-        if paper is not None and not paper[paper["row"] == variant].empty:
-            pv = paper[paper["row"] == variant].set_index(["gan", "metric"])["value"]
-            lines.append([f"{variant} (paper)"] + [
-                f"{pv.get((s, m), float('nan')):.1f}" if (s, m) in pv.index else "–"
-                for s in sets for m in ("AP", "real_acc", "fake_acc")])
-    note = ("AP and accuracies in %; Real/GAN accuracy at a threshold calibrated on each test set for the "
-            "undropped model (test-calibrated; the training set stays at 0.5)" if calibrated
-            else "AP and accuracies in %, threshold 0.5")
-    ties = [n for n in dict.fromkeys(summary["note"].fillna("")) if n] if "note" in summary.columns else []
-    if ties:
-        note += ". Ties in the ranking: " + "; ".join(ties)
-    if fmt == "markdown":
-        out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        out += ["| " + " | ".join(row) + " |" for row in lines]
-        return "\n".join(out) + f"\n\n{note}.\n"
-    if fmt == "latex":
-        out = [f"% {note}", "\\begin{tabular}{l" + "r" * (len(header) - 1) + "}", "\\hline",
-               " & ".join(h.replace("_", "\\_") for h in header) + " \\\\", "\\hline"]
-        out += [" & ".join(c.replace("±", "$\\pm$").replace("_", "\\_") for c in row) + " \\\\" for row in lines]
-        return "\n".join(out + ["\\hline", "\\end{tabular}"]) + "\n"
-    raise ValueError(f"unknown table format {fmt!r}")
 
 
 def plot_ap_vs_k(summary: pd.DataFrame, path: Path) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from ..wording import effects_lines
 from .intervals import RESAMPLES, SEED
 from .uncertainty import ClusterResampler, average_precision, null_percentile
 
@@ -123,38 +124,6 @@ def curve_findings(summary: pd.DataFrame, effects: pd.DataFrame) -> list[dict]:
         out.append({"set": name, "ks": [int(k) for k in curve.index if k > 0], "monotone": not rises,
                     "rises_at": rises, "raises_ap": raised})
     return out
-
-
-def effects_lines(effects: pd.DataFrame, curves: Sequence[dict], where: str = "mean", what: str = "AP") -> list[str]:
-    """One sentence per k (AP averaged over sets by default): top-k and low-k changes with their intervals (a
-    direction only when the interval excludes 0) and top-k's percentile among the random-k replicas; then the
-    curves that are not monotone or where dropping top units raises AP."""
-    from .intervals import change_words
-
-    lines = []
-    part = effects[(effects["set"] == where) & (effects["metric"] == "ap")]
-    for k, rows in part.groupby("k", sort=True):
-        by = {r.kind: r for r in rows.itertuples()}
-        text = (f"k = {k}: dropping the top-{k} units "
-                f"{change_words(by['top'].delta, by['top'].low, by['top'].high, what=what)}")
-        if by["top"].null_replicas:
-            text += (f", at percentile {by['top'].null_percentile:.0f} of {by['top'].null_replicas} random-{k} "
-                     f"draws (their ΔAP: {100 * by['top'].null_low:+.1f} to {100 * by['top'].null_high:+.1f} pp)")
-        if "low" in by:
-            text += f"; the low-{k} {change_words(by['low'].delta, by['low'].low, by['low'].high, what=what)}"
-        lines.append(text + ".")
-    def where(c: dict, key: str) -> str:
-        return f"{'the mean over sets' if c['set'] == 'mean' else c['set']} (k = {', '.join(map(str, c[key]))})"
-
-    raised = [where(c, "raises_ap") for c in curves if c["raises_ap"]]
-    if raised:
-        lines.append("Finding: dropping the top-k units raises AP (interval above 0) on " + "; ".join(raised)
-                     + " — ω counts positive relevance only.")
-    rising = [where(c, "rises_at") for c in curves if not c["monotone"]]
-    if rising:
-        lines.append("Not monotone: the top-k AP rises from the previous k (baseline at k = 0) on " + "; ".join(rising)
-                     + ".")
-    return lines
 
 
 def effects_text(folder) -> str:

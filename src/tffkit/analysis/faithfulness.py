@@ -29,7 +29,8 @@ from ..conventions import resolve
 from ..inputs import explainer_for, find_data, input_record, load_model, run_preprocessing
 from ..outputs import run_folder
 from ..results import RunRecord, write_csv, write_json
-from .deletion_stats import BASELINE, column, deletion_statistics, direction
+from ..wording import direction
+from .deletion_stats import BASELINE, column, deletion_statistics
 from .dropout import score_variants, set_metrics
 from .ffrs import ChannelSets, channel_key, load_ranking, ranking_table
 from .uncertainty import RESAMPLES

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from ..wording import FEW_GROUPS
 from .uncertainty import (
     EFFECT_THRESHOLD,
     RESAMPLES,
@@ -26,7 +27,6 @@ from .uncertainty import (
 )
 
 SEED = 0  # the bootstrap's seed by default (one default for every step)
-FEW_GROUPS = 20  # a set with at most this many groups gets a per-group breakdown (docs/algorithms.md §10)
 DOMINANT_SHARE = 0.75  # warn when one group carries more than this share of an effect (|value| × images)
 METRICS = ("ap", "acc", "real_acc", "fake_acc")
 
@@ -176,15 +176,3 @@ def paired_summary(tests: pd.DataFrame, shares: pd.DataFrame, k: int) -> pd.Data
     return pd.DataFrame(rows)
 
 
-def change_words(estimate: float, low: float, high: float, *, what: str = "it", scale: float = 100.0,
-                 unit: str = "pp", down: str = "lowers", up: str = "raises") -> str:
-    """A change of ``what`` with its interval in words: a direction only when the interval excludes 0, else "not
-    shown" (``lowers AP by 3.2 pp [1.1, 5.0]``; ``changes AP by +0.4 pp [−1.0, +1.9]: a change not shown …``)."""
-    if not all(np.isfinite([estimate, low, high])):
-        return f"changes {what} by {scale * estimate:+.1f} {unit} (interval undefined)"
-    if low > 0:
-        return f"{up} {what} by {scale * estimate:.1f} {unit} [{scale * low:.1f}, {scale * high:.1f}]"
-    if high < 0:
-        return f"{down} {what} by {-scale * estimate:.1f} {unit} [{-scale * high:.1f}, {-scale * low:.1f}]"
-    return (f"changes {what} by {scale * estimate:+.1f} {unit} [{scale * low:+.1f}, {scale * high:+.1f}]: a change "
-            "not shown (the interval includes 0)")

@@ -48,8 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..analysis.dropout import dropout, paper_layout, summarize
+    from ..analysis.dropout import dropout, summarize
     from ..analysis.dropout_stats import effects_text
+    from ..wording import paper_layout
 
     sw = switches(args, "dropout_site", "prob_dtype", "cal_compare", "random_k")
     long = dropout(args.arch, weights(args), args.ranking, data_spec(args), args.out, args.sets,

@@ -99,7 +99,7 @@ def _needs_training(folder: Path, built: dict) -> bool:
 
 
 #: training epochs of the detectors and of their shared start at scale 1
-EPOCHS, PRETEXT_EPOCHS = 14, 6
+EPOCHS, PRETEXT_EPOCHS = 20, 5
 #: what the shared initialisation learns (recorded with it; a new value retrains everything)
 PRETEXT = ("photo category: the fold's training real photographs, 'everyday' (label 0) vs 'technical' (label 1), "
            "in colour — no fakes, no planted artefact")

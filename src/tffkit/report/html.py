@@ -193,7 +193,7 @@ def section_dropout(out: Path, study: dict) -> dict | None:
     folder = out / "dropout"
     if not (folder / "dropout_summary.csv").is_file():
         return None
-    from ..analysis.dropout import paper_layout
+    from ..wording import paper_layout
 
     summary = pd.read_csv(folder / "dropout_summary.csv")
     paper = paper_numbers("dropout", study["detector"]["paper_detector"]) if study["detector"]["paper_detector"] \

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..analysis.deletion_stats import direction
 from ..results import read_json
+from ..wording import direction
 from .tables import html_table, mark
 
 LABEL = {"top": "top", "random": "random (same size)", "matched": "random, PSNR-matched", "low": "low"}

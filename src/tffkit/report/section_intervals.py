@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..analysis.dropout_stats import effects_lines
-from ..analysis.intervals import FEW_GROUPS, change_words
 from ..results import read_json
+from ..wording import FEW_GROUPS, change_words, effects_lines
 from .tables import html_table, mark
 
 
