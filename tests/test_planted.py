@@ -69,35 +69,28 @@ def test_report_section_says_the_effects_were_planted(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_demo_reproduces_the_papers_colour_direction(tmp_path: Path) -> None:
-    """The demo as shipped (about 10 minutes): grayscale lowers the universal detector's median p on the unseen
-    families more than the colour-robust detector's, the colour-robust detector keeps more AP on grayscale images of
-    its training family, most of the universal detector's top T-FF are colour-conditional and markedly fewer of the
-    colour-robust one's, and the planted check ran (the paper's direction, not its numbers). At scale 0.3 (6 epochs)
-    the detectors are undertrained and the direction does not hold (measured: −12.8 pp universal, −26.7 pp CR)."""
+def test_a_fresh_demo_reproduces_the_committed_summary(tmp_path: Path) -> None:
+    """The demo as shipped (about 15 minutes on the 2-core machine): its summary — every claim's verdict per seed and
+    every per-seed statistic — is the committed docs/demo_summary.json the README's figures come from (on a machine
+    of the kind that made it, with the same threads: docs/reproducibility.md says what else changes them), its
+    rankings rest on ≥ 30 confident fakes from more than one photograph, and the planted check and the replicate
+    section are in the report."""
+    import json
+
     from tffkit.demo.study import run_demo
 
-    report = run_demo(tmp_path / "demo", scale=1.0, seed=0, device="cpu", progress=False)
-    study = report.parent
-
-    def unseen_change(folder: Path) -> float:
-        m = pd.read_csv(folder / "median_probability.csv")
-        return float(m.loc[m["set"] != "tconv", "median_change_pp"].mean())
-
-    def gray_ap(folder: Path, family: str = "tconv") -> float:
-        m = pd.read_csv(folder / "color_metrics.csv")
-        row = (m["set"] == family) & (m["metric"] == "ap") & (m["version"] == "grayscale")
-        return float(m.loc[row, "value"].iloc[0])
-
-    def colour_conditional(folder: Path) -> float:
-        return float(pd.read_csv(folder / "colour_conditional.csv")["percent"].mean())
-
-    universal, robust = unseen_change(study / "color"), unseen_change(study / "color_robust" / "color")
-    assert universal < -10 and universal < robust, (universal, robust)
-    assert gray_ap(study / "color_robust" / "color") > gray_ap(study / "color")
-    # most of the universal detector's top T-FF are colour-conditional, fewer of the colour-robust one's (true of the
-    # shipped seed; the README says which training seeds it does not hold for)
-    shares = colour_conditional(study / "color"), colour_conditional(study / "color_robust" / "color")
-    assert shares[0] > 50 and shares[0] - shares[1] >= 10, shares
-    assert (study / "planted" / "universal" / "planted.csv").is_file()
-    assert "Planted artefacts" in report.read_text()
+    report = run_demo(tmp_path / "demo", device="cpu", progress=False)
+    fresh = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    committed = json.loads((Path(__file__).resolve().parents[1] / "docs" / "demo_summary.json").read_text())
+    assert [c["per_seed"] for c in fresh["claims"]] == [c["per_seed"] for c in committed["claims"]]
+    for seed, rep in committed["replicates"].items():
+        for name, stats in rep["sets"].items():
+            for key, value in stats.items():
+                assert fresh["replicates"][seed]["sets"][name][key]["estimate"] == pytest.approx(
+                    value["estimate"], abs=0.05), (seed, name, key)
+    for rep in fresh["replicates"].values():
+        for rankings in rep["rankings"].values():
+            assert all(r["fakes_used"] >= 30 and r["groups"] > 1 for r in rankings), rankings
+    assert (report.parent / "planted" / "universal" / "planted.csv").is_file()
+    page = report.read_text()
+    assert "Planted artefacts" in page and "Replicates: the headline claims" in page
