@@ -94,7 +94,7 @@ def five_crops_separately(model: torch.nn.Module, x: torch.Tensor) -> torch.Tens
     grid = model.patch_embed.grid_size
     emb = model.patch_embed.proj(x)
     if emb.shape[-2] < grid[0] or emb.shape[-1] < grid[1]:
-        reps = [max(-(-g // s), 1) for g, s in zip(grid, emb.shape[-2:])]
+        reps = [max(-(-g // s), 1) for g, s in zip(grid, emb.shape[-2:], strict=True)]
         emb = emb.repeat(1, 1, *reps)[..., :grid[0], :grid[1]]
     h, w = emb.shape[-2:]
     hs, ws = max((h - grid[0]) // 2, 0), max((w - grid[1]) // 2, 0)
@@ -193,3 +193,27 @@ def test_every_verified_analysis_runs(tmp_path: Path, tree: Path, name: str):
     for analysis in ("evaluate", "rank", "dropout", "lrpmax", "color", "explain"):
         assert run_analysis(analysis, arch, tmp_path, tree, tmp_path / "rank" / "ffrs.csv") == 0, analysis
     assert _faithfulness(arch, tmp_path, tree) == 0
+
+
+def test_evaluate_reads_a_snapshot_folder_with_the_original_transform(tmp_path: Path):
+    """`tff evaluate --weights FOLDER` on Community Forensics: scores equal the model on its repository's test
+    transform (torchvision Resize(440), CenterCrop(384), ToTensor, ImageNet Normalize)."""
+    from PIL import Image
+    from torchvision import transforms
+
+    rng = np.random.default_rng(0)
+    for label, size in (("0_real", (61, 45)), ("1_fake", (45, 70))):
+        (tmp_path / "d" / "s" / label).mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(tmp_path / "d" / "s" / label / "a.png")
+    torch.manual_seed(0)
+    raw = build_detector("commfor2025@tiny").eval()
+    folder = save_original("commfor2025", raw, tmp_path / "commfor-model-384")
+    assert main(["evaluate", "--arch", "commfor2025@tiny", "--weights", str(folder), "--data", str(tmp_path / "d"),
+                 "--device", "cpu", "--workers", "0", "--no-progress", "--out", str(tmp_path / "o")]) == 0
+    scores = pd.read_csv(tmp_path / "o" / "scores.csv")
+    original = transforms.Compose([transforms.Resize(440), transforms.CenterCrop(384), transforms.ToTensor(),
+                                   transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    for path, logit in zip(scores["path"], scores["logit"], strict=True):
+        with torch.no_grad():
+            expected = float(raw(original(Image.open(path).convert("RGB"))[None]))
+        assert logit == pytest.approx(expected, rel=1e-4, abs=1e-5)

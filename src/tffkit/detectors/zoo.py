@@ -179,7 +179,8 @@ ZOO: dict[str, Detector] = {d.name: d for d in [
     Detector("rajan2025", fz.corvi_resnet50, Preprocessing(crop=None),
              paper="Rajan et al., ICLR 2025 ('Aligned datasets improve detection of latent diffusion-generated "
                    "images') and ICML 2025 ('Stay-Positive …')",
-             backbone="ResNet-50 without early down-sampling (conv1 and max-pool at stride 1; Corvi's graph), one logit",
+             backbone="ResNet-50 without early down-sampling (conv1 and max-pool at stride 1; Corvi's graph), "
+                      "one logit",
              files="ours-sync/weights.pth (and the Ours, shaders and Stay-Positive 'Corvi +' / 'Rajan +' files)",
              layout="{'model': state_dict} with 'module.' prefixes, " + RESNET_KEYS + " (fc: 2048 → 1)",
              licence="Apache-2.0 (AlignedForensics test code, GRIP-UNINA)", verified=ANALYSES_ZOO,
