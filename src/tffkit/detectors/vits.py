@@ -50,9 +50,9 @@ def token_crops(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
 register_rule(token_crops, Gradient())  # copies of tokens: relevance of the copies sums back (one traced operation)
 
 
-def crop_mask(crops: int, length: int) -> torch.Tensor:
+def crop_mask(crops: int, length: int, device: torch.device) -> torch.Tensor:
     """(crops·length)² boolean attention mask: True within a crop's tokens, False across crops."""
-    block = torch.arange(crops).repeat_interleave(length)
+    block = torch.arange(crops, device=device).repeat_interleave(length)
     return block[:, None] == block[None, :]
 
 
@@ -65,21 +65,16 @@ def bfree_vit(**kwargs: Any) -> nn.Module:
 
         crops = 5
 
-        def __init__(self, **args: Any):
-            super().__init__(**args)
-            grid = self.patch_embed.grid_size
-            length = grid[0] * grid[1] + self.num_prefix_tokens
-            self.register_buffer("crop_mask", crop_mask(self.crops, length), persistent=False)
-
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            grid = self.patch_embed.grid_size
+            grid = self.patch_embed.grid_size  # the mask is made per call: a bool buffer would be read as the dtype
+            mask = crop_mask(self.crops, grid[0] * grid[1] + self.num_prefix_tokens, x.device)
             t = token_crops(self.patch_embed.proj(x), grid)  # (B, 5, C, gh, gw)
             t = self.patch_embed.norm(t.flatten(3).transpose(2, 3)) + self.pos_embed  # (B, 5, N, C)
             prefix = torch.cat([self.cls_token, self.reg_token], 1)  # (1, 1 + registers, C)
             t = torch.cat([prefix.expand(t.shape[0], self.crops, -1, -1), t], 2)
             t = self.norm_pre(self.patch_drop(self.pos_drop(t.flatten(1, 2))))
             for block in self.blocks:
-                t = block(t, attn_mask=self.crop_mask)
+                t = block(t, attn_mask=mask)
             t = self.norm(t).unflatten(1, (self.crops, -1))[:, :, 0]  # each crop's class token
             return self.head(self.head_drop(self.fc_norm(t))).mean(1)
 
