@@ -217,3 +217,18 @@ def test_evaluate_reads_a_snapshot_folder_with_the_original_transform(tmp_path: 
         with torch.no_grad():
             expected = float(raw(original(Image.open(path).convert("RGB"))[None]))
         assert logit == pytest.approx(expected, rel=1e-4, abs=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,size", [("rajan2025", 64), ("dear_r", 64), ("commfor2025", 384), ("bfree2025", 504)])
+def test_full_size_entry_is_explained(name: str, size: int):
+    """The full-size graphs: the LRP copy's logits equal the detector's and relevance is finite (one image)."""
+    from tffkit.lrp import Explainer
+
+    torch.manual_seed(0)
+    model = load_detector(name, random_weights=True)
+    x = torch.randn(1, 3, size, size)
+    e = Explainer(model).explain(x)
+    with torch.no_grad():
+        assert torch.allclose(e.logits.reshape(-1), model(x).reshape(-1), atol=1e-4)
+    assert torch.isfinite(e.input_relevance).all()
