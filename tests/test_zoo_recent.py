@@ -173,7 +173,7 @@ def test_tff_detectors_lists_the_recent_entries(capsys):
     assert "safetensors" in listing["commfor2025"]["layout"]
 
 
-@pytest.mark.parametrize("name", ["rajan2025", "dear_r", "bfree2025", "commfor2025"])
+@pytest.mark.parametrize("name", ["rajan2025", "dear_r", "bfree2025"])
 def test_rank_runs_on_each_tiny_entry(tmp_path: Path, tree: Path, name: str):
     assert run_analysis("rank", f"{name}@tiny", tmp_path, tree, None) == 0
     ranking = pd.read_csv(tmp_path / "rank" / "ffrs.csv")
