@@ -181,7 +181,8 @@ ZOO: dict[str, Detector] = {d.name: d for d in [
                    "images') and ICML 2025 ('Stay-Positive …')",
              backbone="ResNet-50 without early down-sampling (conv1 and max-pool at stride 1; Corvi's graph), "
                       "one logit",
-             files="ours-sync/weights.pth (and the Ours, shaders and Stay-Positive 'Corvi +' / 'Rajan +' files)",
+             files="weights/ours-sync/weights.pth (the README's other ResNet-50 files, Ours, shaders and "
+                   "Stay-Positive 'Corvi +' / 'Rajan +', were not inspected)",
              layout="{'model': state_dict} with 'module.' prefixes, " + RESNET_KEYS + " (fc: 2048 → 1)",
              licence="Apache-2.0 (AlignedForensics test code, GRIP-UNINA)", verified=ANALYSES_ZOO,
              tiny={"widths": (4, 8, 8, 16), "layers": (1, 1, 1, 1)}, input_shape=(3, 96, 96),
