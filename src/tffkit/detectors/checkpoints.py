@@ -89,6 +89,8 @@ def read_checkpoint(path: str | os.PathLike, trust: bool = False, what: str = "c
     """The object stored in ``path``, read without running pickled code unless ``trust`` (then with a warning)."""
     path = Path(path)
     shown = display_path(path)
+    if path.is_dir():
+        path = snapshot_weights(path, what)
     if not path.is_file():
         raise FileNotFoundError(f"{what} {shown} not found")
     if path.suffix == ".safetensors":
@@ -125,6 +127,19 @@ def read_checkpoint(path: str | os.PathLike, trust: bool = False, what: str = "c
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001
         raise CheckpointReadError(f"cannot read {what} {shown}: {_what_is_wrong(path, exc)}") from None
+
+
+SNAPSHOT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def snapshot_weights(folder: Path, what: str = "checkpoint") -> Path:
+    """The weights file of a Hugging Face snapshot folder (``PyTorchModelHubMixin.save_pretrained``:
+    ``config.json`` + ``model.safetensors``); a folder without one is refused naming what was expected."""
+    for name in SNAPSHOT_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    raise CheckpointReadError(f"{what} {display_path(folder)} is a folder without {' or '.join(SNAPSHOT_FILES)} "
+                              "(a Hugging Face snapshot folder); pass the weights file itself")
 
 
 def extract_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]:

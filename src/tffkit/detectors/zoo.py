@@ -22,8 +22,10 @@ from ..options import code_trusted
 from ..preprocess import CLIP_MEAN, CLIP_STD, Preprocessing
 from ..results import file_sha256
 from . import forensic as fz
+from . import vits
 from .archs import ARCHITECTURES, efficientnet_b0_lukemelas, tiny_resnet
 from .checkpoints import CheckpointMismatchError, extract_state_dict
+from .dear import DEARResNet
 
 ANALYSES = ("evaluate", "rank", "dropout", "lrpmax", "color", "explain", "train")
 EXPLAINED = ANALYSES[:-1]  # tff train is Wang et al.'s recipe: not the CLIP detectors' nor DRCT's own training
@@ -115,6 +117,13 @@ def wang_resnet50(widths: tuple[int, ...] | None = None, layers: tuple[int, ...]
     return tiny_resnet(widths, layers, Bottleneck)
 
 
+ANALYSES_ZOO = ("evaluate", "rank", "dropout", "faithfulness", "lrpmax", "color", "explain")
+DEAR_LAYOUT = ("{'model': state_dict} (no 'module.'): backbone.* (Corvi/Rajan ResNet-50 keys, backbone.fc 2048 → 1) "
+               "and gate.gate (2048,) 0/1")
+DEAR_TINY = {"widths": (4, 8, 8, 16), "layers": (1, 1, 1, 1), "keep": 0.5}
+DEAR_NOTES = ("whole images, ImageNet mean/std, no resize (scripts/inference.py); the gate is a unit selection: "
+              "tffkit.detectors.dear.gate_units lists it as layer4's last conv3 channels (gated-off ones get ω = 0) "
+              "and gate_vs_ranking compares an FF-RS ranking of the base detector with it")
 RESNET_KEYS = "torchvision ResNet keys conv1, bn1, layer1…layer4 (conv1/bn1…conv3/bn3, downsample.0/1), fc"
 ZOO: dict[str, Detector] = {d.name: d for d in [
     Detector("wang2020", wang_resnet50,
@@ -167,6 +176,64 @@ ZOO: dict[str, Detector] = {d.name: d for d in [
              licence="none stated in the repository", verified=EXPLAINED, outputs=2, fake_index=1,
              tiny={"embedding": 16, "depths": (1, 1, 1, 1), "dims": (8, 16, 24, 32)}, input_shape=(3, 224, 224),
              notes="centre crop 224 (--is_crop), ImageNet mean/std; p(fake) = softmax[1] = sigmoid(log-odds)"),
+    Detector("rajan2025", fz.corvi_resnet50, Preprocessing(crop=None),
+             paper="Rajan et al., ICLR 2025 ('Aligned datasets improve detection of latent diffusion-generated "
+                   "images') and ICML 2025 ('Stay-Positive …')",
+             backbone="ResNet-50 without early down-sampling (conv1 and max-pool at stride 1; Corvi's graph), "
+                      "one logit",
+             files="weights/ours-sync/weights.pth (the README's other ResNet-50 files, Ours, shaders and "
+                   "Stay-Positive 'Corvi +' / 'Rajan +', were not inspected)",
+             layout="{'model': state_dict} with 'module.' prefixes, " + RESNET_KEYS + " (fc: 2048 → 1)",
+             licence="Apache-2.0 (AlignedForensics test code, GRIP-UNINA)", verified=ANALYSES_ZOO,
+             tiny={"widths": (4, 8, 8, 16), "layers": (1, 1, 1, 1)}, input_shape=(3, 96, 96),
+             notes="config arch res50nodown, norm_type resnet, patch_size null: whole images, no resize; the "
+                   "original's dropout (p = 0.5) before fc is inactive at test time"),
+    Detector("dear_c", DEARResNet, Preprocessing(crop=None),
+             paper="Kim et al., ICML 2026 ('Dissect and Prune: enhancing robustness in AI-generated image "
+                   "detection', DEAR-c)",
+             backbone="Corvi's stride-1 ResNet-50, fixed 0/1 channel gate on layer4 (middle 60% of channels by RAD "
+                      "kept), refit fc", files="checkpoints/dear_c/model_best.pth",
+             layout=DEAR_LAYOUT, licence="MIT (dear repository)", verified=ANALYSES_ZOO,
+             tiny=DEAR_TINY, input_shape=(3, 96, 96), notes=DEAR_NOTES),
+    Detector("dear_r", DEARResNet, Preprocessing(crop=None),
+             paper="Kim et al., ICML 2026 ('Dissect and Prune …', DEAR-r)",
+             backbone="Rajan's stride-1 ResNet-50, fixed 0/1 channel gate on layer4 (middle 40% kept), refit fc",
+             files="checkpoints/dear_r/model_best.pth", layout=DEAR_LAYOUT, licence="MIT (dear repository)",
+             verified=ANALYSES_ZOO, tiny=DEAR_TINY, input_shape=(3, 96, 96), notes=DEAR_NOTES),
+    Detector("bfree2025", vits.bfree_vit, Preprocessing(crop=None),
+             paper="Guillaro et al., CVPR 2025 ('A bias-free training paradigm for more general AI-generated image "
+                   "detection', B-Free)",
+             backbone="timm vit_base_patch14_reg4_dinov2 (DINOv2 ViT-B/14, 4 registers) at 504 px, one logit; "
+                      "logits of five 36×36 token crops averaged",
+             files="BFREE_dino2reg4/model_epoch_best.pth (config arch timm_c5i504_vit_base_patch14_reg4_dinov2)",
+             layout="{'model': state_dict}, timm ViT keys: patch_embed.proj.*, cls_token, reg_token, pos_embed "
+                    "(1, 1296, 768), blocks.N.{norm1,attn.qkv,attn.proj,ls1.gamma,norm2,mlp.fc1,mlp.fc2,ls2.gamma}, "
+                    "norm, head (768 → 1)",
+             licence="GRIP-UNINA licence: research (nonprofit) use only", verified=ANALYSES_ZOO,
+             tiny={"img_size": 56, "embed_dim": 32, "depth": 2, "num_heads": 2}, input_shape=(3, 56, 56),
+             notes="whole image at full resolution, ImageNet mean/std (the original's norm_type is in the weights "
+                   "zip's config.yaml); a token grid below 36×36 is tiled; the five crops attend only within "
+                   "themselves (block-diagonal mask), so LRP sees one pass per image"),
+    Detector("commfor2025", vits.CommunityForensics, Preprocessing(resize=440, crop=384),
+             paper="Park & Owens, CVPR 2025 ('Community Forensics: using thousands of generators to train fake "
+                   "image detectors')",
+             backbone="timm vit_small_patch16_384 → Linear(384, 1)",
+             files="Hugging Face OwensLab/commfor-model-384: a folder with config.json + model.safetensors "
+                   "(pass the folder or the .safetensors file)",
+             layout="safetensors, timm ViT keys under vit.: vit.cls_token, vit.pos_embed (1, 577, 384), "
+                    "vit.patch_embed.proj.*, vit.blocks.N.*, vit.norm.*, vit.head (384 → 1)",
+             licence="MIT (Community-Forensics repository)", verified=ANALYSES_ZOO,
+             tiny={"embed_dim": 32, "depth": 2, "num_heads": 2}, input_shape=(3, 384, 384),
+             notes="shorter side resized to 440, centre crop 384, ImageNet mean/std (its test transform); the file "
+                   "is read with the safetensors package (no pickle)"),
+    Detector("commfor2025_224", vits.CommunityForensics, Preprocessing(resize=256, crop=224),
+             paper="Park & Owens, CVPR 2025 (Community Forensics, 224-px model)",
+             backbone="timm vit_small_patch16_224 → Linear(384, 1)",
+             files="Hugging Face OwensLab/commfor-model-224: config.json + model.safetensors",
+             layout="safetensors, timm ViT keys under vit.: vit.pos_embed (1, 197, 384), …, vit.head (384 → 1)",
+             licence="MIT (Community-Forensics repository)", verified=ANALYSES_ZOO,
+             kwargs={"img_size": 224}, tiny={"img_size": 224, "embed_dim": 32, "depth": 2, "num_heads": 2},
+             input_shape=(3, 224, 224), notes="shorter side resized to 256, centre crop 224, ImageNet mean/std"),
     Detector("efficientnet_b0_lukemelas", efficientnet_b0_lukemelas,
              paper="Chandrasegaran et al., ECCV 2022 (this toolkit's paper)",
              backbone="EfficientNet-B0 (efficientnet-pytorch 0.7.1)", files="weights/efb0/blur_jpg_prob0.5.pth",
