@@ -40,20 +40,22 @@ def rank(arch: str, weights: str | os.PathLike | None, data: str | os.PathLike, 
          device: str = "auto", num_workers: int | None = None, bounds: str | None = None,
          progress: bool = True, paper_code: bool = False, zplus_fallback: str | None = None,
          attention: str | None = "attnlrp", rank_crop: str | None = None, seed: int = 0, composite: str | None = None,
-         input_rule: str = "auto") -> RankResult:
+         input_rule: str = "auto", unit_ranking: str = "by-kind") -> RankResult:
     """Compute ω (docs/algorithms.md §3) with one LRP pass per batch, reduce exactly across processes, write results.
 
     ``paper_code`` takes the public code's zβ bounds (ω does not depend on them), z⁺ without fallback and random
     resized ranking crop (``rank_crop``, drawn per image from ``seed``) unless given; ``attention`` is the rule inside
     attention layers (``attnlrp`` or ``cp``; None: the composite's); ``composite`` (a name: ``paper``, the default,
-    ``attnlrp``, ``cp-lrp``) and ``input_rule`` choose the LRP rules (docs/lrp.md)."""
+    ``attnlrp``, ``cp-lrp``) and ``input_rule`` choose the LRP rules (docs/lrp.md); ``unit_ranking``: ``by-kind``
+    (each kind of unit ranked separately, merged by quantile) or ``global``
+    (:func:`~tffkit.analysis.ffrs.ranking_table`)."""
     ctx = tdist.init(device)
     settings = resolve(paper_code, bounds=bounds, zplus_fallback=zplus_fallback, rank_crop=rank_crop)
     bounds = settings["bounds"]
     record = RunRecord("rank", dict(arch=arch, weights=str(weights), data=str(data), sets=sets,
                                     max_per_class=max_per_class, min_prob=min_prob, with_reals=with_reals, k=k,
                                     preset=preset, batch_size=batch_size, attention=attention, seed=seed,
-                                    composite=composite, input_rule=input_rule,
+                                    composite=composite, input_rule=input_rule, unit_ranking=unit_ranking,
                                     **settings),
                        ctx.world)
     with run_folder(out, ctx) as folder:  # checked before the model is built; replaced whole at the end
@@ -91,9 +93,12 @@ def rank(arch: str, weights: str | os.PathLike | None, data: str | os.PathLike, 
             raise NoConfidentImagesError(f"no fake reached p ≥ {min_prob} — {dist}. Check that --weights and --arch "
                                          "match, or lower --min-prob.")
         omega = acc.omega().cpu().numpy()
-        table = ranking_table(explainer.layers, omega[0])
-        reals = ranking_table(explainer.layers, omega[1]) if with_reals else None
+        table = ranking_table(explainer.layers, omega[0], unit_ranking=unit_ranking)
+        reals = ranking_table(explainer.layers, omega[1], unit_ranking=unit_ranking) if with_reals else None
         summary = summarize(table, explainer, k, labels, prob, min_prob, failed, acc, with_reals)
+        summary["unit_ranking"] = unit_ranking
+        top_kinds = table.head(k)["unit"].value_counts(sort=False)
+        summary["top_k_unit_kinds"] = {kind: int(n) for kind, n in top_kinds.items()}
         summary.update(confident_groups([samples[i].unit for i in idx], labels, prob, min_prob, found.group_source))
         if folder is not None and ctx.is_main:
             out = folder  # the staging folder (becomes OUT when the run finishes)

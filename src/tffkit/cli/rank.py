@@ -36,6 +36,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--k", type=int, default=114, help="top-k reported in ffrs.json and figures")
     lrp_args(p)
     composite_args(p)
+    p.add_argument("--unit-ranking", default="by-kind", choices=["by-kind", "global"],
+                   help="by-kind (default): each kind of unit (conv channels, MLP neurons, residual dimensions, "
+                        "attention heads) ranked separately and merged by quantile, so a top-k is not decided by "
+                        "layer width; global: one descending-ω order (docs/algorithms.md §3)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random resized crops (--rank-crop random-resized)")
     paper_code_args(p, "bounds", "zplus_fallback", "rank_crop")
     p.add_argument("--out", required=True, help="output folder")
@@ -123,7 +127,7 @@ def _run(args: argparse.Namespace) -> int:
 
     res = rank(args.arch, weights(args), data_spec(args), args.out, args.sets, args.max_per_class, args.min_prob,
                args.with_reals, args.k, args.preset, args.batch_size, args.device, args.workers,
-               progress=not args.no_progress, seed=args.seed, **lrp_choice(args),
+               progress=not args.no_progress, seed=args.seed, unit_ranking=args.unit_ranking, **lrp_choice(args),
                **switches(args, "bounds", "zplus_fallback", "rank_crop"))
     if is_main_process():
         from ..analysis.ffrs import tie_note
