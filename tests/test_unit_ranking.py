@@ -11,7 +11,7 @@ from tffkit.lrp import FeatureLayer
 def test_kinds_merge_by_their_within_kind_quantile():
     layers = [FeatureLayer("h", 2, 0, kind="head"), FeatureLayer("n", 8, 1, dim=2, kind="neuron")]
     omega = np.array([0.5, 0.4, *np.linspace(0.1, 0.03, 8)])
-    merged = ranking_table(layers, omega)
+    merged = ranking_table(layers, omega, unit_ranking="by-kind")
     # quantiles (p + ½)/n: neurons 1/16, 3/16, 5/16, …; heads 1/4, 3/4
     assert list(zip(merged["layer"], merged["channel"], strict=True)) == [
         ("n", 0), ("n", 1), ("h", 0), ("n", 2), ("n", 3), ("n", 4), ("n", 5), ("h", 1), ("n", 6), ("n", 7)]
@@ -29,7 +29,7 @@ def test_one_kind_keeps_the_omega_order():
     layers = [FeatureLayer("a", 30, 0), FeatureLayer("b", 20, 1)]
     omega = np.random.default_rng(0).random(50)
     omega[[3, 40]] = omega[7]  # ties broken by layer order then channel, as before
-    a, b = ranking_table(layers, omega), ranking_table(layers, omega, unit_ranking="global")
+    a, b = ranking_table(layers, omega, unit_ranking="by-kind"), ranking_table(layers, omega)
     assert a.equals(b)
 
 
@@ -46,6 +46,26 @@ def test_tiny_vit_top_k_is_no_longer_all_heads(one_thread):
     n_heads = sum(layer.channels for layer in ex.layers if layer.kind == "head")
     flat = ranking_table(ex.layers, omega, unit_ranking="global")
     assert set(flat.head(n_heads)["unit"]) == {"head"}  # one ω order: the 2-head layers win on width alone
-    merged = ranking_table(ex.layers, omega)
+    merged = ranking_table(ex.layers, omega, unit_ranking="by-kind")
     top = merged.head(2 * n_heads)["unit"]
     assert (top != "head").sum() >= n_heads and {"neuron", "residual"} <= set(top)
+
+
+def test_tff_rank_ranks_kinds_separately_by_default(tmp_path, one_thread):
+    import json
+
+    from conftest import make_tree
+    from tffkit.cli import main
+
+    data = make_tree(tmp_path / "d", {"progan": []}, n=3, size=32)
+    args = ["rank", "--arch", "tiny_vit", "--random-weights", "--data", str(data), "--preset", "full", "--min-prob",
+            "0", "--k", "4", "--device", "cpu", "--workers", "0", "--no-progress"]
+    torch.manual_seed(0)  # the random weights
+    assert main([*args, "--out", str(tmp_path / "kinds")]) == 0
+    torch.manual_seed(0)
+    assert main([*args, "--unit-ranking", "global", "--out", str(tmp_path / "flat")]) == 0
+    kinds = json.loads((tmp_path / "kinds" / "ffrs.json").read_text())
+    flat = json.loads((tmp_path / "flat" / "ffrs.json").read_text())
+    assert kinds["unit_ranking"] == "by-kind" and flat["unit_ranking"] == "global"
+    assert flat["top_k_unit_kinds"] == {"head": 4}  # width decides one ω order
+    assert "head" not in kinds["top_k_unit_kinds"] and sum(kinds["top_k_unit_kinds"].values()) == 4

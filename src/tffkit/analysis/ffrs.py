@@ -137,16 +137,17 @@ class FFRSAccumulator:
 UNIT_RANKINGS = ("by-kind", "global")
 
 
-def ranking_table(layers: Sequence[FeatureLayer], omega: np.ndarray, *, unit_ranking: str = "by-kind"
+def ranking_table(layers: Sequence[FeatureLayer], omega: np.ndarray, *, unit_ranking: str = "global"
                   ) -> pd.DataFrame:
     """One ranking: rank, layer, channel, omega, key, unit (kind of unit: conv channel, neuron, residual dimension
     or attention head) and layer_index. Within a kind, descending ω, ties broken by layer order then channel.
 
-    ``unit_ranking``: ``by-kind`` (default) ranks each kind of unit separately and merges the kinds by their
-    within-kind quantile (p + ½)/n (p the unit's position in its kind, n the kind's units), so a top-k holds the
-    kinds in proportion to their sizes — ω of a unit scales as 1/width of its layer (a 12-head layer gives a head
-    ≈ 1/12 of its relevance, a 1,536-neuron layer a neuron ≈ 1/1,536), and one ω order would rank layer width
-    (docs/algorithms.md §3). With one kind (CNNs) it is the descending-ω order. ``global``: one ω order."""
+    ``unit_ranking``: ``by-kind`` (``tff rank``'s default) ranks each kind of unit separately and merges the kinds
+    by their within-kind quantile (p + ½)/n (p the unit's position in its kind, n the kind's units), so a top-k
+    holds the kinds in proportion to their sizes — ω of a unit scales as 1/width of its layer (a 12-head layer
+    gives a head ≈ 1/12 of its relevance, a 1,536-neuron layer a neuron ≈ 1/1,536), and one ω order would rank
+    layer width (docs/algorithms.md §3). With one kind (CNNs) it is the descending-ω order. ``global`` (default
+    here: the generator's and the comparison rankings): one ω order."""
     if unit_ranking not in UNIT_RANKINGS:
         raise ValueError(f"unknown unit_ranking {unit_ranking!r}; use by-kind or global")
     layer_idx = np.concatenate([np.full(layer.channels, layer.index) for layer in layers])
