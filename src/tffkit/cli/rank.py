@@ -48,8 +48,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def composite_args(p: argparse.ArgumentParser) -> None:
     """--composite and --input-rule: the named LRP composite and the rule at the pixels."""
-    p.add_argument("--composite", default=None, choices=["paper", "attnlrp", "cp-lrp"],
-                   help="LRP composite (docs/lrp.md): paper (default: z+ on convolutions, zbox at the pixels where the "
+    p.add_argument("--composite", default="paper", choices=["paper", "attnlrp", "cp-lrp"],
+                   help="LRP composite (docs/lrp.md): paper (z+ on convolutions, zbox at the pixels where the "
                         "detector's zoo entry asks for it), attnlrp (AttnLRP with the epsilon rule at the patch "
                         "embedding: LXT's rules) or cp-lrp (CP-LRP, epsilon at the patch embedding); --attention cp "
                         "applies on top")
@@ -59,10 +59,10 @@ def composite_args(p: argparse.ArgumentParser) -> None:
 
 
 def lrp_choice(args: argparse.Namespace) -> dict:
-    """Explainer options of --composite/--input-rule/--attention (with a composite, --attention only when not the
-    default attnlrp)."""
+    """Explainer options of --composite/--input-rule/--attention (with the attnlrp or cp-lrp composite, --attention
+    only when not the default attnlrp)."""
     composite = getattr(args, "composite", None)
-    attention = args.attention if composite is None or args.attention != "attnlrp" else None
+    attention = args.attention if composite in (None, "paper") or args.attention != "attnlrp" else None
     return {"composite": composite, "input_rule": getattr(args, "input_rule", "auto"), "attention": attention}
 
 
