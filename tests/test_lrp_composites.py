@@ -43,6 +43,7 @@ def test_with_returns_a_new_value_and_leaves_the_default_alone():
     with pytest.raises(ValueError, match="attention"):
         DEFAULT.with_(attention="linear")
     assert {"paper", "attnlrp", "cp-lrp"} <= set(COMPOSITES) and named("paper") is DEFAULT
+    assert copy.deepcopy(mine) is mine  # an immutable value
 
 
 def test_two_explainers_with_different_composites_do_not_affect_each_other(resnet):

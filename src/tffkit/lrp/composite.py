@@ -161,6 +161,12 @@ class Composite:
         """The rule of a tensor method called in the graph."""
         return self.methods.get(name)
 
+    def __copy__(self) -> Composite:
+        return self  # immutable
+
+    def __deepcopy__(self, memo: dict) -> Composite:
+        return self
+
     def __repr__(self) -> str:
         return (f"Composite({self.name!r}: {len(self.modules) + len(self.named)} module, {len(self.functions)} "
                 f"function, {len(self.methods)} method rules, {len(self.layers)} by name, first={self.first!r}, "
