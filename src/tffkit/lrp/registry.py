@@ -57,7 +57,7 @@ from .kinds import (
 __all__ = ["COMPOSITES", "DEFAULT", "Attention", "BatchNorm", "Composite", "Conv", "ConvEpsilon", "Epsilon", "Gamma",
            "Gradient", "Identity", "Key", "LRPOp", "MatMul", "MultiheadAttention", "Norm", "Product", "Resample",
            "Rule", "RuleConfig", "Site", "Softmax", "Sum", "Trace", "Uniform", "WindowAttention", "ZBox", "ZPlus",
-           "register_rule"]
+           "function_rule", "method_rule", "module_rule", "register_rule"]
 
 
 def _paper() -> Composite:
@@ -145,3 +145,18 @@ def register_rule(target: type | Callable | str, rule: Rule) -> None:
     DEFAULT = DEFAULT.with_({target: rule})
     for name, comp in COMPOSITES.items():
         COMPOSITES[name] = comp.with_({target: rule})
+
+
+def module_rule(module: nn.Module) -> Rule | None:
+    """The default composite's rule of ``module`` (:meth:`Composite.module_rule`)."""
+    return DEFAULT.module_rule(module)
+
+
+def function_rule(target: Callable) -> Rule | None:
+    """The default composite's rule of a function (:meth:`Composite.function_rule`)."""
+    return DEFAULT.function_rule(target)
+
+
+def method_rule(name: str) -> Rule | None:
+    """The default composite's rule of a tensor method (:meth:`Composite.method_rule`)."""
+    return DEFAULT.method_rule(name)
