@@ -90,6 +90,13 @@ def test_the_zoo_entry_not_the_class_picks_the_input_rule():
     assert resolve("torchvision:resnet18").input_rule == "zbox"
     assert resolve("torchvision:efficientnet_b0").input_rule == "zplus"
     assert resolve("tiny_resnet").input_rule == "zbox" and resolve("tiny_vit").input_rule == "zplus"
+    try:
+        import timm  # noqa: F401 - timm's ResNet is not torchvision's class, and gets zβ all the same
+    except ImportError:
+        pass
+    else:
+        assert resolve("timm:resnet50").input_rule == "zbox"
+        assert resolve("timm:vit_small_patch16_224").input_rule == "zplus"
     model = build_detector("tiny_resnet").double()
     assert model.tff_input_rule == "zbox"
     assert Explainer(model, input_shape=(3, 32, 32)).input_rule == "zbox"
