@@ -39,14 +39,14 @@ def make_tree(root: Path, layout: dict[str, list[str]], n: int = 4, size: int = 
 
 @pytest.fixture
 def restore_registry():
-    """The LRP rule table as it was before the test (tests that register rules of their own)."""
+    """The default composites as they were before the test (tests of the deprecated register_rule)."""
     from tffkit.lrp import registry as reg
 
-    saved = {t: dict(getattr(reg, t)) for t in ("MODULE_RULES", "FUNCTION_RULES", "METHOD_RULES", "NAMED_RULES")}
+    saved, named = reg.DEFAULT, dict(reg.COMPOSITES)
     yield
-    for t, table in saved.items():
-        getattr(reg, t).clear()
-        getattr(reg, t).update(table)
+    reg.DEFAULT = saved
+    reg.COMPOSITES.clear()
+    reg.COMPOSITES.update(named)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import torchvision
 from torch import nn
 
 from tffkit.detectors import tiny_convnext, tiny_vit
-from tffkit.lrp import Explainer, LogitMismatchError, register_rule
+from tffkit.lrp import Explainer, LogitMismatchError
 from tffkit.lrp import registry as reg
 
 
@@ -238,10 +238,9 @@ class _Fused(nn.Module):
         return self.fc(self.conv2(self.bn1(self.conv1(x))).mean((2, 3)))
 
 
-@pytest.mark.parametrize("conv_cls,bn_cls,base", [(StdConv, nn.BatchNorm2d, reg.Conv()),
+@pytest.mark.parametrize("conv_cls,bn_cls,base", [(StdConv, nn.BatchNorm2d, reg.ZPlus()),
                                                   (nn.Conv2d, BNReLU, reg.BatchNorm())])
-def test_subclasses_with_their_own_forward_are_traced_and_a_wrong_rule_is_refused(conv_cls, bn_cls, base,
-                                                                                   restore_registry):
+def test_subclasses_with_their_own_forward_are_traced_and_a_wrong_rule_is_refused(conv_cls, bn_cls, base):
     torch.manual_seed(3)
     model = lively(_Fused(conv_cls, bn_cls))
     x = torch.randn(2, 3, 8, 8)
@@ -249,9 +248,9 @@ def test_subclasses_with_their_own_forward_are_traced_and_a_wrong_rule_is_refuse
         ref = model(x).reshape(-1)
     ex = Explainer(model, input_shape=(3, 8, 8))  # traced into, so computed as written
     assert torch.allclose(ex.forward(x), ref, rtol=1e-5, atol=1e-6)
-    register_rule(conv_cls if conv_cls is not nn.Conv2d else bn_cls, base)  # now a leaf with an unfitting rule
+    unfitting = reg.DEFAULT.with_({conv_cls if conv_cls is not nn.Conv2d else bn_cls: base})  # now a leaf
     with pytest.raises(LogitMismatchError, match="first layer that differs is 'conv1'"):
-        Explainer(model, input_shape=(3, 8, 8))
+        Explainer(model, input_shape=(3, 8, 8), composite=unfitting)
 
 
 ISSUE_MODELS = ["tv.convnext_tiny", "tv.densenet121", "tv.inception_v3", "tv.vit_b_16", "tv.swin_t",

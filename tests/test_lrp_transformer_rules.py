@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tffkit.lrp import Explainer, register_rule
+from tffkit.lrp import Explainer
 from tffkit.lrp import registry as reg
 from tffkit.lrp.rules import EpsilonFn, EpsilonSumFn, SoftmaxFn
 from tffkit.lrp.transformer import attention, group_norm_linear, layer_norm_linear, norm_rule, product
@@ -204,14 +204,13 @@ class _WithCustom(nn.Module):
         return self.fc(self.custom(self.conv(x)).mean((2, 3)))
 
 
-def test_a_module_registered_by_the_user_is_explained_by_its_rule(restore_registry):
+def test_a_module_registered_by_the_user_is_explained_by_its_rule():
     from tffkit.lrp import UnsupportedLayerError
 
     model = _WithCustom().eval()
     with pytest.raises(UnsupportedLayerError, match="_Untraceable"):
         Explainer(model, input_shape=(3, 4, 4))
-    register_rule(_Untraceable, reg.Epsilon())
-    ex = Explainer(model, input_shape=(3, 4, 4))
+    ex = Explainer(model, input_shape=(3, 4, 4), composite=reg.DEFAULT.with_({_Untraceable: reg.Epsilon()}))
     x = torch.randn(2, 3, 4, 4)
     seen = {}
     handle = ex.model.get_submodule("custom").register_forward_hook(_capture(seen))

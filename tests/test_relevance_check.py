@@ -14,7 +14,7 @@ from lrp_helpers import calibrate_batch_norm, pseudo_trained
 from test_lrp_architectures import lively
 from test_lrp_models import TinyEfficientBlockNet
 from tffkit.detectors import tiny_vit
-from tffkit.lrp import Explainer, RelevanceWarning, register_rule, rewrite, trace
+from tffkit.lrp import DEFAULT, Explainer, RelevanceWarning, rewrite, trace
 from tffkit.lrp import registry as reg
 
 
@@ -83,17 +83,16 @@ class _Net(nn.Module):
 
 
 @pytest.mark.parametrize("factor,kind", [(1e4, "explodes"), (float("nan"), "is not finite")])
-def test_self_check_warns_where_a_broken_rule_makes_relevance_insane(factor, kind, restore_registry):
+def test_self_check_warns_where_a_broken_rule_makes_relevance_insane(factor, kind):
     torch.manual_seed(1)
     model = lively(_Net())
-    register_rule(Amplify, _Broken(factor))
     with pytest.warns(RelevanceWarning, match=f"relevance {kind} at unit layer 'conv1'.*last sane one above it: "
                                               "'conv2'"):
-        ex = Explainer(model, input_shape=(3, 12, 12))
+        ex = Explainer(model, input_shape=(3, 12, 12), composite=DEFAULT.with_({Amplify: _Broken(factor)}))
     assert ex.relevance_check.layer == "conv1" and not ex.relevance_check.ok
     assert any(r.op == "Amplify" and r.rule == "_Broken" for r in ex.rules())
-    register_rule(Amplify, _Broken(1.0))  # the same rule, conservative: silent
-    assert _silent_explainer(model, input_shape=(3, 12, 12)).relevance_check.ok
+    conservative = DEFAULT.with_({Amplify: _Broken(1.0)})  # the same rule, conservative: silent
+    assert _silent_explainer(model, input_shape=(3, 12, 12), composite=conservative).relevance_check.ok
 
 
 def test_no_check_no_relevance_pass():
@@ -256,8 +255,8 @@ def test_show_rules_prints_the_table_and_exits(tmp_path, capsys, one_thread):
 def _without_linear_folding(monkeypatch):
     original = trace._fold_target
 
-    def conv_only(gm, src, info):
-        node = original(gm, src, info)
+    def conv_only(gm, src, info, composite):
+        node = original(gm, src, info, composite)
         return None if node is not None and isinstance(trace.module_of(gm, node), nn.Linear) else node
     monkeypatch.setattr(trace, "_fold_target", conv_only)
 
@@ -311,8 +310,7 @@ class _Odd(_Net):
     tff_input_shape = (3, 12, 12)
 
 
-def test_rank_repeats_the_warning_and_records_the_check_in_ffrs_json(tmp_path, monkeypatch, capsys,
-                                                                    restore_registry):
+def test_rank_repeats_the_warning_and_records_the_check_in_ffrs_json(tmp_path, monkeypatch, capsys):
     import json
 
     from conftest import make_tree
@@ -329,7 +327,7 @@ def test_rank_repeats_the_warning_and_records_the_check_in_ffrs_json(tmp_path, m
     assert "relevance self-check" not in capsys.readouterr().out
     sane = json.loads((tmp_path / "sane" / "ffrs.json").read_text())["relevance_check"]
     assert sane["ok"] and sane["problem"] is None and len(sane["input_share"]) == 2
-    register_rule(Amplify, _Broken(1e4))
+    monkeypatch.setattr(Amplify, "tff_lrp_rules", {Amplify: _Broken(1e4)}, raising=False)  # the model's own rule
     assert main([*args, "--out", str(tmp_path / "broken")]) == 0
     out = capsys.readouterr().out
     assert "warning (relevance self-check): relevance explodes at unit layer 'conv1'" in out

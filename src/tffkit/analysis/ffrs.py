@@ -134,15 +134,34 @@ class FFRSAccumulator:
         return sums / self.counts.clamp(min=1)[:, None].to(torch.float64)
 
 
-def ranking_table(layers: Sequence[FeatureLayer], omega: np.ndarray) -> pd.DataFrame:
-    """Global ranking, descending ω, ties broken by layer order then channel: rank, layer, channel, omega, key,
-    unit (kind of unit: conv channel, neuron, residual dimension or attention head) and layer_index."""
+UNIT_RANKINGS = ("by-kind", "global")
+
+
+def ranking_table(layers: Sequence[FeatureLayer], omega: np.ndarray, *, unit_ranking: str = "global"
+                  ) -> pd.DataFrame:
+    """One ranking: rank, layer, channel, omega, key, unit (kind of unit: conv channel, neuron, residual dimension
+    or attention head) and layer_index. Within a kind, descending ω, ties broken by layer order then channel.
+
+    ``unit_ranking``: ``by-kind`` (``tff rank``'s default) ranks each kind of unit separately and merges the kinds
+    by their within-kind quantile (p + ½)/n (p the unit's position in its kind, n the kind's units), so a top-k
+    holds the kinds in proportion to their sizes — ω of a unit scales as 1/width of its layer (a 12-head layer
+    gives a head ≈ 1/12 of its relevance, a 1,536-neuron layer a neuron ≈ 1/1,536), and one ω order would rank
+    layer width (docs/algorithms.md §3). With one kind (CNNs) it is the descending-ω order. ``global`` (default
+    here: the generator's and the comparison rankings): one ω order."""
+    if unit_ranking not in UNIT_RANKINGS:
+        raise ValueError(f"unknown unit_ranking {unit_ranking!r}; use by-kind or global")
     layer_idx = np.concatenate([np.full(layer.channels, layer.index) for layer in layers])
     kinds = np.concatenate([np.full(layer.channels, layer.kind, dtype=object) for layer in layers])
     channel = np.concatenate([np.arange(layer.channels) for layer in layers])
     names = np.concatenate([np.full(layer.channels, layer.name, dtype=object) for layer in layers])
     totals = np.concatenate([np.full(layer.channels, layer.channels) for layer in layers])
     order = np.lexsort((channel, layer_idx, -omega))
+    if unit_ranking == "by-kind" and len(set(kinds)) > 1:
+        quantile = np.empty(len(order))
+        for kind in dict.fromkeys(kinds[order]):
+            members = order[kinds[order] == kind]  # this kind's units in descending-ω order
+            quantile[members] = (np.arange(len(members)) + 0.5) / len(members)
+        order = np.lexsort((channel, layer_idx, -omega, quantile))
     return pd.DataFrame({
         "rank": np.arange(1, len(order) + 1),
         "layer": names[order],

@@ -122,13 +122,15 @@ def run_explain(arch: str, weights: str | os.PathLike | None, out: str | os.Path
                 sets: Sequence[str] | None = None, max_per_class: int | None = 4, preset: str = "detector",
                 cam_layer: str | None = None, bounds: str | None = None, batch_size: int = 16, device: str = "auto",
                 num_workers: int | None = None, progress: bool = True, paper_code: bool = False,
-                zplus_fallback: str | None = None, attention: str = "attnlrp",
-                small_images: str | None = None) -> pd.DataFrame:
+                zplus_fallback: str | None = None, attention: str | None = "attnlrp",
+                small_images: str | None = None, composite: str | None = None,
+                input_rule: str = "auto") -> pd.DataFrame:
     """The ``tff explain`` job: per image, LRP / Grad-CAM / Guided Grad-CAM overlays and a panel figure.
 
     Fakes (and loose images) explain +logit, reals −logit (docs/algorithms.md §2 seeds). Writes ``explain.csv`` with the
     logit, p(fake) and the LRP total per image. ``small_images``: ``upscale``/``pad`` for images smaller than the
-    crop (default: the data spec's, else upscale).
+    crop (default: the data spec's, else upscale). ``composite``/``input_rule``/``attention``: the LRP rules
+    (docs/lrp.md; attention None: the composite's).
     """
     from ..report import figures_tff as fig
 
@@ -138,7 +140,8 @@ def run_explain(arch: str, weights: str | os.PathLike | None, out: str | os.Path
     settings = resolve(paper_code, bounds=bounds, zplus_fallback=zplus_fallback)
     bounds = settings["bounds"]
     record = RunRecord("explain", dict(arch=arch, weights=str(weights), images=images, data=str(data), sets=sets,
-                                       max_per_class=max_per_class, preset=preset, cam_layer=cam_layer, **settings),
+                                       max_per_class=max_per_class, preset=preset, cam_layer=cam_layer,
+                                       composite=composite, input_rule=input_rule, **settings),
                        ctx.world)
     with run_folder(out, ctx) as folder:  # checked before the model is built; replaced whole at the end
         found = None if images is not None else find_data(data, sets, max_per_class=max_per_class, main=ctx.is_main)
@@ -146,7 +149,7 @@ def run_explain(arch: str, weights: str | os.PathLike | None, out: str | os.Path
         model = load_model(arch, weights, ctx.device, ctx.is_main)
         prep = run_preprocessing(model, data, small_images)
         explainer = explainer_for(model, prep, bounds=bounds, zplus_fallback=settings["zplus_fallback"],
-                                  attention=attention)
+                                  attention=attention, composite=composite, input_rule=input_rule)
         out = folder  # the staging folder (becomes OUT when the run finishes)
         rows = []
         run = DatasetPass(samples, ctx, preset, None, batch_size, num_workers, "explaining", progress, prep)

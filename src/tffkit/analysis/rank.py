@@ -39,18 +39,23 @@ def rank(arch: str, weights: str | os.PathLike | None, data: str | os.PathLike, 
          with_reals: bool = False, k: int = 114, preset: str = "detector", batch_size: int = 64,
          device: str = "auto", num_workers: int | None = None, bounds: str | None = None,
          progress: bool = True, paper_code: bool = False, zplus_fallback: str | None = None,
-         attention: str = "attnlrp", rank_crop: str | None = None, seed: int = 0) -> RankResult:
+         attention: str | None = "attnlrp", rank_crop: str | None = None, seed: int = 0, composite: str | None = None,
+         input_rule: str = "auto", unit_ranking: str = "by-kind") -> RankResult:
     """Compute ω (docs/algorithms.md §3) with one LRP pass per batch, reduce exactly across processes, write results.
 
     ``paper_code`` takes the public code's zβ bounds (ω does not depend on them), z⁺ without fallback and random
     resized ranking crop (``rank_crop``, drawn per image from ``seed``) unless given; ``attention`` is the rule inside
-    attention layers (``attnlrp`` or ``cp``)."""
+    attention layers (``attnlrp`` or ``cp``; None: the composite's); ``composite`` (a name: ``paper``, the default,
+    ``attnlrp``, ``cp-lrp``) and ``input_rule`` choose the LRP rules (docs/lrp.md); ``unit_ranking``: ``by-kind``
+    (each kind of unit ranked separately, merged by quantile) or ``global``
+    (:func:`~tffkit.analysis.ffrs.ranking_table`)."""
     ctx = tdist.init(device)
     settings = resolve(paper_code, bounds=bounds, zplus_fallback=zplus_fallback, rank_crop=rank_crop)
     bounds = settings["bounds"]
     record = RunRecord("rank", dict(arch=arch, weights=str(weights), data=str(data), sets=sets,
                                     max_per_class=max_per_class, min_prob=min_prob, with_reals=with_reals, k=k,
                                     preset=preset, batch_size=batch_size, attention=attention, seed=seed,
+                                    composite=composite, input_rule=input_rule, unit_ranking=unit_ranking,
                                     **settings),
                        ctx.world)
     with run_folder(out, ctx) as folder:  # checked before the model is built; replaced whole at the end
@@ -63,8 +68,8 @@ def rank(arch: str, weights: str | os.PathLike | None, data: str | os.PathLike, 
         if settings["rank_crop"] == "random-resized":
             prep = replace(prep, crop_mode="random-resized", crop_seed=seed)
         run = DatasetPass(samples, ctx, preset, None, batch_size, num_workers, "ranking (LRP)", progress, prep).start()
-        explainer = explainer_for(model, prep, bounds=bounds, attention=attention,
-                                  zplus_fallback=settings["zplus_fallback"])  # while the workers decode
+        explainer = explainer_for(model, prep, bounds=bounds, attention=attention, composite=composite,
+                                  input_rule=input_rule, zplus_fallback=settings["zplus_fallback"])  # while decoding
         acc = FFRSAccumulator(explainer.layers, ctx.device, groups=2 if with_reals else 1)
         labels_all = torch.tensor([s.label for s in samples], device=ctx.device)
         idx_parts, prob_parts = [], []  # probabilities stay on the device until the end: no sync per batch
@@ -88,9 +93,12 @@ def rank(arch: str, weights: str | os.PathLike | None, data: str | os.PathLike, 
             raise NoConfidentImagesError(f"no fake reached p ≥ {min_prob} — {dist}. Check that --weights and --arch "
                                          "match, or lower --min-prob.")
         omega = acc.omega().cpu().numpy()
-        table = ranking_table(explainer.layers, omega[0])
-        reals = ranking_table(explainer.layers, omega[1]) if with_reals else None
+        table = ranking_table(explainer.layers, omega[0], unit_ranking=unit_ranking)
+        reals = ranking_table(explainer.layers, omega[1], unit_ranking=unit_ranking) if with_reals else None
         summary = summarize(table, explainer, k, labels, prob, min_prob, failed, acc, with_reals)
+        summary["unit_ranking"] = unit_ranking
+        top_kinds = table.head(k)["unit"].value_counts(sort=False)
+        summary["top_k_unit_kinds"] = {kind: int(n) for kind, n in top_kinds.items()}
         summary.update(confident_groups([samples[i].unit for i in idx], labels, prob, min_prob, found.group_source))
         if folder is not None and ctx.is_main:
             out = folder  # the staging folder (becomes OUT when the run finishes)
@@ -125,6 +133,8 @@ def summarize(table: pd.DataFrame, explainer: Explainer, k: int, labels: np.ndar
         "k": k,
         "top_k_per_layer": {layer.name: int(per_layer.get(layer.name, 0)) for layer in explainer.layers},
         "top_k_omega_range": [float(top["omega"].min()), float(top["omega"].max())],
+        "composite": explainer.composite.name,
+        "attention": explainer.composite.attention,
         "input_rule": explainer.input_rule,
         "bounds": explainer.bounds,
         "unit_kinds": {kind: int((table["unit"] == kind).sum()) for kind in dict.fromkeys(table["unit"])},

@@ -21,7 +21,7 @@ from .common import (
     switches,
     weights,
 )
-from .rank import relevance_warnings, show_rules, show_rules_arg
+from .rank import composite_args, lrp_choice, relevance_warnings, show_rules, show_rules_arg
 
 HELP = "LRP and Guided Grad-CAM heatmaps of the logit for images (overlays, panels)"
 
@@ -38,6 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     layout_args(p)
     p.add_argument("--cam-layer", default=None, help="module for Grad-CAM (default: the last spatial feature map)")
     lrp_args(p)
+    composite_args(p)
     paper_code_args(p, "bounds", "zplus_fallback")
     p.add_argument("--out", required=True, help="output folder")
     show_rules_arg(p)
@@ -56,7 +57,7 @@ def _run(args: argparse.Namespace) -> int:
     table = run_explain(args.arch, weights(args), args.out, images=args.images, data=data_spec(args), sets=args.sets,
                         max_per_class=args.max_per_class, preset=args.preset, cam_layer=args.cam_layer,
                         batch_size=args.batch_size, device=args.device, num_workers=args.workers,
-                        progress=not args.no_progress, attention=args.attention, small_images=args.small_images,
+                        progress=not args.no_progress, small_images=args.small_images, **lrp_choice(args),
                         **switches(args, "bounds", "zplus_fallback"))
     if is_main_process():
         print(f"explained {len(table)} image(s); overlays and panels in {args.out}")

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..lrp.registry import Epsilon, register_rule
+from ..lrp.registry import Epsilon
 
 #: Generator families, named after their decoder's upsampling operator.
 FAMILIES: tuple[str, ...] = ("tconv", "nearest", "bilinear", "pixelshuffle", "fourier")
@@ -35,12 +35,15 @@ def fourier_upsample(x: torch.Tensor) -> torch.Tensor:
     return torch.fft.ifft2(torch.fft.ifftshift(spec, dim=(-2, -1)), norm="forward").real
 
 
-# the Fourier upsampling is linear in its input: the ε-rule applies (torch.fx keeps it as one operation)
-register_rule(fourier_upsample, Epsilon())
+# the Fourier upsampling is linear in its input: the ε-rule applies (torch.fx keeps it as one operation); the
+# modules calling it carry the rule, and an Explainer extends its composite with it (no global table)
+LRP_RULES = {fourier_upsample: Epsilon()}
 
 
 class Upsample2x(nn.Module):
     """Family-specific 2x spatial upsampling of a ``channels``-channel feature map."""
+
+    tff_lrp_rules = LRP_RULES  # the rules of its own operations (tffkit.lrp.composite)
 
     def __init__(self, family: str, channels: int) -> None:
         super().__init__()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -44,6 +45,9 @@ class Detector:
     ``fake_index``: for two logits, the index of 'fake'; for one logit, 1 if it is the fake logit, 0 if the real
     one (p(fake) is then sigmoid(−logit)). ``backbone_prefix``: the keys a second file (``backbone_weights``)
     provides; ``head_prefix``: the prefix put before the keys of the weights file when it holds only the head.
+    ``input_rule``: the LRP rule of the convolution reading the pixels (as timm's ``first_conv``): ``zbox`` (zβ with
+    the preprocessing's pixel bounds, the paper's ResNets) or ``zplus`` (the other convolutions' rule); the
+    model carries it as ``tff_input_rule`` and ``Explainer(input_rule='auto')`` reads it.
     """
 
     name: str
@@ -65,10 +69,13 @@ class Detector:
     input_shape: tuple[int, int, int] | None = None
     notes: str = ""
     code: dict[str, str] | None = None  # python:FILE.py specs: {'file', 'sha256'} of the file that was run
+    input_rule: str = "zplus"
 
     def create(self, **kwargs: Any) -> nn.Module:
-        """A freshly initialised detector (raw outputs, before the polarity wrapper)."""
-        return self.build(**{**self.kwargs, **kwargs})
+        """A freshly initialised detector (raw outputs, before the polarity wrapper), carrying ``tff_input_rule``."""
+        model = self.build(**{**self.kwargs, **kwargs})
+        model.tff_input_rule = self.input_rule
+        return model
 
     def state_dict(self, weights: Any | None, backbone: Any | None) -> dict[str, torch.Tensor]:
         """The model's state dict assembled from the checkpoint(s) in this entry's original layout."""
@@ -130,7 +137,7 @@ ZOO: dict[str, Detector] = {d.name: d for d in [
              paper="Wang et al., CVPR 2020 (CNNSpot, 'CNN-generated images are surprisingly easy to spot')",
              backbone="ResNet-50", files="blur_jpg_prob0.5.pth / blur_jpg_prob0.1.pth",
              layout="{'model': state_dict}, " + RESNET_KEYS, licence="CC BY-NC-SA 4.0 (CNNDetection repository)",
-             verified=ANALYSES, tiny={"widths": (8, 16, 32, 64), "layers": (1, 1, 1, 1)},
+             verified=ANALYSES, tiny={"widths": (8, 16, 32, 64), "layers": (1, 1, 1, 1)}, input_rule="zbox",
              notes="= resnet50; evaluation without resizing, centre crop 224 (the paper's setting)"),
     Detector("corvi2023", fz.corvi_resnet50,
              Preprocessing(crop=None),
@@ -139,6 +146,7 @@ ZOO: dict[str, Detector] = {d.name: d for d in [
              "Grag2021_latent/model_epoch_best.pth", layout="{'model': state_dict} with 'module.' prefixes, "
              + RESNET_KEYS + " (fc: 2048 → 1)", licence="GRIP-UNINA licence: non-profit use only",
              verified=ANALYSES, tiny={"widths": (4, 8, 8, 16), "layers": (1, 1, 1, 1)}, input_shape=(3, 96, 96),
+             input_rule="zbox",
              notes="whole images, batch by size (the original tests one image at a time)"),
     Detector("npr2024", fz.NPRResNet, Preprocessing(crop=None, resize=(256, 256)),
              paper="Tan et al., CVPR 2024 ('Rethinking the up-sampling operations … NPR')",
@@ -253,7 +261,13 @@ LEGACY_CLIP = {"clip_vit_b16": "ViT-B-16", "clip_vit_l14": "ViT-L-14"}
 def _legacy(name: str) -> Detector:
     """Plain architectures of :data:`ARCHITECTURES` (one logit, ImageNet normalisation unless CLIP)."""
     prep = CLIP_PREP if name in LEGACY_CLIP else Preprocessing(crop=32) if name == "tiny_vit" else Preprocessing()
-    return Detector(name, ARCHITECTURES[name], prep, backbone=name, layout="{'model': state_dict} or bare")
+    return Detector(name, ARCHITECTURES[name], prep, backbone=name, layout="{'model': state_dict} or bare",
+                    input_rule=resnet_input_rule(name.removeprefix("tiny_")))
+
+
+def resnet_input_rule(name: str) -> str:
+    """``zbox`` for the ResNet family (the paper's zβ at the pixels), ``zplus`` for other architectures."""
+    return "zbox" if re.match(r"(resnet|resnext|wide_resnet|seresnet|seresnext)(\d|_|$)", name) else "zplus"
 
 
 def _torchvision_spec(name: str) -> Detector:
@@ -264,7 +278,7 @@ def _torchvision_spec(name: str) -> Detector:
 
     def build() -> nn.Module:
         return torchvision.models.get_model(name, weights=None, num_classes=1, **extra)
-    return Detector(f"torchvision:{name}", build, Preprocessing(), backbone=name,
+    return Detector(f"torchvision:{name}", build, Preprocessing(), backbone=name, input_rule=resnet_input_rule(name),
                     layout="{'model': state_dict} or bare, torchvision keys (one-logit head)")
 
 
@@ -290,7 +304,7 @@ def _timm_spec(name: str) -> Detector:
         return timm.create_model(name, pretrained=False, num_classes=1)
     return Detector(f"timm:{name}", build, prep, backbone=name,
                     layout="{'model': state_dict} or bare, timm keys (one-logit head)",
-                    input_shape=(3, prep.crop or 224, prep.crop or 224),
+                    input_shape=(3, prep.crop or 224, prep.crop or 224), input_rule=resnet_input_rule(name),
                     notes="mean/std and input size from timm's pretrained config; no resize")
 
 
@@ -326,8 +340,10 @@ def _python_spec(spec: str) -> Detector:
     prep = Preprocessing(**prep) if isinstance(prep, dict) else prep or Preprocessing()
     return Detector(f"python:{spec}", factory, prep, backbone=f"{target}.{factory_name}()", outputs=None, code=code,
                     fake_index=int(getattr(factory, "tff_fake_index", 1)),
+                    input_rule=str(getattr(factory, "tff_input_rule", "zplus")),
                     layout="{'model': state_dict}, {'state_dict': …} or bare (your model's keys)",
-                    notes="your factory; set tff_preprocessing (dict or Preprocessing) and tff_fake_index on it")
+                    notes="your factory; set tff_preprocessing (dict or Preprocessing), tff_fake_index and "
+                          "tff_input_rule (zbox for zβ at the pixels) on it")
 
 
 def resolve(arch: str) -> Detector:

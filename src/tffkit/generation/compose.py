@@ -16,7 +16,7 @@ from torch import nn
 
 from ..data import IMAGENET_MEAN, IMAGENET_STD
 from ..lrp import Explainer, FeatureLayer, default_input_shape
-from ..lrp.registry import Identity, register_rule
+from ..lrp.registry import Identity
 
 
 class PixelAffine(nn.Module):
@@ -31,7 +31,9 @@ class PixelAffine(nn.Module):
         return x * self.scale.to(x.dtype) + self.shift.to(x.dtype)
 
 
-register_rule(PixelAffine, Identity())
+# relevance passes unchanged (its offsets are not credited): the rule travels with the module, and an Explainer
+# extends its composite with it (no global table)
+PixelAffine.tff_lrp_rules = {PixelAffine: Identity()}
 
 
 class DetectorInput(nn.Module):

@@ -1,12 +1,15 @@
 """Layer-wise relevance propagation through detectors (docs/algorithms.md, "LRP rules")."""
 
 from .check import RelevanceCheck, RelevanceWarning, check_relevance
+from .composite import Composite, named
+from .convs import ConvEpsilon, Gamma, ZBox, ZPlus
 from .engine import Explainer, Explanation, default_input_shape, input_bounds
-from .registry import RuleConfig, register_rule
+from .registry import COMPOSITES, DEFAULT, RuleConfig, register_rule
 from .rewrite import FeatureLayer, LogitMismatchError, LogOdds, UnsupportedLayerError, build_explainable
 from .summary import RuleEntry
 from .trace import fold_batchnorm
 
-__all__ = ["Explainer", "Explanation", "FeatureLayer", "LogOdds", "LogitMismatchError", "RelevanceCheck",
-           "RelevanceWarning", "RuleConfig", "RuleEntry", "UnsupportedLayerError", "build_explainable",
-           "check_relevance", "default_input_shape", "fold_batchnorm", "input_bounds", "register_rule"]
+__all__ = ["COMPOSITES", "DEFAULT", "Composite", "ConvEpsilon", "Explainer", "Explanation", "FeatureLayer", "Gamma",
+           "LogOdds", "LogitMismatchError", "RelevanceCheck", "RelevanceWarning", "RuleConfig", "RuleEntry",
+           "UnsupportedLayerError", "ZBox", "ZPlus", "build_explainable", "check_relevance", "default_input_shape",
+           "fold_batchnorm", "input_bounds", "named", "register_rule"]

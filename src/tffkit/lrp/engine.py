@@ -15,19 +15,37 @@ from dataclasses import dataclass
 import torch
 import torch.fx as fx
 from torch import nn
-from torchvision.models.resnet import ResNet
 
 from ..data import IMAGENET_MEAN, IMAGENET_STD
+from . import registry as reg
 from .check import RelevanceCheck, check_relevance
+from .composite import Composite, named
+from .convs import FALLBACKS, Conv, ConvEpsilon, ZBox, ZPlus
+from .convs import conv_rule as conv_rule_named
 from .registry import RuleConfig
 from .rewrite import FeatureLayer, build_explainable
 from .rules import gradient_mode
 from .summary import RuleEntry, rules_text
-from .transformer import ATTENTION_MODES
 
 Tap = Callable[[FeatureLayer, torch.Tensor, "torch.Tensor | None"], None]
 ForwardTap = Callable[[FeatureLayer, torch.Tensor], None]
 PAPER_CODE_BOUNDS = (-2.118, 2.640)  # scalar pixel bounds used by the public code (ImageNet-normalised)
+INPUT_RULES = ("zbox", "zplus", "epsilon", "gamma")
+
+
+def zoo_input_rule(model: nn.Module) -> str:
+    """The input rule a detector asks for: its ``tff_input_rule`` (set from the zoo entry's ``input_rule`` field
+    when it is built), else ``zplus`` (the convolutions' own rule)."""
+    for m in model.modules():
+        rule = getattr(m, "tff_input_rule", None)
+        if rule is not None:
+            return rule
+    return "zplus"
+
+
+def _conv_rule_name(comp: Composite) -> str:
+    rule = comp.modules.get(nn.Conv2d)
+    return rule.name if isinstance(rule, Conv) else "zplus"
 
 
 def input_bounds(bounds: str = "exact", mean: Sequence[float] = IMAGENET_MEAN,
@@ -73,51 +91,85 @@ class Explainer:
     """LRP for a detector (docs/algorithms.md), built on a BN-folded, rule-annotated copy; the detector is never
     modified. A two-class detector is explained through its log-odds ``out[fake_index] − out[other]``.
 
-    ``input_rule``: ``zbox`` (zβ with pixel bounds), ``zplus`` (general β = 0), ``epsilon`` (ε rule, bias in
-    the denominator) or ``auto`` (zβ for ResNets, β = 0 otherwise, as in the paper). ``bounds``: ``exact`` or
-    ``paper-code``. ``attention``: ``attnlrp`` or ``cp`` (attention weights held constant). ``zplus_fallback``:
+    ``composite``: the rules (:class:`~tffkit.lrp.composite.Composite` or a name: ``paper``, the default;
+    ``attnlrp``; ``cp-lrp``), extended by the ``tff_lrp_rules`` the model's modules carry. The other rule options
+    are shorthands applied on top of it:
+    ``input_rule``: the rule of the convolutions reading the pixels, ``zbox`` (zβ with pixel bounds, ``bounds``
+    ``exact`` or ``paper-code`` from ``mean``/``std``), ``zplus`` (their type's rule: z⁺, or ε under
+    ``conv_rule='epsilon'``), ``epsilon`` (ε rule, bias in the denominator), ``gamma``, a rule object
+    (:mod:`~tffkit.lrp.convs`) or ``auto``: the composite's ``first`` rule, else the one the detector's zoo entry
+    asks for (its ``input_rule`` field: zβ for the paper's ResNets), else ``zplus``.
+    ``attention``: ``attnlrp`` or ``cp`` (attention weights held constant). ``zplus_fallback``:
     where a z⁺ neuron has no positive input, spread its relevance evenly over its window in ``depthwise``
     convolutions (default), in ``all`` convolutions, or ``none`` (lost, as in the paper's code).
-    ``conv_rule``: the rule of the convolutions that do not read the pixels, ``zplus`` (β = 0, the paper's) or
-    ``epsilon`` (ε rule, bias in the denominator; LRP-ε, a comparison ranking in ``tff faithfulness``).
+    ``conv_rule``: the rule of every convolution, ``zplus`` (β = 0, the paper's) or ``epsilon`` (ε rule, bias in
+    the denominator; LRP-ε, a comparison ranking in ``tff faithfulness``); a zβ input rule is kept.
     ``input_shape``: (C, H, W) of the probe batch used to trace the detector and check the copy's logits
     (default: :func:`default_input_shape`). With ``check`` the copy's logits must equal the detector's on the probe
     batch and its relevance there is checked (:mod:`.check`: a :class:`~tffkit.lrp.check.RelevanceWarning` names
     the layer where it stops being sane; the outcome is ``relevance_check``). :meth:`rules` lists every rule.
     """
 
-    def __init__(self, model: nn.Module, input_rule: str = "auto", bounds: str = "exact", eps: float = 1e-6,
-                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                 attention: str = "attnlrp", zplus_fallback: str = "depthwise",
-                 input_shape: Sequence[int] | None = None, fake_index: int = 1, check: bool = True,
-                 conv_rule: str = "zplus"):
-        if input_rule == "auto":
-            input_rule = "zbox" if isinstance(model, ResNet) else "zplus"
-        if input_rule not in ("zbox", "zplus", "epsilon"):
-            raise ValueError(f"unknown input_rule {input_rule!r}; use auto, zbox, zplus or epsilon")
-        if zplus_fallback not in ("depthwise", "all", "none"):
-            raise ValueError(f"unknown zplus_fallback {zplus_fallback!r}; use depthwise, all or none")
-        if conv_rule not in ("zplus", "epsilon"):
-            raise ValueError(f"unknown conv_rule {conv_rule!r}; use zplus or epsilon")
-        if attention not in ATTENTION_MODES:
-            raise ValueError(f"unknown attention rule {attention!r}; use one of {ATTENTION_MODES}")
-        low, high = input_bounds(bounds, mean, std) if input_rule == "zbox" else (None, None)
+    def __init__(self, model: nn.Module, input_rule: str | Conv = "auto", bounds: str = "exact",
+                 eps: float | None = None, mean: Sequence[float] = IMAGENET_MEAN,
+                 std: Sequence[float] = IMAGENET_STD, attention: str | None = None,
+                 zplus_fallback: str | None = None, input_shape: Sequence[int] | None = None, fake_index: int = 1,
+                 check: bool = True, conv_rule: str | None = None, composite: Composite | str | None = None):
+        comp = self._composite(model, composite, input_rule, eps, attention, zplus_fallback, conv_rule)
+        if bounds not in ("exact", "paper-code"):
+            raise ValueError(f"unknown bounds {bounds!r}; use 'exact' or 'paper-code'")
         param = next(iter(model.parameters()), None)
         device, dtype = (param.device, param.dtype) if param is not None else (torch.device("cpu"), torch.float32)
-        if low is not None:
-            low, high = low.to(device, dtype), high.to(device, dtype)
-        self.input_rule, self.bounds, self.eps, self.conv_rule = input_rule, bounds, eps, conv_rule
-        self.config = RuleConfig(eps, attention, zplus_fallback, input_rule == "epsilon", conv_rule)
+        if isinstance(comp.first, ZBox) and comp.first.low is None:
+            low, high = input_bounds(comp.first.bounds or bounds, mean, std)
+            comp = comp.with_(first=comp.first.with_bounds(low.to(device, dtype), high.to(device, dtype)))
+        self.composite = comp
+        self.input_rule = comp.first.name if isinstance(comp.first, Conv) else _conv_rule_name(comp)
+        self.bounds, self.eps, self.conv_rule = bounds, comp.eps, _conv_rule_name(comp)
+        self.config = RuleConfig(comp.eps, comp.attention)
         input_shape = default_input_shape(model) if input_shape is None else input_shape
         example = torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(0), device="cpu")
         example = example.to(device, dtype)
-        self.model, self.layers = build_explainable(model, example, low, high, self.config, fake_index, check)
+        self.model, self.layers = build_explainable(model, example, comp, fake_index=fake_index, check=check)
         self.model.to(device)
         self.by_name = {layer.name: layer for layer in self.layers}
         self._truncated: dict[tuple[str, ...], fx.GraphModule] = {}
         self.relevance_check: RelevanceCheck | None = None
         if check and example.device.type != "meta":
             self.relevance_check = check_relevance(self, example)
+
+    @staticmethod
+    def _composite(model: nn.Module, composite: Composite | str | None, input_rule: str | Conv, eps: float | None,
+                   attention: str | None, zplus_fallback: str | None, conv_rule: str | None) -> Composite:
+        """The composite the options describe: ``composite`` (a value or a name; default ``paper``) extended by the
+        model's own ``tff_lrp_rules``, then the shorthand options on top."""
+        comp = named(composite) if isinstance(composite, str) else composite if composite is not None else reg.DEFAULT
+        if not isinstance(comp, Composite):
+            raise TypeError(f"composite must be a tffkit.lrp.Composite or a name, got {composite!r}")
+        comp = comp.extended_by(model).with_(eps=eps, attention=attention)
+        if zplus_fallback is not None:
+            if zplus_fallback not in FALLBACKS:
+                raise ValueError(f"unknown zplus_fallback {zplus_fallback!r}; use depthwise, all or none")
+            comp = comp.with_convs(lambda r: ZPlus(zplus_fallback) if isinstance(r, ZPlus) else r)
+            if isinstance(comp.first, ZPlus):
+                comp = comp.with_(first=ZPlus(zplus_fallback))
+        if conv_rule is not None:
+            if conv_rule not in ("zplus", "epsilon"):
+                raise ValueError(f"unknown conv_rule {conv_rule!r}; use zplus or epsilon")
+            fallback = zplus_fallback or "depthwise"
+            comp = comp.with_convs(lambda r: ConvEpsilon() if conv_rule == "epsilon" else
+                                   r if isinstance(r, ZPlus) else ZPlus(fallback))
+        if isinstance(input_rule, Conv):
+            return comp.with_(first=input_rule)
+        if input_rule == "auto":  # the composite's, else the zoo entry's (a field, as timm's first_conv)
+            if comp.first is not None:
+                return comp
+            input_rule = zoo_input_rule(model)
+        if input_rule not in INPUT_RULES:
+            raise ValueError(f"unknown input_rule {input_rule!r}; use auto, {', '.join(INPUT_RULES)}")
+        # zplus: the convolutions' own rule (z⁺ in the paper composite, ε under conv_rule='epsilon')
+        return comp.with_(first=None if input_rule == "zplus" else
+                          conv_rule_named(input_rule, fallback=zplus_fallback or "depthwise"))
 
     def rules(self) -> list[RuleEntry]:
         """Every operation on the relevance path in forward order: module path, operation, rule, unit layer or not."""

@@ -2,7 +2,8 @@
 
 A :class:`Rule` decides, for one operation of the traced graph (a :class:`Site`), which arguments receive
 relevance and which module runs the operation with the rule in its backward (usually an :class:`LRPOp`).
-The table of :mod:`.registry` maps module classes, functions and tensor methods to these kinds.
+A composite (:mod:`.composite`, the default one in :mod:`.registry`) maps module classes, functions and tensor
+methods to these kinds; the convolution rules are in :mod:`.convs`.
 """
 
 from __future__ import annotations
@@ -46,14 +47,10 @@ class Site:
 
 @dataclass(frozen=True)
 class RuleConfig:
-    """Engine-wide settings the rules read: ε, the attention rule, the z⁺ fallback and the rule of hidden
-    convolutions, ``zplus`` or ``epsilon`` (see Explainer)."""
+    """The composite's settings the rules read: ε and the attention rule (``attnlrp`` or ``cp``)."""
 
     eps: float = 1e-6
     attention: str = "attnlrp"
-    zplus_fallback: str = "depthwise"
-    input_epsilon: bool = False
-    conv_rule: str = "zplus"
 
 
 class Rule:
@@ -232,14 +229,6 @@ class _NormOf(Norm):
             weight = args[2] if len(args) > 2 else kwargs.get("weight")
             bias = args[3] if len(args) > 3 else kwargs.get("bias")
         return norm_rule(tensors[0], call, self.make(self.size, weight, bias, self.norm_eps), op.eps)
-
-
-class Conv(Rule):
-    """Convolutions (z⁺ on hidden layers, zβ on the pixels when bounds are given): replaced by the rewrite's
-    canonical :class:`~tffkit.lrp.rules.LRPConv`, batch norm folded in."""
-
-    def keys(self, site):
-        return (0,)
 
 
 class BatchNorm(Rule):

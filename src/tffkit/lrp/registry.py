@@ -1,22 +1,27 @@
-"""The rule table: which LRP rule every module type, function and tensor method gets.
+"""The rule table: which LRP rule every module type, function and tensor method gets, as the default composite.
 
-All architecture knowledge of the engine lives in this table (docs/algorithms.md, "LRP rules").
-Users extend it from their own code without editing tffkit::
+All architecture knowledge of the engine lives in this table (docs/algorithms.md, "LRP rules"). It is a value,
+:data:`DEFAULT` (a :class:`~tffkit.lrp.composite.Composite`, named ``paper``); :data:`COMPOSITES` holds the named
+composites a user can pick (``paper``, ``attnlrp``, ``cp-lrp``). Users extend a composite from their own code
+without editing tffkit and without global state::
 
-    from tffkit.lrp.registry import Epsilon, Gradient, Identity, register_rule
-    register_rule(MyLinearBlock, Epsilon())         # a module type (kept as a leaf, not traced into)
-    register_rule(my_activation_function, Identity(activation=True))  # a function called in a forward
-    register_rule("my_norm", Identity())            # a tensor method (``x.my_norm()``), by name
-    register_rule("package.module.Class", Gradient())  # a module class by qualified name (no import)
+    from tffkit.lrp import Explainer
+    from tffkit.lrp.registry import DEFAULT, Epsilon, Gradient, Identity
+    composite = DEFAULT.with_({MyLinearBlock: Epsilon(),          # a module type (a leaf, not traced into)
+                               my_activation_function: Identity(activation=True),  # a function in a forward
+                               "my_norm": Identity(),              # a tensor method (``x.my_norm()``), by name
+                               "package.module.Class": Gradient()})  # a module class by qualified name
+    Explainer(model, composite=composite)
 
-A module whose class (or a base class) is registered is a leaf of the traced graph unless its class
-overrides ``forward`` below the registered class — then it is traced into, so a subclass with its own
-computation is never mistaken for its base. An operation without a rule raises an error naming it.
+A module whose class (or a base class) has a rule is a leaf of the traced graph unless its class overrides
+``forward`` below that class — then it is traced into, so a subclass with its own computation is never mistaken
+for its base. An operation without a rule raises an error naming it.
 """
 
 from __future__ import annotations
 
 import operator
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -24,10 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .composite import Composite
+from .convs import Conv, ConvEpsilon, Gamma, ZBox, ZPlus
 from .kinds import (
     Attention,
     BatchNorm,
-    Conv,
     Epsilon,
     Gradient,
     Identity,
@@ -48,73 +54,21 @@ from .kinds import (
     WindowAttention,
 )
 
-__all__ = ["Attention", "BatchNorm", "Conv", "Epsilon", "Gradient", "Identity", "Key", "LRPOp", "MatMul",
-           "MultiheadAttention", "Norm", "Product", "Resample", "Rule", "RuleConfig", "Site", "Softmax", "Sum",
-           "Trace", "Uniform", "WindowAttention", "function_rule", "method_rule", "module_rule", "register_rule"]
-
-MODULE_RULES: dict[type, Rule] = {}
-FUNCTION_RULES: dict[Callable, Rule] = {}
-METHOD_RULES: dict[str, Rule] = {}
-NAMED_RULES: dict[str, Rule] = {}  # module classes and functions by qualified name ("pkg.module.Name")
+__all__ = ["COMPOSITES", "DEFAULT", "Attention", "BatchNorm", "Composite", "Conv", "ConvEpsilon", "Epsilon", "Gamma",
+           "Gradient", "Identity", "Key", "LRPOp", "MatMul", "MultiheadAttention", "Norm", "Product", "Resample",
+           "Rule", "RuleConfig", "Site", "Softmax", "Sum", "Trace", "Uniform", "WindowAttention", "ZBox", "ZPlus",
+           "function_rule", "method_rule", "module_rule", "register_rule"]
 
 
-def register_rule(target: type | Callable | str, rule: Rule) -> None:
-    """Give ``target`` the LRP rule ``rule``: a module class (or its qualified name ``"pkg.mod.Class"``), a
-    function, a bound tensor method (``torch.Tensor.softmax``) or a method name (``"softmax"``)."""
-    if not isinstance(rule, Rule):
-        raise TypeError(f"rule must be a tffkit.lrp.registry.Rule, got {rule!r}")
-    if isinstance(target, type) and issubclass(target, nn.Module):
-        MODULE_RULES[target] = rule
-    elif isinstance(target, str):
-        (NAMED_RULES if "." in target else METHOD_RULES)[target] = rule
-    elif getattr(target, "__objclass__", None) is torch.Tensor or getattr(target, "__qualname__", "").startswith(
-            "Tensor."):
-        METHOD_RULES[target.__name__] = rule
-    elif callable(target):
-        FUNCTION_RULES[target] = rule
-    else:
-        raise TypeError(f"cannot register a rule for {target!r}")
-
-
-def _qualname(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def module_rule(module: nn.Module) -> Rule | None:
-    """The rule of ``module``'s class (most specific registered base), or None when it is to be traced into:
-    no registered base, or a class below the registered one overrides ``forward``."""
-    for cls in type(module).__mro__:
-        rule = MODULE_RULES.get(cls) or NAMED_RULES.get(_qualname(cls))
-        if rule is not None:
-            same = all(getattr(type(module), a, None) is getattr(cls, a, None) for a in ("forward", "_conv_forward"))
-            return rule if same and not isinstance(rule, Trace) else None
-    return None
-
-
-def function_rule(target: Callable) -> Rule | None:
-    """The rule of a function called in the graph (by identity, then by qualified name)."""
-    try:
-        rule = FUNCTION_RULES.get(target)
-    except TypeError:  # unhashable
-        rule = None
-    if rule is None:
-        rule = NAMED_RULES.get(f"{getattr(target, '__module__', '')}.{getattr(target, '__qualname__', '')}")
-    return rule
-
-
-def method_rule(name: str) -> Rule | None:
-    """The rule of a tensor method called in the graph."""
-    return METHOD_RULES.get(name)
-
-
-def _register_defaults() -> None:
-    grad, ident, act, eps = Gradient(), Identity(), Identity(activation=True), Epsilon()
+def _paper() -> Composite:
+    """The paper's composite: today's table."""
+    grad, ident, act, eps, conv = Gradient(), Identity(), Identity(activation=True), Epsilon(), ZPlus()
     modules: dict[Any, Rule] = {
-        nn.Conv1d: Conv(), nn.Conv2d: Conv(), nn.Conv3d: Conv(), nn.ConvTranspose1d: Conv(),
-        nn.ConvTranspose2d: Conv(), nn.ConvTranspose3d: Conv(), "timm.layers.conv2d_same.Conv2dSame": Conv(),
+        nn.Conv1d: conv, nn.Conv2d: conv, nn.Conv3d: conv, nn.ConvTranspose1d: conv,
+        nn.ConvTranspose2d: conv, nn.ConvTranspose3d: conv, "timm.layers.conv2d_same.Conv2dSame": conv,
         # convolutions that pad 'same' from the input size at run time (untraceable, linear in x for given weights)
-        "efficientnet_pytorch.utils.Conv2dDynamicSamePadding": Conv(),
-        "efficientnet_pytorch.utils.Conv2dStaticSamePadding": Conv(),
+        "efficientnet_pytorch.utils.Conv2dDynamicSamePadding": conv,
+        "efficientnet_pytorch.utils.Conv2dStaticSamePadding": conv,
         nn.BatchNorm1d: BatchNorm(), nn.BatchNorm2d: BatchNorm(), nn.BatchNorm3d: BatchNorm(),
         nn.SyncBatchNorm: BatchNorm(), nn.LayerNorm: Norm(), nn.GroupNorm: Norm(),
         nn.Linear: eps, nn.AdaptiveAvgPool1d: eps, nn.AdaptiveAvgPool2d: eps, nn.AdaptiveAvgPool3d: eps,
@@ -137,8 +91,8 @@ def _register_defaults() -> None:
         "torchvision.models.swin_transformer.shifted_window_attention": WindowAttention(),
     }
     functions: dict[Callable, Rule] = {
-        F.conv1d: Conv(), F.conv2d: Conv(), F.conv3d: Conv(), F.conv_transpose1d: Conv(),
-        F.conv_transpose2d: Conv(), F.batch_norm: BatchNorm(), F.layer_norm: Norm(), F.group_norm: Norm(),
+        F.conv1d: conv, F.conv2d: conv, F.conv3d: conv, F.conv_transpose1d: conv,
+        F.conv_transpose2d: conv, F.batch_norm: BatchNorm(), F.layer_norm: Norm(), F.group_norm: Norm(),
         F.linear: eps, F.adaptive_avg_pool1d: eps, F.adaptive_avg_pool2d: eps, F.avg_pool1d: eps, F.avg_pool2d: eps,
         torch.mean: eps, torch.sum: eps, F.interpolate: Resample(),
         F.max_pool1d: grad, F.max_pool2d: grad, F.adaptive_max_pool2d: grad, torch.amax: grad, torch.max: grad,
@@ -169,10 +123,40 @@ def _register_defaults() -> None:
         "mean": eps, "sum": eps, "relu": act, "relu_": act, "sigmoid": act, "sigmoid_": act, "tanh": act,
         "clamp": act, "clamp_min": act, "softmax": Softmax(),
     }
-    for target, rule in modules.items():
-        register_rule(target, rule)
-    FUNCTION_RULES.update(functions)
-    METHOD_RULES.update(methods)
+    return Composite("paper").with_({**modules, **functions, **methods})
 
 
-_register_defaults()
+DEFAULT: Composite = _paper()
+#: the composites a user can pick by name (``--composite``, :func:`tffkit.lrp.composite.named`)
+COMPOSITES: dict[str, Composite] = {
+    "paper": DEFAULT,
+    "attnlrp": DEFAULT.with_(first=ConvEpsilon(), attention="attnlrp", name="attnlrp"),
+    "cp-lrp": DEFAULT.with_(first=ConvEpsilon(), attention="cp", name="cp-lrp"),
+}
+
+
+def register_rule(target: type | Callable | str, rule: Rule) -> None:
+    """Deprecated: extend a composite instead (``DEFAULT.with_({target: rule})``, passed as
+    ``Explainer(model, composite=...)``). Kept for old code: it replaces the default composites by extended
+    copies (explainers built before keep theirs)."""
+    global DEFAULT
+    warnings.warn("register_rule changes the process-wide default composite; pass "
+                  "Explainer(model, composite=DEFAULT.with_({target: rule})) instead", DeprecationWarning, stacklevel=2)
+    DEFAULT = DEFAULT.with_({target: rule})
+    for name, comp in COMPOSITES.items():
+        COMPOSITES[name] = comp.with_({target: rule})
+
+
+def module_rule(module: nn.Module) -> Rule | None:
+    """The default composite's rule of ``module`` (:meth:`Composite.module_rule`)."""
+    return DEFAULT.module_rule(module)
+
+
+def function_rule(target: Callable) -> Rule | None:
+    """The default composite's rule of a function (:meth:`Composite.function_rule`)."""
+    return DEFAULT.function_rule(target)
+
+
+def method_rule(name: str) -> Rule | None:
+    """The default composite's rule of a tensor method (:meth:`Composite.method_rule`)."""
+    return DEFAULT.method_rule(name)

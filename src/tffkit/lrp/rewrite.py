@@ -30,7 +30,8 @@ from torch import nn
 
 from . import registry as reg
 from . import summary
-from .rules import LRPConv, LRPEpsilon, LRPSum
+from .composite import Composite
+from .rules import LRPEpsilon, LRPSum
 from .trace import (
     NodeInfo,
     Probe,
@@ -97,13 +98,13 @@ def _method(name: str):
     return call
 
 
-def _lookup(gm: fx.GraphModule, node: fx.Node) -> reg.Rule | None:
+def _lookup(gm: fx.GraphModule, node: fx.Node, composite: Composite) -> reg.Rule | None:
     if node.op == "call_module":
-        return reg.module_rule(module_of(gm, node))
+        return composite.module_rule(module_of(gm, node), node.target)
     if node.op == "call_function":
-        return reg.function_rule(node.target)
+        return composite.function_rule(node.target)
     if node.op == "call_method":
-        return reg.method_rule(node.target)
+        return composite.method_rule(node.target)
     return None
 
 
@@ -125,7 +126,7 @@ def _site(gm: fx.GraphModule, node: fx.Node, info: dict[fx.Node, NodeInfo], conf
                     info[node].shape, config, lambda key: _is_sigmoid_node(gm, live.get(key)))
 
 
-def _assign(gm: fx.GraphModule, info: dict[fx.Node, NodeInfo], config: reg.RuleConfig,
+def _assign(gm: fx.GraphModule, info: dict[fx.Node, NodeInfo], composite: Composite, config: reg.RuleConfig,
             problems: list[str]) -> dict[fx.Node, tuple[reg.Rule, reg.Site]]:
     """Walk back from the output: each operation relevance reaches gets its (resolved) rule."""
     output = next(n for n in gm.graph.nodes if n.op == "output")
@@ -136,7 +137,7 @@ def _assign(gm: fx.GraphModule, info: dict[fx.Node, NodeInfo], config: reg.RuleC
         if node not in needed or node.op in ("placeholder", "get_attr"):
             continue
         live = [a for a in node.all_input_nodes if info[a].tainted and info[a].tensor]
-        rule = _lookup(gm, node)
+        rule = _lookup(gm, node, composite)
         if rule is None:
             problems.append(f"{describe(gm, node)}: no rule")
             needed.update(live)
@@ -194,9 +195,10 @@ def _nonnegative(gm: fx.GraphModule, assigned: dict) -> set[fx.Node]:
     return out
 
 
-def _apply(gm: fx.GraphModule, assigned: dict, info: dict[fx.Node, NodeInfo], config: reg.RuleConfig,
-           low: torch.Tensor | None, high: torch.Tensor | None) -> dict[fx.Node, str]:
-    """Replace every assigned operation by its rule's module. Returns unit kinds of special nodes."""
+def _apply(gm: fx.GraphModule, assigned: dict, info: dict[fx.Node, NodeInfo], composite: Composite,
+           config: reg.RuleConfig, affine: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[fx.Node, str]:
+    """Replace every assigned operation by its rule's module (a convolution reading the input gets the composite's
+    ``first`` rule unless its name has a rule of its own). Returns unit kinds of special nodes."""
     nonneg = _nonnegative(gm, assigned)
     kinds: dict[fx.Node, str] = {}
     replaced: set[str] = set()
@@ -208,16 +210,14 @@ def _apply(gm: fx.GraphModule, assigned: dict, info: dict[fx.Node, NodeInfo], co
         if node.op == "call_module" and node.target in replaced:
             continue
         if isinstance(rule, reg.Conv):
-            conv = module_of(gm, node)
             src = _through_gradient(node, assigned, forward=False)
             reads_input = bool(src) and src[-1].op == "placeholder"
-            box = reads_input and low is not None
-            depthwise = getattr(conv, "groups", 1) > 1 and conv.groups == getattr(conv, "in_channels", 0)
-            flat = config.zplus_fallback == "all" or (config.zplus_fallback == "depthwise" and depthwise)
-            module = LRPConv(conv, config.eps, nonneg_input=node.args[0] in nonneg, low=low if box else None,
-                             high=high if box else None, flat_fallback=flat)
+            if reads_input and composite.first is not None and composite.layer_rule(node.target) is None:
+                rule = composite.first
+                assigned[node] = (rule, site)
+            module = rule.lrp_module(module_of(gm, node), eps=config.eps, nonneg=node.args[0] in nonneg,
+                                     pre_bn=affine.get(node.target))
             module.reads_input = reads_input
-            module.epsilon = (reads_input and config.input_epsilon) or (config.conv_rule == "epsilon" and not box)
             kinds[node] = "conv"
         else:
             module = rule.module(site)
@@ -265,16 +265,16 @@ def _units(gm: fx.GraphModule, kinds: dict[fx.Node, str], info: dict[fx.Node, No
     return layers
 
 
-def build_explainable(model: nn.Module, example: torch.Tensor, input_low: torch.Tensor | None = None,
-                      input_high: torch.Tensor | None = None, config: reg.RuleConfig | None = None,
+def build_explainable(model: nn.Module, example: torch.Tensor, composite: Composite | None = None, *,
                       fake_index: int = 1, check: bool = True) -> tuple[fx.GraphModule, list[FeatureLayer]]:
     """A BN-folded, LRP-ruled copy of ``model`` and its unit layers in forward order.
 
-    ``example``: a probe batch (its shape is what the detector takes). Convolutions reading the input use
-    the zβ rule with per-channel bounds when ``input_low``/``input_high`` are given, else z⁺. A detector with
-    two outputs is explained as ``out[fake_index] − out[other]``. ``model`` itself is never modified. The copy's
-    ``lrp_rules`` lists the rule of every operation on the relevance path (:class:`~tffkit.lrp.summary.RuleEntry`)."""
-    config = config or reg.RuleConfig()
+    ``example``: a probe batch (its shape is what the detector takes). ``composite``: the rules (default:
+    :data:`~tffkit.lrp.registry.DEFAULT`). A detector with two outputs is explained as ``out[fake_index] −
+    out[other]``. ``model`` itself is never modified. The copy's ``lrp_rules`` lists the rule of every operation on
+    the relevance path (:class:`~tffkit.lrp.summary.RuleEntry`)."""
+    composite = composite if composite is not None else reg.DEFAULT
+    config = reg.RuleConfig(composite.eps, composite.attention)
     net = copy.deepcopy(model).eval()
     for p in net.parameters():
         p.requires_grad_(False)
@@ -294,23 +294,23 @@ def build_explainable(model: nn.Module, example: torch.Tensor, input_low: torch.
                                     "logits (real, fake)")
     try:
         with traceable_batch_norm():
-            gm = fx.GraphModule(net, Tracer().trace(net))
+            gm = fx.GraphModule(net, Tracer(composite).trace(net))
     except Exception as exc:  # fx cannot trace data-dependent control flow
         raise UnsupportedLayerError(f"the detector cannot be traced by torch.fx ({type(exc).__name__}: {exc})"
-                                    f"{failing_module(exc)}; register the untraceable module class with a rule "
-                                    "(tffkit.lrp.register_rule) so it is kept as one operation") from exc
+                                    f"{failing_module(exc)}; give the untraceable module class a rule "
+                                    "(Composite.with_, docs/lrp.md) so it is kept as one operation") from exc
     probe = Probe(gm)
     with torch.no_grad():
         probe.run(example)
     info, problems = probe.info, []
-    folded = canonicalize(gm, info, problems)
-    assigned = _assign(gm, info, config, problems)
+    folded, affine = canonicalize(gm, info, problems, composite)
+    assigned = _assign(gm, info, composite, config, problems)
     if problems:
         raise UnsupportedLayerError(f"LRP has no rule for {len(set(problems))} operation(s) of "
                                     f"{type(model).__name__}:\n  {_grouped(problems)}\n(see "
-                                    "tffkit.lrp.register_rule)")
+                                    "Composite.with_ in docs/lrp.md)")
     where = summary.origins(gm, assigned)
-    kinds = _apply(gm, assigned, info, config, input_low, input_high)
+    kinds = _apply(gm, assigned, info, composite, config, affine)
     layers = _units(gm, kinds, info)
     gm.lrp_rules = summary.entries(gm, assigned, where, {layer.name for layer in layers}, config.attention)
     gm.graph.eliminate_dead_code()

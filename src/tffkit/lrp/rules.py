@@ -93,6 +93,23 @@ def _flat_share(m: LRPConv, x: torch.Tensor, relevance: torch.Tensor, z: torch.T
     return conv_vjp(m.layer, x, m.w_ones, relevance * vanished / count.clamp(min=1))
 
 
+def _gamma_relevance(m: LRPConv, x: torch.Tensor, relevance: torch.Tensor, eps: float) -> torch.Tensor:
+    """Generalised γ rule (zennit's ``Gamma``, bias ignored): where the neuron's output is positive the inputs share
+    by x⁺(w + γw⁺) + x⁻(w + γw⁻), where negative by x⁺(w + γw⁻) + x⁻(w + γw⁺); for x ≥ 0 and positive outputs it
+    is Montavon et al.'s γ rule."""
+    w = m.layer.weight
+    w_up, w_down = w + m.gamma * m.w_pos, w + m.gamma * m.w_neg
+    xp, xn = x.clamp(min=0), x.clamp(max=0)
+    out = m.layer(x)
+    total = None
+    for mask, (a, b) in (((out > 0), (w_up, w_down)), ((out < 0), (w_down, w_up))):
+        z = stabilize_(conv_with(m.layer, xp, a).add_(conv_with(m.layer, xn, b)), eps)
+        s = relevance * mask.to(relevance.dtype) / z
+        part = conv_vjp(m.layer, x, a, s).mul_(xp).add_(conv_vjp(m.layer, x, b, s).mul_(xn))
+        total = part if total is None else total.add_(part)
+    return total
+
+
 class ZPlusFn(RuleFunction):
     """β = 0 (z⁺) rule: R_i = Σ_j (x⁺_i w⁺_ij + x⁻_i w⁻_ij) / z_j · R_j, bias ignored; optionally the flat
     rule where z_j = 0 (``module.flat_fallback``)."""
@@ -115,6 +132,8 @@ class ZPlusFn(RuleFunction):
             return None, None, None, None
         if m.epsilon:  # ε rule with the bias in the denominator (input layer of a transformer, as in AttnLRP)
             return _epsilon_relevance(m.layer, (x,), relevance, ctx.eps)[0], None, None, None
+        if m.gamma is not None:
+            return _gamma_relevance(m, x, relevance, ctx.eps), None, None, None
         # z = x⁺·w⁺ + x⁻·w⁻ ≥ 0, so stabilising is + ε; fresh temporaries are reused in place (less memory traffic)
         if ctx.nonneg:
             z = conv_with(m.layer, x, m.w_pos)
@@ -191,6 +210,30 @@ class EpsilonFn(RuleFunction):
         if not ctx.needs_input_grad[0]:
             return None, None, None
         return _epsilon_relevance(ctx.fn, (x,), relevance, ctx.eps)[0], None, None
+
+
+class LinearEpsilonFn(RuleFunction):
+    """:class:`EpsilonFn` of an ``nn.Linear``, its output z kept from the forward: the backward is one GEMM,
+    R_in = x ⊙ (R / (z ± ε)) W, as the layer's input gradient (no recomputed forward, no autograd graph)."""
+
+    @staticmethod
+    def plain(x, layer, eps):
+        return layer(x)
+
+    @staticmethod
+    def forward(ctx, x, layer, eps):
+        z = F.linear(x, layer.weight, layer.bias)
+        ctx.save_for_backward(x, z)
+        ctx.weight, ctx.eps = layer.weight, eps
+        return z
+
+    @staticmethod
+    def backward(ctx, relevance):
+        x, z = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None, None, None
+        s = torch.div(relevance, stabilize(z.detach(), ctx.eps))
+        return x * (s @ ctx.weight.detach()), None, None
 
 
 class MultiEpsilonFn(RuleFunction):
@@ -304,13 +347,15 @@ class LRPConv(nn.Module):
     convolutions) its relevance is spread evenly over its window instead of being lost."""
 
     def __init__(self, layer: nn.Module, eps: float = 1e-6, nonneg_input: bool = False,
-                 low: torch.Tensor | None = None, high: torch.Tensor | None = None, flat_fallback: bool = False):
+                 low: torch.Tensor | None = None, high: torch.Tensor | None = None, flat_fallback: bool = False,
+                 *, pre_bn: tuple[torch.Tensor, torch.Tensor] | None = None, gamma: float | None = None):
         super().__init__()
         self.layer, self.eps, self.nonneg_input = layer, eps, nonneg_input
         self.reads_input = False  # set by the rewrite for convolutions applied to the model input
         self.skip_backward = False  # when True the rule returns no input relevance (saves a backward)
         self.flat_fallback = flat_fallback
-        self.epsilon = False  # set by the rewrite where the ε rule replaces z⁺ (input_rule='epsilon')
+        self.epsilon = False  # set by the ε rule (convs.ConvEpsilon) instead of z⁺
+        self.gamma = gamma  # the γ rule's γ (convs.Gamma) instead of z⁺
         w = layer.weight.detach()
         self.register_buffer("w_pos", w.clamp(min=0))
         self.register_buffer("w_neg", w.clamp(max=0))
@@ -319,8 +364,9 @@ class LRPConv(nn.Module):
         # the folded output is pre_bn_scale·raw + pre_bn_zero per channel, raw = the convolution's own output
         # before batch norm (the public code's dropout and activation site); scale 1, zero 0 without BN
         per_channel = w.reshape(w.shape[0], -1)[:, 0]
-        self.register_buffer("pre_bn_zero", getattr(layer, "_tff_pre_bn_zero", torch.zeros_like(per_channel)))
-        self.register_buffer("pre_bn_scale", getattr(layer, "_tff_pre_bn_scale", torch.ones_like(per_channel)))
+        scale, zero = pre_bn if pre_bn is not None else (torch.ones_like(per_channel), torch.zeros_like(per_channel))
+        self.register_buffer("pre_bn_zero", zero.to(w.device, w.dtype))
+        self.register_buffer("pre_bn_scale", scale.to(w.device, w.dtype))
         self.box = low is not None
         if self.box:
             shape = (1, -1) + (1,) * (w.dim() - 2)
@@ -341,6 +387,8 @@ class LRPEpsilon(nn.Module):
         self.layer, self.eps = layer, eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if type(self.layer) is nn.Linear:
+            return LinearEpsilonFn.apply(x, self.layer, self.eps)
         return EpsilonFn.apply(x, self.layer, self.eps)
 
 

@@ -53,6 +53,8 @@ def _label(rule: kinds.Rule, module: object, attention: str) -> str:
     if isinstance(module, LRPConv):
         if module.epsilon:
             return "epsilon"
+        if module.gamma is not None:
+            return f"gamma (γ = {module.gamma:g})"
         if module.box:
             return "zbox (pixel bounds)"
         return "zplus + flat fallback" if module.flat_fallback else "zplus"

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import registry as reg
+from .composite import Composite
 
 
 @dataclass
@@ -31,21 +32,21 @@ class NodeInfo:
 class Tracer(fx.Tracer):
     """Leaves are the modules with a rule; containers and everything else are traced into."""
 
-    def __init__(self) -> None:
+    def __init__(self, composite: Composite) -> None:
         # Python functions given a rule by users stay one operation (torch's own are recorded as such anyway;
         # torch.fx only wraps functions whose names do not start with an underscore)
-        own = tuple(f for f in reg.FUNCTION_RULES if isinstance(f, types.FunctionType)
+        own = tuple(f for f in composite.functions if isinstance(f, types.FunctionType)
                     and not getattr(f, "__module__", "").startswith("torch"))
         super().__init__(autowrap_functions=own)
         self.record_stack_traces = True
+        self.composite = composite
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         if isinstance(m, (nn.Sequential, nn.ModuleList, nn.ModuleDict)):
             return False
-        if reg.module_rule(m) is not None:
+        if self.composite.module_rule(m, qualname) is not None:
             return True
-        registered_base = any(c in reg.MODULE_RULES or reg._qualname(c) in reg.NAMED_RULES for c in type(m).__mro__)
-        return not registered_base and super().is_leaf_module(m, qualname)
+        return not self.composite.has_rule_base(m) and super().is_leaf_module(m, qualname)
 
 
 @contextlib.contextmanager
@@ -161,21 +162,22 @@ def fold_affine(conv: nn.Module, scale: torch.Tensor, shift: torch.Tensor) -> No
         conv.bias = nn.Parameter((bias * scale + shift).detach().clone(), requires_grad=False)
 
 
-def fold_batchnorm(conv: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> None:
-    """W' = W·γ/σ, b' = (b − μ)·γ/σ + β with σ = sqrt(var + eps), written into ``conv`` in place."""
-    fold_bn(conv, bn.running_mean, bn.running_var, bn.weight if bn.affine else None,
-             bn.bias if bn.affine else None, bn.eps)
+def fold_batchnorm(conv: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    """W' = W·γ/σ, b' = (b − μ)·γ/σ + β with σ = sqrt(var + eps), written into ``conv`` in place; returns the
+    BN map raw ↦ scale·raw + shift as (scale, shift)."""
+    return fold_bn(conv, bn.running_mean, bn.running_var, bn.weight if bn.affine else None,
+                   bn.bias if bn.affine else None, bn.eps)
 
 
-def fold_bn(conv: nn.Module, mean, var, gamma, beta, eps: float) -> None:
+def fold_bn(conv: nn.Module, mean, var, gamma, beta, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     with torch.no_grad():
         gamma = gamma if gamma is not None else torch.ones_like(var)
         beta = beta if beta is not None else torch.zeros_like(var)
         scale = gamma / torch.sqrt(var + eps)
         shift = beta - mean * scale
-        # the BN map raw ↦ scale·raw + shift, kept for the pre-BN site (public code)
-        conv._tff_pre_bn_scale, conv._tff_pre_bn_zero = scale.clone(), shift.clone()
+        affine = scale.clone(), shift.clone()  # the BN map raw ↦ scale·raw + shift (the public code's pre-BN site)
     fold_affine(conv, scale, shift)
+    return affine
 
 
 _WEIGHTED_MODULES = {F.conv1d: nn.Conv1d, F.conv2d: nn.Conv2d, F.conv3d: nn.Conv3d, F.linear: nn.Linear,
@@ -216,8 +218,8 @@ def weighted_module(node: fx.Node, info: dict[fx.Node, NodeInfo]) -> nn.Module:
     return module.requires_grad_(False)
 
 
-def is_conv(m: nn.Module | None) -> bool:
-    return m is not None and isinstance(reg.module_rule(m), reg.Conv)
+def is_conv(m: nn.Module | None, composite: Composite, name: str | None = None) -> bool:
+    return m is not None and isinstance(composite.module_rule(m, name), reg.Conv)
 
 
 _RESHAPES = {"flatten", "reshape", "view", torch.flatten, torch.reshape}
@@ -231,7 +233,8 @@ def _shape_use(user: fx.Node, node: fx.Node) -> bool:
         (user.op == "call_function" and user.target is getattr and user.args[1:2] == ("shape",))
 
 
-def _fold_target(gm: fx.GraphModule, src: fx.Node, info: dict[fx.Node, NodeInfo]) -> fx.Node | None:
+def _fold_target(gm: fx.GraphModule, src: fx.Node, info: dict[fx.Node, NodeInfo],
+                 composite: Composite) -> fx.Node | None:
     """The node of the layer a batch norm reading ``src`` can be folded into: a convolution directly before it,
     or a linear layer before it through reshapes that keep its features last (LeViT's ``bn(x.flatten(0, 1))``:
     the BN sees (N, features)); None when the layer has other users."""
@@ -244,9 +247,9 @@ def _fold_target(gm: fx.GraphModule, src: fx.Node, info: dict[fx.Node, NodeInfo]
     if node.op != "call_module" or sum(not _shape_use(u, node) for u in node.users) != 1:
         return None
     layer = module_of(gm, node)
-    if is_conv(layer):
+    if is_conv(layer, composite, node.target):
         return node if node is src else None
-    if not isinstance(layer, nn.Linear) or not isinstance(reg.module_rule(layer), reg.Epsilon):
+    if not isinstance(layer, nn.Linear) or not isinstance(composite.module_rule(layer, node.target), reg.Epsilon):
         return None
     shapes = [info[n].shape for n in path]
     if any(not s for s in shapes) or len(shapes[0]) != 2 or any(s[-1] != layer.out_features for s in shapes):
@@ -254,10 +257,12 @@ def _fold_target(gm: fx.GraphModule, src: fx.Node, info: dict[fx.Node, NodeInfo]
     return node
 
 
-def canonicalize(gm: fx.GraphModule, info: dict[fx.Node, NodeInfo], problems: list[str]) -> dict[str, str]:
+def canonicalize(gm: fx.GraphModule, info: dict[fx.Node, NodeInfo], problems: list[str], composite: Composite
+                 ) -> tuple[dict[str, str], dict[str, tuple[torch.Tensor, torch.Tensor]]]:
     """Functional convolutions and linear layers → modules; BN after a convolution or linear layer folded. Returns
-    {layer name: BN name}. A module made from a function takes the name of the module whose forward called the
-    function when nothing else of that module remains in the graph (``stem.conv`` for a weight-standardising conv)."""
+    {layer name: BN name} and {layer name: (scale, shift) of the BN folded into it}. A module made from a function
+    takes the name of the module whose forward called the function when nothing else of that module remains in the
+    graph (``stem.conv`` for a weight-standardising conv)."""
     made: list[tuple[fx.Node, str]] = []
     for node in list(gm.graph.nodes):
         if node.op == "call_function" and node.target in _WEIGHTED_MODULES and info[node].tainted:
@@ -282,6 +287,7 @@ def canonicalize(gm: fx.GraphModule, info: dict[fx.Node, NodeInfo], problems: li
         if node.kwargs.get("inplace") is True:
             node.kwargs = {**node.kwargs, "inplace": False}
     folded: dict[str, str] = {}
+    affine: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     for node in list(gm.graph.nodes):
         bn = module_of(gm, node)
         if isinstance(bn, nn.modules.batchnorm._BatchNorm) and not bn.training:
@@ -298,12 +304,12 @@ def canonicalize(gm: fx.GraphModule, info: dict[fx.Node, NodeInfo], problems: li
         else:
             continue
         src = node.args[0]
-        owner = _fold_target(gm, src, info) if isinstance(src, fx.Node) and info[node].tainted else None
+        owner = _fold_target(gm, src, info, composite) if isinstance(src, fx.Node) and info[node].tainted else None
         if owner is None or params[0] is None:
             continue
-        fold_bn(module_of(gm, owner), *params)
+        affine[owner.target] = fold_bn(module_of(gm, owner), *params)
         folded[owner.target] = node.target if node.op == "call_module" else scope_of(node)
         node.replace_all_uses_with(src)
         gm.graph.erase_node(node)
     gm.graph.eliminate_dead_code()
-    return folded
+    return folded, affine
