@@ -3,6 +3,7 @@ summary judges each claim on its intervals."""
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 
@@ -31,3 +32,22 @@ def test_a_claim_holds_only_where_every_interval_is_on_its_side():
     assert shares["per_set"] == {"train": True, "a": True, "b": False} and shares["holds"] == "no"  # b: CR above
     assert [c["holds"] for c in _claims({"a": sets["a"]}, "train")] == ["yes", "yes", "yes"]
     assert [c["holds"] for c in _claims({"a": {}}, "train")] == ["not shown"] * 3
+
+
+def test_the_report_shows_each_claim_per_replicate(tmp_path):
+    """``replicates.json`` (as the demo writes it) becomes the report's first section: every claim with its verdict
+    over the seeds and in each seed, every statistic per seed and over seeds."""
+    from tffkit.demo.summary import report_replicates
+    from tffkit.report.section_replicates import section_replicates
+    from tffkit.results import write_json
+
+    summary = json.loads((ROOT / "docs" / "demo_summary.json").read_text())
+    write_json(tmp_path / "replicates.json", report_replicates(summary))
+    section = section_replicates(tmp_path)
+    seeds = [f"seed {s}" for s in summary["seeds"]]
+    for claim in summary["claims"]:
+        assert html.escape(claim["claim"][:40]) in section["body"]
+    assert all(f"<th>{s}</th>" in section["body"] for s in seeds)
+    held = sum(c["holds"] == "yes" for c in summary["claims"])
+    assert f"{held} of {len(summary['claims'])} headline claims hold in every replicate" in section["sentence"]
+    assert section_replicates(tmp_path / "none") is None

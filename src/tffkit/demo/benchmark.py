@@ -85,7 +85,7 @@ def photo_split(fold: int) -> dict[str, dict[str, list[str]]]:
 # Images per label at scale 1: per class for train/val, per family for test.
 _BASE_COUNTS = {"train": 300, "val": 60, "test": 72}  # val: 10 crops per photograph
 _MIN_COUNT = 4
-_GEN_STEPS = 400  # generator optimisation steps at scale 1
+_GEN_STEPS = 300  # generator optimisation steps at scale 1
 _GEN_POOL = 512  # training crops the generators learn from at scale 1
 _MIN_GEN_STEPS = 20
 

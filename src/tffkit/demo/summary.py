@@ -152,9 +152,8 @@ def _timing(demo: Path, seeds: list[int], first: int, folds: int) -> dict:
     def elapsed(path: Path) -> float:
         return float(read_json(path).get("elapsed_s") or 0) if path.is_file() else 0.0
 
-    def study(folder: Path) -> float:
-        return round(sum(elapsed(p) for p in folder.glob("*/run.json"))
-                     + sum(elapsed(p) for p in folder.glob("color_robust/*/run.json")), 1)
+    def study(folder: Path) -> float:  # every step's run record, the colour-robust and generator ones nested
+        return round(sum(elapsed(p) for p in folder.rglob("run.json")), 1)
 
     training = {s: round(sum(elapsed(p) for p in (demo / "detectors" / f"seed{s}").glob("fold*/*/run.json")), 1)
                 for s in seeds}

@@ -193,7 +193,7 @@ ZOO: dict[str, Detector] = {d.name: d for d in [
                    "Stay-Positive 'Corvi +' / 'Rajan +', were not inspected)",
              layout="{'model': state_dict} with 'module.' prefixes, " + RESNET_KEYS + " (fc: 2048 → 1)",
              licence="Apache-2.0 (AlignedForensics test code, GRIP-UNINA)", verified=ANALYSES_ZOO,
-             tiny={"widths": (4, 8, 8, 16), "layers": (1, 1, 1, 1)}, input_shape=(3, 96, 96),
+             tiny={"widths": (4, 8, 8, 16), "layers": (1, 1, 1, 1)}, input_shape=(3, 96, 96), input_rule="zbox",
              notes="config arch res50nodown, norm_type resnet, patch_size null: whole images, no resize; the "
                    "original's dropout (p = 0.5) before fc is inactive at test time"),
     Detector("dear_c", DEARResNet, Preprocessing(crop=None),
@@ -202,12 +202,13 @@ ZOO: dict[str, Detector] = {d.name: d for d in [
              backbone="Corvi's stride-1 ResNet-50, fixed 0/1 channel gate on layer4 (middle 60% of channels by RAD "
                       "kept), refit fc", files="checkpoints/dear_c/model_best.pth",
              layout=DEAR_LAYOUT, licence="MIT (dear repository)", verified=ANALYSES_ZOO,
-             tiny=DEAR_TINY, input_shape=(3, 96, 96), notes=DEAR_NOTES),
+             tiny=DEAR_TINY, input_shape=(3, 96, 96), input_rule="zbox", notes=DEAR_NOTES),
     Detector("dear_r", DEARResNet, Preprocessing(crop=None),
              paper="Kim et al., ICML 2026 ('Dissect and Prune …', DEAR-r)",
              backbone="Rajan's stride-1 ResNet-50, fixed 0/1 channel gate on layer4 (middle 40% kept), refit fc",
              files="checkpoints/dear_r/model_best.pth", layout=DEAR_LAYOUT, licence="MIT (dear repository)",
-             verified=ANALYSES_ZOO, tiny=DEAR_TINY, input_shape=(3, 96, 96), notes=DEAR_NOTES),
+             verified=ANALYSES_ZOO, tiny=DEAR_TINY, input_shape=(3, 96, 96), input_rule="zbox",
+             notes=DEAR_NOTES),
     Detector("bfree2025", vits.bfree_vit, Preprocessing(crop=None),
              paper="Guillaro et al., CVPR 2025 ('A bias-free training paradigm for more general AI-generated image "
                    "detection', B-Free)",

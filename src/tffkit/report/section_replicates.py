@@ -30,6 +30,7 @@ def section_replicates(out: Path) -> dict | None:
                 f"every replicate; a claim shown in some replicates only is reported as such, never as a finding. "
                 + rep.get("note", ""))
     body = (html_table(claims) + "<details open><summary>Headline statistics per replicate (95% interval) and over "
-            "replicates</summary>" + html_table(pd.DataFrame(rep["rows"], columns=rep["columns"])) + "</details>")
+            "replicates</summary>" + html_table(pd.DataFrame(rep["rows"], columns=rep["columns"]),
+                                         set_columns=rep["columns"][:2]) + "</details>")
     return {"id": "replicates", "title": "Replicates: the headline claims", "sentence": html.escape(sentence),
             "body": body, "figures": []}
