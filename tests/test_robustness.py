@@ -120,3 +120,22 @@ def test_run_robustness_scores_as_evaluate_does(tmp_path: Path, trained_tiny, on
     scores = pd.read_csv(tmp_path / "rob" / "scores.csv")
     assert sorted(scores["perturbation"].unique()) == ["gray", "jpeg30", "none"] and len(scores) == 3 * 24
     assert [v["perturbation"] for v in res["asymmetry"]] == ["jpeg30", "gray"]
+
+
+def test_study_config_of_the_step(tmp_path: Path, trained_tiny):
+    from tffkit.study import ConfigError, load_config
+
+    weights, data = trained_tiny
+    cfg = {"out": str(tmp_path / "s"), "detector": {"arch": "tiny_resnet", "weights": str(weights)},
+           "data": {"source": str(data), "test": str(data)}}
+    loaded = load_config(cfg)["steps"]["robustness"]
+    assert not loaded["enabled"] and (loaded["jpeg"], loaded["resize"], loaded["blur"]) == ([75, 50], [0.5], [1.0])
+    assert loaded["grayscale"]
+    cfg["steps"] = {"robustness": {"enabled": True, "jpeg": [101], "resize": [0], "blur": []}}
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg)
+    assert "steps.robustness.jpeg: 101 is not allowed" in str(err.value)
+    assert "steps.robustness.resize: 0 is not allowed" in str(err.value)
+    cfg["steps"] = {"robustness": {"enabled": True, "jpeg": [], "resize": [], "blur": [], "grayscale": False}}
+    with pytest.raises(ConfigError, match="steps.robustness: no perturbation"):
+        load_config(cfg)
