@@ -1,6 +1,7 @@
 """Robustness to perturbations (docs/algorithms.md §10): paired changes of AP and real/fake accuracy with intervals over
 groups, and the real/fake asymmetry verdict — on simulated scores with known answers, then on a tiny detector."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +121,10 @@ def test_run_robustness_scores_as_evaluate_does(tmp_path: Path, trained_tiny, on
     scores = pd.read_csv(tmp_path / "rob" / "scores.csv")
     assert sorted(scores["perturbation"].unique()) == ["gray", "jpeg30", "none"] and len(scores) == 3 * 24
     assert [v["perturbation"] for v in res["asymmetry"]] == ["jpeg30", "gray"]
+    js = json.loads((tmp_path / "rob" / "robustness.json").read_text())
+    assert js["asymmetry"] == asymmetry(table.reset_index())  # the verdicts follow from the written table
+    assert sorted((v["set"], v["perturbation"]) for v in js["asymmetry_per_set"]) == sorted(
+        (s, n) for s in ("progan", "gan_b", "gan_c") for n in ("jpeg30", "gray"))
 
 
 def test_study_config_of_the_step(tmp_path: Path, trained_tiny):

@@ -1,6 +1,6 @@
 """``tff study CONFIG.yaml``: the paper's whole pipeline for one detector, resumable, then the report.
 
-Steps run in order — evaluate → rank → dropout → lrpmax → color (→ colour-robust detector:
+Steps run in order — evaluate (→ robustness, opt-in) → rank → dropout → lrpmax → color (→ colour-robust detector:
 train or load, evaluate colour/gray, color) — each into ``OUT/<step>/``. A step that finished
 with the same settings *and the same inputs* is skipped, so an interrupted study resumes where it
 stopped: ``OUT/<step>/.step.json`` holds a hash of the step's settings, of the SHA-256 of every

@@ -131,7 +131,8 @@ def run_robustness(arch: str, weights, data, out: str | os.PathLike, sets: Seque
                    progress: bool = True, clean_scores: pd.DataFrame | None = None, paper_code: bool = False,
                    prob_dtype: str | None = None, resamples: int = RESAMPLES, bootstrap_seed: int = SEED) -> dict:
     """Score the test images once per perturbation (name → :class:`tffkit.data.Perturbation`) and write
-    ``robustness.csv`` (:func:`paired_changes`), ``robustness.json`` (with :func:`asymmetry` per perturbation),
+    ``robustness.csv`` (:func:`paired_changes`), ``robustness.json`` (:func:`asymmetry` per perturbation on the mean
+    over sets, and per set),
     ``scores.csv`` (one row per image and version, ``perturbation`` = ``none`` for clean) and ``run.json``.
     ``clean_scores``: a ``scores.csv`` of the same detector and images (the evaluate step's), replacing the clean
     pass (its p recomputed from the logits in ``prob_dtype``)."""
@@ -172,7 +173,9 @@ def run_robustness(arch: str, weights, data, out: str | os.PathLike, sets: Seque
             keep = ["path", "set", "label", "group", "perturbation", "logit", "prob"]
             write_csv(folder / "scores.csv", long[[c for c in keep if c in long]])
             write_csv(folder / "robustness.csv", changes)
+            per_set = [v for s in dict.fromkeys(changes["set"]) if s != "mean" for v in asymmetry(changes, set_name=s)]
             js = {"perturbations": {k: p.__dict__ for k, p in perturbations.items()}, "asymmetry": verdicts,
+                  "asymmetry_per_set": per_set,
                   "n_paired": len(table), "n_clean": len(clean), "prob_dtype": dtype, "resamples": resamples,
                   "bootstrap_seed": bootstrap_seed}
             write_json(folder / "robustness.json", js)
