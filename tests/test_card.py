@@ -3,6 +3,7 @@ run, a step that did not run is said, figure links resolve."""
 
 import hashlib
 import html
+import json
 import re
 import shutil
 from pathlib import Path
@@ -18,7 +19,10 @@ from tffkit.detectors import build_detector, save_checkpoint
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> Path:
-    """A study folder made by the real commands (evaluate, rank, color) on a tiny wang2020 detector."""
+    """A study folder made by the real commands (evaluate, rank, color) and the robustness step on a tiny wang2020
+    detector."""
+    from tffkit.analysis.robustness import perturbations_of, run_robustness
+
     base = tmp_path_factory.mktemp("card")
     data = make_tree(base / "data", {"gan_a": [], "gan_b": []}, n=4)
     weights = save_checkpoint(base / "w.pth", build_detector("wang2020@tiny"))
@@ -29,6 +33,9 @@ def study(tmp_path_factory) -> Path:
     assert main(["rank", *common, "--min-prob", "0", "--k", "4", "--out", str(out / "rank")]) == 0
     assert main(["color", *common, "--ranking", str(out / "rank" / "ffrs.csv"), "--k", "4", "--min-prob", "0",
                  "--resamples", "50", "--out", str(out / "color")]) == 0
+    run_robustness("wang2020@tiny", weights, data, out / "robustness", preset="full", device="cpu", num_workers=0,
+                   progress=False, perturbations=perturbations_of(jpeg=[50], grayscale=True), resamples=50,
+                   clean_scores=pd.read_csv(out / "evaluate" / "scores.csv", keep_default_na=False))
     (out / "study.json").write_text('{"detector": {"arch": "wang2020@tiny", "label": "tiny wang"}, '
                                     '"steps": {"color_robust": {"label": "tiny CR"}}}')
     return out
@@ -65,7 +72,21 @@ def test_card_numbers_are_the_study_files_numbers(study: Path, tmp_path: Path, m
     page = (tmp_path / "cards" / "detector.html").read_text()
     links = re.findall(r"href='([^']+)'", page)
     assert links and all((tmp_path / "cards" / html.unescape(h)).resolve().is_file() for h in links)
-    assert "Not on this card yet: robustness to JPEG" in md
+    table = pd.read_csv(study / "robustness" / "robustness.csv").set_index(["perturbation", "set", "metric"])
+    shown = md.split("## Robustness to perturbations")[1].split("## Top units")[0]
+    for name in ("jpeg50", "gray"):
+        for set_name in ("gan_a", "gan_b", "mean"):
+            row = next(line for line in shown.splitlines() if line.startswith(f"| {name} | {set_name} |"))
+            cells = [c.strip() for c in row.strip("|").split("|")]
+            for cell, metric in zip(cells[2:], ("ap", "real_acc", "fake_acc"), strict=True):
+                r = table.loc[(name, set_name, metric)]
+                assert cell == (f"{100 * r['clean']:.1f} → {100 * r['perturbed']:.1f} (Δ {100 * r['change']:+.1f} "
+                                f"[{100 * r['low']:+.1f}, {100 * r['high']:+.1f}])")
+    verdicts = json.loads((study / "robustness" / "robustness.json").read_text())["asymmetry"]
+    assert [v["perturbation"] for v in verdicts] == ["jpeg50", "gray"]
+    for v in verdicts:
+        assert f"{v['perturbation']} (mean over sets): {v['verdict']}" in shown
+    assert "Not on this card yet" not in md
 
 
 def test_missing_steps_are_said_and_the_colour_robust_detector_gets_a_page(study: Path, tmp_path: Path, capsys):
@@ -77,8 +98,24 @@ def test_missing_steps_are_said_and_the_colour_robust_detector_gets_a_page(study
     assert "card: " in capsys.readouterr().out
     md = (partial / "cards" / "detector.md").read_text()
     assert "Not measured: the study has no color/color_metrics.csv." in md
+    assert "## Robustness to perturbations" in md and "Not measured: the study has no robustness" not in md
     cr = (partial / "cards" / "color_robust.md").read_text()
     assert cr.startswith("# Detector card: tiny CR") and "Not ranked: the study has no rank/ffrs.csv." in cr
+    assert "Not measured: the study has no robustness/robustness.csv (enable the study step" in cr
     assert main(["card", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "is not a study folder" in err
+
+
+def test_the_report_section_reads_the_robustness_files(study: Path):
+    from tffkit.report.section_robustness import section_robustness
+
+    section = section_robustness(study)
+    table = pd.read_csv(study / "robustness" / "robustness.csv").query("set == 'mean'").set_index(
+        ["perturbation", "metric"])
+    r = table.loc[("gray", "fake_acc")]
+    assert (f"{100 * r['clean']:.1f} → {100 * r['perturbed']:.1f} ({100 * r['change']:+.1f} [{100 * r['low']:+.1f}, "
+            f"{100 * r['high']:+.1f}])") in section["body"]
+    for v in json.loads((study / "robustness" / "robustness.json").read_text())["asymmetry"]:
+        assert html.escape(v["verdict"]) in section["body"]
+    assert section_robustness(study / "color") is None  # no robustness step: no section

@@ -119,6 +119,7 @@ def full_report(tmp_path_factory, trained_tiny) -> Path:
                   color_robust={"enabled": True, "weights": str(weights), "label": "CR"},
                   faithfulness={"enabled": True, "ks": [2, 8], "random_repeats": 2, "randomise": [1.0],
                                 "min_prob": 0.5, "deletion_max_per_class": 3},
+                  robustness={"enabled": True, "jpeg": [50], "resize": [], "blur": [2.0], "grayscale": False},
                   generator={"enabled": True, "images": 6, "percent": 10.0, "random_repeats": 2, "min_prob": 0.0,
                              "generators": [{"name": "dcgan", "kind": "dcgan", "weights": str(tmp / "dcgan.pth"),
                                              "near": ["main.12"]}]})
@@ -132,12 +133,28 @@ def test_full_study_report_has_every_section(full_report: Path):
     for section in ("Detectors", "Data", "Cross-model transfer", "Forensic feature relevance",
                     "Sensitivity assessment", "What the T-FF detect", "Colour ablation", "Colour-robust detector",
                     "(paper)", "colour-conditional", "Where the traces come from in the generator",
-                    "Does the ranking find what matters?", "FF-RS (ω): AOPC"):
+                    "Does the ranking find what matters?", "FF-RS (ω): AOPC", "Robustness to perturbations"):
         assert section in page, section
-    for step in ("evaluate", "rank", "dropout", "faithfulness", "lrpmax", "color", "color_robust", "generator"):
+    for step in ("evaluate", "robustness", "rank", "dropout", "faithfulness", "lrpmax", "color", "color_robust",
+                 "generator"):
         marker = json.loads((full_report.parent / step / ".step.json").read_text())
         assert all((full_report.parent / step / f).is_file() for f in marker["files"])
     assert len(re.findall(r'<img src="data:image/png;base64,', page)) >= 8
+
+
+@pytest.mark.tier2  # a full study run (every step)
+def test_robustness_step_reuses_the_clean_scores_and_the_card_shows_it(full_report: Path):
+    from tffkit.card import write_cards
+
+    study = full_report.parent
+    scores = pd.read_csv(study / "robustness" / "scores.csv")
+    clean = scores[scores["perturbation"] == "none"].reset_index(drop=True)
+    evaluated = pd.read_csv(study / "evaluate" / "scores.csv")
+    assert clean[["path", "logit"]].equals(evaluated[["path", "logit"]])  # evaluate's pass, not a second one
+    assert sorted(scores["perturbation"].unique()) == ["blur2", "jpeg50", "none"]
+    verdicts = json.loads((study / "robustness" / "robustness.json").read_text())["asymmetry"]
+    md = write_cards(study, study / "cards_test")[0].read_text()
+    assert all(f"{v['perturbation']} (mean over sets): {v['verdict']}" in md for v in verdicts)
 
 
 @pytest.mark.tier2  # a full study run (every step)

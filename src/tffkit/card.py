@@ -6,8 +6,9 @@ the change without colour (``color/``: AP colour → grayscale, Δ median p(fake
 colour-conditional top units), the top units of its FF-RS ranking (``rank/ffrs.csv``) and links to the explanation
 figures (LRP-max collages, ranking figures, the study report). No model is run. The universal detector's files are
 the study's ``evaluate/``, ``rank/``, ``color/``, ``lrpmax/``; the colour-robust detector's are under
-``color_robust/``. A section whose step did not run says so. Not on the card yet: robustness to JPEG, resizing
-and blur, and the real/fake asymmetry of errors.
+``color_robust/``. With the study's ``robustness/`` step: how AP and the real and fake accuracies move under JPEG,
+resizing, blur and grayscale (paired intervals over groups) and whether fakes' accuracy falls while reals' rises.
+A section whose step did not run says so.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ import pandas as pd
 
 Section = tuple[str, list]  # (title, blocks); a block is str (a paragraph), ("table", header, rows), ("links", [...])
 TOP_UNITS = 10
-LATER = ("Not on this card yet: robustness to JPEG, resizing and blur (`tff evaluate --jpeg/--resize/--blur`), and "
-         "the real/fake asymmetry of the errors.")
+NO_ROBUSTNESS = ("Not measured: the study has no robustness/robustness.csv (enable the study step "
+                 "`steps.robustness`).")
 
 
 def _json(path: Path) -> dict:
@@ -120,6 +121,38 @@ def colour(folder: Path) -> Section:
                        rows)]
 
 
+def _moved(row: pd.Series) -> str:
+    """``80.0 → 60.0 (Δ -20.0 [-30.0, -10.0])`` in %, from a robustness.csv row; ``undef`` where not defined."""
+    try:
+        values = [float(row[k]) for k in ("clean", "perturbed", "change", "low", "high")]
+    except ValueError:  # an empty cell: the metric is undefined (no reals or no fakes)
+        return "undef"
+    if not all(v == v for v in values):  # NaN
+        return "undef"
+    return f"{100 * values[0]:.1f} → {100 * values[1]:.1f} (Δ {_interval(*values[2:], 100, sign=True)})"
+
+
+def robustness(folder: Path) -> Section:
+    """AP and real/fake accuracy clean → perturbed with the paired change's interval, and the asymmetry verdicts."""
+    table, info = _csv(folder / "robustness" / "robustness.csv"), _json(folder / "robustness" / "robustness.json")
+    if table is None:
+        return "Robustness to perturbations", [NO_ROBUSTNESS]
+    rows = []
+    for (name, set_name), part in table.groupby(["perturbation", "set"], sort=False):
+        by = {r["metric"]: r for _, r in part.iterrows()}
+        cells = [_moved(by[m]) if m in by else "—" for m in ("ap", "real_acc", "fake_acc")]
+        rows.append([str(name), str(set_name), *cells])
+    first = table.iloc[0]
+    blocks: list = [f"In %: clean → perturbed, then the change in percentage points with its paired 95% interval over "
+                    f"groups (the same images and resamples clean and perturbed; {int(first['resamples'])} resamples, "
+                    f"seed {int(first['seed'])}); accuracies at p(fake) > 0.5. An interval that includes 0 shows no "
+                    "change.",
+                    ("table", ["perturbation", "set", "AP", "real acc.", "fake acc."], rows)]
+    for v in info.get("asymmetry", []):
+        blocks.append(f"{v['perturbation']} (mean over sets): {v['verdict']}")
+    return "Robustness to perturbations", blocks
+
+
 def top_units(folder: Path) -> Section:
     """The first units of the ranking, with what the ranking rests on."""
     ranking = _csv(folder / "rank" / "ffrs.csv")
@@ -161,8 +194,8 @@ def detectors_of(study: Path) -> list[tuple[str, Path, str]]:
 
 def card(study: Path, folder: Path, label: str, out: Path) -> list[Section]:
     """The sections of one detector's card."""
-    return [identity(folder, label), performance(folder), colour(folder), top_units(folder),
-            figures(folder, study, out), ("Left for later", [LATER])]
+    return [identity(folder, label), performance(folder), colour(folder), robustness(folder), top_units(folder),
+            figures(folder, study, out)]
 
 
 def to_markdown(title: str, sections: list[Section]) -> str:

@@ -1,6 +1,6 @@
 """``tff study CONFIG.yaml``: the paper's whole pipeline for one detector, resumable, then the report.
 
-Steps run in order — evaluate → rank → dropout → lrpmax → color (→ colour-robust detector:
+Steps run in order — evaluate (→ robustness, opt-in) → rank → dropout → lrpmax → color (→ colour-robust detector:
 train or load, evaluate colour/gray, color) — each into ``OUT/<step>/``. A step that finished
 with the same settings *and the same inputs* is skipped, so an interrupted study resumes where it
 stopped: ``OUT/<step>/.step.json`` holds a hash of the step's settings, of the SHA-256 of every
@@ -30,8 +30,8 @@ from .outputs import OutputLock, check_writable
 from .results import InputIdentity, read_json, write_json
 from .study_checks import out_inside_data, python_spec_from, rerun_reason, trusts_code
 
-STEP_ORDER = ("evaluate", "rank", "dropout", "faithfulness", "lrpmax", "color", "color_robust", "planted",
-              "generator")
+STEP_ORDER = ("evaluate", "robustness", "rank", "dropout", "faithfulness", "lrpmax", "color", "color_robust",
+              "planted", "generator")
 
 
 class ConfigError(ValueError):
@@ -43,6 +43,7 @@ REQUIRED = object()
 SWITCH = ((str, type(None)), None)  # a tffkit.conventions switch: None = from the paper_code preset
 # step → {config key: switch name}; an explicit value overrides the top-level ``paper_code`` preset
 STEP_SWITCHES = {"evaluate": {"prob_dtype": "prob_dtype", "cal_compare": "cal_compare"},
+                 "robustness": {"prob_dtype": "prob_dtype"},
                  "rank": {"bounds": "bounds", "zplus_fallback": "zplus_fallback", "rank_crop": "rank_crop"},
                  "dropout": {"site": "dropout_site", "prob_dtype": "prob_dtype", "cal_compare": "cal_compare",
                              "random_k": "random_k"},
@@ -69,6 +70,10 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
              "real": ((str, type(None)), None), "split": ((str, type(None)), None),
              "small_images": (str, "upscale"), "group_pattern": ((str, type(None)), None)},
     "steps.evaluate": {"enabled": (bool, True)},
+    # the test images scored once per perturbation (docs/algorithms.md §10): JPEG qualities, resize factors, blur σ,
+    # grayscale; max_per_class None: data.max_per_class (then the evaluate step's clean scores are reused)
+    "steps.robustness": {"enabled": (bool, False), "jpeg": (list, [75, 50]), "resize": (list, [0.5]),
+                         "blur": (list, [1.0]), "grayscale": (bool, True), "max_per_class": ((int, type(None)), None)},
     "steps.rank": {"enabled": (bool, True), "min_prob": (float, 0.9), "k": (int, 114),
                    "max_per_class": ((int, type(None)), None), "with_reals": (bool, False)},
     "steps.dropout": {"enabled": (bool, True), "k_sweep": (list, [114]), "random_repeats": (int, 20),
@@ -200,6 +205,9 @@ def load_config(path_or_dict: str | os.PathLike | dict) -> dict:
             cr["weights"] = resolve(cr["weights"])
             if not Path(cr["weights"]).exists():
                 errors.append(f"steps.color_robust.weights: {cr['weights']} does not exist")
+    rb = cfg["steps"]["robustness"]
+    if rb["enabled"] and not (rb["jpeg"] or rb["resize"] or rb["blur"] or rb["grayscale"]):
+        errors.append("steps.robustness: no perturbation (give jpeg, resize, blur or grayscale: true)")
     if isinstance(cfg["uncertainty"].get("resamples"), int) and cfg["uncertainty"]["resamples"] < 1:
         errors.append(f"uncertainty.resamples: must be at least 1, got {cfg['uncertainty']['resamples']}")
     if isinstance(cfg.get("out"), str):
@@ -301,6 +309,21 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
         evaluate(det["arch"], weights, test, folder, data["sets"],
                  max_per_class=data["max_per_class"], **common, **switches("evaluate"), **boot)
 
+    def robustness_step(folder: Path) -> None:
+        import pandas as pd
+
+        from .analysis.robustness import perturbations_of, run_robustness
+
+        r = st["robustness"]
+        scores = out / "evaluate" / "scores.csv"  # same detector and images: no second clean pass
+        reuse = st["evaluate"]["enabled"] and r["max_per_class"] is None and scores.is_file()
+        run_robustness(det["arch"], weights, test, folder, data["sets"],
+                       perturbations=perturbations_of(jpeg=r["jpeg"], resize=r["resize"], blur=r["blur"],
+                                                      grayscale=r["grayscale"]),
+                       max_per_class=r["max_per_class"] or data["max_per_class"],
+                       clean_scores=pd.read_csv(scores, keep_default_na=False) if reuse else None,
+                       **common, **switches("robustness"), **boot)
+
     def rank_step(folder: Path) -> None:
         from .analysis.rank import rank
 
@@ -388,6 +411,9 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
 
     add("evaluate", {**base, **test_data, "uncertainty": cfg["uncertainty"]}, evaluate_step,
         ("metrics.csv", "scores.csv", "run.json"))
+    add("robustness", {**base, **st["robustness"], **test_data, "evaluate": st["evaluate"],
+                       "uncertainty": cfg["uncertainty"]}, robustness_step,
+        ("robustness.csv", "robustness.json", "run.json"))
     add("rank", rank_settings, rank_step, ("ffrs.csv", "ffrs.json", "run.json"))
     add("dropout", {**base, **st["dropout"], **test_data, "rank": rank_settings, "uncertainty": cfg["uncertainty"]},
         dropout_step,

@@ -1,7 +1,7 @@
 """Write one page per detector of a study (Markdown and HTML), from the study's files alone — no model is run:
 identity (architecture, checkpoint SHA-256, licence of the released weights, preprocessing), AP and real/fake
-accuracy per generator with 95% intervals, the change without colour, the top units and links to the explanation
-figures. Robustness to JPEG/resize/blur and the real/fake asymmetry are not on the card yet."""
+accuracy per generator with 95% intervals, the change without colour, robustness to JPEG/resize/blur/grayscale with
+the real/fake asymmetry (the study's robustness step), the top units and links to the explanation figures."""
 
 from __future__ import annotations
 

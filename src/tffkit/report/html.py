@@ -20,6 +20,7 @@ from .section_generator import section_generator
 from .section_intervals import color_intervals, dropout_intervals, ffrs_groups, transfer_intervals
 from .section_planted import section_planted
 from .section_replicates import section_replicates
+from .section_robustness import section_robustness
 from .tables import html_table, key_value_table, mark, relative, wide_paper_table
 
 TEMPLATE = Path(__file__).with_name("report.html")
@@ -371,7 +372,7 @@ def build_report(out: str | Path) -> Path:
     study = read_json(out / "study.json")
     sections = [
         section_replicates(out), section_detectors(out, study), section_data(out, study), section_transfer(out, study),
-        section_ffrs(out, study),
+        section_robustness(out), section_ffrs(out, study),
         section_dropout(out, study),
         section_faithfulness(out, _figures, study["data"]["train_set"]),
         section_folder(out, "lrpmax", "What the T-FF detect (LRP-max)",
