@@ -156,7 +156,7 @@ def test_same_seed_is_bit_identical_and_seed_matters(built: tuple[Path, dict], t
 def test_stale_or_damaged_benchmark_is_rebuilt(tmp_path: Path) -> None:
     root = tmp_path / "b"
     build_benchmark(root, scale=SCALE, seed=0, progress=False)
-    victim = next((root / "test" / TRAINING_FAMILY / "1_fake").glob("*.png"))
+    victim = next((root / "fold0" / "test" / TRAINING_FAMILY / "1_fake").glob("*.png"))
     victim.unlink()
     build_benchmark(root, scale=SCALE, seed=0, progress=True)
     assert victim.is_file()
@@ -286,8 +286,8 @@ def test_benchmark_fakes_carry_the_colour_artefact_and_the_upsampling_trace(buil
         return float((spec[:, 32, :].sum() + spec[:, :, 32].sum()) / spec.sum())
 
     for fam in ("tconv", "nearest", "pixelshuffle"):
-        real = _read(sorted((root / "test" / fam / "0_real").glob("*.png")))
-        fake = _read(sorted((root / "test" / fam / "1_fake").glob("*.png")))
+        real = _read(sorted((root / "fold0" / "test" / fam / "0_real").glob("*.png")))
+        fake = _read(sorted((root / "fold0" / "test" / fam / "1_fake").glob("*.png")))
         assert nyquist_share(fake) != pytest.approx(nyquist_share(real), rel=0.05), fam
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 
 from ..results import read_json
 from ..wording import direction
-from .tables import html_table, mark
+from .tables import html_table
 
 LABEL = {"top": "top", "random": "random (same size)", "matched": "random, PSNR-matched", "low": "low"}
 
@@ -98,8 +98,13 @@ def section_generator(out: Path, figures, train: Sequence[str] = ()) -> dict | N
                      + "; ".join(f"{n} {_known(k)}" for n, k in known.items()) + ". ")
     sentence += "; ".join(notes) + "."
     figs = [{**f, "caption": f"{name}: {f['caption']}"} for name in summaries for f in figures(folder / name, "*.png")]
-    # one column per generator, the measures as rows: as narrow as the page for any number of mask kinds
-    table = pd.DataFrame(rows).set_index("generator").T
-    table.columns = [mark(c, train) for c in table.columns]
+    # three narrow tables (generators as rows) instead of one as wide as 15 columns: the ranking, Δp(fake), PSNR
+    table = pd.DataFrame(rows)
+    parts = (("The ranking and the masks", lambda c: "Δp" not in c and "PSNR" not in c and " − " not in c),
+             ("Δp(fake) of the masked generators' images", lambda c: "Δp" in c or " − " in c),
+             ("How much each mask changes the image", lambda c: "PSNR" in c))
+    body = "".join(f"<h3>{title}</h3>" + html_table(table[["generator", *[c for c in table.columns[1:] if keep(c)]]],
+                                                     {"median p(fake), unmasked": "2"}, train, ("generator",))
+                   for title, keep in parts)
     return {"id": "generator", "title": "Where the traces come from in the generator", "sentence": sentence,
-            "body": html_table(table.rename_axis("measure").reset_index()), "figures": figs}
+            "body": body, "figures": figs}
