@@ -450,8 +450,10 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
     return steps
 
 
-def run_study(config: str | os.PathLike | dict, progress: bool = True, paper_code: bool | None = None) -> Path:
-    """Validate ``config``, run (or resume) every enabled step, then write ``OUT/report.html``.
+def run_study(config: str | os.PathLike | dict, progress: bool = True, paper_code: bool | None = None, *,
+              report: bool = True) -> Path:
+    """Validate ``config``, run (or resume) every enabled step, then write ``OUT/report.html`` and return its path
+    (``report=False``: no report, the study folder returned).
 
     ``paper_code`` (when not None) replaces the config's ``paper_code`` preset."""
     from .report.html import build_report
@@ -464,4 +466,4 @@ def run_study(config: str | os.PathLike | dict, progress: bool = True, paper_cod
         write_json(out / "study.json", cfg)
         status = run_steps(build_steps(cfg, progress), out)
         write_json(out / "study.json", {**cfg, "status": status})
-        return build_report(out)
+        return build_report(out) if report else out

@@ -25,7 +25,6 @@ import numpy as np
 import pandas as pd
 
 from .. import distributed as tdist
-from ..demo.benchmark import GROUND_TRUTH
 from ..inputs import explainer_for, find_data, load_model, run_preprocessing
 from ..outputs import run_folder
 from ..results import RunRecord, read_json, write_csv, write_json
@@ -33,6 +32,9 @@ from .activations import load_tffs, tff_keys
 from .color import VERSIONS, max_activations
 
 MIN_EFFECT = 0.5
+
+#: the per-image ground truth a benchmark ships beside its benchmark.json (the embedded demo writes one)
+GROUND_TRUTH = "ground_truth.csv"
 
 
 def find_ground_truth(data: str | os.PathLike, levels: int = 2) -> Path | None:

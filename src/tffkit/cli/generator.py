@@ -43,6 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .. import demo  # noqa: F401  (registers the demo's generator kinds, demo:<family>)
     from ..analysis.generator import run_generator
 
     res = run_generator(args.generator, args.generator_weights, args.arch, weights(args), args.out, args.images,

@@ -28,6 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .. import demo  # noqa: F401  (registers the demo's generator kinds, demo:<family>)
     from ..study import load_config, run_study
 
     if args.report_only:

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from tffkit.analysis.planted import GROUND_TRUTH
 from tffkit.demo.artefacts import PlantedArtefacts, chroma_stats, plant_colour
 from tffkit.demo.generators import FAMILIES, TRAINING_FAMILY, n_parameters, regenerate, train_generator
 from tffkit.progress import progress_bar
@@ -56,8 +57,6 @@ __all__ = ["BENCHMARK_VERSION", "FAMILIES", "FOLDS", "GROUND_TRUTH", "IMAGE_SIZE
 # 2: the trained generators are kept (generators/<family>.pth); 3: planted artefacts and ground_truth.csv;
 # 4: twelve images in two folds (cross-fitting over photographs)
 BENCHMARK_VERSION: int = 4
-#: The per-image ground truth written next to ``benchmark.json``.
-GROUND_TRUTH = "ground_truth.csv"
 _SUFFIXES = {"png": ".png", "jpeg": ".jpg"}
 #: The file names ``NNNNN_<photo>.png`` name their source photograph: the group of intervals (docs/algorithms.md §10).
 PHOTO_GROUP_PATTERN = r"^\d{5}_(.+)\.(?:png|jpg)$"
@@ -85,7 +84,7 @@ def photo_split(fold: int) -> dict[str, dict[str, list[str]]]:
 # Images per label at scale 1: per class for train/val, per family for test.
 _BASE_COUNTS = {"train": 300, "val": 60, "test": 72}  # val: 10 crops per photograph
 _MIN_COUNT = 4
-_GEN_STEPS = 300  # generator optimisation steps at scale 1
+_GEN_STEPS = 400  # generator optimisation steps at scale 1
 _GEN_POOL = 512  # training crops the generators learn from at scale 1
 _MIN_GEN_STEPS = 20
 

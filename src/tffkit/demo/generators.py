@@ -178,3 +178,13 @@ def regenerate(model: nn.Module, images: np.ndarray, batch_size: int = 64) -> np
     outs = [to_uint8(model(to_tensor(images[i:i + batch_size])))
             for i in range(0, len(images), batch_size)]
     return np.concatenate(outs) if outs else images[:0].copy()
+
+
+def _register() -> None:
+    """The demo adds its generators to the library as ``demo:<family>`` (the library does not import the demo)."""
+    from ..generation.models import register_generator_kind
+
+    register_generator_kind("demo", RegenGenerator)
+
+
+_register()

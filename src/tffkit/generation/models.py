@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -148,27 +148,34 @@ def generator_state_dict(checkpoint: Mapping) -> dict[str, torch.Tensor]:
     return sd
 
 
-def _demo_generator(sd: Mapping[str, torch.Tensor], family: str) -> nn.Module:
-    from ..demo.generators import RegenGenerator
+#: image-to-image generator kinds ``<prefix>:<name>`` that other code adds (:func:`register_generator_kind`; the
+#: embedded demo adds ``demo``): prefix → a function building the untrained generator ``name``
+GENERATOR_KINDS: dict[str, Callable[[str], nn.Module]] = {}
 
-    model = RegenGenerator(family)
-    model.load_state_dict(sd, strict=True)
-    return model
+
+def register_generator_kind(prefix: str, build: Callable[[str], nn.Module]) -> None:
+    """Let ``load_generator`` read ``<prefix>:<name>`` generators: ``build(name)`` returns the untrained module, the
+    checkpoint's state dict is loaded into it strictly."""
+    GENERATOR_KINDS[prefix] = build
 
 
 def load_generator(kind: str, weights: str | os.PathLike, trust: bool = False) -> nn.Module:
-    """A ``progan`` or ``dcgan`` generator whose architecture is read off the checkpoint, or one of the embedded
-    demo's image-to-image generators (``demo:<family>``, e.g. ``demo:tconv``), in eval mode.
+    """A ``progan`` or ``dcgan`` generator whose architecture is read off the checkpoint, or a registered
+    image-to-image kind ``<prefix>:<name>`` (the embedded demo's ``demo:<family>``, e.g. ``demo:tconv``, once
+    ``tffkit.demo`` is imported), in eval mode.
 
     Checkpoints load with ``weights_only=True``; GAN zoo files pickle their training config, so they need
     ``trust=True`` (only for files from a source you trust: unpickling can run code)."""
-    family = kind.split(":", 1)[1] if kind.startswith("demo:") else None
-    if kind not in GENERATORS and family is None:
-        raise ValueError(f"unknown generator {kind!r}; known: {', '.join(GENERATORS)}, demo:<family>")
+    prefix, _, name = kind.partition(":")
+    if kind not in GENERATORS and (not name or prefix not in GENERATOR_KINDS):
+        known = [*GENERATORS, *(f"{p}:<name>" for p in GENERATOR_KINDS)]
+        raise ValueError(f"unknown generator {kind!r}; known: {', '.join(known)}")
     from ..detectors.checkpoints import read_checkpoint
 
     checkpoint = read_checkpoint(weights, trust, "generator weights")
     sd = generator_state_dict(checkpoint)
-    if family is not None:
-        return _demo_generator(sd, family).eval()
-    return GENERATORS[kind].from_state_dict(sd).eval()
+    if kind in GENERATORS:
+        return GENERATORS[kind].from_state_dict(sd).eval()
+    model = GENERATOR_KINDS[prefix](name)
+    model.load_state_dict(sd, strict=True)
+    return model.eval()
