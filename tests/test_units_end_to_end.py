@@ -28,7 +28,8 @@ def test_rank_dropout_lrpmax_color_run_on_transformer_and_convnext_units(tmp_pat
     ranking = pd.read_csv(tmp_path / "rank" / "ffrs.csv")
     assert set(ranking["unit"]) == kinds
     assert ranking["key"].str.match(r"^.+\.#\d+\(T=\d+\)$").all()
-    assert ranking["omega"].between(0, 1).all() and ranking["omega"].is_monotonic_decreasing
+    assert ranking["omega"].between(0, 1).all()  # ranked by kind (the default): ω falls within each kind
+    assert ranking.groupby("unit")["omega"].apply(lambda w: w.is_monotonic_decreasing).all()
 
     assert main(["dropout", *common, "--ranking", str(tmp_path / "rank" / "ffrs.csv"), "--k-sweep", "4",
                  "--random-repeats", "2", "--out", str(tmp_path / "dropout")]) == 0

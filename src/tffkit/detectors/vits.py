@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..lrp.registry import Gradient, register_rule
+from ..lrp.registry import Gradient
 
 
 def _timm_vit() -> type:
@@ -47,8 +47,6 @@ def token_crops(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     return torch.stack(crops, 1)
 
 
-register_rule(token_crops, Gradient())  # copies of tokens: relevance of the copies sums back (one traced operation)
-
 
 def crop_mask(crops: int, length: int, device: torch.device) -> torch.Tensor:
     """(crops·length)² boolean attention mask: True within a crop's tokens, False across crops."""
@@ -64,6 +62,8 @@ def bfree_vit(**kwargs: Any) -> nn.Module:
         """timm DINOv2-register ViT whose forward averages the logits of five token crops of the whole image."""
 
         crops = 5
+        # copies of tokens: the relevance of the copies sums back (one traced operation; tffkit.lrp.composite)
+        tff_lrp_rules = {token_crops: Gradient()}
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             grid = self.patch_embed.grid_size  # the mask is made per call: a bool buffer would be read as the dtype
