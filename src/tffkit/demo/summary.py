@@ -224,6 +224,15 @@ def summary_markdown(s: dict) -> str:
             + (f" (benchmark {t['benchmark_s']:.0f} s, training {sum(t['training_s_per_seed'].values()):.0f} s of "
                f"compute, whole study {t['whole_study_s']:.0f} s, headline steps of the other replicates "
                f"{sum(t['headline_steps_s'].values()):.0f} s)" if t else "") + ".")
+    ranks = [r for rep in s["replicates"].values() for folds in rep["rankings"].values() for r in folds]
+    warned = [r["warning"] for r in ranks if r.get("warning")]
+    def span(key: str) -> str:
+        low, high = min(r[key] for r in ranks), max(r[key] for r in ranks)
+        return f"{low}" if low == high else f"{low}–{high}"
+
+    head += (f" Each of the {len(ranks)} rankings rests on {span('fakes_used')} confident fakes from "
+             f"{span('groups')} photographs" + (f"; {len(warned)} warned: " + "; ".join(warned) if warned else "")
+             + ".") if ranks else ""
     lines = [head, "", "| claim (the paper's direction) | holds | " + " | ".join(f"seed {x}" for x in seeds) + " |",
              "|---|---|" + "---|" * len(seeds)]
     lines += [f"| {c['claim']} | {c['holds']} | " + " | ".join(c["per_seed"][x] for x in seeds) + " |"

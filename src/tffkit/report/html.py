@@ -21,9 +21,10 @@ from .section_intervals import color_intervals, dropout_intervals, ffrs_groups, 
 from .section_planted import section_planted
 from .section_replicates import section_replicates
 from .section_robustness import section_robustness
-from .tables import html_table, key_value_table, mark, relative, wide_paper_table
+from .tables import html_table, key_value_table, mark, relative, sets_as_rows, wide_paper_table
 
 TEMPLATE = Path(__file__).with_name("report.html")
+TABLE_METRICS = ("ap", "real_acc", "fake_acc")  # Table I.1's order, in every colour table
 
 
 def _img(path: Path) -> dict | None:
@@ -238,13 +239,17 @@ def section_color(out: Path, study: dict, folder_name: str = "color", title: str
     if not (folder / "table_color_gray.csv").is_file():
         return None
     det, train = study["detector"].get("paper_detector"), study["data"]["train_set"]
-    gray = pd.read_csv(folder / "table_color_gray.csv")
-    body = ("<h3>Colour vs grayscale (Table I.1 layout; AP and accuracies at p > 0.5, %)</h3>"
-            + html_table(gray, {c: "1" for c in gray.columns[1:]}, train)) if metrics_table else ""
+    body = ""
+    if metrics_table and (folder / "color_metrics.csv").is_file():
+        gray = sets_as_rows(pd.read_csv(folder / "color_metrics.csv"), set_column="set", versions=["version"],
+                            metrics=TABLE_METRICS)
+        body = ("<h3>Colour vs grayscale (Table I.1's numbers, one row per test set; AP and accuracies at p > 0.5, "
+                "%)</h3>" + html_table(gray, {c: "1" for c in gray.columns[1:]}, train))
     if det and folder_name == "color":
         paper = paper_numbers("color", det)
         if len(paper):
-            wide = wide_paper_table(paper)
+            wide = sets_as_rows(paper.assign(row=paper["row"].replace({"baseline": "colour"})), set_column="gan",
+                                versions=["row"], metrics=["AP", "real_acc", "fake_acc"])
             body += "<p>The paper's numbers for this detector:</p>" + html_table(
                 wide, {c: "1" for c in wide.columns[1:]}, train)
     drops = pd.read_csv(folder / "median_probability.csv") if (folder / "median_probability.csv").is_file() \
@@ -300,19 +305,13 @@ def section_color_robust(out: Path, study: dict) -> dict | None:
     parts = [pd.read_csv(f / "color_metrics.csv").assign(detector=label)
              for f, label in labels.items() if (f / "color_metrics.csv").is_file()]
     tidy = pd.concat(parts, ignore_index=True)
-    order = {"ap": 0, "real_acc": 1, "fake_acc": 2}  # the order of Table I.1 (and of the colour section)
-    tidy = tidy[tidy["metric"].isin(order)]
-    columns = [f"{s} {m}" for s in dict.fromkeys(tidy["set"]) for m in order]
-    wide = tidy.assign(column=tidy["set"] + " " + tidy["metric"]).pivot(
-        index=["detector", "version"], columns="column", values="value")
-    wide = wide[[c for c in columns if c in wide.columns]].reset_index()
-    wide.columns.name = None
+    wide = sets_as_rows(tidy, set_column="set", versions=["detector", "version"], metrics=TABLE_METRICS)
     ap = tidy[tidy["metric"] == "ap"].groupby(["detector", "version"])["value"].mean()
     sentence = "; ".join(f"{d}: mean AP {ap[(d, 'colour')]:.1f}% on colour, {ap[(d, 'grayscale')]:.1f}% on grayscale"
                          for d in dict.fromkeys(tidy["detector"]) if (d, "grayscale") in ap.index) + "."
     color = section_color(out, study, "color_robust/color", "", metrics_table=False)
     body = ("<h3>AP and accuracies at p > 0.5 (%), colour vs grayscale</h3>"
-            + html_table(wide, {c: "1" for c in wide.columns[2:]}, study["data"]["train_set"]))
+            + html_table(wide, {c: "1" for c in wide.columns[1:]}, study["data"]["train_set"]))
     if color:
         body += "<h3>The colour-robust detector's own T-FF</h3>" + color["body"]
         sentence += " " + color["sentence"]

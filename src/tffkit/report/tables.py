@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import html
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -105,6 +105,19 @@ def key_value_table(rows: Iterable[tuple[str, object]]) -> str:
     body = "".join(f"<tr><th>{html.escape(str(k))}</th><td class='l'>{html.escape(str(v))}</td></tr>"
                    for k, v in rows)
     return f"<div class='scroll'><table class='tbl kv'>{body}</table></div>"
+
+
+def sets_as_rows(tidy: pd.DataFrame, *, set_column: str, versions: Sequence[str], metrics: Sequence[str],
+                 value: str = "value", metric: str = "metric") -> pd.DataFrame:
+    """A tidy table (one value per set, version(s) and metric) with one row per set and a column per
+    (version…, metric) in the given metric order — as narrow as the page for any number of sets."""
+    t = tidy[tidy[metric].isin(metrics)]
+    wide = t.pivot_table(index=set_column, columns=[*versions, metric], values=value, sort=False)
+    keys = list(dict.fromkeys(tuple(r) for r in t[list(versions)].itertuples(index=False)))
+    order = [(*k, m) for k in keys for m in metrics if (*k, m) in wide.columns]
+    wide = wide[order]
+    wide.columns = [" ".join(str(x) for x in c) for c in order]
+    return wide.rename_axis("set").reset_index()
 
 
 def wide_paper_table(paper: pd.DataFrame, columns: str = "gan", metric: str | None = "metric") -> pd.DataFrame:
