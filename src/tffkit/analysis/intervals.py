@@ -73,6 +73,11 @@ def metric_intervals(scores: pd.DataFrame, *, resamples: int = RESAMPLES, seed: 
     return pd.DataFrame(rows)
 
 
+def median_change(colour: np.ndarray, gray: np.ndarray) -> float:
+    """The change of the median p(fake) without colour, grayscale − colour, in percentage points (NaN when empty)."""
+    return 100 * (float(np.median(gray)) - float(np.median(colour))) if len(colour) else float("nan")
+
+
 def median_change_intervals(probs: pd.DataFrame, *, resamples: int = RESAMPLES, seed: int = SEED
                             ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per set, the change of the median p(fake) under colour removal (grayscale − colour, pp) with its interval over
@@ -86,7 +91,7 @@ def median_change_intervals(probs: pd.DataFrame, *, resamples: int = RESAMPLES, 
     groups = probs["group"].astype(str).to_numpy() if "group" in probs else probs["path"].astype(str).to_numpy()
 
     def change(sel: np.ndarray) -> float:
-        return 100 * (float(np.median(gray[sel])) - float(np.median(colour[sel]))) if len(sel) else float("nan")
+        return median_change(colour[sel], gray[sel])
 
     found = ClusterResampler(groups, strata=code, resamples=resamples, seed=seed).intervals(
         lambda idx: [change(idx[code[idx] == i]) for i in range(len(names))])

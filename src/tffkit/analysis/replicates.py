@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from .intervals import SEED
+from .intervals import SEED, median_change
 from .uncertainty import EFFECT_THRESHOLD, RESAMPLES, ClusterResampler, paired_effects
 
 
@@ -28,10 +28,6 @@ def _check_disjoint(groups_per_fold: Sequence[Sequence[str]]) -> None:
                 raise ValueError(f"group {g!r} is in fold {seen[g]} and in fold {fold}: folds must not share a "
                                  "group (each source is tested once)")
             seen[g] = fold
-
-
-def _median_change(colour: np.ndarray, gray: np.ndarray) -> float:
-    return 100 * (float(np.median(gray)) - float(np.median(colour))) if len(colour) else float("nan")
 
 
 def _conditional(colour: np.ndarray, gray: np.ndarray) -> int:
@@ -89,7 +85,7 @@ def pooled_color(detectors: dict[str, Sequence[dict]], *, resamples: int = RESAM
                 for name in names]
 
     def change(parts: list) -> float:
-        return _median_change(np.concatenate([f["p_colour"][r] for f, r in parts]),
+        return median_change(np.concatenate([f["p_colour"][r] for f, r in parts]),
                               np.concatenate([f["p_gray"][r] for f, r in parts]))
 
     def share(parts: list) -> float:

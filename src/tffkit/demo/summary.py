@@ -19,6 +19,7 @@ import pandas as pd
 
 from ..analysis.replicates import over_replicates, pooled_color, verdict
 from ..results import read_json, write_json
+from ..wording import side
 
 START, END = "<!-- demo-summary:start -->", "<!-- demo-summary:end -->"
 #: each detector's colour folder in a study
@@ -85,11 +86,6 @@ def _replicate(studies: list[Path], training_family: str) -> dict:
             "ap": {d: _ap(studies, folder) for d, folder in COLOR.items()}}
 
 
-def _side(low: float, high: float) -> bool | None:
-    """True when an interval lies above 0, False below, None when it includes 0."""
-    return True if low > 0 else (False if high < 0 else None)
-
-
 CLAIMS = (
     ("Without colour, the universal detector's median p(fake) falls on every unseen family (interval below 0)",
      "universal:change", -1, "unseen"),
@@ -107,7 +103,8 @@ def _claims(sets: dict, training_family: str) -> list[dict]:
     for text, key, sign, which in CLAIMS:
         names = [s for s in sets if which == "all" or s != training_family]
         verdicts = {s: (None if key not in sets[s] else
-                        _side(*sorted((sign * sets[s][key]["low"], sign * sets[s][key]["high"])))) for s in names}
+                        {1: True, -1: False, 0: None}[side(*sorted((sign * sets[s][key]["low"],
+                                                                     sign * sets[s][key]["high"])))]) for s in names}
         values = list(verdicts.values())
         holds = "yes" if values and all(v is True for v in values) else (
             "no" if any(v is False for v in values) else "not shown")
