@@ -213,8 +213,9 @@ def summary_markdown(s: dict) -> str:
     seeds = [str(x) for x in s["seeds"]]
     t = s.get("timing") or {}
     head = (f"{len(seeds)} training seeds ({', '.join(seeds)}) × {s['folds']} folds of photographs, scale "
-            f"{s['scale']}, colour strength {s['colour_strength']}: every test set holds all {photos} photographs, "
-            f"each tested once by the detectors of the fold that did not train on it. Intervals are 95% over "
+            f"{s['scale']}, colour strength {s['colour_strength']}: every test set holds all {photos} source images "
+            f"(photographs and a colour chart), each tested once by the detectors of the fold that did not train on "
+            f"it. Intervals are 95% over "
             f"photographs (cluster bootstrap within folds), per seed; \"over seeds\" is the median (range) of the "
             f"seeds' values. Machine: {s['machine']['cpu_model']}, {s['machine']['torch_threads']} threads"
             + (f"; {s['elapsed_s'] / 60:.1f} min in all" if s.get("elapsed_s") else "")
