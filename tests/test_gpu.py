@@ -11,7 +11,7 @@ import torch
 from lrp_helpers import pseudo_trained
 from tffkit import distributed as tdist
 from tffkit.analysis.ffrs import FFRSAccumulator, accumulate_batch
-from tffkit.analysis.rank import rank
+from tffkit.jobs.rank import RankOptions, rank
 from tffkit.data import find_samples, normalize
 from tffkit.lrp import Explainer
 from tffkit.passes import DatasetPass
@@ -41,9 +41,10 @@ def test_loader_batches_are_pinned_and_land_on_the_gpu(tree: Path):
 
 def test_rank_on_gpu_matches_cpu(trained_tiny):
     weights, data = trained_tiny
-    args = dict(preset="full", min_prob=0.5, batch_size=8, num_workers=0, progress=False)
-    cpu = rank("tiny_resnet", weights, data, None, device="cpu", **args).ranking
-    gpu = rank("tiny_resnet", weights, data, None, device="cuda", **args).ranking
+    args = dict(arch="tiny_resnet", weights=str(weights), preset="full", min_prob=0.5, batch_size=8, workers=0,
+                progress=False)
+    cpu = rank(data, options=RankOptions(**args, device="cpu")).ranking
+    gpu = rank(data, options=RankOptions(**args, device="cuda")).ranking
     both = cpu.merge(gpu, on=["layer", "channel"], suffixes=("_cpu", "_gpu"))
     assert len(both) == len(cpu) == 720
     np.testing.assert_allclose(both["omega_gpu"], both["omega_cpu"], rtol=1e-3, atol=1e-6)

@@ -236,15 +236,16 @@ def test_random_resized_crop_is_torchvisions_seeded_per_image(tmp_path):
 
 
 def test_rank_paper_code_takes_the_random_resized_crop(tmp_path):
-    from tffkit.analysis.rank import rank
+    from tffkit.jobs.rank import RankOptions, rank
 
     data = make_tree(tmp_path / "d", {"progan": []}, n=3, size=256)
     weights = save_checkpoint(tmp_path / "w.pth", pseudo_trained("tiny_resnet"))
-    args = dict(min_prob=0.0, k=4, preset="center224", batch_size=8, device="cpu", num_workers=0, progress=False)
-    paper = rank("tiny_resnet", weights, data, None, paper_code=True, **args).ranking
-    same = rank("tiny_resnet", weights, data, None, paper_code=True, **args).ranking
-    other = rank("tiny_resnet", weights, data, None, paper_code=True, seed=1, **args).ranking
-    centre = rank("tiny_resnet", weights, data, None, paper_code=True, rank_crop="center", **args).ranking
+    args = dict(arch="tiny_resnet", weights=str(weights), min_prob=0.0, k=4, preset="center224", batch_size=8,
+                device="cpu", workers=0, progress=False, paper_code=True)
+    paper = rank(data, options=RankOptions(**args)).ranking
+    same = rank(data, options=RankOptions(**args)).ranking
+    other = rank(data, options=RankOptions(**args, seed=1)).ranking
+    centre = rank(data, options=RankOptions(**args, rank_crop="center")).ranking
     pd.testing.assert_frame_equal(paper, same)
     assert not np.array_equal(paper["omega"], other["omega"]) and not np.array_equal(paper["omega"], centre["omega"])
 

@@ -45,12 +45,11 @@ def measured(monkeypatch):
 
 def test_report_figures_are_readable_at_the_report_width(tmp_path: Path, measured):
     from tffkit.analysis.dropout import plot_ap_vs_k
-    from tffkit.analysis.rank import plot_ranking
+    from tffkit.report.figures_tff import plot_ranking
 
     rng = np.random.default_rng(0)
-    layers = [SimpleNamespace(name=n) for n in RESNET50_LAYERS]
     table = pd.DataFrame({"layer": rng.choice(RESNET50_LAYERS, 26560), "omega": np.sort(rng.random(26560))[::-1]})
-    plot_ranking(table, SimpleNamespace(layers=layers), 114, tmp_path)
+    plot_ranking(table, RESNET50_LAYERS, 114, tmp_path)
     rows = [{"variant": f"{kind}-{k}" if k else "baseline", "kind": kind, "k": k, "set": s, "ap": rng.random(),
              "ap_std": 0.01} for s in SETS for kind, ks in (("baseline", [0]), ("top", [29, 57, 114, 228]),
                                                              ("random", [29, 57, 114, 228]), ("low", [29, 57]))

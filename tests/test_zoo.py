@@ -315,12 +315,11 @@ def test_tff_detectors_lists_the_zoo(capsys):
 
 @pytest.mark.parametrize("name", ZOO_NAMES)
 def test_rank_explains_every_zoo_entry(tmp_path: Path, name: str):
-    from tffkit.analysis.rank import rank
-    from tffkit.detectors import Weights
+    from tffkit.jobs.rank import RankOptions, rank
 
     tree = make_tree(tmp_path / "d", {"progan": []}, n=2, size=32)
-    res = rank(f"{name}@tiny", Weights(random=True), tree, tmp_path / "rank", min_prob=0.0, k=3, batch_size=2,
-               device="cpu", num_workers=0, progress=False)
+    res = rank(tree, options=RankOptions(arch=f"{name}@tiny", random_weights=True, min_prob=0.0, k=3, batch_size=2,
+                                         device="cpu", workers=0, progress=False), out=tmp_path / "rank")
     assert res.summary["fakes_used"] == 2 and np.isfinite(res.ranking["omega"]).all()
     assert json.loads((tmp_path / "rank" / "run.json").read_text())["detector"]["random_weights"]
 

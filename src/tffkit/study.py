@@ -24,6 +24,8 @@ import yaml
 
 from .conventions import SWITCHES
 from .detectors import Weights
+from .jobs.options import study_schema
+from .jobs.rank import RankOptions
 from .layouts import LAYOUTS, DataSpec
 from .options import code_trust, problem
 from .outputs import OutputLock, check_writable
@@ -44,7 +46,6 @@ SWITCH = ((str, type(None)), None)  # a tffkit.conventions switch: None = from t
 # step → {config key: switch name}; an explicit value overrides the top-level ``paper_code`` preset
 STEP_SWITCHES = {"evaluate": {"prob_dtype": "prob_dtype", "cal_compare": "cal_compare"},
                  "robustness": {"prob_dtype": "prob_dtype"},
-                 "rank": {"bounds": "bounds", "zplus_fallback": "zplus_fallback", "rank_crop": "rank_crop"},
                  "dropout": {"site": "dropout_site", "prob_dtype": "prob_dtype", "cal_compare": "cal_compare",
                              "random_k": "random_k"},
                  "faithfulness": {"bounds": "bounds", "zplus_fallback": "zplus_fallback", "site": "dropout_site",
@@ -74,8 +75,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
     # grayscale; max_per_class None: data.max_per_class (then the evaluate step's clean scores are reused)
     "steps.robustness": {"enabled": (bool, False), "jpeg": (list, [75, 50]), "resize": (list, [0.5]),
                          "blur": (list, [1.0]), "grayscale": (bool, True), "max_per_class": ((int, type(None)), None)},
-    "steps.rank": {"enabled": (bool, True), "min_prob": (float, 0.9), "k": (int, 114),
-                   "max_per_class": ((int, type(None)), None), "with_reals": (bool, False)},
+    "steps.rank": {"enabled": (bool, True)},  # and the fields of tff rank's options (STEP_OPTIONS)
     "steps.dropout": {"enabled": (bool, True), "k_sweep": (list, [114]), "random_repeats": (int, 20),
                       "seed": (int, 0)},
     # rankings compared by deletion (docs/algorithms.md §8); top_k None = steps.rank.k; max_per_class: source images;
@@ -109,6 +109,12 @@ for _step, _keys in STEP_SWITCHES.items():
     for _key, _switch in _keys.items():
         SCHEMA[f"steps.{_step}"][_key] = SWITCH
         CHOICES[f"steps.{_step}.{_key}"] = SWITCHES[_switch].choices
+STEP_OPTIONS = {"rank": RankOptions}  # a step configured by its command's options: the same fields and defaults
+for _step, _cls in STEP_OPTIONS.items():
+    for _key, (_types, _default, _choices) in study_schema(_cls).items():
+        SCHEMA[f"steps.{_step}"][_key] = (_types if len(_types) > 1 else _types[0], _default)
+        if _choices:
+            CHOICES[f"steps.{_step}.{_key}"] = _choices
 
 
 def _validate(section: str, given: dict, errors: list[str]) -> dict:
@@ -324,12 +330,21 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
                        clean_scores=pd.read_csv(scores, keep_default_na=False) if reuse else None,
                        **common, **switches("robustness"), **boot)
 
-    def rank_step(folder: Path) -> None:
-        from .analysis.rank import rank
+    def rank_options(arch: str = det["arch"], w: Weights = weights, with_reals: bool | None = None):
+        from .jobs.options import from_config
+        from .jobs.rank import RankOptions
 
-        r = st["rank"]
-        rank(det["arch"], weights, source, folder, data["source_sets"], r["max_per_class"],
-             r["min_prob"], r["with_reals"], r["k"], attention=det["attention"], **common, **switches("rank"))
+        r = {**st["rank"], **({} if with_reals is None else {"with_reals": with_reals})}
+        return from_config(RankOptions, r, arch=arch, weights=w.path, backbone_weights=w.backbone,
+                           random_weights=w.random, trust_checkpoint=w.trust, sets=data["source_sets"],
+                           attention=det["attention"], preset=cfg["preset"], batch_size=cfg["batch_size"],
+                           device=cfg["device"], workers=cfg["workers"], progress=progress,
+                           paper_code=cfg["paper_code"])
+
+    def rank_step(folder: Path) -> None:
+        from .jobs.rank import rank
+
+        rank(source, options=rank_options(), out=folder)
 
     def dropout_step(folder: Path) -> None:
         from .analysis.dropout import dropout
@@ -374,8 +389,8 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
                   colour_scores=colour, **common, **switches("color"), **boot)
 
     def color_robust_step(folder: Path) -> None:
-        from .analysis.rank import rank
         from .evaluate import evaluate
+        from .jobs.rank import rank
 
         cr = st["color_robust"]
         cr_weights = cr["weights"]
@@ -392,9 +407,7 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
         cr_w = Weights(cr_weights, trust=det["trust_checkpoint"])
         evaluate(arch, cr_w, test, folder / "evaluate", data["sets"], max_per_class=data["max_per_class"],
                  **common, **switches("evaluate"), **boot)
-        r = st["rank"]
-        rank(arch, cr_w, source, folder / "rank", data["source_sets"], r["max_per_class"], r["min_prob"],
-             False, r["k"], attention=det["attention"], **common, **switches("rank"))
+        rank(source, options=rank_options(arch, cr_w, with_reals=False), out=folder / "rank")
         color_step(folder / "color", arch, cr_w, folder / "rank" / "ffrs.csv", folder / "evaluate")
         if cr["weights"] is not None and (folder / "train").is_dir():  # the step owns its folder: no stale training
             shutil.rmtree(folder / "train")

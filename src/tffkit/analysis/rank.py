@@ -1,23 +1,16 @@
-"""The ``tff rank`` job: ω of every feature map over the confident fakes of a source set, ranked."""
+"""FF-RS over a dataset pass: ω of every unit from the confident fakes, the ranking's summary and its warnings."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 
 from .. import distributed as tdist
-from ..conventions import resolve
-from ..inputs import explainer_for, find_data, input_record, load_model, run_preprocessing
 from ..lrp import Explainer
-from ..outputs import run_folder
-from ..passes import DatasetPass
-from ..results import RunRecord, save_figure, write_csv, write_json
 from .ffrs import FFRSAccumulator, accumulate_batch, ranking_table, tie_summary
 
 
@@ -34,83 +27,32 @@ class RankResult:
     summary: dict
 
 
-def rank(arch: str, weights: str | os.PathLike | None, data: str | os.PathLike, out: str | os.PathLike | None,
-         sets: Sequence[str] | None = None, max_per_class: int | None = None, min_prob: float = 0.9,
-         with_reals: bool = False, k: int = 114, preset: str = "detector", batch_size: int = 64,
-         device: str = "auto", num_workers: int | None = None, bounds: str | None = None,
-         progress: bool = True, paper_code: bool = False, zplus_fallback: str | None = None,
-         attention: str | None = "attnlrp", rank_crop: str | None = None, seed: int = 0, composite: str | None = None,
-         input_rule: str = "auto", unit_ranking: str = "by-kind") -> RankResult:
-    """Compute ω (docs/algorithms.md §3) with one LRP pass per batch, reduce exactly across processes, write results.
+def omega_pass(explainer: Explainer, run, normalize, labels: torch.Tensor, min_prob: float, with_reals: bool,
+               device: torch.device) -> tuple[FFRSAccumulator, np.ndarray, np.ndarray]:
+    """ω accumulated over a dataset pass (``run`` yields images and their sample indices; ``labels`` of every
+    sample on the device), reduced exactly across processes; returns the accumulator and every image's (index,
+    p(fake)) of all processes. Probabilities stay on the device until the end: no sync per batch."""
+    acc = FFRSAccumulator(explainer.layers, device, groups=2 if with_reals else 1)
+    idx_parts, prob_parts = [], []
+    for images, indices in run:
+        probs = accumulate_batch(explainer, acc, normalize(images),
+                                 labels[indices.to(device, non_blocking=True)], min_prob, with_reals)
+        idx_parts.append(indices)
+        prob_parts.append(probs.float())
+    tdist.all_reduce_sum(acc.sums)
+    tdist.all_reduce_sum(acc.counts)
+    tdist.all_reduce_sum(acc.retained)
+    idx, prob = tdist.gather_rows(idx_parts, prob_parts)
+    return acc, idx, prob
 
-    ``paper_code`` takes the public code's zβ bounds (ω does not depend on them), z⁺ without fallback and random
-    resized ranking crop (``rank_crop``, drawn per image from ``seed``) unless given; ``attention`` is the rule inside
-    attention layers (``attnlrp`` or ``cp``; None: the composite's); ``composite`` (a name: ``paper``, the default,
-    ``attnlrp``, ``cp-lrp``) and ``input_rule`` choose the LRP rules (docs/lrp.md); ``unit_ranking``: ``by-kind``
-    (each kind of unit ranked separately, merged by quantile) or ``global``
-    (:func:`~tffkit.analysis.ffrs.ranking_table`)."""
-    ctx = tdist.init(device)
-    settings = resolve(paper_code, bounds=bounds, zplus_fallback=zplus_fallback, rank_crop=rank_crop)
-    bounds = settings["bounds"]
-    record = RunRecord("rank", dict(arch=arch, weights=str(weights), data=str(data), sets=sets,
-                                    max_per_class=max_per_class, min_prob=min_prob, with_reals=with_reals, k=k,
-                                    preset=preset, batch_size=batch_size, attention=attention, seed=seed,
-                                    composite=composite, input_rule=input_rule, unit_ranking=unit_ranking,
-                                    **settings),
-                       ctx.world)
-    with run_folder(out, ctx) as folder:  # checked before the model is built; replaced whole at the end
-        found = find_data(data, sets, max_per_class=max_per_class, main=ctx.is_main)
-        samples = [s for s in found.samples if with_reals or s.label == 1]
-        if not samples:
-            raise NoConfidentImagesError(f"no fake images under {data}")
-        model = load_model(arch, weights, ctx.device, ctx.is_main)
-        prep = run_preprocessing(model, data)
-        if settings["rank_crop"] == "random-resized":
-            prep = replace(prep, crop_mode="random-resized", crop_seed=seed)
-        run = DatasetPass(samples, ctx, preset, None, batch_size, num_workers, "ranking (LRP)", progress, prep).start()
-        explainer = explainer_for(model, prep, bounds=bounds, attention=attention, composite=composite,
-                                  input_rule=input_rule, zplus_fallback=settings["zplus_fallback"])  # while decoding
-        acc = FFRSAccumulator(explainer.layers, ctx.device, groups=2 if with_reals else 1)
-        labels_all = torch.tensor([s.label for s in samples], device=ctx.device)
-        idx_parts, prob_parts = [], []  # probabilities stay on the device until the end: no sync per batch
-        for images, indices in run:
-            probs = accumulate_batch(explainer, acc, prep.normalize(images),
-                                     labels_all[indices.to(ctx.device, non_blocking=True)], min_prob, with_reals)
-            idx_parts.append(indices)
-            prob_parts.append(probs.float())
-        tdist.all_reduce_sum(acc.sums)
-        tdist.all_reduce_sum(acc.counts)
-        tdist.all_reduce_sum(acc.retained)
-        failed = run.gather_failed()
-        n_small = run.gather_small()
-        idx, prob = tdist.gather_rows(idx_parts, prob_parts)
-        labels = np.array([samples[i].label for i in idx], dtype=int)
-        n_fake_conf = int(acc.counts[0])
-        if n_fake_conf == 0:
-            fake_p = prob[labels == 1]
-            dist = (f"p(fake) of the {len(fake_p)} fakes seen: min {fake_p.min():.3f}, median {np.median(fake_p):.3f}, "
-                    f"max {fake_p.max():.3f}") if len(fake_p) else "no fake image could be read"
-            raise NoConfidentImagesError(f"no fake reached p ≥ {min_prob} — {dist}. Check that --weights and --arch "
-                                         "match, or lower --min-prob.")
-        omega = acc.omega().cpu().numpy()
-        table = ranking_table(explainer.layers, omega[0], unit_ranking=unit_ranking)
-        reals = ranking_table(explainer.layers, omega[1], unit_ranking=unit_ranking) if with_reals else None
-        summary = summarize(table, explainer, k, labels, prob, min_prob, failed, acc, with_reals)
-        summary["unit_ranking"] = unit_ranking
-        top_kinds = table.head(k)["unit"].value_counts(sort=False)
-        summary["top_k_unit_kinds"] = {kind: int(n) for kind, n in top_kinds.items()}
-        summary.update(confident_groups([samples[i].unit for i in idx], labels, prob, min_prob, found.group_source))
-        if folder is not None and ctx.is_main:
-            out = folder  # the staging folder (becomes OUT when the run finishes)
-            write_csv(out / "ffrs.csv", table.drop(columns=["layer_index"]))
-            if reals is not None:
-                write_csv(out / "ffrs_reals.csv", reals.drop(columns=["layer_index"]))
-            write_json(out / "ffrs.json", summary)
-            write_csv(out / "relevance_budget.csv", relevance_budget(explainer, acc, with_reals))
-            plot_ranking(table, explainer, k, out)
-            record.write(out, settings=settings, n_images=len(samples), n_skipped=len(failed), device=str(ctx.device),
-                         **input_record(found, model, prep, preset, weights, n_small))
-    return RankResult(table, reals, summary)
+
+def no_confident_fakes(prob: np.ndarray, labels: np.ndarray, min_prob: float) -> NoConfidentImagesError:
+    """The refusal when no fake reached ``min_prob``, with the p(fake) of the fakes seen."""
+    fake_p = prob[labels == 1]
+    dist = (f"p(fake) of the {len(fake_p)} fakes seen: min {fake_p.min():.3f}, median {np.median(fake_p):.3f}, "
+            f"max {fake_p.max():.3f}") if len(fake_p) else "no fake image could be read"
+    return NoConfidentImagesError(f"no fake reached p ≥ {min_prob} — {dist}. Check that --weights and --arch "
+                                  "match, or lower --min-prob.")
 
 
 def summarize(table: pd.DataFrame, explainer: Explainer, k: int, labels: np.ndarray, prob: np.ndarray,
@@ -187,41 +129,3 @@ def _lowest(explainer: Explainer, acc: FFRSAccumulator) -> dict:
     share = acc.retained_share()[0].cpu().numpy()
     i = int(np.argmin(share))
     return {"layer": explainer.layers[i].name, "share": round(float(share[i]), 6)}
-
-
-def plot_ranking(table: pd.DataFrame, explainer: Explainer, k: int, out: Path) -> None:
-    """Where the top-k feature maps sit (per layer) and the distribution of ω (text readable at the report's width)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..report.figures_tff import readable_pt
-
-    names = [layer.name for layer in explainer.layers]
-    counts = table.head(k).groupby("layer").size().reindex(names, fill_value=0)
-    width = min(16.0, max(6.0, 0.22 * len(names)))
-    fs = readable_pt(width)
-    step = max(1, int(np.ceil(1.25 * fs / (72 * 0.85 * width / max(1, len(names))))))  # labels that fit their slot
-    with plt.rc_context({"font.size": fs}):
-        fig, ax = plt.subplots(figsize=(width, 4.0))
-        ax.bar(range(len(names)), counts.values, color="tab:red")
-        ax.set_xticks(range(0, len(names), step), names[::step], rotation=90)
-        ax.set_xlim(-0.6, len(names) - 0.4)
-        ax.set_xlabel("layer (input → output)" + (f"; every {step}th named" if step > 1 else ""))
-        ax.set_ylabel(f"# of top-{k} feature maps")
-        ax.yaxis.get_major_locator().set_params(integer=True)  # counts
-        ax.set_title(f"Where the top-{k} transferable forensic features sit ({len(table)} feature maps)")
-        save_figure(fig, out / "topk_per_layer.png")
-
-    fs = readable_pt(6.0)
-    with plt.rc_context({"font.size": fs}):
-        fig, ax = plt.subplots(figsize=(6.0, 3.6))
-        omega = table["omega"].to_numpy()
-        ax.hist(omega, bins=100, color="tab:blue", log=True, label="all feature maps")
-        ax.axvline(omega[min(k, len(omega)) - 1], color="tab:red", linestyle="--", label=f"top-{k} threshold")
-        ax.set_xlabel("ω (FF-RS, mean share of positive relevance)")
-        ax.set_ylabel("# feature maps (log)")
-        ax.legend()
-        ax.set_title("Distribution of ω")
-        save_figure(fig, out / "omega_distribution.png")

@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..analysis.rank import rank
+    from ..jobs.rank import RankOptions, rank
     from ..distributed import resolve_device
     from . import machine
     from .lrp import _time, frozen_model_and_plain_step
@@ -53,9 +53,10 @@ def run(args: argparse.Namespace) -> int:
         for i, root in enumerate([roots[0], *roots]):  # the first, on one batch, warms up (imports, cuDNN)
             start = time.perf_counter()
             with contextlib.redirect_stdout(sys.stderr):  # rank's data summary: stdout is this benchmark's JSON
-                res = rank(args.arch, weights, root, None, max_per_class=None if i else args.batch_size, min_prob=0.0,
-                           preset=args.preset, batch_size=args.batch_size, device=str(device),
-                           num_workers=args.workers, progress=False)
+                res = rank(root, options=RankOptions(
+                    arch=args.arch, weights=str(weights), max_per_class=None if i else args.batch_size, min_prob=0.0,
+                    preset=args.preset, batch_size=args.batch_size, device=str(device), workers=args.workers,
+                    progress=False))
             if device.type == "cuda":
                 torch.cuda.synchronize()
             if i:

@@ -13,57 +13,18 @@ import contextlib
 import warnings
 from collections.abc import Iterator
 
-from .common import (
-    data_args,
-    data_spec,
-    detector_args,
-    is_main_process,
-    lrp_args,
-    paper_code_args,
-    print_unreadable,
-    switches,
-    weights,
-)
+from .common import add_options, data_flags, data_spec, is_main_process, options_of, print_unreadable
 
 HELP = "rank feature maps by ω (FF-RS) on the source set (ffrs.csv)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    detector_args(p)
-    data_args(p, perturbations=False)
-    p.add_argument("--min-prob", type=float, default=0.9, help="fakes with p(fake) ≥ this are used")
-    p.add_argument("--with-reals", action="store_true", help="also rank with reals (p ≤ 1 − min-prob, seed −1)")
-    p.add_argument("--k", type=int, default=114, help="top-k reported in ffrs.json and figures")
-    lrp_args(p)
-    composite_args(p)
-    p.add_argument("--unit-ranking", default="by-kind", choices=["by-kind", "global"],
-                   help="by-kind (default): each kind of unit (conv channels, MLP neurons, residual dimensions, "
-                        "attention heads) ranked separately and merged by quantile, so a top-k is not decided by "
-                        "layer width; global: one descending-ω order (docs/algorithms.md §3)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random resized crops (--rank-crop random-resized)")
-    paper_code_args(p, "bounds", "zplus_fallback", "rank_crop")
+    from ..jobs.rank import RankOptions
+
+    add_options(p, RankOptions)
+    data_flags(p)
     p.add_argument("--out", required=True, help="output folder")
     show_rules_arg(p)
-
-
-def composite_args(p: argparse.ArgumentParser) -> None:
-    """--composite and --input-rule: the named LRP composite and the rule at the pixels."""
-    p.add_argument("--composite", default="paper", choices=["paper", "attnlrp", "cp-lrp"],
-                   help="LRP composite (docs/lrp.md): paper (z+ on convolutions, zbox at the pixels where the "
-                        "detector's zoo entry asks for it), attnlrp (AttnLRP with the epsilon rule at the patch "
-                        "embedding: LXT's rules) or cp-lrp (CP-LRP, epsilon at the patch embedding); --attention cp "
-                        "applies on top")
-    p.add_argument("--input-rule", default="auto", choices=["auto", "zbox", "zplus", "epsilon", "gamma"],
-                   help="rule of the convolution(s) reading the pixels (default auto: the composite's, else the zoo "
-                        "entry's: zbox for the paper's ResNets, else the convolutions' own rule)")
-
-
-def lrp_choice(args: argparse.Namespace) -> dict:
-    """Explainer options of --composite/--input-rule/--attention (with the attnlrp or cp-lrp composite, --attention
-    only when not the default attnlrp)."""
-    composite = getattr(args, "composite", None)
-    attention = args.attention if composite in (None, "paper") or args.attention != "attnlrp" else None
-    return {"composite": composite, "input_rule": getattr(args, "input_rule", "auto"), "attention": attention}
 
 
 def show_rules_arg(p: argparse.ArgumentParser) -> None:
@@ -72,18 +33,18 @@ def show_rules_arg(p: argparse.ArgumentParser) -> None:
                         "layer) and the relevance self-check, then exit without reading data (--data/--out unused)")
 
 
-def show_rules(args: argparse.Namespace) -> int:
+def show_rules(options) -> int:
     """Build the explainable copy on the CPU with the command's LRP options and print its rule table."""
     from ..conventions import resolve
     from ..inputs import explainer_for, load_model
+    from ..jobs.options import switches
 
-    settings = resolve(bool(getattr(args, "paper_code", False)), bounds=getattr(args, "bounds", None),
-                       zplus_fallback=getattr(args, "zplus_fallback", None))
-    model = load_model(args.arch, weights(args), "cpu")
+    settings = resolve(**switches(options))
+    model = load_model(options.arch, options.detector_weights(), "cpu")
     with relevance_warnings():
         ex = explainer_for(model, bounds=settings["bounds"], zplus_fallback=settings["zplus_fallback"],
-                           **lrp_choice(args))
-        print(f"LRP rules of {args.arch} (composite {ex.composite.name}, input rule {ex.input_rule}, attention "
+                           **options.lrp())
+        print(f"LRP rules of {options.arch} (composite {ex.composite.name}, input rule {ex.input_rule}, attention "
               f"{ex.composite.attention}, zplus fallback {settings['zplus_fallback']}):")
         ex.print_summary()
         check = ex.relevance_check
@@ -116,19 +77,19 @@ def relevance_warnings() -> Iterator[None]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..jobs.rank import RankOptions
+
+    options = options_of(RankOptions, args)
     if args.show_rules:
-        return show_rules(args)
+        return show_rules(options)
     with relevance_warnings():
-        return _run(args)
+        return _run(args, options)
 
 
-def _run(args: argparse.Namespace) -> int:
-    from ..analysis.rank import rank
+def _run(args: argparse.Namespace, options) -> int:
+    from ..jobs.rank import rank
 
-    res = rank(args.arch, weights(args), data_spec(args), args.out, args.sets, args.max_per_class, args.min_prob,
-               args.with_reals, args.k, args.preset, args.batch_size, args.device, args.workers,
-               progress=not args.no_progress, seed=args.seed, unit_ranking=args.unit_ranking, **lrp_choice(args),
-               **switches(args, "bounds", "zplus_fallback", "rank_crop"))
+    res = rank(data_spec(args), options=options, out=args.out)
     if is_main_process():
         from ..analysis.ffrs import tie_note
 

@@ -214,3 +214,35 @@ def cam_overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.5) -> np.nd
     """A [0, 1] class-activation map in ``jet`` blended over the image (uint8 HWC)."""
     heat = matplotlib.colormaps["jet"](np.clip(cam, 0, 1))[..., :3] * 255
     return ((1 - alpha) * image.astype(np.float64) + alpha * heat).clip(0, 255).astype(np.uint8)
+
+
+def plot_ranking(table: pd.DataFrame, names: Sequence[str], k: int, out: Path) -> None:
+    """Where the top-k feature maps sit (per layer, ``names`` input → output) and the distribution of ω (text
+    readable at the report's width): ``out/topk_per_layer.png`` and ``out/omega_distribution.png``."""
+    names = list(names)
+    counts = table.head(k).groupby("layer").size().reindex(names, fill_value=0)
+    width = min(16.0, max(6.0, 0.22 * len(names)))
+    fs = readable_pt(width)
+    step = max(1, int(np.ceil(1.25 * fs / (72 * 0.85 * width / max(1, len(names))))))  # labels that fit their slot
+    with plt.rc_context({"font.size": fs}):
+        fig, ax = plt.subplots(figsize=(width, 4.0))
+        ax.bar(range(len(names)), counts.values, color="tab:red")
+        ax.set_xticks(range(0, len(names), step), names[::step], rotation=90)
+        ax.set_xlim(-0.6, len(names) - 0.4)
+        ax.set_xlabel("layer (input → output)" + (f"; every {step}th named" if step > 1 else ""))
+        ax.set_ylabel(f"# of top-{k} feature maps")
+        ax.yaxis.get_major_locator().set_params(integer=True)  # counts
+        ax.set_title(f"Where the top-{k} transferable forensic features sit ({len(table)} feature maps)")
+        save_figure(fig, out / "topk_per_layer.png")
+
+    fs = readable_pt(6.0)
+    with plt.rc_context({"font.size": fs}):
+        fig, ax = plt.subplots(figsize=(6.0, 3.6))
+        omega = table["omega"].to_numpy()
+        ax.hist(omega, bins=100, color="tab:blue", log=True, label="all feature maps")
+        ax.axvline(omega[min(k, len(omega)) - 1], color="tab:red", linestyle="--", label=f"top-{k} threshold")
+        ax.set_xlabel("ω (FF-RS, mean share of positive relevance)")
+        ax.set_ylabel("# feature maps (log)")
+        ax.legend()
+        ax.set_title("Distribution of ω")
+        save_figure(fig, out / "omega_distribution.png")
