@@ -11,8 +11,8 @@ import torch
 from lrp_helpers import pseudo_trained
 from tffkit import distributed as tdist
 from tffkit.analysis.ffrs import FFRSAccumulator, accumulate_batch
-from tffkit.jobs.rank import RankOptions, rank
 from tffkit.data import find_samples, normalize
+from tffkit.jobs.rank import RankOptions, rank
 from tffkit.lrp import Explainer
 from tffkit.passes import DatasetPass
 from tffkit.train import train_detector

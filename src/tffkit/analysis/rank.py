@@ -11,7 +11,7 @@ import torch
 
 from .. import distributed as tdist
 from ..lrp import Explainer
-from .ffrs import FFRSAccumulator, accumulate_batch, ranking_table, tie_summary
+from .ffrs import FFRSAccumulator, accumulate_batch, tie_summary
 
 
 class NoConfidentImagesError(ValueError):

@@ -35,8 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..jobs.rank import RankOptions, rank
     from ..distributed import resolve_device
+    from ..jobs.rank import RankOptions, rank
     from . import machine
     from .lrp import _time, frozen_model_and_plain_step
     from .train import make_dataset
