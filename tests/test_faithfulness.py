@@ -327,7 +327,7 @@ def test_one_default_null_size_for_the_cli_the_study_and_the_function():
     from tffkit.analysis import faithfulness as fa
     from tffkit.analysis.uncertainty import RESAMPLES
     from tffkit.cli import faithfulness as cli
-    from tffkit.study import SCHEMA
+    from tffkit.jobs.study import SCHEMA
 
     p = argparse.ArgumentParser()
     cli.add_arguments(p)

@@ -21,9 +21,9 @@ from tffkit import results
 from tffkit.cli import build_parser, main
 from tffkit.data import DatasetLayoutError, discover
 from tffkit.detectors import build_detector, save_checkpoint
+from tffkit.jobs.study import ConfigError, Step, load_config, run_steps
 from tffkit.outputs import STAGING, run_folder
 from tffkit.passes import DatasetPass
-from tffkit.study import ConfigError, Step, load_config, run_steps
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = ["--device", "cpu", "--workers", "0", "--no-progress", "--preset", "full", "--batch-size", "4"]

@@ -347,7 +347,7 @@ def test_paper_code_flag_sets_every_switch_of_every_command(tmp_path, negative_g
 
 
 def test_study_paper_code_key_reaches_every_step(tmp_path, trained_tiny):
-    from tffkit.study import ConfigError, load_config, run_study
+    from tffkit.jobs.study import ConfigError, load_config, run_study
 
     weights, data = trained_tiny
     cfg = {"name": "t", "out": str(tmp_path / "study"), "preset": "full", "device": "cpu", "workers": 0,

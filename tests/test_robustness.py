@@ -128,7 +128,7 @@ def test_run_robustness_scores_as_evaluate_does(tmp_path: Path, trained_tiny, on
 
 
 def test_study_config_of_the_step(tmp_path: Path, trained_tiny):
-    from tffkit.study import ConfigError, load_config
+    from tffkit.jobs.study import ConfigError, load_config
 
     weights, data = trained_tiny
     cfg = {"out": str(tmp_path / "s"), "detector": {"arch": "tiny_resnet", "weights": str(weights)},

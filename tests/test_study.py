@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tffkit import study as study_mod
-from tffkit.study import ConfigError, load_config, run_study
+from tffkit.jobs import study as study_mod
+from tffkit.jobs.study import ConfigError, load_config, run_study
 
 
 def _config(tmp_path: Path, weights: Path, data: Path, **steps) -> dict:

@@ -2,7 +2,7 @@
 
 :data:`ALLOWED` maps an option's name (the argparse ``dest`` and the study config key, which are the same) to its
 allowed range. ``tff`` checks every parsed option against it before the command runs, and
-:func:`tffkit.study.load_config` checks every config field of that name (``data.max_per_class``,
+:func:`tffkit.jobs.study.load_config` checks every config field of that name (``data.max_per_class``,
 ``steps.rank.k`` …). A value outside the range is refused in one line naming the option and the allowed values
 (exit 2), instead of reaching Python (``--max-per-class -3`` used to slice off the last three images). ``None``
 (the option not given) always passes: it means the option's default. Imports nothing heavy.

@@ -29,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .. import demo  # noqa: F401  (registers the demo's generator kinds, demo:<family>)
-    from ..study import load_config, run_study
+    from ..jobs.study import load_config, run_study
 
     if args.report_only:
         from ..report.html import build_report

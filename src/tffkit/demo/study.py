@@ -178,8 +178,8 @@ def run_demo(out: str | os.PathLike = "demo_out", *, scale: float = 1.0, seed: i
     """Run the embedded study end to end into ``out``; returns the report's path. ``seed``: the benchmark's and the
     first replicate's; ``seeds``: how many training seeds (``seed``, ``seed + 1``, …). ``artefacts``: the strengths
     of the artefacts planted in the benchmark (:class:`~tffkit.demo.artefacts.PlantedArtefacts`' defaults)."""
+    from ..jobs.study import run_study
     from ..report.html import build_report
-    from ..study import run_study
     from .benchmark import build_benchmark
     from .summary import write_summary
 

@@ -22,14 +22,14 @@ from typing import Any
 
 import yaml
 
-from .conventions import SWITCHES
-from .detectors import Weights
-from .jobs.options import study_schema
-from .jobs.rank import RankOptions
-from .layouts import LAYOUTS, DataSpec
-from .options import code_trust, problem
-from .outputs import OutputLock, check_writable
-from .results import InputIdentity, read_json, write_json
+from ..conventions import SWITCHES
+from ..detectors import Weights
+from ..layouts import LAYOUTS, DataSpec
+from ..options import code_trust, problem
+from ..outputs import OutputLock, check_writable
+from ..results import InputIdentity, read_json, write_json
+from .options import study_schema
+from .rank import RankOptions
 from .study_checks import out_inside_data, python_spec_from, rerun_reason, trusts_code
 
 STEP_ORDER = ("evaluate", "robustness", "rank", "dropout", "faithfulness", "lrpmax", "color", "color_robust",
@@ -179,7 +179,7 @@ def load_config(path_or_dict: str | os.PathLike | dict) -> dict:
         if name not in STEP_ORDER:
             errors.append(f"steps.{name}: unknown step (known: {', '.join(STEP_ORDER)})")
     cfg["steps"] = {name: _validate(f"steps.{name}", steps.get(name) or {}, errors) for name in STEP_ORDER}
-    from .detectors import resolve as resolve_detector
+    from ..detectors import resolve as resolve_detector
 
     det = cfg["detector"]
     if isinstance(det.get("arch"), str):
@@ -310,7 +310,7 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
             steps.append(Step(name, settings, run, outputs))
 
     def evaluate_step(folder: Path) -> None:
-        from .evaluate import evaluate
+        from ..evaluate import evaluate
 
         evaluate(det["arch"], weights, test, folder, data["sets"],
                  max_per_class=data["max_per_class"], **common, **switches("evaluate"), **boot)
@@ -318,7 +318,7 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
     def robustness_step(folder: Path) -> None:
         import pandas as pd
 
-        from .analysis.robustness import perturbations_of, run_robustness
+        from ..analysis.robustness import perturbations_of, run_robustness
 
         r = st["robustness"]
         scores = out / "evaluate" / "scores.csv"  # same detector and images: no second clean pass
@@ -331,8 +331,8 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
                        **common, **switches("robustness"), **boot)
 
     def rank_options(arch: str = det["arch"], w: Weights = weights, with_reals: bool | None = None):
-        from .jobs.options import from_config
-        from .jobs.rank import RankOptions
+        from .options import from_config
+        from .rank import RankOptions
 
         r = {**st["rank"], **({} if with_reals is None else {"with_reals": with_reals})}
         return from_config(RankOptions, r, arch=arch, weights=w.path, backbone_weights=w.backbone,
@@ -342,12 +342,12 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
                            paper_code=cfg["paper_code"])
 
     def rank_step(folder: Path) -> None:
-        from .jobs.rank import rank
+        from .rank import rank
 
         rank(source, options=rank_options(), out=folder)
 
     def dropout_step(folder: Path) -> None:
-        from .analysis.dropout import dropout
+        from ..analysis.dropout import dropout
 
         d = st["dropout"]
         dropout(det["arch"], weights, ranking, test, folder, data["sets"], d["k_sweep"],
@@ -356,7 +356,7 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
                 **switches("dropout"), **boot)
 
     def faithfulness_step(folder: Path) -> None:
-        from .analysis.faithfulness import faithfulness
+        from ..analysis.faithfulness import faithfulness
 
         f = st["faithfulness"]
         faithfulness(det["arch"], weights, source, test, folder, ranking if ranking.is_file() else None,
@@ -367,7 +367,7 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
                      **switches("faithfulness"))
 
     def lrpmax_step(folder: Path) -> None:
-        from .analysis.lrpmax import run_lrpmax
+        from ..analysis.lrpmax import run_lrpmax
 
         m = st["lrpmax"]
         run_lrpmax(det["arch"], weights, ranking, test, folder, k=m["k"], sets=data["sets"],
@@ -379,7 +379,7 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
                    evaluated: Path | None = out / "evaluate" if st["evaluate"]["enabled"] else None) -> None:
         import pandas as pd
 
-        from .analysis.color import run_color
+        from ..analysis.color import run_color
 
         c = st["color"]
         scores = evaluated / "scores.csv" if evaluated else None  # same detector and images: no second pass
@@ -389,13 +389,13 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
                   colour_scores=colour, **common, **switches("color"), **boot)
 
     def color_robust_step(folder: Path) -> None:
-        from .evaluate import evaluate
-        from .jobs.rank import rank
+        from ..evaluate import evaluate
+        from .rank import rank
 
         cr = st["color_robust"]
         cr_weights = cr["weights"]
         if cr_weights is None:
-            from .train import train_detector
+            from ..train import train_detector
 
             train = dict(cr["train"])
             res = train_detector(train.pop("arch", det["arch"]), train.pop("data"), train.pop("val"),
@@ -413,12 +413,12 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
             shutil.rmtree(folder / "train")
 
     def planted_step(folder: Path) -> None:
-        from .analysis.planted import planted_of_study
+        from ..analysis.planted import planted_of_study
 
         planted_of_study(folder, out, det, weights, st, data, common)
 
     def generator_step(folder: Path) -> None:
-        from .analysis.generator import generators_of_study
+        from ..analysis.generator import generators_of_study
 
         generators_of_study(st["generator"], det["arch"], weights, folder, cfg["device"], cfg["batch_size"])
 
@@ -443,7 +443,7 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
         add("color_robust", {**base, **cr, **test_data, **source_data, "cr_inputs": cr_inputs, "rank": rank_settings,
                              "color": st["color"], "evaluate": st["evaluate"], "uncertainty": cfg["uncertainty"]},
             color_robust_step, ("evaluate/metrics.csv", "rank/ffrs.csv", "color/table_color_gray.csv"))
-    from .analysis.planted import find_ground_truth
+    from ..analysis.planted import find_ground_truth
 
     truth = find_ground_truth(data["test"])
     if truth is not None and st["planted"]["enabled"]:
@@ -469,7 +469,7 @@ def run_study(config: str | os.PathLike | dict, progress: bool = True, paper_cod
     (``report=False``: no report, the study folder returned).
 
     ``paper_code`` (when not None) replaces the config's ``paper_code`` preset."""
-    from .report.html import build_report
+    from ..report.html import build_report
 
     cfg = load_config(config)
     if paper_code is not None:

@@ -10,8 +10,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .options import code_trusted
-from .results import read_json
+from ..options import code_trusted
+from ..results import read_json
 
 
 def trusts_code(config: Any, det: dict) -> bool:
