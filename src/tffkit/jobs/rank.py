@@ -41,18 +41,8 @@ def rank(data: DataSpec | str | os.PathLike, *, options: RankOptions = RankOptio
     figures to ``out`` (None: nothing written)."""
     import torch
 
-    from ..analysis.ffrs import ranking_table
-    from ..analysis.rank import (
-        NoConfidentImagesError,
-        RankResult,
-        confident_groups,
-        no_confident_fakes,
-        omega_pass,
-        relevance_budget,
-        summarize,
-    )
+    from ..analysis.rank import NoConfidentImagesError, no_confident_fakes, omega_pass
     from ..passes import DatasetPass
-    from ..results import write_csv, write_json
     from .runner import Job
 
     o = options
@@ -73,22 +63,38 @@ def rank(data: DataSpec | str | os.PathLike, *, options: RankOptions = RankOptio
         labels = labels.cpu().numpy()[idx]
         if int(acc.counts[0]) == 0:
             raise no_confident_fakes(prob, labels, o.min_prob)
-        omega = acc.omega().cpu().numpy()
-        table = ranking_table(explainer.layers, omega[0], unit_ranking=o.unit_ranking)
-        reals = ranking_table(explainer.layers, omega[1], unit_ranking=o.unit_ranking) if o.with_reals else None
-        summary = summarize(table, explainer, o.k, labels, prob, o.min_prob, failed, acc, o.with_reals)
-        summary["unit_ranking"] = o.unit_ranking
-        summary["top_k_unit_kinds"] = {kind: int(n) for kind, n in
-                                       table.head(o.k)["unit"].value_counts(sort=False).items()}
-        summary.update(confident_groups([samples[i].unit for i in idx], labels, prob, o.min_prob, found.group_source))
+        result = _result(explainer, acc, samples, idx, labels, prob, failed, found.group_source, o)
         if job.writes:
-            from ..report.figures_tff import plot_ranking
-
-            write_csv(job.folder / "ffrs.csv", table.drop(columns=["layer_index"]))
-            if reals is not None:
-                write_csv(job.folder / "ffrs_reals.csv", reals.drop(columns=["layer_index"]))
-            write_json(job.folder / "ffrs.json", summary)
-            write_csv(job.folder / "relevance_budget.csv", relevance_budget(explainer, acc, o.with_reals))
-            plot_ranking(table, [layer.name for layer in explainer.layers], o.k, job.folder)
+            _write(job, result, explainer, acc)
             job.finish(n_images=len(samples), n_skipped=len(failed), **job.inputs(model, prep, n_small))
+    return result
+
+
+def _result(explainer, acc, samples, idx, labels, prob, failed, group_source: str, o: RankOptions) -> RankResult:
+    """The ranking (and the reals' with ``with_reals``) and ffrs.json's summary."""
+    from ..analysis.ffrs import ranking_table
+    from ..analysis.rank import RankResult, confident_groups, summarize
+
+    omega = acc.omega().cpu().numpy()
+    table = ranking_table(explainer.layers, omega[0], unit_ranking=o.unit_ranking)
+    reals = ranking_table(explainer.layers, omega[1], unit_ranking=o.unit_ranking) if o.with_reals else None
+    summary = summarize(table, explainer, o.k, labels, prob, o.min_prob, failed, acc, o.with_reals)
+    summary["unit_ranking"] = o.unit_ranking
+    summary["top_k_unit_kinds"] = {kind: int(n) for kind, n in table.head(o.k)["unit"].value_counts(sort=False).items()}
+    summary.update(confident_groups([samples[i].unit for i in idx], labels, prob, o.min_prob, group_source))
     return RankResult(table, reals, summary)
+
+
+def _write(job, result: RankResult, explainer, acc) -> None:
+    """ffrs.csv (and ffrs_reals.csv), ffrs.json, relevance_budget.csv and the two figures."""
+    from ..analysis.rank import relevance_budget
+    from ..report.figures_tff import plot_ranking
+    from ..results import write_csv, write_json
+
+    o = job.options
+    write_csv(job.folder / "ffrs.csv", result.ranking.drop(columns=["layer_index"]))
+    if result.ranking_reals is not None:
+        write_csv(job.folder / "ffrs_reals.csv", result.ranking_reals.drop(columns=["layer_index"]))
+    write_json(job.folder / "ffrs.json", result.summary)
+    write_csv(job.folder / "relevance_budget.csv", relevance_budget(explainer, acc, o.with_reals))
+    plot_ranking(result.ranking, [layer.name for layer in explainer.layers], o.k, job.folder)
