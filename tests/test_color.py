@@ -54,7 +54,7 @@ def test_percent_colour_conditional_on_constructed_samples():
     a = tests[tests["set"] == "A"].set_index("tff")
     assert a.loc[1, "p"] < 1e-10 and a.loc[2, "p"] == 1 and math.isnan(a.loc[4, "p"])
     assert a["colour_conditional"].tolist() == [True, False, False, False]
-    summary = col.colour_conditional_summary(tests, k).set_index("set")
+    summary = col.color_conditional_summary(tests, k).set_index("set")
     assert summary.loc["A", "count"] == 1 and summary.loc["A", "percent"] == 25.0
     assert summary.loc["B", "count"] == 2 and summary.loc["B", "percent"] == 50.0
     assert summary.loc["B", "bh_count"] == 2 and summary["k"].eq(k).all()
