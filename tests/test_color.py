@@ -54,7 +54,7 @@ def test_percent_colour_conditional_on_constructed_samples():
     a = tests[tests["set"] == "A"].set_index("tff")
     assert a.loc[1, "p"] < 1e-10 and a.loc[2, "p"] == 1 and math.isnan(a.loc[4, "p"])
     assert a["colour_conditional"].tolist() == [True, False, False, False]
-    summary = col.colour_conditional_summary(tests, k).set_index("set")
+    summary = col.color_conditional_summary(tests, k).set_index("set")
     assert summary.loc["A", "count"] == 1 and summary.loc["A", "percent"] == 25.0
     assert summary.loc["B", "count"] == 2 and summary.loc["B", "percent"] == 50.0
     assert summary.loc["B", "bh_count"] == 2 and summary["k"].eq(k).all()
@@ -265,3 +265,14 @@ def test_color_intervals_recompute_from_the_written_files(tmp_path):
     tests = pd.read_csv(out / "mood_tests.csv")
     assert {"wilcoxon_p", "effect", "effect_conditional", "bh_mood", "bh_wilcoxon"} <= set(tests.columns)
     assert (paired["wilcoxon_bh_count"] <= paired["wilcoxon_count"]).all()
+
+
+def test_color_options_one_default_for_the_cli_and_the_study():
+    from tffkit.jobs.color import ColorOptions
+    from tffkit.jobs.options import default_of, from_config
+    from tffkit.jobs.study import SCHEMA
+
+    assert SCHEMA["steps.color"]["max_per_class"][1] == default_of(ColorOptions, "test_fakes") == 500
+    o = from_config(ColorOptions, {"max_per_class": 8, "k": 3}, max_per_class=2)  # the step's key: the test fakes
+    assert (o.test_fakes, o.max_per_class, o.k) == (8, 2, 3) and o.test_limit() == 2
+    assert ColorOptions(test_fakes=None).test_limit() is None and ColorOptions().test_limit() == 500

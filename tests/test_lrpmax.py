@@ -248,3 +248,15 @@ def test_torchrun_two_processes_match_one(tmp_path):
     assert np.allclose(one[floats], two[floats], rtol=1e-5)
     assert sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*.png")) == \
         sorted(p.relative_to(tmp_path / "two") for p in (tmp_path / "two").rglob("*.png"))
+
+
+def test_lrpmax_study_step_is_configured_by_the_options():
+    from tffkit.jobs.lrpmax import LRPMaxOptions
+    from tffkit.jobs.options import from_config
+    from tffkit.jobs.study import CHOICES, SCHEMA
+
+    keys = {"k", "per_tff", "show", "variant", "max_per_class", "neuron_seed", "patch_box"}
+    assert keys <= set(SCHEMA["steps.lrpmax"])
+    assert CHOICES["steps.lrpmax.variant"] == ("activation", "relevance")
+    o = from_config(LRPMaxOptions, {"k": 3, "per_tff": 2, "bounds": "exact"}, attention="cp")
+    assert (o.k, o.per_tff, o.show, o.bounds, o.attention) == (3, 2, 5, "exact", "cp")

@@ -1,10 +1,10 @@
-"""Colour ablation (docs/algorithms.md §5): detector metrics and counterfeit probabilities on colour vs
+"""Colour ablation (docs/algorithms.md §5), the algorithms: detector metrics and counterfeit probabilities on colour vs
 grayscale images, and which top-k T-FF are colour-conditional (Mood's median test on their max spatial activations).
+The ``tff color`` job is :func:`tffkit.jobs.color.color`.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -12,25 +12,10 @@ import pandas as pd
 from scipy.stats import median_test
 
 from .. import distributed as tdist
-from ..conventions import resolve
 from ..data import Perturbation, Preprocessing
-from ..evaluate import score_samples
-from ..inputs import explainer_for, find_data, input_record, load_model, run_preprocessing
 from ..lrp import Explainer
-from ..metrics import metrics_table, probabilities
-from ..outputs import run_folder
 from ..passes import DatasetPass
-from ..results import RunRecord, write_csv, write_json
-from .activations import TFF, MaxActivationTap, bn_scale, load_tffs, tff_keys
-from .intervals import (
-    RESAMPLES,
-    SEED,
-    detector_bh,
-    effect_share_intervals,
-    median_change_intervals,
-    paired_summary,
-    paired_tests,
-)
+from .activations import TFF, MaxActivationTap
 
 VERSIONS = {"colour": Perturbation(), "grayscale": Perturbation(grayscale=True)}
 TABLE_METRICS = {"ap": "AP", "real_acc": "real", "fake_acc": "fake"}
@@ -140,121 +125,10 @@ def mood_tests(color: np.ndarray, gray: np.ndarray, sets: Sequence[str], keys: S
     return pd.DataFrame(rows)
 
 
-def colour_conditional_summary(tests: pd.DataFrame, k: int) -> pd.DataFrame:
+def color_conditional_summary(tests: pd.DataFrame, k: int) -> pd.DataFrame:
     """Per set: count and % (100·count/k) of colour-conditional T-FF, raw p ≤ α and BH-corrected."""
     rows = []
     for s, part in tests.groupby("set", sort=False):
         c, b = int(part["colour_conditional"].sum()), int(part["bh_colour_conditional"].sum())
         rows.append({"set": s, "k": k, "count": c, "percent": 100 * c / k, "bh_count": b, "bh_percent": 100 * b / k})
     return pd.DataFrame(rows)
-
-
-def run_color(arch: str, weights: str | os.PathLike | None, data: str | os.PathLike, out: str | os.PathLike,
-              sets: Sequence[str] | None = None, ranking: str | os.PathLike | None = None, k: int = 114,
-              max_per_class: int | None = 500, metrics_max_per_class: int | None = None, min_prob: float = 0.2,
-              alpha: float = 0.05, preset: str = "detector", batch_size: int = 64, device: str = "auto",
-              num_workers: int | None = None, progress: bool = True,
-              colour_scores: pd.DataFrame | None = None, paper_code: bool = False,
-              activation_site: str | None = None, prob_dtype: str | None = None, *, resamples: int = RESAMPLES,
-              bootstrap_seed: int = SEED) -> dict:
-    """The ``tff color`` job: Table I.1 metrics, median-probability box plots, colour-conditional T-FF.
-
-    ``colour_scores`` (a ``scores.csv`` of the same detector and images, e.g. from ``tff evaluate``)
-    replaces the colour scoring pass (its probabilities are recomputed from the logits in ``prob_dtype``).
-    ``paper_code`` takes the public code's activation site (pre-BN) and probability precision unless
-    ``activation_site`` / ``prob_dtype`` are given (:mod:`tffkit.conventions`). Beside Mood's test, the paired
-    analysis (Wilcoxon, effect size, BH over the detector's tests) and 95% intervals over groups of fakes
-    (``resamples`` cluster-bootstrap resamples seeded by ``bootstrap_seed``; docs/algorithms.md §10)."""
-    from ..report import figures_tff as fig
-
-    ctx = tdist.init(device)
-    settings = resolve(paper_code, activation_site=activation_site, prob_dtype=prob_dtype)
-    site, dtype = settings["activation_site"], settings["prob_dtype"]
-    record = RunRecord("color", dict(arch=arch, weights=str(weights), data=str(data), sets=sets, ranking=str(ranking),
-                                     k=k, max_per_class=max_per_class, metrics_max_per_class=metrics_max_per_class,
-                                     min_prob=min_prob, alpha=alpha, preset=preset, batch_size=batch_size,
-                                     resamples=resamples, bootstrap_seed=bootstrap_seed, **settings), ctx.world)
-    with run_folder(out, ctx) as folder:  # checked before the model is built; replaced whole at the end
-        out = folder  # the staging folder (becomes OUT when the run finishes)
-        found = find_data(data, sets, max_per_class=metrics_max_per_class, main=ctx.is_main)
-        samples = found.samples
-        model = load_model(arch, weights, ctx.device, ctx.is_main)
-        prep = run_preprocessing(model, data)
-        pass_args = dict(preset=preset, batch_size=batch_size, num_workers=num_workers, progress=progress,
-                         preprocessing=prep)
-        if colour_scores is not None:
-            colour_scores = colour_scores.assign(prob=probabilities(colour_scores["logit"].to_numpy(), dtype))
-        scored = {v: score_samples(model, samples, ctx, perturb=p, desc=f"scoring ({v})", prob_dtype=dtype,
-                                   **pass_args) for v, p in VERSIONS.items()
-                  if not (v == "colour" and colour_scores is not None)}
-        scores = {v: colour_scores if v not in scored else scored[v].table for v in VERSIONS}
-        n_small = max((sc.n_small for sc in scored.values()), default=0)
-        tidy, wide = color_metrics_table({v: metrics_table(t, calibrate=False) for v, t in scores.items()})
-        probs, changes = median_probability_change(scores["colour"], scores["grayscale"], min_prob)
-        boot = dict(resamples=resamples, seed=bootstrap_seed)
-        change_ci, change_groups = median_change_intervals(probs, **boot) if ctx.is_main else (None, None)
-        result = {"metrics": tidy, "table": wide, "median_change": changes, "median_change_ci": change_ci,
-                  "median_change_groups": change_groups}
-        if ctx.is_main:
-            write_csv(out / "median_probability_ci.csv", change_ci)
-            write_csv(out / "median_probability_groups.csv", change_groups)
-            write_csv(out / "color_metrics.csv", tidy)
-            write_csv(out / "table_color_gray.csv", wide)
-            write_csv(out / "median_probability.csv", changes)
-            write_csv(out / "probabilities.csv", probs)
-            if len(probs):
-                fig.probability_boxplot(probs, changes, out / "median_probability.png", min_prob)
-        if ranking is not None:
-            explainer = explainer_for(model, prep)
-            tffs = load_tffs(ranking, k, explainer)
-            keys = tff_keys(explainer, tffs)
-            fakes = [s for s in find_data(data, sets, max_per_class=max_per_class, main=False).samples
-                     if s.label == 1]
-            acts = {v: max_activations(explainer, tffs, fakes, ctx, p, site, desc=f"max activations ({v})", **pass_args)
-                    for v, p in VERSIONS.items()}
-            negative = bn_scale(explainer, tffs) < 0
-            (ic, ac), (ig, ag) = acts["colour"], acts["grayscale"]
-            common, pc, pg = np.intersect1d(ic, ig, return_indices=True)
-            ac, ag = ac[pc], ag[pg]
-            set_of = [fakes[i].set for i in common]
-            tests = mood_tests(ac, ag, set_of, keys, alpha)
-            tests = detector_bh(tests.merge(paired_tests(ac, ag, set_of, keys, alpha), on=["set", "tff", "key"]),
-                                alpha)
-            group_of = [fakes[i].unit for i in common]
-            tests["negative_gamma"] = negative[tests["tff"].to_numpy() - 1]
-            tests["activation_site"] = site
-            summary = colour_conditional_summary(tests, len(tffs)).assign(activation_site=site,
-                                                                         n_negative_gamma=int(negative.sum()))
-            shares = effect_share_intervals(ac, ag, set_of, group_of, **boot) if ctx.is_main else None
-            paired = paired_summary(tests, shares, len(tffs)) if ctx.is_main else None
-            result.update(tests=tests, summary=summary, n_negative_gamma=int(negative.sum()), paired=paired)
-            if ctx.is_main:
-                base = pd.DataFrame({"path": [fakes[i].path for i in common], "set": set_of,
-                                     "class": [fakes[i].cls for i in common], "group": group_of})
-                for v, a in (("colour", ac), ("grayscale", ag)):
-                    write_csv(out / f"activations_{v}.csv", pd.concat([base, pd.DataFrame(a, columns=keys)], axis=1))
-                write_csv(out / "mood_tests.csv", tests)
-                write_csv(out / "colour_conditional.csv", summary)
-                write_csv(out / "colour_conditional_paired.csv", paired)
-                paper = summary.set_index("set")[["percent", "count", "bh_percent", "bh_count"]].T
-                write_csv(out / "table_colour_conditional.csv", paper.rename_axis("row").reset_index())
-                for s in dict.fromkeys(set_of):
-                    m = np.asarray(set_of) == s
-                    p = tests[tests["set"] == s]["p"].to_numpy()
-                    pct = float(summary.loc[summary["set"] == s, "percent"].iloc[0])
-                    title = (f"{s}: max spatial activation ({site}) of the top-{len(tffs)} T-FF on {int(m.sum())} "
-                             f"fakes, colour vs grayscale ({pct:.1f}% colour-conditional, Mood p ≤ {alpha})")
-                    fig.activation_distributions(ac[m], ag[m], keys, p, out / f"distributions_{s}.png", title)
-        if ctx.is_main:
-            js = {"median_change": changes.to_dict("records"), "median_change_ci": change_ci.to_dict("records"),
-                  "n_images": len(samples), "prob_dtype": dtype, "activation_site": site,
-                  "resamples": resamples, "bootstrap_seed": bootstrap_seed}
-            if "summary" in result:
-                js["colour_conditional"] = result["summary"].to_dict("records")
-                js["colour_conditional_paired"] = result["paired"].to_dict("records")
-                js["n_negative_gamma"] = result["n_negative_gamma"]
-                js["negative_gamma_keys"] = [key for key, neg in zip(keys, negative, strict=True) if neg]
-            write_json(out / "color.json", js)
-            record.write(out, device=str(ctx.device), settings=settings, **js,
-                         **input_record(found, model, prep, preset, weights, n_small))
-    return result

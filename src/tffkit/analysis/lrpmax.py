@@ -17,23 +17,17 @@ has no positive value. The patch box is ours (``positive``) or the public code's
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
 from .. import distributed as tdist
-from ..conventions import resolve
 from ..data import Preprocessing
-from ..inputs import explainer_for, find_data, input_record, load_model, run_preprocessing
 from ..lrp import Explainer
-from ..outputs import run_folder
 from ..passes import DatasetPass
-from ..results import RunRecord, write_csv, write_json
-from .activations import TFF, MaxActivationTap, bn_scale, load_tffs, position_width, tff_keys
+from .activations import TFF, MaxActivationTap, position_width
 from .ffrs import unit_major
 
 SENTINEL = 2 ** 62  # dataset index of an empty top-N slot
@@ -291,96 +285,3 @@ def compute_lrpmax(explainer: Explainer, tffs: Sequence[TFF], samples, top: pd.D
     for c, name in enumerate(("bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1")):
         out[name] = [b[c] if b else -1 for b in out["bbox"]]
     return out.drop(columns="bbox")
-
-
-def run_lrpmax(arch: str, weights: str | os.PathLike | None, ranking: str | os.PathLike, data: str | os.PathLike,
-               out: str | os.PathLike, k: int = 114, sets: Sequence[str] | None = None, per_tff: int = 20,
-               show: int = 5, variant: str = "activation", preset: str = "detector", batch_size: int = 64,
-               chunk: int = 64, device: str = "auto", num_workers: int | None = None,
-               max_per_class: int | None = None, rows_per_figure: int = 10, progress: bool = True,
-               paper_code: bool = False, neuron_seed: str | None = None, bounds: str | None = None,
-               activation_site: str | None = None, zplus_fallback: str | None = None,
-               attention: str = "attnlrp", patch_box: str | None = None) -> pd.DataFrame:
-    """The ``tff lrpmax`` job: top-N fakes per (T-FF, set), LRP-max maps, patches, overlays, collages.
-
-    ``paper_code`` takes the public code's neuron seed (1), zβ bounds, pre-BN activation site, z⁺ without
-    fallback and patch box unless given (:mod:`tffkit.conventions`); ``attention``: the rule inside attention layers."""
-    from ..report import figures_tff as fig
-
-    ctx = tdist.init(device)
-    settings = resolve(paper_code, neuron_seed=neuron_seed, bounds=bounds, activation_site=activation_site,
-                       zplus_fallback=zplus_fallback, patch_box=patch_box)
-    record = RunRecord("lrpmax", dict(arch=arch, weights=str(weights), ranking=str(ranking), data=str(data), k=k,
-                                      sets=sets, per_tff=per_tff, show=show, variant=variant, preset=preset,
-                                      batch_size=batch_size, chunk=chunk, max_per_class=max_per_class,
-                                      attention=attention, **settings), ctx.world)
-    with run_folder(out, ctx) as folder:  # checked before the model is built; replaced whole at the end
-        found = find_data(data, sets, max_per_class=max_per_class, main=ctx.is_main)
-        model = load_model(arch, weights, ctx.device, ctx.is_main)
-        prep = run_preprocessing(model, data)
-        explainer = explainer_for(model, prep, bounds=settings["bounds"], zplus_fallback=settings["zplus_fallback"],
-                                  attention=attention)
-        tffs = load_tffs(ranking, k, explainer)
-        site = settings["activation_site"]
-        keys = tff_keys(explainer, tffs)
-        samples = [s for s in found.samples if s.label == 1]
-        if not samples:
-            raise ValueError(f"no fakes (1_fake) under {data} for sets {sets}")
-        set_names = list(dict.fromkeys(s.set for s in samples))
-        pass_args = dict(preset=preset, batch_size=batch_size, num_workers=num_workers, progress=progress,
-                         preprocessing=prep)
-        top = top_images(explainer, tffs, samples, set_names, per_tff, ctx, site, desc="max activations", **pass_args)
-        out = folder  # the staging folder (becomes OUT when the run finishes)
-        thumbs: dict[tuple[int, str], list[tuple[int, np.ndarray]]] = {}
-
-        def save(row: dict, image: torch.Tensor, rmap: np.ndarray) -> None:
-            img = image.permute(1, 2, 0).numpy()
-            stem = f"r{int(row['rank']):02d}_{Path(samples[int(row['index'])].path).stem}"
-            folder = f"{int(row['tff']) + 1:03d}_{tffs[int(row['tff'])][0]}.c{tffs[int(row['tff'])][1]}/{row['set']}"
-            patch = fig.crop(img, row["bbox"])
-            fig.save_png(patch, out / "patches" / folder / f"{stem}.png")
-            fig.save_png(fig.overlay(img, rmap, row["bbox"]), out / "overlays" / folder / f"{stem}.png")
-            if row["rank"] <= show:
-                thumbs.setdefault((int(row["tff"]), row["set"]), []).append((int(row["rank"]), fig.thumbnail(patch)))
-
-        table = compute_lrpmax(explainer, tffs, samples, top, ctx, variant, chunk, on_pair=save,
-                               neuron_seed=settings["neuron_seed"], site=site, patch_box=settings["patch_box"],
-                               desc="LRP-max", **pass_args)
-        all_thumbs: dict[tuple[int, str], list[np.ndarray]] = {}
-        for part in tdist.gather_objects(thumbs):
-            for key, items in part.items():
-                all_thumbs.setdefault(key, []).extend(items)
-        if ctx.is_main:
-            table.insert(0, "key", [keys[j] for j in table["tff"]])
-            table.insert(1, "layer", [tffs[j][0] for j in table["tff"]])
-            table.insert(2, "channel", [tffs[j][1] for j in table["tff"]])
-            table["tff"] = table["tff"] + 1
-            table.insert(5, "image", [samples[i].path for i in table["index"]])
-            subdirs = [f"{t:03d}_{layer}.c{c}/{s}" for t, layer, c, s in
-                       zip(table["tff"], table["layer"], table["channel"], table["set"], strict=True)]
-            stems = [f"r{r:02d}_{Path(p).stem}.png" for r, p in zip(table["rank"], table["image"], strict=True)]
-            table["patch"] = [f"patches/{f}/{s}" for f, s in zip(subdirs, stems, strict=True)]
-            table["overlay"] = [f"overlays/{f}/{s}" for f, s in zip(subdirs, stems, strict=True)]
-            table["neuron_seed"] = settings["neuron_seed"]
-            table["activation_site"] = site
-            write_csv(out / "lrpmax_index.csv", table)
-            cells = {(j, s): [t for _, t in sorted(v, key=lambda x: x[0])] for (j, s), v in all_thumbs.items()}
-            figures = []
-            for f, start in enumerate(range(0, len(tffs), rows_per_figure)):
-                ids = list(range(start, min(len(tffs), start + rows_per_figure)))
-                path = out / f"collage_{f + 1:02d}.png"
-                fig.lrpmax_collage([keys[j] for j in ids], set_names, {(r, s): cells.get((j, s), []) for r, j in
-                                                                        enumerate(ids) for s in set_names}, show, path,
-                                   title=f"LRP-max patches ({variant}), T-FF {ids[0] + 1}–{ids[-1] + 1} of {len(tffs)}")
-                figures.append(path.name)
-            negative = bn_scale(explainer, tffs) < 0
-            summary = {"k": len(tffs), "sets": set_names, "variant": variant, "pairs": len(table),
-                       "n_fakes": {s: sum(x.set == s for x in samples) for s in set_names}, "figures": figures,
-                       "neuron_seed": settings["neuron_seed"], "bounds": settings["bounds"], "activation_site": site,
-                       "patch_box": settings["patch_box"],
-                       "n_negative_gamma": int(negative.sum()),
-                       "negative_gamma_keys": [keys[j] for j in np.nonzero(negative)[0]]}
-            write_json(out / "lrpmax.json", summary)
-            record.write(out, device=str(ctx.device), settings=settings, **summary,
-                         **input_record(found, model, prep, preset, weights, top.attrs.get("n_smaller_than_crop", 0)))
-    return table

@@ -12,52 +12,27 @@ from __future__ import annotations
 
 import argparse
 
-from .common import (
-    DATA_HELP,
-    MAX_PER_CLASS_HELP,
-    data_spec,
-    detector_args,
-    is_main_process,
-    layout_args,
-    paper_code_args,
-    preset_arg,
-    switches,
-    uncertainty,
-    uncertainty_args,
-    weights,
-)
+from .common import add_options, data_flags, data_spec, is_main_process, options_of
 
 HELP = "colour vs grayscale: metrics, median probability change, colour-conditional T-FF (Mood's test)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    detector_args(p)
-    p.add_argument("--data", required=True, help=DATA_HELP)
-    p.add_argument("--sets", nargs="+", default=None, help="sets (first folder level) to use; default all")
-    preset_arg(p)
-    layout_args(p)
+    from ..jobs.color import ColorOptions
+
+    add_options(p, ColorOptions)
+    data_flags(p)
     p.add_argument("--ranking", default=None, help="ffrs.csv or public key,mean_relevance file: test the top-k T-FF")
-    p.add_argument("--k", type=int, default=114, help="number of top-ranked T-FF (paper: 114 ResNet-50, 27 B0)")
-    p.add_argument("--max-per-class", type=int, default=None, metavar="N", help=MAX_PER_CLASS_HELP)
-    p.add_argument("--test-fakes", type=int, default=500, metavar="N",
-                   help="Mood's tests of the T-FF use at most the first N fakes of each (set, class) (paper: 500)")
-    p.add_argument("--min-prob", type=float, default=0.2, help="fakes with colour p(fake) >= this enter the box plots")
-    p.add_argument("--alpha", type=float, default=0.05, help="significance level of Mood's test")
-    paper_code_args(p, "activation_site", "prob_dtype")
-    uncertainty_args(p)
     p.add_argument("--out", required=True, help="output folder")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..analysis.color import run_color
+    from ..jobs.color import ColorOptions, color
 
-    res = run_color(args.arch, weights(args), data_spec(args), args.out, sets=args.sets, ranking=args.ranking,
-                    k=args.k,
-                    max_per_class=min(args.test_fakes, args.max_per_class or args.test_fakes),
-                    metrics_max_per_class=args.max_per_class,
-                    min_prob=args.min_prob, alpha=args.alpha, preset=args.preset, batch_size=args.batch_size,
-                    device=args.device, num_workers=args.workers, progress=not args.no_progress,
-                    **switches(args, "activation_site", "prob_dtype"), **uncertainty(args))
+    options = options_of(ColorOptions, args)
+    if options.resamples < 1:
+        raise ValueError(f"--resamples must be at least 1 (got {options.resamples})")
+    res = color(data_spec(args), options=options, out=args.out, ranking=args.ranking)
     if is_main_process():
         print(res["table"].round(1).to_string(index=False))
         print(res["median_change"].round(3).to_string(index=False))

@@ -28,6 +28,8 @@ from ..layouts import LAYOUTS, DataSpec
 from ..options import code_trust, problem
 from ..outputs import OutputLock, check_writable
 from ..results import InputIdentity, read_json, write_json
+from .color import ColorOptions
+from .lrpmax import LRPMaxOptions
 from .options import study_schema
 from .rank import RankOptions
 from .study_checks import out_inside_data, python_spec_from, rerun_reason, trusts_code
@@ -49,10 +51,7 @@ STEP_SWITCHES = {"evaluate": {"prob_dtype": "prob_dtype", "cal_compare": "cal_co
                  "dropout": {"site": "dropout_site", "prob_dtype": "prob_dtype", "cal_compare": "cal_compare",
                              "random_k": "random_k"},
                  "faithfulness": {"bounds": "bounds", "zplus_fallback": "zplus_fallback", "site": "dropout_site",
-                                  "prob_dtype": "prob_dtype"},
-                 "lrpmax": {"neuron_seed": "neuron_seed", "bounds": "bounds", "activation_site": "activation_site",
-                            "zplus_fallback": "zplus_fallback", "patch_box": "patch_box"},
-                 "color": {"activation_site": "activation_site", "prob_dtype": "prob_dtype"}}
+                                  "prob_dtype": "prob_dtype"}}
 SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
     "": {"name": (str, "study"), "out": (str, REQUIRED), "device": (str, "auto"), "batch_size": (int, 64),
          "workers": ((int, type(None)), None), "preset": (str, "detector"), "paper_code": (bool, False),
@@ -86,9 +85,9 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
                            "top_k": ((int, type(None)), None), "randomise": (list, [0.25, 0.5, 1.0]),
                            "lrp_epsilon": (float, 1e-6), "max_per_class": ((int, type(None)), None),
                            "deletion_max_per_class": ((int, type(None)), None)},
-    "steps.lrpmax": {"enabled": (bool, True), "k": (int, 114), "per_tff": (int, 20), "show": (int, 5),
-                     "variant": (str, "activation"), "max_per_class": ((int, type(None)), None)},
-    "steps.color": {"enabled": (bool, True), "k": (int, 114), "max_per_class": ((int, type(None)), 500)},
+    "steps.lrpmax": {"enabled": (bool, True)},  # and the fields of tff lrpmax's options (STEP_OPTIONS)
+    # and the fields of tff color's options; its max_per_class is the test fakes of Mood's tests (--test-fakes)
+    "steps.color": {"enabled": (bool, True)},
     "steps.color_robust": {"enabled": (bool, False), "weights": ((str, type(None)), None),
                            "train": ((dict, type(None)), None), "label": (str, "colour-robust")},
     # planted-artefact check, only for test data with a ground truth (ground_truth.csv beside benchmark.json, as
@@ -101,7 +100,7 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
                         "percent": (float, 5.0), "random_repeats": (int, 5), "min_prob": (float, 0.9),
                         "seed": (int, 0), "psnr_tolerance": (float, 1.0), "resamples": (int, 1000)},
 }
-CHOICES = {"preset": ("detector", "center224", "full"), "steps.lrpmax.variant": ("activation", "relevance"),
+CHOICES = {"preset": ("detector", "center224", "full"),
            "detector.attention": ("attnlrp", "cp"), "detector.random_weights": (True, False, "backbone", "head"),
            "data.layout": LAYOUTS,
            "data.small_images": ("upscale", "pad")}
@@ -109,7 +108,8 @@ for _step, _keys in STEP_SWITCHES.items():
     for _key, _switch in _keys.items():
         SCHEMA[f"steps.{_step}"][_key] = SWITCH
         CHOICES[f"steps.{_step}.{_key}"] = SWITCHES[_switch].choices
-STEP_OPTIONS = {"rank": RankOptions}  # a step configured by its command's options: the same fields and defaults
+# a step configured by its command's options: the same fields and defaults
+STEP_OPTIONS = {"rank": RankOptions, "lrpmax": LRPMaxOptions, "color": ColorOptions}
 for _step, _cls in STEP_OPTIONS.items():
     for _key, (_types, _default, _choices) in study_schema(_cls).items():
         SCHEMA[f"steps.{_step}"][_key] = (_types if len(_types) > 1 else _types[0], _default)
@@ -366,27 +366,33 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
                      attention=det["attention"], resamples=f["resamples"], **common,
                      **switches("faithfulness"))
 
-    def lrpmax_step(folder: Path) -> None:
-        from ..analysis.lrpmax import run_lrpmax
+    def step_options(cls: type, step: str, arch: str = det["arch"], w: Weights = weights, **given: Any):
+        """The options of ``cls`` from ``steps.<step>`` and the study's detector, pass and paper-code settings."""
+        from .options import from_config
 
-        m = st["lrpmax"]
-        run_lrpmax(det["arch"], weights, ranking, test, folder, k=m["k"], sets=data["sets"],
-                   per_tff=m["per_tff"], show=m["show"], variant=m["variant"], max_per_class=m["max_per_class"],
-                   attention=det["attention"], **common, **switches("lrpmax"))
+        return from_config(cls, st[step], arch=arch, weights=w.path, backbone_weights=w.backbone,
+                           random_weights=w.random, trust_checkpoint=w.trust, attention=det["attention"],
+                           preset=cfg["preset"], batch_size=cfg["batch_size"], device=cfg["device"],
+                           workers=cfg["workers"], progress=progress, paper_code=cfg["paper_code"], **given)
+
+    def lrpmax_step(folder: Path) -> None:
+        from .lrpmax import LRPMaxOptions, lrpmax
+
+        lrpmax(test, options=step_options(LRPMaxOptions, "lrpmax", sets=data["sets"]), out=folder, ranking=ranking)
 
     def color_step(folder: Path, arch: str = det["arch"], weights: Weights = weights,
                    ranking_path: Path = ranking,
                    evaluated: Path | None = out / "evaluate" if st["evaluate"]["enabled"] else None) -> None:
         import pandas as pd
 
-        from ..analysis.color import run_color
+        from .color import ColorOptions, color
 
-        c = st["color"]
         scores = evaluated / "scores.csv" if evaluated else None  # same detector and images: no second pass
-        colour = pd.read_csv(scores, keep_default_na=False) if scores and scores.is_file() else None
-        run_color(arch, weights, test, folder, ranking=ranking_path, k=c["k"], sets=data["sets"],
-                  max_per_class=c["max_per_class"], metrics_max_per_class=data["max_per_class"],
-                  colour_scores=colour, **common, **switches("color"), **boot)
+        color_scores = pd.read_csv(scores, keep_default_na=False) if scores and scores.is_file() else None
+        options = step_options(ColorOptions, "color", arch, weights, sets=data["sets"],
+                               max_per_class=data["max_per_class"], resamples=cfg["uncertainty"]["resamples"],
+                               bootstrap_seed=cfg["uncertainty"]["seed"])
+        color(test, options=options, out=folder, ranking=ranking_path, color_scores=color_scores)
 
     def color_robust_step(folder: Path) -> None:
         from ..evaluate import evaluate
