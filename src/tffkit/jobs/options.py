@@ -191,7 +191,8 @@ def _types(f: Field) -> tuple:
         kinds = (bool, str)
     else:
         kinds = (type(f.default),)
-    return (*kinds, type(None)) if f.default is None else kinds
+    nullable = f.default is None or "None" in str(f.type)  # int | None = 200: null allowed in the config
+    return (*kinds, type(None)) if nullable else kinds
 
 
 def _config_default(f: Field) -> Any:
