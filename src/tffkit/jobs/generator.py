@@ -25,15 +25,16 @@ class GeneratorOptions(DetectorOptions, PassOptions):
     """Options of ``tff generator`` (the generator's kind, weights and input images are the job's inputs)."""
 
     batch_size: int = option(16, "images per forward/backward pass on each process", study=False, group="pass")
+    # in the order of the study's steps.generator keys (study.json is unchanged)
     images: int = option(500, "generated images N (seeded latents 0..N−1): the even ones rank, the odd ones evaluate")
-    seed: int = option(0, "seed of the latents and of the random masks")
     percent: float = option(5.0, "share of generator units masked (top/random/low)")
     random_repeats: int = option(5, "random masks drawn outside the top set, of the top mask's size and "
                                  "PSNR-matched (each)")
+    min_prob: float = option(0.9, "fakes with p(fake) ≥ this enter ω")
+    seed: int = option(0, "seed of the latents and of the random masks")
     psnr_tolerance: float = option(1.0, "dB within which a PSNR-matched random mask counts as matched to the top "
                                    "mask")
     resamples: int = option(1000, "bootstrap resamples of the Δp(fake) intervals")
-    min_prob: float = option(0.9, "fakes with p(fake) ≥ this enter ω")
     out_range: tuple[float, float] = option((-1.0, 1.0), "value range of the generator's output (mapped to [0, 1] "
                                             "before the detector)", nargs=2, type=float, metavar=("LOW", "HIGH"),
                                             study=False)
@@ -83,7 +84,7 @@ def generators(specs: Sequence[dict], *, options: GeneratorOptions = GeneratorOp
                                near=[f"generator.{n}" for n in spec.get("near", [])])
             if job.writes:
                 write_generator(res, job.folder / name)
-                RunRecord("generator", {**job.record.data["args"], **spec}, job.ctx.world).write(
+                RunRecord("generator", _record_of(job.record.data["args"], spec), job.ctx.world).write(
                     job.folder / name, **_counts(res["summary"]))
             tdist.barrier()
             results[name] = res["summary"]
@@ -114,6 +115,13 @@ def _explain_one(job: Job, detector, kind: str, weights: str | os.PathLike, inpu
     return explain_generator(gex, source, percent=o.percent, repeats=o.random_repeats, seed=o.seed,
                              min_prob=o.min_prob, batch_size=o.batch_size, ctx=job.ctx, near=near,
                              psnr_tolerance=o.psnr_tolerance, resamples=o.resamples)
+
+
+def _record_of(args: dict, spec: dict) -> dict[str, Any]:
+    """run.json's arguments of one generator of a study: the step's, with this generator as tff generator names it."""
+    own = {"name": spec["name"], "generator": spec["kind"], "generator_weights": str(spec["weights"]),
+           "inputs": str(spec.get("inputs")), "near": list(spec.get("near", []))}
+    return {**{k: v for k, v in args.items() if k != "generators"}, **own}
 
 
 def _counts(summary: dict) -> dict[str, Any]:
