@@ -386,3 +386,22 @@ def test_report_section_carries_intervals_and_never_a_direction_it_did_not_show(
                  "inputs ranked / evaluated", "12 / 12", "not shown (-2.0 [-5.0, +1.0] pp)"):
         assert text in body, text
     assert section_generator(tmp_path / "nothing", _figures) is None
+
+
+def test_the_cli_the_study_and_the_api_share_one_default_per_option():
+    """tff generator's flags and the study's steps.generator keys are GeneratorOptions' fields with its defaults."""
+    import argparse
+
+    from tffkit.cli.generator import add_arguments
+    from tffkit.jobs.generator import GeneratorOptions
+    from tffkit.jobs.options import default_of
+    from tffkit.jobs.study import SCHEMA
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    args = p.parse_args(["--generator", "dcgan", "--generator-weights", "g.pth", "--out", "o"])
+    keys = ("images", "percent", "random_repeats", "min_prob", "seed", "psnr_tolerance", "resamples")
+    for key in keys:
+        assert getattr(args, key) == default_of(GeneratorOptions, key) == SCHEMA["steps.generator"][key][1], key
+    assert list(SCHEMA["steps.generator"]) == ["enabled", "generators", *keys]  # study.json keeps its key order
+    assert args.batch_size == 16 and tuple(args.out_range) == (-1.0, 1.0) and not hasattr(args, "preset")

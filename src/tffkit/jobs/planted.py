@@ -41,10 +41,11 @@ def planted(data: DataSpec | str | os.PathLike, *, ranking: str | os.PathLike,
     import pandas as pd
 
     from ..analysis.planted import GROUND_TRUTH, find_ground_truth, truth_rows
+    from ..data import DataSpec
     from ..results import read_json, write_csv, write_json
     from .runner import Job
 
-    root = getattr(data, "root", data)
+    root = data.root if isinstance(data, DataSpec) else data
     bench = find_ground_truth(root)
     if bench is None:
         raise FileNotFoundError(f"no benchmark.json with {GROUND_TRUTH} at or above {root}")
