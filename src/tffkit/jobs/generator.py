@@ -22,7 +22,9 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, kw_only=True)
 class GeneratorOptions(DetectorOptions, PassOptions):
-    """Options of ``tff generator`` (the generator's kind, weights and input images are the job's inputs)."""
+    """Options of ``tff generator`` (the generator's kind, weights and input images are the job's inputs). The
+    pass group's ``preset`` is not used (not a flag): generated images reach the detector through ``out_range``,
+    ``resize`` and ``crop``; ``workers`` and ``progress`` are kept as the command's flags but unused."""
 
     batch_size: int = option(16, "images per forward/backward pass on each process", study=False, group="pass")
     # in the order of the study's steps.generator keys (study.json is unchanged)
