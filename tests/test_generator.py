@@ -58,7 +58,7 @@ def test_composed_logits_equal_and_neither_network_is_modified(make, size):
     assert {layer.name.split(".")[0] for layer in gex.units} == {"generator"}
     assert gex.output_layer in ("generator.toRGBLayers.2", "generator.main.12")  # the image's colour channels
     assert gex.output_layer not in {layer.name for layer in gex.units}
-    res = explain_generator(gex, LatentSource(6, gex.input_shape), None, percent=10, repeats=2, min_prob=0.0,
+    res = explain_generator(gex, LatentSource(6, gex.input_shape), percent=10, repeats=2, min_prob=0.0,
                             batch_size=4)
     assert set(res["masking"]["kind"]) == {"baseline", "top", "random", "low", "matched"}
     assert torch.allclose(gex.logits(z), want, rtol=1e-5, atol=1e-6)  # masking is undone
@@ -178,7 +178,7 @@ def test_the_planted_artefact_channel_ranks_first_and_masking_it_hurts_most(one_
     generator = Planted().eval()
     gex = GeneratorExplainer(generator, _trained_detector(generator), DetectorInput(mean=(0.5,) * 3, std=(0.5,) * 3))
     source = LatentSource(32, (8,), seed=7)
-    res = explain_generator(gex, source, None, percent=0.3, repeats=5, min_prob=0.9, batch_size=8)
+    res = explain_generator(gex, source, percent=0.3, repeats=5, min_prob=0.9, batch_size=8)
     assert res["summary"]["fakes_used"] >= 12  # of the 16 ranking inputs
     assert res["ranking"]["key"].iloc[0] == "generator.feat.#2(T=4)"
     table = res["summary_table"].set_index("kind")
@@ -292,7 +292,7 @@ def test_the_step_never_evaluates_on_an_input_it_ranked_on(monkeypatch, one_thre
         return out
 
     monkeypatch.setattr(gen, "rank_generator", rank_then_evaluate)
-    res = gen.explain_generator(gex, spy, None, percent=0.3, repeats=2, min_prob=0.5, batch_size=8)
+    res = gen.explain_generator(gex, spy, percent=0.3, repeats=2, min_prob=0.5, batch_size=8)
     assert spy.seen["rank"] == set(range(0, 20, 2)) and spy.seen["eval"] == set(range(1, 20, 2))
     assert set(res["masking"]["index"]) == set(range(1, 20, 2)) and set(res["rank_probs"]["index"]) == \
         set(range(0, 20, 2))
@@ -318,7 +318,7 @@ def test_psnr_matched_masks_match_the_top_masks_image_change(one_thread):
     assert match_size(falling, 45.0, 1, 200) == (1, pytest.approx(39.9))
     generator = Planted().eval()
     gex = GeneratorExplainer(generator, _trained_detector(generator), DetectorInput(mean=(0.5,) * 3, std=(0.5,) * 3))
-    res = explain_generator(gex, LatentSource(32, (8,), seed=7), None, percent=2, repeats=3, min_prob=0.5,
+    res = explain_generator(gex, LatentSource(32, (8,), seed=7), percent=2, repeats=3, min_prob=0.5,
                             batch_size=8, psnr_tolerance=1.0)
     match, masking = res["summary"]["psnr_match"], res["masking"]
     top = masking[masking["kind"] == "top"]["psnr_db"].median()
@@ -363,14 +363,16 @@ def test_delta_p_intervals_over_inputs_and_the_known_answer(tmp_path):
 
 
 def test_report_section_carries_intervals_and_never_a_direction_it_did_not_show(tmp_path, one_thread):
+    from tffkit.jobs.generator import write_generator
     from tffkit.report.html import _figures
     from tffkit.report.section_generator import section_generator
     from tffkit.results import write_json
 
     generator = Planted().eval()
     gex = GeneratorExplainer(generator, _trained_detector(generator), DetectorInput(mean=(0.5,) * 3, std=(0.5,) * 3))
-    res = explain_generator(gex, LatentSource(24, (8,), seed=7), tmp_path / "generator" / "planted", percent=0.3,
-                            repeats=2, min_prob=0.5, batch_size=8, near=["generator.feat"], resamples=200)
+    res = explain_generator(gex, LatentSource(24, (8,), seed=7), percent=0.3, repeats=2, min_prob=0.5, batch_size=8,
+                            near=["generator.feat"], resamples=200)
+    write_generator(res, tmp_path / "generator" / "planted")
     summary = res["summary"]
     summary["delta_pp"]["top − matched"] = {"delta_pp": -2.0, "low": -5.0, "high": 1.0, "shown": False}
     write_json(tmp_path / "generator" / "generators.json", {"planted": summary})
@@ -384,3 +386,22 @@ def test_report_section_carries_intervals_and_never_a_direction_it_did_not_show(
                  "inputs ranked / evaluated", "12 / 12", "not shown (-2.0 [-5.0, +1.0] pp)"):
         assert text in body, text
     assert section_generator(tmp_path / "nothing", _figures) is None
+
+
+def test_the_cli_the_study_and_the_api_share_one_default_per_option():
+    """tff generator's flags and the study's steps.generator keys are GeneratorOptions' fields with its defaults."""
+    import argparse
+
+    from tffkit.cli.generator import add_arguments
+    from tffkit.jobs.generator import GeneratorOptions
+    from tffkit.jobs.options import default_of
+    from tffkit.jobs.study import SCHEMA
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    args = p.parse_args(["--generator", "dcgan", "--generator-weights", "g.pth", "--out", "o"])
+    keys = ("images", "percent", "random_repeats", "min_prob", "seed", "psnr_tolerance", "resamples")
+    for key in keys:
+        assert getattr(args, key) == default_of(GeneratorOptions, key) == SCHEMA["steps.generator"][key][1], key
+    assert list(SCHEMA["steps.generator"]) == ["enabled", "generators", *keys]  # study.json keeps its key order
+    assert args.batch_size == 16 and tuple(args.out_range) == (-1.0, 1.0) and not hasattr(args, "preset")

@@ -68,6 +68,40 @@ def test_report_section_says_the_effects_were_planted(tmp_path: Path) -> None:
     assert "colour + upsampling (nearest)" in section["body"] and "tconv†" in section["body"]
 
 
+def test_the_planted_job_checks_the_listed_images_and_the_study_reads_its_options(tmp_path: Path, one_thread) -> None:
+    """jobs.planted on a tiny benchmark (two sets, a ranking from tff rank): the files, the images it could match
+    to the ground truth, k from tff rank's default when not given; the study's steps.planted keys are PlantedOptions'
+    (max_per_class may be null)."""
+    from conftest import make_tree
+    from lrp_helpers import pseudo_trained
+    from tffkit.detectors import save_checkpoint
+    from tffkit.jobs.options import default_of
+    from tffkit.jobs.planted import PlantedOptions, planted
+    from tffkit.jobs.rank import RankOptions, rank
+    from tffkit.jobs.study import SCHEMA
+
+    bench = tmp_path / "bench"
+    test = make_tree(bench / "test", {"tconv": [], "nearest": []}, n=4, seed=3)
+    rows = [{"path": p.relative_to(bench).as_posix(), "family": p.parts[-3] if "1_fake" in p.parts else "",
+             "format": "png"} for p in sorted(test.rglob("*.png")) if p.stem != "003"]  # one image per folder unlisted
+    pd.DataFrame(rows).to_csv(bench / "ground_truth.csv", index=False)
+    (bench / "benchmark.json").write_text(json.dumps({"version": 1, "artefacts": {"colour": 1.0}}))
+    weights = save_checkpoint(tmp_path / "det.pth", pseudo_trained("tiny_resnet"))
+    detector = dict(arch="tiny_resnet", weights=str(weights), device="cpu", workers=0, progress=False)
+    rank(test, options=RankOptions(**detector, min_prob=0.0, k=4), out=tmp_path / "rank")
+    res = planted(test, ranking=tmp_path / "rank" / "ffrs.csv", options=PlantedOptions(**detector, preset="full"),
+                  out=tmp_path / "planted")
+    assert {"planted.csv", "planted_sets.csv", "planted.json", "run.json"} <= {p.name for p in
+                                                                              (tmp_path / "planted").iterdir()}
+    n_units = len(pd.read_csv(tmp_path / "rank" / "ffrs.csv"))
+    assert res["n_images"] == 12 and res["k"] == min(default_of(RankOptions, "k"), n_units)
+    assert set(res["per_set"]["set"]) == {"tconv", "nearest"} and not res["format_confound"]
+    assert json.loads((tmp_path / "planted" / "planted.json").read_text())["n_images"] == 12
+    schema = SCHEMA["steps.planted"]
+    assert schema["max_per_class"] == ((int, type(None)), default_of(PlantedOptions, "max_per_class"))
+    assert schema["k"][1] is None and schema["min_effect"] == (float, 0.5) and "sets" not in schema
+
+
 @pytest.mark.slow
 def test_a_fresh_demo_reproduces_the_committed_summary(tmp_path: Path) -> None:
     """The demo as shipped (about 15 minutes on the 2-core machine): its summary — every claim's verdict per seed and

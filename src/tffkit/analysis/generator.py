@@ -21,9 +21,7 @@ import torch
 from PIL import Image
 
 from .. import distributed as tdist
-from ..detectors.loading import Weights
 from ..generation.compose import GeneratorExplainer
-from ..results import RunRecord, write_csv, write_json
 from .dropout import DropPlan
 from .ffrs import ChannelSets, FFRSAccumulator, accumulate_batch, ranking_table, select_channels
 from .generator_stats import (
@@ -219,15 +217,15 @@ def masking_summary(per_image: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
-def explain_generator(gex: GeneratorExplainer, source, out: str | Path | None, percent: float = 5.0,
-                      repeats: int = 5, seed: int = 0, min_prob: float = 0.9, batch_size: int = 16,
-                      ctx: tdist.DistContext | None = None, record: RunRecord | None = None,
-                      near: Sequence[str] = (), *, psnr_tolerance: float = 1.0, probe: int = 64,
+def explain_generator(gex: GeneratorExplainer, source, *, percent: float = 5.0, repeats: int = 5, seed: int = 0,
+                      min_prob: float = 0.9, batch_size: int = 16, ctx: tdist.DistContext | None = None,
+                      near: Sequence[str] = (), psnr_tolerance: float = 1.0, probe: int = 64,
                       resamples: int = RESAMPLES) -> dict:
-    """Rank the generator's units on the even inputs, mask top/low/random/PSNR-matched units on the odd ones, write
-    results to ``out``. ``near``: layer names (the upsampling layer and its neighbours) whose share of the top
-    units is tested against chance (the known answer); ``psnr_tolerance``: dB within which a matched mask's
-    median PSNR counts as matched; ``resamples``: bootstrap resamples of the Δp intervals (seeded by ``seed``)."""
+    """Rank the generator's units on the even inputs, mask top/low/random/PSNR-matched units on the odd ones.
+    ``near``: layer names (the upsampling layer and its neighbours) whose share of the top units is tested against
+    chance (the known answer); ``psnr_tolerance``: dB within which a matched mask's median PSNR counts as matched;
+    ``resamples``: bootstrap resamples of the Δp intervals (seeded by ``seed``). Returns the tables and the
+    summary (:func:`tffkit.jobs.generator.write_generator` writes them)."""
     ctx = ctx or tdist.DistContext(0, 1, gex.device)
     rank_half, eval_half = split_halves(len(source))
     rank_src, eval_src = SubsetSource(source, rank_half), SubsetSource(source, eval_half)
@@ -260,96 +258,5 @@ def explain_generator(gex: GeneratorExplainer, source, out: str | Path | None, p
                             for _, r in intervals.iterrows()}}
     if near:
         summary["top_units_near"] = known_answer(top["layer"].tolist(), ranked.table["layer"].tolist(), near)
-    if out is not None and ctx.is_main:
-        from ..report.figures_generator import masking_boxplot, top_units_per_layer
-
-        out = Path(out)
-        write_csv(out / "generator_ffrs.csv", ranked.table)
-        write_csv(out / "masking.csv", per_image)
-        write_csv(out / "masking_summary.csv", summary_table)
-        write_csv(out / "masking_intervals.csv", intervals)
-        write_json(out / "generator.json", summary)
-        masking_boxplot(per_image, summary_table, out / "masking_boxplot.png", name=out.name)
-        top_units_per_layer(summary["top_units_per_layer"], k, percent, out / "top_units_per_layer.png",
-                            name=out.name)
-        if record is not None:
-            record.write(out, **{k_: summary[k_] for k_ in ("n_images", "fakes_used", "k", "percent")})
-    tdist.barrier()
     return {"ranking": ranked.table, "masking": per_image, "summary_table": summary_table, "summary": summary,
             "intervals": intervals, "rank_probs": ranked.probs}
-
-
-def run_generator(generator: str, generator_weights: str | Path, arch: str, weights: str | Path | Weights | None,
-                  out: str | Path, n: int = 500, percent: float = 5.0, repeats: int = 5, seed: int = 0,
-                  min_prob: float = 0.9, inputs: str | Path | None = None, out_range: tuple[float, float] = (-1, 1),
-                  resize: int | None = None, crop: int | None = None, batch_size: int = 16, device: str = "auto",
-                  trust_checkpoint: bool = False, attention: str = "attnlrp", *, psnr_tolerance: float = 1.0,
-                  resamples: int = RESAMPLES) -> dict:
-    """The ``tff generator`` job: load a ``progan``/``dcgan`` generator and a detector, generate ``n`` images
-    from seeded latents (or from the images in ``inputs``, for image-to-image generators), rank the generator's
-    units by ω and mask the top/random/low ``percent``%. ``trust_checkpoint`` allows pickled objects in the
-    generator's file (and in the detector's, unless ``weights`` is a :class:`~tffkit.detectors.Weights`)."""
-    from ..generation.compose import DetectorInput
-    from ..generation.models import load_generator
-    from ..inputs import load_model
-    from ..outputs import run_folder
-
-    ctx = tdist.init(device)
-    record = RunRecord("generator", dict(generator=generator, generator_weights=str(generator_weights), arch=arch,
-                                         weights=str(weights), n=n, percent=percent, repeats=repeats, seed=seed,
-                                         min_prob=min_prob, inputs=str(inputs), out_range=list(out_range),
-                                         resize=resize, crop=crop, batch_size=batch_size, attention=attention,
-                                         psnr_tolerance=psnr_tolerance, resamples=resamples),
-                       ctx.world)
-    with run_folder(out, ctx) as folder:  # checked before the models are built; replaced whole at the end
-        gen = load_generator(generator, generator_weights, trust_checkpoint).to(ctx.device)
-        detector = load_model(arch, weights if isinstance(weights, Weights) else Weights(
-            None if weights is None else str(weights), trust=trust_checkpoint), ctx.device, ctx.is_main)
-        adapter = DetectorInput.for_detector(detector, out_range, resize, crop)
-        gex = GeneratorExplainer(gen, detector, adapter, attention=attention)
-        if inputs is not None:
-            source = ImageSource.from_folder(inputs, n, out_range)
-        else:
-            source = LatentSource(n, gex.input_shape, seed)
-        return explain_generator(gex, source, folder, percent, repeats, seed, min_prob, batch_size, ctx, record,
-                                 psnr_tolerance=psnr_tolerance, resamples=resamples)
-
-
-def generators_of_study(step: dict, arch: str, weights: str | Weights | None, out: str | Path, device: str = "auto",
-                        batch_size: int = 16) -> dict:
-    """The study's generator step: :func:`explain_generator` for each configured generator into
-    ``out/<name>/``, then ``out/generators.json`` summarising them (top vs random drop, image change)."""
-    from ..generation.compose import DetectorInput
-    from ..generation.models import load_generator
-    from ..inputs import load_model
-    from ..outputs import run_folder
-
-    if not step["generators"]:
-        raise ValueError("steps.generator: no generators configured (a list of {name, kind, weights, inputs})")
-    ctx = tdist.init(device)
-    with run_folder(out, ctx) as folder:  # the step owns its folder: no generator of an earlier config is left
-        detector = load_model(arch, weights, ctx.device, ctx.is_main)
-        results = {}
-        for spec in step["generators"]:
-            name = spec["name"]
-            gen = load_generator(spec["kind"], spec["weights"]).to(ctx.device)
-            if spec.get("inputs"):
-                source = ImageSource.from_folder(spec["inputs"], step["images"])
-                shape = tuple(source.batch([0]).shape[1:])
-            else:
-                shape = None
-            gex = GeneratorExplainer(gen, detector, DetectorInput.for_detector(detector), input_shape=shape)
-            if not spec.get("inputs"):
-                source = LatentSource(step["images"], gex.input_shape, step["seed"])
-            record = RunRecord("generator", {"arch": arch, "weights": str(weights), **spec, **{
-                k: step[k] for k in ("images", "percent", "random_repeats", "min_prob", "seed", "psnr_tolerance",
-                                     "resamples")}}, ctx.world)
-            res = explain_generator(gex, source, folder / name, step["percent"], step["random_repeats"],
-                                    step["seed"], step["min_prob"], batch_size, ctx, record,
-                                    near=[f"generator.{n}" for n in spec.get("near", [])],
-                                    psnr_tolerance=step["psnr_tolerance"], resamples=step["resamples"])
-            results[name] = res["summary"]
-        if ctx.is_main:
-            write_json(folder / "generators.json", results)
-            RunRecord("generators", {"arch": arch, "weights": str(weights), **step}, ctx.world).write(folder)
-    return results

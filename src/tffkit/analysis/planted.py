@@ -24,13 +24,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import distributed as tdist
-from ..inputs import explainer_for, find_data, load_model, run_preprocessing
-from ..outputs import run_folder
-from ..results import RunRecord, read_json, write_csv, write_json
-from .activations import load_tffs, tff_keys
-from .color import VERSIONS, max_activations
-
 MIN_EFFECT = 0.5
 
 #: the per-image ground truth a benchmark ships beside its benchmark.json (the embedded demo writes one)
@@ -100,8 +93,9 @@ def summarise(per_set: pd.DataFrame, mood: pd.DataFrame | None = None, min_effec
     return pd.DataFrame(rows)
 
 
-def _truth_for(samples: Sequence, bench: Path, truth: pd.DataFrame) -> tuple[list[int], pd.DataFrame]:
-    """Indices of the samples listed in the ground truth, and their rows (in sample order)."""
+def truth_rows(samples: Sequence, bench: Path, truth: pd.DataFrame) -> tuple[list[int], pd.DataFrame]:
+    """Indices of the samples listed in the ground truth (``truth``, paths relative to the benchmark folder
+    ``bench``), and their rows (in sample order) with the sample's set and label."""
     by_path = truth.set_index("path")
     keep, rows = [], []
     for i, s in enumerate(samples):
@@ -115,77 +109,4 @@ def _truth_for(samples: Sequence, bench: Path, truth: pd.DataFrame) -> tuple[lis
     return keep, pd.DataFrame(rows)
 
 
-def run_planted(arch: str, weights, data: str | os.PathLike, out: str | os.PathLike, ranking: str | os.PathLike,
-                k: int = 12, sets: Sequence[str] | None = None, max_per_class: int | None = 200,
-                mood_tests: str | os.PathLike | None = None, min_effect: float = MIN_EFFECT, preset: str = "detector",
-                batch_size: int = 64, device: str = "auto", num_workers: int | None = None, progress: bool = True,
-                site: str = "folded") -> dict:
-    """Score the top-``k`` T-FF of ``ranking`` against the planted artefacts of the benchmark ``data`` belongs to:
-    writes ``planted_sets.csv`` (per T-FF and set), ``planted.csv`` (per T-FF) and ``planted.json``."""
-    bench = find_ground_truth(data)
-    if bench is None:
-        raise FileNotFoundError(f"no benchmark.json with {GROUND_TRUTH} at or above {data}")
-    ctx = tdist.init(device)
-    record = RunRecord("planted", dict(arch=arch, weights=str(weights), data=str(data), ranking=str(ranking), k=k,
-                                       sets=sets, max_per_class=max_per_class, min_effect=min_effect, site=site),
-                       ctx.world)
-    truth = pd.read_csv(bench / GROUND_TRUTH, keep_default_na=False)
-    meta = read_json(bench / "benchmark.json")
-    with run_folder(out, ctx) as folder:
-        samples = find_data(data, sets, max_per_class=max_per_class, main=False).samples
-        keep, rows = _truth_for(samples, bench, truth)
-        if not keep:
-            raise ValueError(f"none of the test images under {data} is listed in {bench / GROUND_TRUTH}")
-        listed = [samples[i] for i in keep]
-        model = load_model(arch, weights, ctx.device, ctx.is_main)
-        prep = run_preprocessing(model, data)
-        explainer = explainer_for(model, prep)
-        tffs = load_tffs(ranking, k, explainer)
-        keys = tff_keys(explainer, tffs)
-        pass_args = dict(preset=preset, batch_size=batch_size, num_workers=num_workers, progress=progress,
-                         preprocessing=prep)
-        acts = {v: max_activations(explainer, tffs, listed, ctx, p, site, desc=f"planted check ({v})", **pass_args)
-                for v, p in VERSIONS.items()}
-        (ic, ac), (ig, ag) = acts["colour"], acts["grayscale"]
-        common, pc, pg = np.intersect1d(ic, ig, return_indices=True)
-        per_set = planted_responses(ac[pc], ag[pg], rows.iloc[common].reset_index(drop=True), keys)
-        mood = pd.read_csv(mood_tests) if mood_tests is not None and Path(mood_tests).is_file() else None
-        summary = summarise(per_set, mood, min_effect)
-        formats = rows.groupby("label")["format"].agg(lambda f: sorted(set(f)))
-        js = {"benchmark": str(bench), "benchmark_version": meta.get("version"), "artefacts": meta.get("artefacts"),
-              "k": len(tffs), "min_effect": min_effect, "n_images": int(len(common)), "activation_site": site,
-              "format_confound": bool(formats.get(0, []) != formats.get(1, [])),
-              "training_family": meta.get("training_family"),
-              "share_colour": float((summary["colour_effect"].abs() >= min_effect).mean()),
-              "share_upsampling": {c.removeprefix("upsampling_"): float((summary[c].abs() >= min_effect).mean())
-                                   for c in summary.columns if c.startswith("upsampling_")}}
-        if ctx.is_main:
-            write_csv(folder / "planted_sets.csv", per_set)
-            write_csv(folder / "planted.csv", summary)
-            write_json(folder / "planted.json", js)
-            record.write(folder, device=str(ctx.device), **js)
-    return {"per_set": per_set, "summary": summary, **js}
-
-
-def planted_of_study(folder: Path, out: Path, det: dict, weights, steps: dict, data: dict, common: dict) -> None:
-    """The study's planted step: the check for the analysed detector (``folder/universal``) and, when the study
-    has one, the colour-robust detector (``folder/colour_robust``), each with its own ranking and Mood tests."""
-    from ..detectors import Weights
-
-    p, cr = steps["planted"], steps["color_robust"]
-    detectors = {"universal": (det["arch"], weights, out / "rank" / "ffrs.csv", out / "color" / "mood_tests.csv")}
-    if cr["enabled"]:
-        trained = out / "color_robust" / "train"
-        cr_weights = cr["weights"] or str(trained / ("model_best.pth" if (trained / "model_best.pth").is_file()
-                                                     else "model_last.pth"))
-        detectors["colour_robust"] = ((cr["train"] or {}).get("arch", det["arch"]),
-                                      Weights(cr_weights, trust=det["trust_checkpoint"]),
-                                      out / "color_robust" / "rank" / "ffrs.csv",
-                                      out / "color_robust" / "color" / "mood_tests.csv")
-    for name, (arch, w, ranking, mood) in detectors.items():
-        run_planted(arch, w, data["test"], folder / name, ranking, k=p["k"] or steps["color"]["k"], sets=data["sets"],
-                    max_per_class=p["max_per_class"], mood_tests=mood, min_effect=p["min_effect"], **common)
-
-
-__all__ = ["GROUND_TRUTH", "MIN_EFFECT", "find_ground_truth", "planted_of_study", "planted_responses", "run_planted",
-           "summarise"]
+__all__ = ["GROUND_TRUTH", "MIN_EFFECT", "find_ground_truth", "planted_responses", "summarise", "truth_rows"]

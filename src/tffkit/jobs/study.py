@@ -29,8 +29,10 @@ from ..options import code_trust, problem
 from ..outputs import OutputLock, check_writable
 from ..results import InputIdentity, read_json, write_json
 from .color import ColorOptions
+from .generator import GeneratorOptions
 from .lrpmax import LRPMaxOptions
 from .options import study_schema
+from .planted import PlantedOptions
 from .rank import RankOptions
 from .study_checks import out_inside_data, python_spec_from, rerun_reason, trusts_code
 
@@ -91,14 +93,12 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
     "steps.color_robust": {"enabled": (bool, False), "weights": ((str, type(None)), None),
                            "train": ((dict, type(None)), None), "label": (str, "colour-robust")},
     # planted-artefact check, only for test data with a ground truth (ground_truth.csv beside benchmark.json, as
-    # the demo benchmark writes); k: the color step's k when not given
-    "steps.planted": {"enabled": (bool, True), "k": ((int, type(None)), None),
-                      "max_per_class": ((int, type(None)), 200), "min_effect": (float, 0.5)},
+    # the demo benchmark writes); k: the color step's k when not given; and PlantedOptions' fields (STEP_OPTIONS)
+    "steps.planted": {"enabled": (bool, True)},
     # LRP into generators: a list of {name, kind (progan | dcgan | demo:<family>), weights, inputs (a folder of
-    # input images, for image-to-image generators), near (layer names reported as 'in or next to upsampling')}
-    "steps.generator": {"enabled": (bool, False), "generators": (list, []), "images": (int, 200),
-                        "percent": (float, 5.0), "random_repeats": (int, 5), "min_prob": (float, 0.9),
-                        "seed": (int, 0), "psnr_tolerance": (float, 1.0), "resamples": (int, 1000)},
+    # input images, for image-to-image generators), near (layer names reported as 'in or next to upsampling')};
+    # and the fields of tff generator's options (STEP_OPTIONS)
+    "steps.generator": {"enabled": (bool, False), "generators": (list, [])},
 }
 CHOICES = {"preset": ("detector", "center224", "full"),
            "detector.attention": ("attnlrp", "cp"), "detector.random_weights": (True, False, "backbone", "head"),
@@ -109,7 +109,8 @@ for _step, _keys in STEP_SWITCHES.items():
         SCHEMA[f"steps.{_step}"][_key] = SWITCH
         CHOICES[f"steps.{_step}.{_key}"] = SWITCHES[_switch].choices
 # a step configured by its command's options: the same fields and defaults
-STEP_OPTIONS = {"rank": RankOptions, "lrpmax": LRPMaxOptions, "color": ColorOptions}
+STEP_OPTIONS = {"rank": RankOptions, "lrpmax": LRPMaxOptions, "color": ColorOptions, "planted": PlantedOptions,
+                "generator": GeneratorOptions}
 for _step, _cls in STEP_OPTIONS.items():
     for _key, (_types, _default, _choices) in study_schema(_cls).items():
         SCHEMA[f"steps.{_step}"][_key] = (_types if len(_types) > 1 else _types[0], _default)
@@ -366,15 +367,6 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
                      attention=det["attention"], resamples=f["resamples"], **common,
                      **switches("faithfulness"))
 
-    def step_options(cls: type, step: str, arch: str = det["arch"], w: Weights = weights, **given: Any):
-        """The options of ``cls`` from ``steps.<step>`` and the study's detector, pass and paper-code settings."""
-        from .options import from_config
-
-        return from_config(cls, st[step], arch=arch, weights=w.path, backbone_weights=w.backbone,
-                           random_weights=w.random, trust_checkpoint=w.trust, attention=det["attention"],
-                           preset=cfg["preset"], batch_size=cfg["batch_size"], device=cfg["device"],
-                           workers=cfg["workers"], progress=progress, paper_code=cfg["paper_code"], **given)
-
     def lrpmax_step(folder: Path) -> None:
         from .lrpmax import LRPMaxOptions, lrpmax
 
@@ -418,15 +410,36 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
         if cr["weights"] is not None and (folder / "train").is_dir():  # the step owns its folder: no stale training
             shutil.rmtree(folder / "train")
 
-    def planted_step(folder: Path) -> None:
-        from ..analysis.planted import planted_of_study
+    def step_options(cls: type, step: str, arch: str = det["arch"], w: Weights = weights, values: dict | None = None,
+                     **given: Any):
+        """The options of ``cls`` from ``steps.<step>`` (``values`` replaced), the study's detector, pass and LRP
+        settings and ``given`` fields."""
+        from .options import from_config
 
-        planted_of_study(folder, out, det, weights, st, data, common)
+        return from_config(cls, {**st[step], **(values or {})}, **given, arch=arch, weights=w.path,
+                           backbone_weights=w.backbone, random_weights=w.random, trust_checkpoint=w.trust,
+                           attention=det["attention"], preset=cfg["preset"], batch_size=cfg["batch_size"],
+                           device=cfg["device"], workers=cfg["workers"], progress=progress,
+                           paper_code=cfg["paper_code"])
+
+    def planted_step(folder: Path) -> None:
+        from .planted import PlantedOptions, planted_of_study
+
+        k = {"values": {"k": st["planted"]["k"] or st["color"]["k"]}, "sets": data["sets"]}
+        cr, robust = st["color_robust"], None
+        if cr["enabled"]:
+            trained = out / "color_robust" / "train"
+            cr_weights = cr["weights"] or str(trained / ("model_best.pth" if (trained / "model_best.pth").is_file()
+                                                         else "model_last.pth"))
+            robust = step_options(PlantedOptions, "planted", (cr["train"] or {}).get("arch", det["arch"]),
+                                  Weights(cr_weights, trust=det["trust_checkpoint"]), **k)
+        planted_of_study(test, study=out, options=step_options(PlantedOptions, "planted", **k),
+                         color_robust=robust, out=folder)
 
     def generator_step(folder: Path) -> None:
-        from ..analysis.generator import generators_of_study
+        from .generator import GeneratorOptions, generators
 
-        generators_of_study(st["generator"], det["arch"], weights, folder, cfg["device"], cfg["batch_size"])
+        generators(st["generator"]["generators"], options=step_options(GeneratorOptions, "generator"), out=folder)
 
     add("evaluate", {**base, **test_data, "uncertainty": cfg["uncertainty"]}, evaluate_step,
         ("metrics.csv", "scores.csv", "run.json"))
@@ -449,13 +462,13 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
         add("color_robust", {**base, **cr, **test_data, **source_data, "cr_inputs": cr_inputs, "rank": rank_settings,
                              "color": st["color"], "evaluate": st["evaluate"], "uncertainty": cfg["uncertainty"]},
             color_robust_step, ("evaluate/metrics.csv", "rank/ffrs.csv", "color/table_color_gray.csv"))
-    from ..analysis.planted import find_ground_truth
+    from ..analysis.planted import GROUND_TRUTH, find_ground_truth
 
     truth = find_ground_truth(data["test"])
     if truth is not None and st["planted"]["enabled"]:
         upstream = {s.name: s.settings for s in steps if s.name in ("color", "color_robust")}
         add("planted", {**base, **st["planted"], **test_data, "rank": rank_settings, "upstream": upstream,
-                        "ground_truth": inputs.file(truth / "ground_truth.csv")}, planted_step,
+                        "ground_truth": inputs.file(truth / GROUND_TRUTH)}, planted_step,
             ("universal/planted.csv",))
     if st["generator"]["enabled"]:
         gen_inputs = [{"weights_sha256": inputs.file(g.get("weights")),
