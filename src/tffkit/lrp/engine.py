@@ -19,10 +19,10 @@ from torch import nn
 from ..data import IMAGENET_MEAN, IMAGENET_STD
 from . import registry as reg
 from .check import RelevanceCheck, check_relevance
-from .composite import Composite, named
+from .composite import Composite
 from .convs import FALLBACKS, Conv, ConvEpsilon, ZBox, ZPlus
 from .convs import conv_rule as conv_rule_named
-from .registry import RuleConfig
+from .registry import RuleConfig, named
 from .rewrite import FeatureLayer, build_explainable
 from .rules import gradient_mode
 from .summary import RuleEntry, rules_text
