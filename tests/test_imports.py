@@ -4,6 +4,7 @@ and under ``if TYPE_CHECKING:`` count as much as those at the top of a file.
 - ``analysis/`` holds algorithms: it imports no report, job, demo, data discovery (``layouts``), input, output-folder
   or run-record code (``outputs``, ``results``) and no study;
 - ``report/`` reads result files: it imports neither ``analysis/`` nor ``jobs/``;
+- ``lrp/`` imports nothing of tffkit but :mod:`tffkit.heads` (its normalisation comes from the caller);
 - only ``cli/`` imports ``demo/`` (the demo is a user of the library; it may import anything but ``cli/``);
 - no import circle among tffkit's modules.
 
@@ -119,6 +120,14 @@ def test_analysis_holds_algorithms_only():
 def test_report_reads_result_files_only():
     lines = _violations("tffkit.report", ("tffkit.analysis", "tffkit.jobs"))
     _check(lines, "report/ imports neither analysis/ nor jobs/")
+
+
+def test_the_engine_takes_what_it_needs_from_its_caller():
+    """lrp/ reads the detector's head and input from :mod:`tffkit.heads` and nothing else of tffkit (no dataset
+    constants: the caller passes the normalisation)."""
+    lines = [f"{_where(m, line)} imports {t}" for m in modules() if _inside(m, "tffkit.lrp")
+             for t, line in imports(m) if not (_inside(t, "tffkit.lrp") or t == "tffkit.heads")]
+    _check(lines, "lrp/ imports only lrp/ and heads")
 
 
 def test_only_the_cli_imports_the_demo():

@@ -72,9 +72,11 @@ class Detector:
     input_rule: str = "zplus"
 
     def create(self, **kwargs: Any) -> nn.Module:
-        """A freshly initialised detector (raw outputs, before the polarity wrapper), carrying ``tff_input_rule``."""
+        """A freshly initialised detector (raw outputs, before the polarity wrapper), carrying ``tff_input_rule`` and
+        ``tff_normalization`` (its preprocessing's mean and std: :mod:`tffkit.heads`)."""
         model = self.build(**{**self.kwargs, **kwargs})
         model.tff_input_rule = self.input_rule
+        model.tff_normalization = (tuple(self.preprocessing.mean), tuple(self.preprocessing.std))
         return model
 
     def state_dict(self, weights: Any | None, backbone: Any | None) -> dict[str, torch.Tensor]:
