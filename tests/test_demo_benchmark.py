@@ -245,14 +245,14 @@ def test_ground_truth_lists_every_image_with_its_artefacts(built: tuple[Path, di
 
 
 def test_colour_artefact_keeps_luma_and_amplifies_chroma() -> None:
-    m = artefacts.colour_matrix(1.0)
+    m = artefacts.color_matrix(1.0)
     rgb = np.random.default_rng(0).uniform(-1, 1, (500, 3))
     assert np.allclose(rgb @ m.T @ np.array(artefacts.LUMA), rgb @ np.array(artefacts.LUMA))  # luma kept
     grey = np.full((4, 3), 0.3)
     assert np.allclose(grey @ m.T, grey)  # greys stay grey
-    assert np.allclose(artefacts.colour_matrix(0.0), np.eye(3))
+    assert np.allclose(artefacts.color_matrix(0.0), np.eye(3))
     with pytest.raises(ValueError):
-        PlantedArtefacts(colour=-0.1)
+        PlantedArtefacts(color=-0.1)
 
 
 @pytest.mark.parametrize("family", ["tconv", "nearest"])
@@ -264,7 +264,7 @@ def test_colour_strength_changes_measured_chroma_not_luma(family: str) -> None:
     sat = {0.0: artefacts.chroma_stats(plain)["saturation"]}
     for strength in (0.5, 1.0):
         planted = copy.deepcopy(model)
-        artefacts.plant_colour(planted, strength)
+        artefacts.plant_color(planted, strength)
         out = gens.regenerate(planted, images)
         sat[strength] = artefacts.chroma_stats(out)["saturation"]
         # the upsampling trace lives in luma: untouched up to rounding wherever no channel is clipped to the gamut
@@ -294,7 +294,7 @@ def test_benchmark_fakes_carry_the_colour_artefact_and_the_upsampling_trace(buil
 def test_format_shortcut_stores_reals_as_jpeg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bm, "_GEN_STEPS", 1)
     monkeypatch.setattr(bm, "_MIN_GEN_STEPS", 1)
-    planted = PlantedArtefacts(colour=0.0, format_shortcut=True, jpeg_quality=80)
+    planted = PlantedArtefacts(color=0.0, format_shortcut=True, jpeg_quality=80)
     meta = build_benchmark(tmp_path / "b", scale=SCALE, seed=0, progress=False, artefacts=planted)
     root = tmp_path / "b"
     assert meta["artefacts"]["format_shortcut"] and meta["artefacts"]["colour"] == 0.0

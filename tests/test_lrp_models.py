@@ -12,6 +12,7 @@ from torchvision.ops import SqueezeExcitation
 from lrp_helpers import pseudo_trained
 from tffkit.lrp import Explainer, UnsupportedLayerError, input_bounds
 from tffkit.lrp.trace import fold_batchnorm
+from tffkit.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 ARCHS = ["tiny_resnet", "tiny_resnet_bottleneck", "resnet18", "resnet50", "efficientnet_b0",
          "efficientnet_b0_lukemelas"]
@@ -101,7 +102,7 @@ def _zennit_relevance(model: nn.Module, x: torch.Tensor, layer_names):
             if isinstance(c1, nn.Conv2d) and isinstance(c2, nn.BatchNorm2d):
                 fold_batchnorm(c1, c2)
                 setattr(parent, n2, nn.Identity())
-    low, high = input_bounds("exact")
+    low, high = input_bounds("exact", IMAGENET_MEAN, IMAGENET_STD)
     low = low.to(x.dtype).reshape(1, 3, 1, 1).expand_as(x)
     high = high.to(x.dtype).reshape(1, 3, 1, 1).expand_as(x)
     composite = SpecialFirstLayerMapComposite(

@@ -14,9 +14,9 @@ from scipy.stats import hypergeom
 
 from conftest import make_tree
 from test_zoo import resnet_keys, run_analysis
+from tffkit.analysis.gate import gate_units, gate_vs_ranking
 from tffkit.cli import main
 from tffkit.detectors import ZOO, CheckpointReadError, build_detector, load_detector
-from tffkit.detectors.dear import gate_units, gate_vs_ranking
 
 RECENT = ["rajan2025", "dear_c", "dear_r", "bfree2025", "commfor2025", "commfor2025_224"]
 

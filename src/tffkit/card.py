@@ -100,7 +100,7 @@ def performance(folder: Path) -> Section:
                                                         "groups"], table)]
 
 
-def colour(folder: Path) -> Section:
+def color(folder: Path) -> Section:
     """AP colour → grayscale, Δ median p(fake) and the colour-conditional share of the top units."""
     metrics = _csv(folder / "color" / "color_metrics.csv")
     if metrics is None:
@@ -194,7 +194,7 @@ def detectors_of(study: Path) -> list[tuple[str, Path, str]]:
 
 def card(study: Path, folder: Path, label: str, out: Path) -> list[Section]:
     """The sections of one detector's card."""
-    return [identity(folder, label), performance(folder), colour(folder), robustness(folder), top_units(folder),
+    return [identity(folder, label), performance(folder), color(folder), robustness(folder), top_units(folder),
             figures(folder, study, out)]
 
 

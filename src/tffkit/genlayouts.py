@@ -17,10 +17,9 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from .layouts import DatasetLayoutError
+from .dataspec import DatasetLayoutError, Groups
 from .walk import WalkLog, image_files, walk
 
-Groups = dict[tuple[str, str, str, int], list[str]]  # (set, class, split, label) → paths
 LABEL_FIRST, GENERATOR_FIRST = "label-first", "generator-first"
 
 

@@ -27,20 +27,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from .dataspec import DEFAULT_DIRS, LAYOUTS, DatasetLayoutError, DataSpec, Groups, as_spec
+from .genlayouts import looks_generator_first, looks_label_first, read_generator_first, read_label_first
+from .manifest import read_manifest
+from .tables import is_table, read_tables
 from .walk import IMAGE_EXTENSIONS, WalkLog, image_files, images_under, walk
 
-LAYOUTS = ("auto", "forensynths", "genimage", "diffusionforensics", "paired", "manifest", "label-first",
-           "generator-first", "table")
-DEFAULT_DIRS = {"forensynths": (("0_real",), ("1_fake",)), "genimage": (("nature",), ("ai",)),
-                "diffusionforensics": (("real",), ()), "paired": (("0_real",), ("1_fake",)),
-                "manifest": (("0_real", "real"), ("1_fake", "fake")), "label-first": (("real",), ("fake",)),
-                "generator-first": (("real",), ("fake",)), "table": ((), ())}
+__all__ = ["DEFAULT_DIRS", "LAYOUTS", "REAL_FAKE", "SPLITS", "DataSpec", "DatasetLayoutError", "Discovery", "Groups",
+           "Sample", "as_spec", "discover", "find_samples", "format_summary"]
+
 SPLITS = ("train", "val", "test")
 REAL_FAKE = "real/fake"  # what auto-detection calls sibling folders named real and fake (read as ForenSynths)
-
-
-class DatasetLayoutError(ValueError):
-    """The data does not follow the expected layout (the message says what was expected and what was found)."""
 
 
 @dataclass(frozen=True)
@@ -62,59 +59,6 @@ class Sample:
     def unit(self) -> str:
         """The group, or the image itself where no group is known."""
         return self.group or self.path
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    """Where the images are and how to read their labels (see the module docstring); ``small_images``: what the
-    pipeline does with images smaller than the detector's crop (:class:`tffkit.preprocess.Preprocessing`)."""
-
-    root: str
-    layout: str = "auto"
-    real_dirs: tuple[str, ...] | None = None
-    fake_dirs: tuple[str, ...] | None = None
-    real: str | None = None
-    split: str | None = None
-    small_images: str = "upscale"
-    group_pattern: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.layout not in LAYOUTS:
-            raise DatasetLayoutError(f"unknown layout {self.layout!r}; choose one of {', '.join(LAYOUTS)}")
-        if self.group_pattern is not None:
-            try:
-                compiled = re.compile(self.group_pattern)
-            except re.error as exc:
-                raise DatasetLayoutError(f"--group-pattern {self.group_pattern!r} is not a regular expression: "
-                                         f"{exc}") from None
-            if compiled.groups < 1:
-                raise DatasetLayoutError(f"--group-pattern {self.group_pattern!r} has no capture group; mark the "
-                                         "part of the file name that names the group, e.g. '^\\d+_(.+)\\.png$'")
-        for name in ("real_dirs", "fake_dirs"):
-            value = getattr(self, name)
-            if isinstance(value, str):
-                object.__setattr__(self, name, tuple(v.strip() for v in value.split(",") if v.strip()))
-            elif value is not None:
-                object.__setattr__(self, name, tuple(value))
-
-    def __str__(self) -> str:
-        return self.root
-
-    def dirs(self, layout: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """(real, fake) folder names for ``layout``: the given ones, else the layout's defaults."""
-        real, fake = DEFAULT_DIRS.get(layout, DEFAULT_DIRS["forensynths"])
-        return self.real_dirs or real, self.fake_dirs or fake
-
-    def to_dict(self) -> dict:
-        """JSON-friendly fields."""
-        return {"root": self.root, "layout": self.layout, "real_dirs": self.real_dirs, "fake_dirs": self.fake_dirs,
-                "real": self.real, "split": self.split, "small_images": self.small_images,
-                "group_pattern": self.group_pattern}
-
-
-def as_spec(data: str | os.PathLike | DataSpec) -> DataSpec:
-    """A :class:`DataSpec` for a path (auto layout) or the spec itself."""
-    return data if isinstance(data, DataSpec) else DataSpec(os.fspath(data))
 
 
 @dataclass
@@ -209,14 +153,10 @@ def discover(data: str | os.PathLike | DataSpec, sets: Sequence[str] | None = No
     file_groups: dict[str, str] = {}
     source = "manifest column"
     if layout == "manifest":
-        from .manifest import read_manifest
-
         warnings, split = [], {}
         groups, file_groups, masks = read_manifest(spec, warnings)
     else:
         if layout == "table":
-            from .tables import read_tables
-
             groups, file_groups, warnings = read_tables(root, log)
             source = "table column"
         elif not root.is_dir():
@@ -262,13 +202,7 @@ def _with_groups(found: Discovery, file_groups: dict[str, str], source: str = "m
     return found
 
 
-Groups = dict[tuple[str, str, str, int], list[str]]  # (set, class, split, label) → paths
-
-
 def _detect(spec: DataSpec, log: WalkLog) -> str:
-    from .genlayouts import looks_generator_first, looks_label_first
-    from .tables import is_table
-
     root = Path(spec.root)
     if root.is_file():
         if root.suffix.lower() == ".csv":
@@ -315,7 +249,6 @@ def _detect(spec: DataSpec, log: WalkLog) -> str:
 
 def _generator_folders(spec: DataSpec, layout: str, log: WalkLog) -> tuple[Groups, list[str]]:
     """``label-first`` and ``generator-first`` (:mod:`tffkit.genlayouts`)."""
-    from .genlayouts import read_generator_first, read_label_first
 
     real, fake = spec.dirs(layout)
     read = read_label_first if layout == "label-first" else read_generator_first

@@ -22,7 +22,7 @@ import csv
 import os
 from pathlib import Path
 
-from .layouts import DatasetLayoutError, DataSpec
+from .dataspec import DatasetLayoutError, DataSpec
 
 PATH_COLUMNS = ("path", "image_path", "filepath", "file", "filename")
 LABEL_COLUMNS = ("label", "target")

@@ -29,8 +29,9 @@ import re
 from collections import OrderedDict
 from pathlib import Path
 
-from .genlayouts import Groups, pair_reals
-from .layouts import DatasetLayoutError
+from .dataspec import DatasetLayoutError, Groups
+from .genlayouts import pair_reals
+from .manifest import parse_label
 from .walk import WalkLog, walk
 
 TABLE_EXTENSIONS = (".parquet", ".arrow")
@@ -220,8 +221,6 @@ def image_column(table: Shard) -> tuple[str, str]:
 
 def _label_reader(table: Shard, column: str):
     """value → 0/1/None for the label column (ClassLabel names read from the HF features)."""
-    from .manifest import parse_label
-
     names = (table.features.get(column) or {}).get("names") if isinstance(table.features.get(column), dict) else None
     if names:
         mapped = [parse_label(str(n)) for n in names]

@@ -73,9 +73,9 @@ def metric_intervals(scores: pd.DataFrame, *, resamples: int = RESAMPLES, seed: 
     return pd.DataFrame(rows)
 
 
-def median_change(colour: np.ndarray, gray: np.ndarray) -> float:
+def median_change(color: np.ndarray, gray: np.ndarray) -> float:
     """The change of the median p(fake) without colour, grayscale − colour, in percentage points (NaN when empty)."""
-    return 100 * (float(np.median(gray)) - float(np.median(colour))) if len(colour) else float("nan")
+    return 100 * (float(np.median(gray)) - float(np.median(color))) if len(color) else float("nan")
 
 
 def median_change_intervals(probs: pd.DataFrame, *, resamples: int = RESAMPLES, seed: int = SEED
@@ -87,11 +87,11 @@ def median_change_intervals(probs: pd.DataFrame, *, resamples: int = RESAMPLES, 
         return (pd.DataFrame(columns=["set", "estimate", "low", "high", "groups", "dominant_group", "dominant_share"]),
                 pd.DataFrame(columns=["set", "group", "n", "median_change_pp"]))
     names, code = _set_codes(probs["set"])
-    colour, gray = probs["colour"].to_numpy(float), probs["grayscale"].to_numpy(float)
+    color, gray = probs["colour"].to_numpy(float), probs["grayscale"].to_numpy(float)
     groups = probs["group"].astype(str).to_numpy() if "group" in probs else probs["path"].astype(str).to_numpy()
 
     def change(sel: np.ndarray) -> float:
-        return median_change(colour[sel], gray[sel])
+        return median_change(color[sel], gray[sel])
 
     found = ClusterResampler(groups, strata=code, resamples=resamples, seed=seed).intervals(
         lambda idx: [change(idx[code[idx] == i]) for i in range(len(names))])

@@ -30,8 +30,8 @@ def _check_disjoint(groups_per_fold: Sequence[Sequence[str]]) -> None:
             seen[g] = fold
 
 
-def _conditional(colour: np.ndarray, gray: np.ndarray) -> int:
-    return int(np.sum(np.abs(paired_effects(colour, gray)) >= EFFECT_THRESHOLD))
+def _conditional(color: np.ndarray, gray: np.ndarray) -> int:
+    return int(np.sum(np.abs(paired_effects(color, gray)) >= EFFECT_THRESHOLD))
 
 
 class _Pooled:

@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.time()
     planted = PlantedArtefacts(format_shortcut=args.format_shortcut,
-                               **({} if args.colour is None else {"colour": args.colour}))
+                               **({} if args.colour is None else {"color": args.colour}))
     path = run_demo(args.out, scale=args.scale, seed=args.seed, seeds=args.seeds, device=args.device,
                     progress=not args.no_progress, artefacts=planted)
     elapsed = time.time() - start

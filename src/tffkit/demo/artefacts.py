@@ -21,13 +21,13 @@ Every strength is recorded in ``benchmark.json``; which image carries what is li
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["LUMA", "PlantedArtefacts", "chroma", "chroma_stats", "colour_matrix", "plant_colour"]
+__all__ = ["LUMA", "PlantedArtefacts", "chroma", "chroma_stats", "color_matrix", "plant_color"]
 
 #: ITU-R BT.601 luma weights (PIL's ``convert('L')``, hence the grayscale ablation's).
 LUMA = (0.299, 0.587, 0.114)
@@ -35,23 +35,25 @@ LUMA = (0.299, 0.587, 0.114)
 
 @dataclass(frozen=True)
 class PlantedArtefacts:
-    """Strengths of the planted artefacts (``colour`` in [0, 2]: the fakes' chroma gain minus one;
-    ``format_shortcut``: reals as JPEG of ``jpeg_quality``, fakes as PNG)."""
+    """Strengths of the planted artefacts (``color`` in [0, 2]: the fakes' chroma gain minus one;
+    ``format_shortcut``: reals as JPEG of ``jpeg_quality``, fakes as PNG). :meth:`record` keeps benchmark.json's
+    key ``colour``."""
 
-    colour: float = 0.5
+    color: float = 0.5
     format_shortcut: bool = False
     jpeg_quality: int = 90
 
     def __post_init__(self) -> None:
-        if not 0.0 <= float(self.colour) <= 2.0:
-            raise ValueError(f"colour strength must be in [0, 2], got {self.colour}")
+        if not 0.0 <= float(self.color) <= 2.0:
+            raise ValueError(f"colour strength must be in [0, 2], got {self.color}")
         if not 1 <= int(self.jpeg_quality) <= 100:
             raise ValueError(f"jpeg_quality must be in [1, 100], got {self.jpeg_quality}")
 
     def record(self) -> dict:
         """The strengths and the design constants, for ``benchmark.json``."""
-        return {**asdict(self), "colour_design": {"chroma_gain": 1 + float(self.colour), "luma": list(LUMA),
-                                                  "space": "BT.601 YCbCr, luma unchanged"}}
+        return {"colour": self.color, "format_shortcut": self.format_shortcut, "jpeg_quality": self.jpeg_quality,
+                "colour_design": {"chroma_gain": 1 + float(self.color), "luma": list(LUMA),
+                                  "space": "BT.601 YCbCr, luma unchanged"}}
 
 
 def _rgb_to_ycc() -> np.ndarray:
@@ -62,7 +64,7 @@ def _rgb_to_ycc() -> np.ndarray:
     return np.stack([y, cb, cr])
 
 
-def colour_matrix(strength: float) -> np.ndarray:
+def color_matrix(strength: float) -> np.ndarray:
     """The 3×3 matrix M of the planted colour formation, ``rgb' = M @ rgb``: luma kept, chroma × (1 + strength).
     Linear, so it maps the image range's centre (mid-grey, 0 in [-1, 1]) and every grey to itself."""
     fwd = _rgb_to_ycc()
@@ -71,12 +73,12 @@ def colour_matrix(strength: float) -> np.ndarray:
 
 
 @torch.no_grad()
-def plant_colour(model: nn.Module, strength: float) -> None:
+def plant_color(model: nn.Module, strength: float) -> None:
     """Fold the colour formation of ``strength`` into ``model.decoder``'s last (output) convolution, in place."""
     conv = model.decoder[-1]
     if not isinstance(conv, nn.Conv2d) or conv.out_channels != 3:
         raise TypeError("the generator's last layer must be a 3-channel convolution")
-    m = torch.as_tensor(colour_matrix(strength), dtype=conv.weight.dtype)
+    m = torch.as_tensor(color_matrix(strength), dtype=conv.weight.dtype)
     conv.weight.copy_(torch.einsum("oc,cikl->oikl", m, conv.weight))
     if conv.bias is not None:
         conv.bias.copy_(m @ conv.bias)

@@ -45,7 +45,7 @@ import torch
 from PIL import Image
 
 from tffkit.analysis.planted import GROUND_TRUTH
-from tffkit.demo.artefacts import PlantedArtefacts, chroma_stats, plant_colour
+from tffkit.demo.artefacts import PlantedArtefacts, chroma_stats, plant_color
 from tffkit.demo.generators import FAMILIES, TRAINING_FAMILY, n_parameters, regenerate, train_generator
 from tffkit.progress import progress_bar
 from tffkit.results import write_csv
@@ -270,7 +270,7 @@ def _generate(tmp: Path, scale: float, seed: int, progress: bool, artefacts: Pla
             models[fam], loss = train_generator(fam, pool, steps, seed=torch_seed + 1000 * k,
                                                 on_step=lambda: bar.update(1))
             gen_info[fam] = {"parameters": n_parameters(models[fam]), "final_loss": round(loss, 5)}
-            plant_colour(models[fam], artefacts.colour)  # after training: the generator cannot learn to undo it
+            plant_color(models[fam], artefacts.color)  # after training: the generator cannot learn to undo it
             (tmp / "generators").mkdir(parents=True, exist_ok=True)  # kept for LRP into the generator
             torch.save(models[fam].state_dict(), tmp / "generators" / f"{fam}.pth")
 
@@ -323,7 +323,7 @@ def _truth_row(root: Path, path: Path, label: int, family: str, fmt: str, photo:
     return {"path": rel.as_posix(), "fold": rel.parts[0], "split": rel.parts[1], "set": rel.parts[2], "label": label,
             "photo": photo,
             "family": family if fake else "", "upsampling": family if fake else "",
-            "colour": artefacts.colour if fake else 0.0, "format": fmt,
+            "colour": artefacts.color if fake else 0.0, "format": fmt,
             "format_shortcut": artefacts.format_shortcut,
             "jpeg_quality": artefacts.jpeg_quality if fmt == "jpeg" else ""}
 

@@ -34,7 +34,7 @@ UPSAMPLING_NEIGHBOURS = ("decoder.2", "decoder.4.op", "decoder.4.op.0")
 HEADLINE_STEPS = ("evaluate", "rank", "color", "color_robust")
 
 
-def demo_config(out: Path, bench: dict, universal: str, colour_robust: str, *, fold: int = 0,
+def demo_config(out: Path, bench: dict, universal: str, color_robust: str, *, fold: int = 0,
                 study: Path | None = None, whole: bool = True) -> dict:
     """The study config of the demo for ``fold``'s two trained detectors: the training family plays ProGAN, the
     others are unseen sets. ``whole``: every step, else only :data:`HEADLINE_STEPS`."""
@@ -47,7 +47,7 @@ def demo_config(out: Path, bench: dict, universal: str, colour_robust: str, *, f
         "faithfulness": {"enabled": True, "k_max": 16, "randomise": [1.0]},
         "lrpmax": {"k": 6, "per_tff": 8, "show": 4},
         "color": {"k": 12},
-        "color_robust": {"enabled": True, "label": "colour-robust (demo)", "weights": colour_robust},
+        "color_robust": {"enabled": True, "label": "colour-robust (demo)", "weights": color_robust},
         # LRP into each family's generator, fed with the family's real test crops (it regenerates them);
         # p ≥ 0.5: on the unseen families few fakes reach the paper's 0.9
         "generator": {"enabled": True, "images": 60, "percent": 5.0, "random_repeats": 3, "min_prob": 0.5,

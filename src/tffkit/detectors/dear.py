@@ -7,15 +7,14 @@ gate sits after ``layer4`` and before the pooling, the base network keeps its na
 keeps the middle 60% of the channels ranked by their Regional Activation Discrepancy on inpainted images, DEAR-r the
 middle 40%.
 
-The gate is a unit selection in the sense of FF-RS: :func:`gate_units` lists the kept and pruned ``layer4``
-channels as ranking units (the last block's ``conv3``, whose channel c only reaches the logit through gate channel c),
-and :func:`gate_vs_ranking` compares an FF-RS ranking (of the base detector, usually) with the gate.
+The gate is a unit selection in the sense of FF-RS: :func:`tffkit.analysis.gate.gate_units` lists the kept and pruned
+``layer4`` channels as ranking units (the last block's ``conv3``, whose channel c only reaches the logit through gate
+channel c), and :func:`tffkit.analysis.gate.gate_vs_ranking` compares an FF-RS ranking (of the base detector, usually)
+with the gate.
 """
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 
@@ -60,42 +59,9 @@ class DEARResNet(nn.Module):
         return self.backbone.fc(torch.flatten(self.backbone.avgpool(x), 1))
 
 
-def _raw(model: nn.Module) -> nn.Module:
+def dear_of(model: nn.Module) -> DEARResNet:
     """The DEAR module inside a loaded detector (``load_detector`` may wrap it)."""
     for m in model.modules():
         if isinstance(m, DEARResNet):
             return m
     raise ValueError("not a DEAR detector (no gated ResNet inside); use --arch dear_c or dear_r")
-
-
-def gate_units(model: nn.Module, *, prefix: str = "backbone.") -> pd.DataFrame:
-    """The gate as ranking units: one row per ``layer4`` channel with ``layer`` (the last block's ``conv3``, named
-    as in ``ffrs.csv``), ``channel``, ``gate`` (1 kept, 0 pruned) and ``key`` (the public key format)."""
-    from ..analysis.ffrs import channel_key
-
-    dear = _raw(model)
-    gate = dear.gate.gate.detach().cpu().numpy()
-    last = len(dear.backbone.layer4) - 1
-    layer = f"{prefix}layer4.{last}.conv3"
-    return pd.DataFrame({"layer": layer, "channel": np.arange(len(gate)), "gate": gate.astype(int),
-                         "key": [channel_key(layer, c, len(gate)) for c in range(len(gate))]})
-
-
-def gate_vs_ranking(ranking: pd.DataFrame, gate: np.ndarray | torch.Tensor, *, layer: str, k: int) -> dict:
-    """How many of the ``k`` units of ``layer`` with the highest ω (an ``ffrs.csv`` table) the gate keeps, against
-    chance: the expected number ``k·kept/C`` and the hypergeometric probability of at least that many (enrichment)
-    and of at most that many (depletion)."""
-    from scipy.stats import hypergeom
-
-    gate = np.asarray(gate.detach().cpu() if isinstance(gate, torch.Tensor) else gate).astype(int)
-    rows = ranking[ranking["layer"] == layer]
-    if len(rows) != len(gate):
-        raise ValueError(f"the ranking has {len(rows)} units of layer {layer!r}, the gate {len(gate)} channels")
-    if not 0 < k <= len(gate):
-        raise ValueError(f"k={k} must be between 1 and {len(gate)}")
-    top = rows.sort_values("omega", ascending=False, kind="stable")["channel"].to_numpy()[:k]
-    kept, total = int(gate.sum()), len(gate)
-    hit = int(gate[top].sum())
-    return {"layer": layer, "k": k, "channels": total, "kept": kept, "kept_in_top_k": hit,
-            "expected": k * kept / total, "p_enriched": float(hypergeom.sf(hit - 1, total, kept, k)),
-            "p_depleted": float(hypergeom.cdf(hit, total, kept, k))}

@@ -1,11 +1,11 @@
 """Building and loading detectors: strict keys, safe reading, polarity and preprocessing attached.
 
 :func:`load_detector` returns a module that outputs **the fake logit** (p(fake) = sigmoid(output)) whatever the
-detector's head: a (real, fake) head is wrapped in :class:`tffkit.lrp.LogOdds`, a one-logit 'real' score is
-negated, so scoring and explaining agree. The module carries ``tff_preprocessing`` (its
-:class:`~tffkit.preprocess.Preprocessing`), ``tff_input_shape`` (the probe shape of the LRP engine) and
-``tff_detector`` (the zoo name). Weights are required: a randomly initialised detector only with
-``random_weights=True`` (``--random-weights``).
+detector's head: a (real, fake) head is wrapped in :class:`tffkit.heads.LogOdds`, a one-logit 'real' score is
+negated (:mod:`tffkit.heads`), so scoring and explaining agree. The module carries ``tff_preprocessing`` (its
+:class:`~tffkit.preprocess.Preprocessing`), ``tff_normalization`` (its mean and std, the LRP engine's pixel
+bounds), ``tff_input_shape`` (the probe shape of the LRP engine) and ``tff_detector`` (the zoo name). Weights are
+required: a randomly initialised detector only with ``random_weights=True`` (``--random-weights``).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..heads import LogOdds, NegatedLogit, default_input_shape
 from ..preprocess import Preprocessing
 from ..results import display_path
 from .checkpoints import extract_state_dict, load_state, read_checkpoint
@@ -57,28 +58,9 @@ def as_weights(weights: str | os.PathLike | Weights | None) -> Weights:
     return Weights(None if weights is None else os.fspath(weights))
 
 
-class NegatedLogit(nn.Module):
-    """A one-logit detector whose logit scores 'real' (0 = fake polarity), turned into the fake logit."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return -self.model(x)
-
-
 def build_detector(arch: str, **kwargs: Any) -> nn.Module:
     """A freshly initialised detector of ``arch`` with its raw head (see :func:`tffkit.detectors.zoo.resolve`)."""
     return resolve(arch).create(**kwargs)
-
-
-def fake_logit(output: torch.Tensor, fake_index: int = 1) -> torch.Tensor:
-    """The fake logit of a raw output: (B, 2) → out[fake] − out[real]; (B, 1) → ±logit by polarity; shape (B,)."""
-    if output.dim() == 2 and output.shape[1] == 2:
-        return output[:, fake_index] - output[:, 1 - fake_index]
-    out = output.reshape(len(output), -1)[:, 0]
-    return out if fake_index == 1 else -out
 
 
 def _outputs(model: nn.Module, det: Detector, shape: tuple[int, ...]) -> int:
@@ -98,20 +80,15 @@ def as_fake_logit(model: nn.Module, det: Detector) -> nn.Module:
     """``model`` with the zoo's polarity applied and its preprocessing and probe shape attached."""
     prep = getattr(model, "tff_preprocessing", None)
     prep = Preprocessing(**prep) if isinstance(prep, dict) else prep or det.preprocessing
-    if det.input_shape is not None:
-        shape = det.input_shape
-    else:
-        from ..lrp import default_input_shape
-
-        shape = default_input_shape(model)  # its tff_input_shape, image_size, timm config, else (3, 224, 224)
+    # its tff_input_shape, image_size, timm config, else (3, 224, 224)
+    shape = det.input_shape if det.input_shape is not None else default_input_shape(model)
     n = _outputs(model, det, shape)
     if n == 2:
-        from ..lrp import LogOdds
-
         model = LogOdds(model, det.fake_index)
     elif det.fake_index == 0:
         model = NegatedLogit(model)
     model.tff_preprocessing = prep
+    model.tff_normalization = (tuple(prep.mean), tuple(prep.std))
     model.tff_input_shape = tuple(shape)
     model.tff_detector = det.name
     model.tff_code = det.code  # python:FILE.py specs: the file run and its SHA-256 (run.json)

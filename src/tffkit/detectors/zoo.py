@@ -72,9 +72,11 @@ class Detector:
     input_rule: str = "zplus"
 
     def create(self, **kwargs: Any) -> nn.Module:
-        """A freshly initialised detector (raw outputs, before the polarity wrapper), carrying ``tff_input_rule``."""
+        """A freshly initialised detector (raw outputs, before the polarity wrapper), carrying ``tff_input_rule`` and
+        ``tff_normalization`` (its preprocessing's mean and std: :mod:`tffkit.heads`)."""
         model = self.build(**{**self.kwargs, **kwargs})
         model.tff_input_rule = self.input_rule
+        model.tff_normalization = (tuple(self.preprocessing.mean), tuple(self.preprocessing.std))
         return model
 
     def state_dict(self, weights: Any | None, backbone: Any | None) -> dict[str, torch.Tensor]:
@@ -129,7 +131,7 @@ DEAR_LAYOUT = ("{'model': state_dict} (no 'module.'): backbone.* (Corvi/Rajan Re
                "and gate.gate (2048,) 0/1")
 DEAR_TINY = {"widths": (4, 8, 8, 16), "layers": (1, 1, 1, 1), "keep": 0.5}
 DEAR_NOTES = ("whole images, ImageNet mean/std, no resize (scripts/inference.py); the gate is a unit selection: "
-              "tffkit.detectors.dear.gate_units lists it as layer4's last conv3 channels (gated-off ones get ω = 0) "
+              "tffkit.analysis.gate.gate_units lists it as layer4's last conv3 channels (gated-off ones get ω = 0) "
               "and gate_vs_ranking compares an FF-RS ranking of the base detector with it")
 RESNET_KEYS = "torchvision ResNet keys conv1, bn1, layer1…layer4 (conv1/bn1…conv3/bn3, downsample.0/1), fc"
 ZOO: dict[str, Detector] = {d.name: d for d in [

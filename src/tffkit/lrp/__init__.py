@@ -1,11 +1,12 @@
 """Layer-wise relevance propagation through detectors (docs/algorithms.md, "LRP rules")."""
 
+from ..heads import LogOdds, default_input_shape
 from .check import RelevanceCheck, RelevanceWarning, check_relevance
-from .composite import Composite, named
+from .composite import Composite
 from .convs import ConvEpsilon, Gamma, ZBox, ZPlus
-from .engine import Explainer, Explanation, default_input_shape, input_bounds
-from .registry import COMPOSITES, DEFAULT, RuleConfig, register_rule
-from .rewrite import FeatureLayer, LogitMismatchError, LogOdds, UnsupportedLayerError, build_explainable
+from .engine import Explainer, Explanation, input_bounds
+from .registry import COMPOSITES, DEFAULT, RuleConfig, named, register_rule
+from .rewrite import FeatureLayer, LogitMismatchError, UnsupportedLayerError, build_explainable
 from .summary import RuleEntry
 from .trace import fold_batchnorm
 

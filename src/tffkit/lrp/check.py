@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import torch
 
-if TYPE_CHECKING:
-    from .engine import Explainer
+from .rewrite import FeatureLayer
 
 LIMIT = 5.0  # relevance mass allowed, in units of the largest gradient × activation mass (healthy: ≤ 2.2)
 
@@ -66,11 +66,22 @@ class RelevanceCheck:
                 "worst_ratio": num(worst[1]), "limit": LIMIT, "input_share": [num(s) for s in self.input_share]}
 
 
+class Explains(Protocol):
+    """What the check needs of an explainer (:class:`~tffkit.lrp.engine.Explainer`, which runs the check while it is
+    built, so this module does not import it): its unit layers, an LRP pass and a gradient pass with taps."""
+
+    layers: Sequence[FeatureLayer]
+
+    def explain(self, images: torch.Tensor, **options: Any) -> Any: ...
+
+    def gradient(self, images: torch.Tensor, **options: Any) -> Any: ...
+
+
 def _mass(t: torch.Tensor) -> torch.Tensor:
     return t.detach().double().flatten(1).abs().sum(1)
 
 
-def check_relevance(explainer: Explainer, probe: torch.Tensor, *, warn: bool = True) -> RelevanceCheck:
+def check_relevance(explainer: Explains, probe: torch.Tensor, *, warn: bool = True) -> RelevanceCheck:
     """Explain ``probe`` once (seed: each image's logit) and compare every unit layer's relevance mass with the
     detector's largest gradient × activation mass; warn (:class:`RelevanceWarning`) naming the layer nearest the
     output where relevance is non-finite or exceeds :data:`LIMIT` times that scale."""

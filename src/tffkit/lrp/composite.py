@@ -172,13 +172,3 @@ class Composite:
                 f"function, {len(self.methods)} method rules, {len(self.layers)} by name, first={self.first!r}, "
                 f"eps={self.eps:g}, attention={self.attention!r})")
 
-
-def named(name: str) -> Composite:
-    """A composite by name: ``paper`` (the default: z⁺ on convolutions, zβ at the pixels where the zoo entry
-    asks for it, ε on linear layers, AttnLRP inside attention), ``attnlrp`` (AttnLRP throughout, ε at the patch
-    embedding — LXT's rules) or ``cp-lrp`` (CP-LRP: attention weights held constant, ε at the patch embedding)."""
-    from .registry import COMPOSITES
-
-    if name not in COMPOSITES:
-        raise ValueError(f"unknown composite {name!r}; use {', '.join(COMPOSITES)}")
-    return COMPOSITES[name]

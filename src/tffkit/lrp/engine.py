@@ -16,13 +16,13 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from ..data import IMAGENET_MEAN, IMAGENET_STD
+from ..heads import default_input_shape, input_rule_of, normalization_of
 from . import registry as reg
 from .check import RelevanceCheck, check_relevance
-from .composite import Composite, named
+from .composite import Composite
 from .convs import FALLBACKS, Conv, ConvEpsilon, ZBox, ZPlus
 from .convs import conv_rule as conv_rule_named
-from .registry import RuleConfig
+from .registry import RuleConfig, named
 from .rewrite import FeatureLayer, build_explainable
 from .rules import gradient_mode
 from .summary import RuleEntry, rules_text
@@ -33,50 +33,29 @@ PAPER_CODE_BOUNDS = (-2.118, 2.640)  # scalar pixel bounds used by the public co
 INPUT_RULES = ("zbox", "zplus", "epsilon", "gamma")
 
 
-def zoo_input_rule(model: nn.Module) -> str:
-    """The input rule a detector asks for: its ``tff_input_rule`` (set from the zoo entry's ``input_rule`` field
-    when it is built), else ``zplus`` (the convolutions' own rule)."""
-    for m in model.modules():
-        rule = getattr(m, "tff_input_rule", None)
-        if rule is not None:
-            return rule
-    return "zplus"
-
-
 def _conv_rule_name(comp: Composite) -> str:
     rule = comp.modules.get(nn.Conv2d)
     return rule.name if isinstance(rule, Conv) else "zplus"
 
 
-def input_bounds(bounds: str = "exact", mean: Sequence[float] = IMAGENET_MEAN,
-                 std: Sequence[float] = IMAGENET_STD) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel (low, high) of normalised pixels: exact (0−μ)/σ, (1−μ)/σ, or the ``paper-code`` scalars."""
+def input_bounds(bounds: str = "exact", mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                 channels: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel (low, high) of normalised pixels: ``exact`` (0−μ)/σ, (1−μ)/σ from the detector's normalisation
+    ``mean``/``std``, or the ``paper-code`` scalars (for ``channels`` channels, default ``len(mean)``)."""
     if bounds == "exact":
+        if mean is None or std is None:
+            raise ValueError("exact pixel bounds need the detector's normalisation: pass mean= and std= (its "
+                             "Preprocessing's; tffkit.inputs.explainer_for does)")
         m = torch.tensor(mean, dtype=torch.float64, device="cpu")
         s = torch.tensor(std, dtype=torch.float64, device="cpu")
         return (0 - m) / s, (1 - m) / s
     if bounds == "paper-code":
-        return (torch.full((len(mean),), PAPER_CODE_BOUNDS[0], device="cpu"),
-                torch.full((len(mean),), PAPER_CODE_BOUNDS[1], device="cpu"))
+        n = channels if channels is not None else len(mean) if mean is not None else None
+        if n is None:
+            raise ValueError("paper-code pixel bounds need the number of channels (channels= or mean=)")
+        return (torch.full((n,), PAPER_CODE_BOUNDS[0], device="cpu"),
+                torch.full((n,), PAPER_CODE_BOUNDS[1], device="cpu"))
     raise ValueError(f"unknown bounds {bounds!r}; use 'exact' or 'paper-code'")
-
-
-def default_input_shape(model: nn.Module) -> tuple[int, ...]:
-    """(C, H, W) a detector takes: its ``tff_input_shape``, an ``image_size`` attribute (torchvision ViT, open_clip
-    towers), a timm ``pretrained_cfg['input_size']``, else (3, 224, 224)."""
-    for m in model.modules():
-        shape = getattr(m, "tff_input_shape", None)
-        if shape is not None:
-            return tuple(shape)
-        size = getattr(m, "image_size", None)
-        if isinstance(size, int):
-            return (3, size, size)
-        if isinstance(size, (tuple, list)) and len(size) == 2:
-            return (3, *size)
-        cfg = getattr(m, "pretrained_cfg", None)
-        if isinstance(cfg, dict) and "input_size" in cfg:
-            return tuple(cfg["input_size"])
-    return (3, 224, 224)
 
 
 @dataclass
@@ -95,7 +74,7 @@ class Explainer:
     ``attnlrp``; ``cp-lrp``), extended by the ``tff_lrp_rules`` the model's modules carry. The other rule options
     are shorthands applied on top of it:
     ``input_rule``: the rule of the convolutions reading the pixels, ``zbox`` (zβ with pixel bounds, ``bounds``
-    ``exact`` or ``paper-code`` from ``mean``/``std``), ``zplus`` (their type's rule: z⁺, or ε under
+    ``exact`` or ``paper-code``), ``zplus`` (their type's rule: z⁺, or ε under
     ``conv_rule='epsilon'``), ``epsilon`` (ε rule, bias in the denominator), ``gamma``, a rule object
     (:mod:`~tffkit.lrp.convs`) or ``auto``: the composite's ``first`` rule, else the one the detector's zoo entry
     asks for (its ``input_rule`` field: zβ for the paper's ResNets), else ``zplus``.
@@ -104,6 +83,10 @@ class Explainer:
     convolutions (default), in ``all`` convolutions, or ``none`` (lost, as in the paper's code).
     ``conv_rule``: the rule of every convolution, ``zplus`` (β = 0, the paper's) or ``epsilon`` (ε rule, bias in
     the denominator; LRP-ε, a comparison ranking in ``tff faithfulness``); a zβ input rule is kept.
+    ``mean``/``std``: the detector's input normalisation, which gives zβ's ``exact`` pixel bounds: the caller
+    passes its preprocessing's (:func:`tffkit.inputs.explainer_for` does); without them the normalisation the
+    detector carries is used (``tff_normalization``, attached when the zoo builds or loads it:
+    :func:`tffkit.heads.normalization_of`), else building a zβ input rule fails saying so.
     ``input_shape``: (C, H, W) of the probe batch used to trace the detector and check the copy's logits
     (default: :func:`default_input_shape`). With ``check`` the copy's logits must equal the detector's on the probe
     batch and its relevance there is checked (:mod:`.check`: a :class:`~tffkit.lrp.check.RelevanceWarning` names
@@ -111,8 +94,8 @@ class Explainer:
     """
 
     def __init__(self, model: nn.Module, input_rule: str | Conv = "auto", bounds: str = "exact",
-                 eps: float | None = None, mean: Sequence[float] = IMAGENET_MEAN,
-                 std: Sequence[float] = IMAGENET_STD, attention: str | None = None,
+                 eps: float | None = None, mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None, attention: str | None = None,
                  zplus_fallback: str | None = None, input_shape: Sequence[int] | None = None, fake_index: int = 1,
                  check: bool = True, conv_rule: str | None = None, composite: Composite | str | None = None):
         comp = self._composite(model, composite, input_rule, eps, attention, zplus_fallback, conv_rule)
@@ -120,14 +103,16 @@ class Explainer:
             raise ValueError(f"unknown bounds {bounds!r}; use 'exact' or 'paper-code'")
         param = next(iter(model.parameters()), None)
         device, dtype = (param.device, param.dtype) if param is not None else (torch.device("cpu"), torch.float32)
+        input_shape = default_input_shape(model) if input_shape is None else input_shape
         if isinstance(comp.first, ZBox) and comp.first.low is None:
-            low, high = input_bounds(comp.first.bounds or bounds, mean, std)
+            if mean is None or std is None:
+                mean, std = normalization_of(model) or (mean, std)
+            low, high = input_bounds(comp.first.bounds or bounds, mean, std, channels=input_shape[0])
             comp = comp.with_(first=comp.first.with_bounds(low.to(device, dtype), high.to(device, dtype)))
         self.composite = comp
         self.input_rule = comp.first.name if isinstance(comp.first, Conv) else _conv_rule_name(comp)
         self.bounds, self.eps, self.conv_rule = bounds, comp.eps, _conv_rule_name(comp)
         self.config = RuleConfig(comp.eps, comp.attention)
-        input_shape = default_input_shape(model) if input_shape is None else input_shape
         example = torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(0), device="cpu")
         example = example.to(device, dtype)
         self.model, self.layers = build_explainable(model, example, comp, fake_index=fake_index, check=check)
@@ -164,7 +149,7 @@ class Explainer:
         if input_rule == "auto":  # the composite's, else the zoo entry's (a field, as timm's first_conv)
             if comp.first is not None:
                 return comp
-            input_rule = zoo_input_rule(model)
+            input_rule = input_rule_of(model)
         if input_rule not in INPUT_RULES:
             raise ValueError(f"unknown input_rule {input_rule!r}; use auto, {', '.join(INPUT_RULES)}")
         # zplus: the convolutions' own rule (z⁺ in the paper composite, ε under conv_rule='epsilon')

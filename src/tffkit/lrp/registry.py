@@ -127,12 +127,21 @@ def _paper() -> Composite:
 
 
 DEFAULT: Composite = _paper()
-#: the composites a user can pick by name (``--composite``, :func:`tffkit.lrp.composite.named`)
+#: the composites a user can pick by name (``--composite``, :func:`named`)
 COMPOSITES: dict[str, Composite] = {
     "paper": DEFAULT,
     "attnlrp": DEFAULT.with_(first=ConvEpsilon(), attention="attnlrp", name="attnlrp"),
     "cp-lrp": DEFAULT.with_(first=ConvEpsilon(), attention="cp", name="cp-lrp"),
 }
+
+
+def named(name: str) -> Composite:
+    """A composite by name: ``paper`` (the default: z⁺ on convolutions, zβ at the pixels where the zoo entry
+    asks for it, ε on linear layers, AttnLRP inside attention), ``attnlrp`` (AttnLRP throughout, ε at the patch
+    embedding — LXT's rules) or ``cp-lrp`` (CP-LRP: attention weights held constant, ε at the patch embedding)."""
+    if name not in COMPOSITES:
+        raise ValueError(f"unknown composite {name!r}; use {', '.join(COMPOSITES)}")
+    return COMPOSITES[name]
 
 
 def register_rule(target: type | Callable | str, rule: Rule) -> None:

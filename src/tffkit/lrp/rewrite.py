@@ -28,6 +28,7 @@ import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
+from ..heads import LogOdds
 from . import registry as reg
 from . import summary
 from .composite import Composite
@@ -69,18 +70,6 @@ class FeatureLayer:
     index: int
     dim: int = 1
     kind: str = "conv"
-
-
-class LogOdds(nn.Module):
-    """A two-class detector as one logit: ``out[:, fake] − out[:, real]`` (so sigmoid gives p(fake))."""
-
-    def __init__(self, model: nn.Module, fake_index: int = 1):
-        super().__init__()
-        self.model, self.fake_index = model, fake_index
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.model(x)
-        return out[:, self.fake_index] - out[:, 1 - self.fake_index]
 
 
 _OUT_OF_PLACE = {operator.iadd: operator.add, operator.isub: operator.sub, operator.imul: operator.mul,

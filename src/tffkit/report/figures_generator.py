@@ -8,7 +8,7 @@ import pandas as pd
 
 from ..results import save_figure
 
-COLOURS = {"baseline": "0.6", "top": "tab:red", "random": "tab:blue", "matched": "tab:purple", "low": "tab:green"}
+COLORS = {"baseline": "0.6", "top": "tab:red", "random": "tab:blue", "matched": "tab:purple", "low": "tab:green"}
 
 
 def masking_boxplot(per_image: pd.DataFrame, summary: pd.DataFrame, path: Path, *, name: str = "") -> None:
@@ -19,7 +19,7 @@ def masking_boxplot(per_image: pd.DataFrame, summary: pd.DataFrame, path: Path, 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    kinds = [k for k in COLOURS if (per_image["kind"] == k).any()]
+    kinds = [k for k in COLORS if (per_image["kind"] == k).any()]
     data = [per_image.loc[per_image["kind"] == k, "prob"].to_numpy() for k in kinds]
     size = summary.set_index("kind")["k"]
     labels = ["no masking" if kind == "baseline" else
@@ -29,7 +29,7 @@ def masking_boxplot(per_image: pd.DataFrame, summary: pd.DataFrame, path: Path, 
     box = ax.boxplot(data, patch_artist=True, widths=0.55, medianprops={"color": "black"})
     ax.set_xticks(range(1, len(kinds) + 1), labels)
     for patch, kind in zip(box["boxes"], kinds, strict=True):
-        patch.set_facecolor(COLOURS[kind])
+        patch.set_facecolor(COLORS[kind])
         patch.set_alpha(0.6)
     for i, kind in enumerate(kinds, start=1):
         row = summary[summary["kind"] == kind].iloc[0]

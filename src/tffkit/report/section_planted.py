@@ -29,9 +29,9 @@ def _design(js: dict) -> str:
 
 def _summary(name: str, js: dict, table: pd.DataFrame, train: Sequence[str]) -> str:
     n = len(table)
-    colour = int((table["colour_effect"].abs() >= js["min_effect"]).sum())
+    color = int((table["colour_effect"].abs() >= js["min_effect"]).sum())
     ups = [f"{mark(fam, train)} {round(share * n)}" for fam, share in js["share_upsampling"].items()]
-    return (f"Of the {DETECTORS.get(name, name)}'s top-{n} T-FF, {colour} respond to the planted colour artefact; "
+    return (f"Of the {DETECTORS.get(name, name)}'s top-{n} T-FF, {color} respond to the planted colour artefact; "
             f"to each family's upsampling trace: {', '.join(ups)}.")
 
 
