@@ -86,9 +86,9 @@ def test_a_bad_out_fails_in_one_line_before_any_model_is_built(tmp_path: Path, t
                                                                 capsys):
     weights, data = trained_tiny
     built = []
-    import tffkit.analysis.rank as rank_mod
+    import tffkit.jobs.runner as runner_mod
 
-    monkeypatch.setattr(rank_mod, "load_model", lambda *a, **k: built.append(1))
+    monkeypatch.setattr(runner_mod, "load_model", lambda *a, **k: built.append(1))
     if case == "file":
         out = tmp_path / "results.txt"
         out.write_text("x")
