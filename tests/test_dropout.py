@@ -129,11 +129,13 @@ def test_top_k_hurts_more_than_random_k(tmp_path: Path, trained_tiny):
 def test_pooled_random_k_is_one_ap_of_the_mean_probability(tmp_path: Path, trained_tiny):
     """--random-k pooled (the public protocol): per set one random-k row whose AP is that of the mean p(fake) of the
     masked models, each scored on its own; reproducible for a seed."""
+    from dataclasses import replace
+
     import numpy as np
     from sklearn.metrics import average_precision_score
 
-    from tffkit.analysis.dropout import dropout
     from tffkit.analysis.ffrs import load_ranking, select_channels
+    from tffkit.jobs.dropout import DropoutOptions, dropout
 
     weights, data = trained_tiny
     ex = Explainer(load_detector("tiny_resnet", weights))
@@ -141,9 +143,10 @@ def test_pooled_random_k_is_one_ap_of_the_mean_probability(tmp_path: Path, train
     ranking = tmp_path / "ranking.csv"
     pd.DataFrame({"rank": range(1, len(pairs) + 1), "layer": [p[0] for p in pairs], "channel": [p[1] for p in pairs],
                   "omega": np.linspace(1, 0, len(pairs))}).to_csv(ranking, index=False)
-    args = dict(sets=["gan_b", "gan_c"], ks=[40], random_repeats=3, seed=5, preset="full", batch_size=32,
-                device="cpu", num_workers=0, progress=False, paper_code=True)
-    long = dropout("tiny_resnet", weights, ranking, data, tmp_path / "drop", **args)
+    options = DropoutOptions(arch="tiny_resnet", weights=str(weights), sets=("gan_b", "gan_c"), k=40,
+                             random_repeats=3, seed=5, preset="full", batch_size=32, device="cpu", workers=0,
+                             progress=False, paper_code=True)
+    long = dropout(data, ranking=ranking, options=options, out=tmp_path / "drop")
     random_rows = long[long["variant"] == "random-40"]
     assert len(random_rows) == 2 and set(random_rows["replica"]) == {0}
     assert json_settings(tmp_path / "drop")["random_k"] == "pooled"
@@ -156,9 +159,9 @@ def test_pooled_random_k_is_one_ap_of_the_mean_probability(tmp_path: Path, train
     for _, row in random_rows.iterrows():
         part = (scores[0]["set"] == row["set"]).to_numpy()
         assert row["ap"] == average_precision_score(scores[0]["label"][part], mean[part])
-    again = dropout("tiny_resnet", weights, ranking, data, None, **args)
+    again = dropout(data, ranking=ranking, options=options)
     pd.testing.assert_frame_equal(again, long)
-    ours = dropout("tiny_resnet", weights, ranking, data, None, **{**args, "paper_code": False})
+    ours = dropout(data, ranking=ranking, options=replace(options, paper_code=False))
     assert len(ours[ours["variant"] == "random-40"]) == 3 * 2  # replicas × sets, reported as mean ± std
 
 
