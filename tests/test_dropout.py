@@ -265,3 +265,25 @@ def test_non_monotone_curves_and_raised_ap_are_findings():
     assert "Finding: dropping the top-k units raises AP (interval above 0) on b (k = 4, 16)" in lines[-2]
     assert lines[-1] == ("Not monotone: the top-k AP rises from the previous k (baseline at k = 0) on a (k = 8); "
                          "b (k = 4, 8, 16); the mean over sets (k = 8).")
+
+
+def test_one_default_per_option_for_the_cli_the_study_and_the_function():
+    """tff dropout, a study's dropout step and DropoutOptions share their defaults: --k 114 with --k-sweep unset (the
+    study's k_sweep null means [k] too); the study keeps its keys (site for --site)."""
+    import argparse
+
+    from tffkit.analysis.dropout_stats import RANDOM_REPEATS
+    from tffkit.cli import dropout as cli
+    from tffkit.jobs.dropout import DropoutOptions
+    from tffkit.jobs.study import SCHEMA
+
+    p = argparse.ArgumentParser()
+    cli.add_arguments(p)
+    args = p.parse_args(["--data", "d", "--ranking", "r", "--out", "o"])
+    o = DropoutOptions()
+    assert (args.k, args.k_sweep, args.random_repeats, args.seed) == (o.k, o.k_sweep, o.random_repeats, o.seed)
+    assert (o.k, o.k_sweep, o.random_repeats, list(o.train_set)) == (114, None, RANDOM_REPEATS, args.train_set)
+    assert o.ks == [114] and DropoutOptions(k_sweep=(8, 24)).ks == [8, 24]
+    schema = SCHEMA["steps.dropout"]
+    assert {"k_sweep", "random_repeats", "seed", "site", "prob_dtype", "cal_compare", "random_k"} <= set(schema)
+    assert (schema["k"][1], schema["k_sweep"][1], schema["random_repeats"][1]) == (114, None, RANDOM_REPEATS)

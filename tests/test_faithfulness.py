@@ -343,6 +343,23 @@ def test_one_default_null_size_for_the_cli_the_study_and_the_function():
         faithfulness(source="s", test="d", options=FaithfulnessOptions(arch="tiny_resnet", random_repeats=1))
 
 
+def test_top_k_defaults_to_the_k_of_tff_rank():
+    """--top-k unset (the CLI, the options and a study's top_k null) is tff rank's k (in a study: steps.rank.k)."""
+    import argparse
+
+    from tffkit.cli import faithfulness as cli
+    from tffkit.jobs.options import default_of
+    from tffkit.jobs.rank import RankOptions
+    from tffkit.jobs.study import SCHEMA
+
+    p = argparse.ArgumentParser()
+    cli.add_arguments(p)
+    args = p.parse_args(["--data", "d", "--source", "s", "--out", "o"])
+    assert args.top_k is None and SCHEMA["steps.faithfulness"]["top_k"][1] is None
+    assert FaithfulnessOptions().top_k_used == default_of(RankOptions, "k") == 114
+    assert FaithfulnessOptions(top_k=8).top_k_used == 8
+
+
 def test_cli_writes_every_output(planted, tmp_path, capsys):
     from tffkit.cli import main
 
