@@ -129,11 +129,13 @@ def test_top_k_hurts_more_than_random_k(tmp_path: Path, trained_tiny):
 def test_pooled_random_k_is_one_ap_of_the_mean_probability(tmp_path: Path, trained_tiny):
     """--random-k pooled (the public protocol): per set one random-k row whose AP is that of the mean p(fake) of the
     masked models, each scored on its own; reproducible for a seed."""
+    from dataclasses import replace
+
     import numpy as np
     from sklearn.metrics import average_precision_score
 
-    from tffkit.analysis.dropout import dropout
     from tffkit.analysis.ffrs import load_ranking, select_channels
+    from tffkit.jobs.dropout import DropoutOptions, dropout
 
     weights, data = trained_tiny
     ex = Explainer(load_detector("tiny_resnet", weights))
@@ -141,9 +143,10 @@ def test_pooled_random_k_is_one_ap_of_the_mean_probability(tmp_path: Path, train
     ranking = tmp_path / "ranking.csv"
     pd.DataFrame({"rank": range(1, len(pairs) + 1), "layer": [p[0] for p in pairs], "channel": [p[1] for p in pairs],
                   "omega": np.linspace(1, 0, len(pairs))}).to_csv(ranking, index=False)
-    args = dict(sets=["gan_b", "gan_c"], ks=[40], random_repeats=3, seed=5, preset="full", batch_size=32,
-                device="cpu", num_workers=0, progress=False, paper_code=True)
-    long = dropout("tiny_resnet", weights, ranking, data, tmp_path / "drop", **args)
+    options = DropoutOptions(arch="tiny_resnet", weights=str(weights), sets=("gan_b", "gan_c"), k=40,
+                             random_repeats=3, seed=5, preset="full", batch_size=32, device="cpu", workers=0,
+                             progress=False, paper_code=True)
+    long = dropout(data, ranking=ranking, options=options, out=tmp_path / "drop")
     random_rows = long[long["variant"] == "random-40"]
     assert len(random_rows) == 2 and set(random_rows["replica"]) == {0}
     assert json_settings(tmp_path / "drop")["random_k"] == "pooled"
@@ -156,9 +159,9 @@ def test_pooled_random_k_is_one_ap_of_the_mean_probability(tmp_path: Path, train
     for _, row in random_rows.iterrows():
         part = (scores[0]["set"] == row["set"]).to_numpy()
         assert row["ap"] == average_precision_score(scores[0]["label"][part], mean[part])
-    again = dropout("tiny_resnet", weights, ranking, data, None, **args)
+    again = dropout(data, ranking=ranking, options=options)
     pd.testing.assert_frame_equal(again, long)
-    ours = dropout("tiny_resnet", weights, ranking, data, None, **{**args, "paper_code": False})
+    ours = dropout(data, ranking=ranking, options=replace(options, paper_code=False))
     assert len(ours[ours["variant"] == "random-40"]) == 3 * 2  # replicas × sets, reported as mean ± std
 
 
@@ -262,3 +265,25 @@ def test_non_monotone_curves_and_raised_ap_are_findings():
     assert "Finding: dropping the top-k units raises AP (interval above 0) on b (k = 4, 16)" in lines[-2]
     assert lines[-1] == ("Not monotone: the top-k AP rises from the previous k (baseline at k = 0) on a (k = 8); "
                          "b (k = 4, 8, 16); the mean over sets (k = 8).")
+
+
+def test_one_default_per_option_for_the_cli_the_study_and_the_function():
+    """tff dropout, a study's dropout step and DropoutOptions share their defaults: --k 114 with --k-sweep unset (the
+    study's k_sweep null means [k] too); the study keeps its keys (site for --site)."""
+    import argparse
+
+    from tffkit.analysis.dropout_stats import RANDOM_REPEATS
+    from tffkit.cli import dropout as cli
+    from tffkit.jobs.dropout import DropoutOptions
+    from tffkit.jobs.study import SCHEMA
+
+    p = argparse.ArgumentParser()
+    cli.add_arguments(p)
+    args = p.parse_args(["--data", "d", "--ranking", "r", "--out", "o"])
+    o = DropoutOptions()
+    assert (args.k, args.k_sweep, args.random_repeats, args.seed) == (o.k, o.k_sweep, o.random_repeats, o.seed)
+    assert (o.k, o.k_sweep, o.random_repeats, list(o.train_set)) == (114, None, RANDOM_REPEATS, args.train_set)
+    assert o.ks == [114] and DropoutOptions(k_sweep=(8, 24)).ks == [8, 24]
+    schema = SCHEMA["steps.dropout"]
+    assert {"k_sweep", "random_repeats", "seed", "site", "prob_dtype", "cal_compare", "random_k"} <= set(schema)
+    assert (schema["k"][1], schema["k_sweep"][1], schema["random_repeats"][1]) == (114, None, RANDOM_REPEATS)

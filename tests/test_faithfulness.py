@@ -10,8 +10,9 @@ import torch
 from PIL import Image
 
 from conftest import run_torchrun, train_tiny
-from tffkit.analysis.faithfulness import aopc_table, deletion_variants, faithfulness, k_grid, top_overlap
+from tffkit.analysis.faithfulness import aopc_table, deletion_variants, k_grid, top_overlap
 from tffkit.analysis.unit_scores import randomised_copy
+from tffkit.jobs.faithfulness import FaithfulnessOptions, faithfulness
 from tffkit.results import read_json
 
 SIZE = 32
@@ -66,9 +67,10 @@ def planted(tmp_path_factory):
 def run(planted, one_thread):
     weights, source, test, base = planted
     before = {k: v.clone() for k, v in torch.load(weights, weights_only=True)["model"].items()}
-    res = faithfulness("tiny_resnet", weights, source, test, base / "out", ks=[1, 4, 16, 64, 256],
-                       top_k=16, resamples=200, randomise=(0.5, 1.0), min_prob=0.6, preset="full", batch_size=16,
-                       num_workers=0, progress=False, device="cpu")
+    options = FaithfulnessOptions(arch="tiny_resnet", weights=str(weights), ks=(1, 4, 16, 64, 256), top_k=16,
+                                  resamples=200, randomise=(0.5, 1.0), min_prob=0.6, preset="full", batch_size=16,
+                                  workers=0, progress=False, device="cpu")
+    res = faithfulness(source=source, test=test, options=options, out=base / "out")
     return res, base / "out", before
 
 
@@ -322,22 +324,40 @@ def _cli(planted, out: Path) -> list[str]:
 
 def test_one_default_null_size_for_the_cli_the_study_and_the_function():
     import argparse
-    import inspect
+    import functools
 
     from tffkit.analysis import faithfulness as fa
     from tffkit.analysis.uncertainty import RESAMPLES
     from tffkit.cli import faithfulness as cli
+    from tffkit.jobs.options import default_of
     from tffkit.jobs.study import SCHEMA
 
     p = argparse.ArgumentParser()
     cli.add_arguments(p)
     args = p.parse_args(["--arch", "x", "--data", "d", "--source", "s", "--out", "o"])
-    signature = inspect.signature(fa.faithfulness).parameters
-    assert args.random_repeats == signature["random_repeats"].default == fa.RANDOM_REPEATS >= 20
+    default = functools.partial(default_of, FaithfulnessOptions)
+    assert args.random_repeats == default("random_repeats") == fa.RANDOM_REPEATS >= 20
     assert SCHEMA["steps.faithfulness"]["random_repeats"][1] == fa.RANDOM_REPEATS
-    assert args.resamples == signature["resamples"].default == RESAMPLES == SCHEMA["steps.faithfulness"]["resamples"][1]
+    assert args.resamples == default("resamples") == RESAMPLES == SCHEMA["steps.faithfulness"]["resamples"][1]
     with pytest.raises(ValueError, match="random-repeats"):
-        fa.faithfulness("tiny_resnet", None, "s", "d", None, random_repeats=1)
+        faithfulness(source="s", test="d", options=FaithfulnessOptions(arch="tiny_resnet", random_repeats=1))
+
+
+def test_top_k_defaults_to_the_k_of_tff_rank():
+    """--top-k unset (the CLI, the options and a study's top_k null) is tff rank's k (in a study: steps.rank.k)."""
+    import argparse
+
+    from tffkit.cli import faithfulness as cli
+    from tffkit.jobs.options import default_of
+    from tffkit.jobs.rank import RankOptions
+    from tffkit.jobs.study import SCHEMA
+
+    p = argparse.ArgumentParser()
+    cli.add_arguments(p)
+    args = p.parse_args(["--data", "d", "--source", "s", "--out", "o"])
+    assert args.top_k is None and SCHEMA["steps.faithfulness"]["top_k"][1] is None
+    assert FaithfulnessOptions().top_k_used == default_of(RankOptions, "k") == 114
+    assert FaithfulnessOptions(top_k=8).top_k_used == 8
 
 
 def test_cli_writes_every_output(planted, tmp_path, capsys):

@@ -43,7 +43,7 @@ def measured(monkeypatch):
 
 
 def test_report_figures_are_readable_at_the_report_width(tmp_path: Path, measured):
-    from tffkit.analysis.dropout import plot_ap_vs_k
+    from tffkit.report.figures_dropout import plot_ap_vs_k
     from tffkit.report.figures_tff import plot_ranking
 
     rng = np.random.default_rng(0)
@@ -65,14 +65,15 @@ def test_report_figures_are_readable_at_the_report_width(tmp_path: Path, measure
                                   tmp_path / "distributions_progan.png",
                                   "progan: max spatial activation (folded) of the top-12 T-FF on 50 fakes, colour vs "
                                   "grayscale (41.7% colour-conditional, Mood p ≤ 0.05)")
-    from tffkit.analysis.faithfulness import plot_curves
+    from tffkit.analysis.unit_scores import LABELS
+    from tffkit.report.figures_dropout import plot_curves
 
     curves = pd.DataFrame([{"ranking": r, "k": k, "replica": rep, "set": s, "ap": rng.random(),
                             "fake_acc": rng.random()}
                            for s in SETS for r, ks, reps in (("baseline", [0], 1), ("ffrs", [1, 2, 4, 8], 1),
                                                              ("taylor", [1, 2, 4, 8], 1), ("random", [1, 2, 4, 8], 3))
                            for k in ks for rep in range(reps)])
-    plot_curves(curves, tmp_path / "deletion_curves.png")
+    plot_curves(curves, tmp_path / "deletion_curves.png", LABELS)
     assert set(measured) == {"topk_per_layer.png", "omega_distribution.png", "ap_vs_k.png", "collage_01.png",
                              "median_probability.png", "distributions_progan.png", "deletion_curves.png"}
     small = {name: round(pt, 1) for name, pt in measured.items() if pt < 9.0}

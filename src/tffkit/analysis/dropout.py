@@ -9,30 +9,21 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
 from .. import distributed as tdist
-from ..conventions import resolve
 from ..data import Preprocessing, Sample
 from ..evaluate import scores_table
-from ..inputs import explainer_for, find_data, input_record, load_model, run_preprocessing
 from ..lrp import Explainer
 from ..metrics import binary_metrics
-from ..outputs import run_folder
 from ..passes import DatasetPass
-from ..reference import paper_numbers
-from ..results import RunRecord, atomic_write, save_figure, write_csv, write_json
-from ..wording import paper_layout
-from .dropout_stats import RANDOM_REPEATS, curve_findings, dropout_effects, scores_wide
-from .ffrs import ChannelSets, cut_tie, load_ranking, select_channels, tie_note
-from .intervals import RESAMPLES, SEED
+from .dropout_stats import RANDOM_REPEATS
+from .ffrs import ChannelSets, cut_tie, select_channels, tie_note
 
 SITES = ("folded", "pre-bn")
 
@@ -124,76 +115,30 @@ def calibrated_thresholds(scores: pd.DataFrame, fixed_sets: Sequence[str] = ("pr
     return out
 
 
-def dropout(arch: str, weights: str | os.PathLike | None, ranking: str | os.PathLike, data: str | os.PathLike,
-            out: str | os.PathLike | None, sets: Sequence[str] | None = None, ks: Sequence[int] = (114,),
-            random_repeats: int = RANDOM_REPEATS, seed: int = 0, site: str | None = None, preset: str = "detector",
-            batch_size: int = 64, device: str = "auto", num_workers: int | None = None,
-            max_per_class: int | None = None, fixed_threshold_sets: Sequence[str] = ("progan",),
-            paper_detector: str | None = None, progress: bool = True, paper_code: bool = False,
-            prob_dtype: str | None = None, cal_compare: str | None = None, random_k: str | None = None, *,
-            resamples: int = RESAMPLES, bootstrap_seed: int = SEED) -> pd.DataFrame:
-    """Baseline and every variant (top-k, random-k × repeats, low-k per k) from one pass over the data;
-    long-format table. ``paper_code`` takes the public code's site, probability precision, calibrated
-    comparison and random-k protocol unless ``site`` / ``prob_dtype`` / ``cal_compare`` / ``random_k`` are given
-    (:mod:`tffkit.conventions`; ``random_k='pooled'``: :func:`pool_random`).
-    ``dropout_scores.csv`` keeps every image's probability under every variant; ``dropout_effects.csv`` the changes
-    per k with 95% intervals over groups (``resamples``, ``bootstrap_seed``) and their percentile among the random-k
-    replicas; ``dropout.json`` the shape of the top-k curves (:mod:`tffkit.analysis.dropout_stats`)."""
-    ctx = tdist.init(device)
-    settings = resolve(paper_code, dropout_site=site, prob_dtype=prob_dtype, cal_compare=cal_compare,
-                       random_k=random_k)
-    site = settings["dropout_site"]
-    record = RunRecord("dropout", dict(arch=arch, weights=str(weights), ranking=str(ranking), data=str(data),
-                                       sets=sets, ks=list(ks), random_repeats=random_repeats, seed=seed, site=site,
-                                       preset=preset, batch_size=batch_size, max_per_class=max_per_class,
-                                       paper_detector=paper_detector, resamples=resamples,
-                                       bootstrap_seed=bootstrap_seed, **settings), ctx.world)
-    with run_folder(out, ctx) as folder:  # checked before the model is built; replaced whole at the end
-        found = find_data(data, sets, max_per_class=max_per_class, main=ctx.is_main)
-        samples = found.samples
-        model = load_model(arch, weights, ctx.device, ctx.is_main)
-        prep = run_preprocessing(model, data)
-        explainer = explainer_for(model, prep)
-        table = load_ranking(ranking, explainer.layers)
+def variants_of(table: pd.DataFrame, ks: Sequence[int], random_repeats: int = RANDOM_REPEATS, seed: int = 0,
+                protocol: str = "replicas") -> tuple[list[ChannelSets | None], dict[str, dict | None]]:
+    """The undropped model (None) and every variant of each k (top-k, random-k × ``random_repeats``, low-k) of a
+    ranking ``table``, and the ties at each cut (``top-k``/``low-k`` → :func:`~.ffrs.cut_tie`: ranks decided by
+    layer order)."""
+    variants = [None, *(v for k in ks for v in select_channels(table, k, random_repeats, seed, protocol=protocol))]
+    omega = table["omega"].to_numpy()
+    ties = {f"{kind}-{k}": cut_tie(omega, k if kind == "top" else len(omega) - k)
+            for k in ks for kind in ("top", "low")}
+    return variants, ties
 
-        variants = [None, *(v for k in ks for v in select_channels(table, k, random_repeats, seed,
-                                                                   protocol=settings["random_k"]))]
-        omega = table["omega"].to_numpy()
-        ties = {f"{kind}-{k}": cut_tie(omega, k if kind == "top" else len(omega) - k)  # ranks decided by layer order
-                for k in ks for kind in ("top", "low")}
-        scores, unreadable, n_small = score_variants(explainer, variants, samples, ctx, site, preset, batch_size,
-                                                     num_workers, progress, settings["prob_dtype"], prep)
-        thresholds = calibrated_thresholds(scores[0], fixed_threshold_sets)
-        if settings["random_k"] == "pooled":
-            variants, scores = pool_random(variants, scores)
-        rows = []
-        for variant, sc in zip(variants, scores, strict=True):
-            head = ({"variant": "baseline", "kind": "baseline", "k": 0, "replica": 0} if variant is None else
-                    {"variant": variant.name, "kind": variant.kind, "k": variant.k, "replica": variant.replica,
-                     "note": tie_note(variant.kind, variant.k, ties.get(variant.name))})
-            rows += [{**head, **r} for r in set_metrics(sc, thresholds, settings["cal_compare"])]
-        long = pd.DataFrame(rows)
-        long["note"] = long["note"].fillna("")
-        if folder is not None and ctx.is_main:
-            out = folder  # the staging folder (becomes OUT when the run finishes)
-            write_csv(out / "dropout.csv", long)
-            summary = summarize(long)
-            write_csv(out / "dropout_summary.csv", summary)
-            paper = paper_numbers("dropout", paper_detector) if paper_detector else None
-            for fmt, suffix in (("markdown", "md"), ("latex", "tex")):
-                text = paper_layout(summary, fmt, paper)
-                atomic_write(out / f"dropout_table.{suffix}", lambda tmp, text=text: Path(tmp).write_text(text))
-            plot_ap_vs_k(summary, out / "ap_vs_k.png")
-            heads = [("baseline", 0, 0) if v is None else (v.kind, v.k, v.replica) for v in variants]
-            wide = scores_wide(heads, scores)
-            write_csv(out / "dropout_scores.csv", wide)
-            effects = dropout_effects(wide, resamples=resamples, seed=bootstrap_seed)
-            write_csv(out / "dropout_effects.csv", effects)
-            write_json(out / "dropout.json", {"curves": curve_findings(summary, effects), "resamples": resamples,
-                                              "bootstrap_seed": bootstrap_seed, "random_repeats": random_repeats})
-            record.write(out, settings=settings, n_images=len(samples), n_skipped=len(unreadable),
-                         unreadable=unreadable, thresholds=thresholds, ties=ties,
-                         **input_record(found, model, prep, preset, weights, n_small))
+
+def variant_table(variants: Sequence[ChannelSets | None], scores: Sequence[pd.DataFrame],
+                  thresholds: dict[str, float], ties: dict, cal_compare: str = "ge") -> pd.DataFrame:
+    """Long table (dropout.csv): per variant and set, AP and the accuracies at 0.5 and at ``thresholds``, with a
+    note where the variant's cut splits tied ω."""
+    rows = []
+    for variant, sc in zip(variants, scores, strict=True):
+        head = ({"variant": "baseline", "kind": "baseline", "k": 0, "replica": 0} if variant is None else
+                {"variant": variant.name, "kind": variant.kind, "k": variant.k, "replica": variant.replica,
+                 "note": tie_note(variant.kind, variant.k, ties.get(variant.name))})
+        rows += [{**head, **r} for r in set_metrics(sc, thresholds, cal_compare)]
+    long = pd.DataFrame(rows)
+    long["note"] = long["note"].fillna("")
     return long
 
 
@@ -229,44 +174,3 @@ def summarize(long: pd.DataFrame) -> pd.DataFrame:
     summary = mean.join(std.add_suffix("_std")).reset_index()
     summary["replicas"] = grouped.size().values
     return summary
-
-
-def plot_ap_vs_k(summary: pd.DataFrame, path: Path) -> None:
-    """AP against k per set, one line per kind (top, random ± std, low), baseline dashed (text readable at the
-    report's width)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..report.figures_tff import readable_pt
-
-    sets = list(dict.fromkeys(summary["set"]))
-    cols = min(4, len(sets))
-    rows = int(np.ceil(len(sets) / cols))
-    fs = readable_pt(3.2 * cols)
-    colors = {"top": "tab:red", "random": "tab:blue", "low": "tab:green"}
-    with plt.rc_context({"font.size": fs}):
-        fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.0 * rows + 0.6), squeeze=False, sharey=True)
-        for ax, s in zip(axes.flat, sets, strict=False):
-            part = summary[summary["set"] == s]
-            base = part[part["kind"] == "baseline"]["ap"]
-            if len(base):
-                ax.axhline(100 * base.iloc[0], color="gray", linestyle="--", label="baseline")
-            for kind, color in colors.items():
-                sub = part[part["kind"] == kind].sort_values("k")
-                if len(sub):
-                    ax.errorbar(sub["k"], 100 * sub["ap"], yerr=100 * sub["ap_std"], marker="o", color=color,
-                                label=f"{kind}-k", capsize=3)
-            ax.set_title(s)
-            ax.set_xlabel("k (maps dropped)")
-            ax.locator_params(axis="x", nbins=4)
-        for ax in axes[:, 0]:
-            ax.set_ylabel("AP (%)")
-        for ax in list(axes.flat)[len(sets):]:
-            ax.axis("off")
-        handles, labels = axes.flat[0].get_legend_handles_labels()
-        fig.suptitle("Sensitivity assessment: AP after dropping k feature maps")
-        fig.tight_layout()
-        fig.legend(handles, labels, loc="upper center", ncol=len(labels), bbox_to_anchor=(0.5, 0.0), frameon=False)
-        save_figure(fig, path)

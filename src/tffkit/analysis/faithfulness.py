@@ -15,29 +15,22 @@ resamples of the groups of source fakes.
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .. import distributed as tdist
-from ..conventions import resolve
-from ..inputs import explainer_for, find_data, input_record, load_model, run_preprocessing
-from ..outputs import run_folder
-from ..results import RunRecord, write_csv, write_json
 from ..wording import direction
-from .deletion_stats import BASELINE, column, deletion_statistics
-from .dropout import score_variants, set_metrics
-from .ffrs import ChannelSets, channel_key, load_ranking, ranking_table
+from .deletion_stats import BASELINE, column
+from .dropout import set_metrics
+from .ffrs import ChannelSets, channel_key, ranking_table
 from .uncertainty import RESAMPLES
-from .unit_scores import LABELS, SCORED, SourceScores, source_scores, topk_stability
+from .unit_scores import LABELS, SCORED, SourceScores, topk_stability
 
 METRICS = ("ap", "fake_acc")
-RANDOM_REPEATS = 20  # random rankings: the null of AOPC (docs/algorithms.md §10: ≥ 20); CLI and study default
+RANDOM_REPEATS = 20  # random rankings: the null of AOPC (docs/algorithms.md §10: ≥ 20), as FaithfulnessOptions
 Pair = tuple[str, int]
 
 
@@ -49,10 +42,27 @@ def k_grid(n_units: int, k_max: int = 256) -> list[int]:
     return [2 ** i for i in range(int(np.log2(top)) + 1)]
 
 
+def k_values(ks: Sequence[int] | None, n_units: int, k_max: int = 256) -> list[int]:
+    """The k of the deletion curves: ``ks`` sorted without repeats, else :func:`k_grid`; each between 1 and the
+    detector's units − 1."""
+    out = sorted({int(k) for k in ks}) if ks else k_grid(n_units, k_max)
+    if out[0] < 1 or out[-1] >= n_units:
+        raise ValueError(f"every k must lie between 1 and {n_units - 1} (the detector's units − 1)")
+    return out
+
+
 def order_of(layers, score: np.ndarray) -> list[Pair]:
     """Units by descending score, ties by layer order then unit (as ω's ranking)."""
     table = ranking_table(layers, np.asarray(score, dtype=np.float64))
     return list(zip(table["layer"], table["channel"].astype(int), strict=True))
+
+
+def unit_orders(scores: SourceScores, layers, ffrs: pd.DataFrame | None = None) -> dict[str, list[Pair]]:
+    """Every scored ranking's units in descending order; FF-RS from ``ffrs`` (a loaded ffrs.csv) when given."""
+    orders = {name: order_of(layers, scores.score(name)) for name in SCORED}
+    if ffrs is not None:
+        orders["ffrs"] = list(zip(ffrs["layer"], ffrs["channel"].astype(int), strict=True))
+    return orders
 
 
 def deletion_variants(orders: dict[str, Sequence[Pair]], ks: Sequence[int], random_repeats: int = RANDOM_REPEATS,
@@ -171,88 +181,6 @@ class FaithfulnessResult:
     stats: dict
 
 
-def faithfulness(arch: str, weights, source, data, out: str | os.PathLike | None, ranking=None,
-                 sets: Sequence[str] | None = None, source_sets: Sequence[str] | None = None,
-                 ks: Sequence[int] | None = None, k_max: int = 256, random_repeats: int = RANDOM_REPEATS, seed: int = 0,
-                 min_prob: float = 0.9, top_k: int = 114, randomise: Sequence[float] = (0.25, 0.5, 1.0),
-                 lrp_epsilon: float = 1e-6, source_max_per_class: int | None = None,
-                 max_per_class: int | None = None, preset: str = "detector", batch_size: int = 64,
-                 device: str = "auto", num_workers: int | None = None, progress: bool = True,
-                 paper_code: bool = False, bounds: str | None = None, zplus_fallback: str | None = None,
-                 site: str | None = None, prob_dtype: str | None = None,
-                 attention: str = "attnlrp", resamples: int = RESAMPLES) -> FaithfulnessResult:
-    """Rank units five ways on the confident fakes of ``source`` (FF-RS from ``ranking``, an ffrs.csv, when given,
-    else from this pass), score every ranking by deletion on ``data`` and write faithfulness.csv,
-    faithfulness_summary.csv (AOPC with intervals and null percentiles), faithfulness_by_k.csv,
-    faithfulness_images.csv (p(fake) per test image and variant), faithfulness.json, unit_scores.csv,
-    deletion_curves.png and run.json to ``out``. ``resamples``: cluster-bootstrap resamples (seeded by ``seed``)."""
-    if random_repeats < 2:
-        raise ValueError(f"--random-repeats must be at least 2 (the null of AOPC), got {random_repeats}")
-    ctx = tdist.init(device)
-    settings = resolve(paper_code, bounds=bounds, zplus_fallback=zplus_fallback, dropout_site=site,
-                       prob_dtype=prob_dtype)
-    record = RunRecord("faithfulness", dict(
-        arch=arch, weights=str(weights), source=str(source), data=str(data), ranking=str(ranking), sets=sets,
-        source_sets=source_sets, ks=list(ks) if ks else None, k_max=k_max, random_repeats=random_repeats,
-        seed=seed, min_prob=min_prob, top_k=top_k, randomise=list(randomise), lrp_epsilon=lrp_epsilon,
-        source_max_per_class=source_max_per_class, max_per_class=max_per_class, preset=preset,
-        batch_size=batch_size, attention=attention, resamples=resamples, **settings), ctx.world)
-    with run_folder(out, ctx) as folder:  # checked before the model is built; replaced whole at the end
-        found_source = find_data(source, source_sets, max_per_class=source_max_per_class, main=ctx.is_main,
-                                 what="source")
-        found = find_data(data, sets, max_per_class=max_per_class, main=ctx.is_main, what="test")
-        fakes = [s for s in found_source.samples if s.label == 1]
-        if not fakes:
-            raise ValueError(f"no fake images under {source}")
-        model = load_model(arch, weights, ctx.device, ctx.is_main)
-        prep = run_preprocessing(model, data)
-        lrp = dict(bounds=settings["bounds"], attention=attention, zplus_fallback=settings["zplus_fallback"])
-        explainer = explainer_for(model, prep, **lrp)
-        scores = source_scores(model, explainer, fakes, ctx, prep, min_prob, randomise, seed, lrp_epsilon, lrp,
-                               preset, batch_size, num_workers, progress)
-        if sum(scores.counts) == 0:
-            raise ValueError(f"no source fake reached p ≥ {min_prob}: the rankings are undefined (lower min_prob)")
-        layers = explainer.layers
-        omega = scores.score("ffrs")
-        orders = {name: order_of(layers, scores.score(name)) for name in SCORED}
-        if ranking is not None:
-            table = load_ranking(ranking, layers)
-            orders["ffrs"] = list(zip(table["layer"], table["channel"].astype(int), strict=True))
-        n_units = explainer.n_channels
-        ks = sorted({int(k) for k in ks}) if ks else k_grid(n_units, k_max)
-        if ks[0] < 1 or ks[-1] >= n_units:
-            raise ValueError(f"every k must lie between 1 and {n_units - 1} (the detector's units − 1)")
-        top_k = min(top_k, n_units - 1)
-        variants = deletion_variants(orders, ks, random_repeats, seed)
-        tables, unreadable, n_small = score_variants(explainer, variants, found.samples, ctx, settings["dropout_site"],
-                                                     preset, batch_size, num_workers, progress,
-                                                     settings["prob_dtype"], prep)
-        curves = curve_table(variants, tables)
-        images = image_table(variants, tables, found.samples)
-        stats = deletion_statistics(images, resamples=resamples, seed=seed)
-        summary = stats["summary"]
-        sanity = sanity_checks(scores, omega, ks, top_k, resamples=resamples, seed=seed)
-        if folder is not None and ctx.is_main:
-            write_csv(folder / "faithfulness.csv", curves)
-            write_csv(folder / "faithfulness_summary.csv", summary)
-            write_csv(folder / "faithfulness_by_k.csv", stats["by_k"])
-            write_csv(folder / "faithfulness_images.csv", images)
-            write_csv(folder / "unit_scores.csv", unit_table(scores, orders))
-            write_json(folder / "faithfulness.json", {
-                "k_grid": ks, "rankings": {n: LABELS[n] for n in [*SCORED, "random"]},
-                "ffrs_from": str(ranking) if ranking is not None else "this pass", "random_repeats": random_repeats,
-                "source_fakes": len(fakes), "confident_fakes": sum(scores.counts), "min_prob": min_prob,
-                "n_units": n_units, "lrp_epsilon": lrp_epsilon, "verdicts": verdicts(summary), "sanity": sanity,
-                "intervals": {"resamples": resamples, "seed": seed, "test_groups": stats["groups"],
-                              "strata": "set, label", "level": 0.95},
-                "monotone": stats["monotone"], "rises": stats["rises"]})
-            plot_curves(curves, folder / "deletion_curves.png")
-            record.write(folder, settings=settings, n_images=len(found.samples), n_source_images=len(fakes),
-                         n_skipped=len(unreadable) + len(scores.failed), unreadable=unreadable + scores.failed,
-                         **input_record([found_source, found], model, prep, preset, weights, n_small + scores.n_small))
-    return FaithfulnessResult(curves, summary, sanity, stats)
-
-
 def image_table(variants: Sequence[ChannelSets | None], tables: Sequence[pd.DataFrame], samples) -> pd.DataFrame:
     """One row per scored test image (path, set, label, group) and its p(fake) under every variant (columns
     ``p:<ranking>#<replica>@<k>``, the undropped model ``p:baseline#0@0``): what the intervals are computed from."""
@@ -280,50 +208,3 @@ def unit_table(scores: SourceScores, orders: dict[str, Sequence[Pair]]) -> pd.Da
         rank[[position[p] for p in orders[name]]] = np.arange(1, len(table) + 1)
         table[f"{name}_rank"] = rank
     return table.sort_values("ffrs_rank", kind="stable").reset_index(drop=True)
-
-
-def plot_curves(curves: pd.DataFrame, path: Path, metrics: Sequence[str] = METRICS) -> None:
-    """Deletion curves: one panel per test set and metric, the metric (%) against the units dropped (log scale),
-    one line per ranking (random: mean ± std band), the undropped model dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..report.figures_tff import readable_pt
-    from ..results import save_figure
-
-    sets = list(dict.fromkeys(curves["set"]))
-    names = {"ap": "AP (%)", "fake_acc": "fake accuracy, p > 0.5 (%)"}
-    colors = {"ffrs": "tab:red", "lrp-epsilon": "tab:purple", "activation": "tab:green", "taylor": "tab:orange",
-              "random": "tab:blue"}
-    width = min(16.0, 3.4 * len(sets))
-    with plt.rc_context({"font.size": readable_pt(width)}):
-        fig, axes = plt.subplots(len(metrics), len(sets), figsize=(width, 3.0 * len(metrics) + 0.8), squeeze=False,
-                                 sharex=True)
-        for j, s in enumerate(sets):
-            part = curves[curves["set"] == s]
-            for i, m in enumerate(metrics):
-                ax = axes[i, j]
-                ax.axhline(100 * part[part["ranking"] == "baseline"][m].iloc[0], color="gray", linestyle="--",
-                           label="no unit dropped")
-                for name, color in colors.items():
-                    sub = part[part["ranking"] == name].groupby("k")[m]
-                    if not len(sub):
-                        continue
-                    mean, std = 100 * sub.mean(), 100 * sub.std(ddof=0).fillna(0.0)
-                    ax.plot(mean.index, mean.values, marker="o", markersize=3, color=color, label=LABELS[name])
-                    if name == "random":
-                        ax.fill_between(mean.index, mean - std, mean + std, color=color, alpha=0.2)
-                ax.set_xscale("log", base=2)
-                ax.set_title(s if i == 0 else "")
-                if i == len(metrics) - 1:
-                    ax.set_xlabel("units dropped (top-k)")
-                if j == 0:
-                    ax.set_ylabel(names.get(m, m))
-        handles, labels = axes[0, 0].get_legend_handles_labels()
-        fig.suptitle("Deletion curves: detection as each ranking's top units are dropped")
-        fig.tight_layout()
-        fig.legend(handles, labels, loc="upper center", ncol=min(6, len(labels)), bbox_to_anchor=(0.5, 0.0),
-                   frameon=False)
-        save_figure(fig, path)

@@ -9,54 +9,27 @@ from __future__ import annotations
 
 import argparse
 
-from .common import (
-    data_args,
-    data_spec,
-    detector_args,
-    is_main_process,
-    paper_code_args,
-    switches,
-    uncertainty,
-    uncertainty_args,
-    weights,
-)
+from .common import add_options, data_flags, data_spec, is_main_process, options_of
 
 HELP = "feature-map dropout: top-k vs random-k vs low-k (dropout.csv, tables)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..analysis.dropout_stats import RANDOM_REPEATS
-    from ..reference import PAPER_DETECTORS
+    from ..jobs.dropout import DropoutOptions
 
-    detector_args(p)
-    data_args(p, perturbations=False)
+    add_options(p, DropoutOptions)
+    data_flags(p)
     p.add_argument("--ranking", required=True, help="ffrs.csv from tff rank, or a public key,mean_relevance file")
-    p.add_argument("--k", type=int, default=114, help="feature maps to drop (paper: 114 ResNet-50, 27 B0)")
-    p.add_argument("--k-sweep", type=int, nargs="+", default=None,
-                   help="several k, one set of variants each (overrides --k)")
-    p.add_argument("--random-repeats", type=int, default=RANDOM_REPEATS,
-                   help="random-k draws per k: the null distribution in which top-k and low-k are placed (percentile); "
-                        "the tables show their mean ± std")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random-k draws (both --random-k protocols)")
-    p.add_argument("--train-set", nargs="*", default=["progan"],
-                   help="sets whose accuracy threshold stays 0.5 (the training family)")
-    p.add_argument("--paper-detector", default=None, choices=PAPER_DETECTORS,
-                   help="show the paper's numbers for this released detector beside ours")
-    paper_code_args(p, "dropout_site", "prob_dtype", "cal_compare", "random_k")
-    uncertainty_args(p)
     p.add_argument("--out", required=True, help="output folder")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..analysis.dropout import dropout, summarize
+    from ..analysis.dropout import summarize
     from ..analysis.dropout_stats import effects_text
+    from ..jobs.dropout import DropoutOptions, dropout
     from ..wording import paper_layout
 
-    sw = switches(args, "dropout_site", "prob_dtype", "cal_compare", "random_k")
-    long = dropout(args.arch, weights(args), args.ranking, data_spec(args), args.out, args.sets,
-                   args.k_sweep or [args.k], args.random_repeats, args.seed, sw.pop("dropout_site"), args.preset,
-                   args.batch_size, args.device, args.workers, args.max_per_class, args.train_set,
-                   args.paper_detector, not args.no_progress, **sw, **uncertainty(args))
+    long = dropout(data_spec(args), ranking=args.ranking, options=options_of(DropoutOptions, args), out=args.out)
     if is_main_process():
         print(paper_layout(summarize(long), "markdown"))
         print(effects_text(args.out))

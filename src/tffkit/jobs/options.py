@@ -41,12 +41,12 @@ def option(default: Any = MISSING, help: str = "", *, flag: str | None = None, c
     return field(metadata=meta) if default is MISSING else field(default=default, metadata=meta)
 
 
-def switch(name: str) -> Any:
+def switch(name: str, *, study: str | bool = True) -> Any:
     """The paper-code switch ``name`` (:data:`tffkit.conventions.SWITCHES`) as a field: None means ours, or the
-    public code's under ``paper_code``; the flag and choices come from the switch."""
+    public code's under ``paper_code``; the flag and choices come from the switch (``study``: as :func:`option`)."""
     sw = SWITCHES[name]
     return option(None, f"{sw.help} [default: {sw.ours}; with --paper-code: {sw.paper_code}]",
-                  flag=SWITCH_FLAGS[name], choices=sw.choices, group="switch:" + name)
+                  flag=SWITCH_FLAGS[name], choices=sw.choices, group="switch:" + name, study=study)
 
 
 def switch_names(options: Any) -> dict[str, str]:

@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,8 @@ from ..options import code_trust, problem
 from ..outputs import OutputLock, check_writable
 from ..results import InputIdentity, read_json, write_json
 from .color import ColorOptions
+from .dropout import DropoutOptions
+from .faithfulness import FaithfulnessOptions
 from .generator import GeneratorOptions
 from .lrpmax import LRPMaxOptions
 from .options import study_schema
@@ -50,10 +52,7 @@ SWITCH = ((str, type(None)), None)  # a tffkit.conventions switch: None = from t
 # step → {config key: switch name}; an explicit value overrides the top-level ``paper_code`` preset
 STEP_SWITCHES = {"evaluate": {"prob_dtype": "prob_dtype", "cal_compare": "cal_compare"},
                  "robustness": {"prob_dtype": "prob_dtype"},
-                 "dropout": {"site": "dropout_site", "prob_dtype": "prob_dtype", "cal_compare": "cal_compare",
-                             "random_k": "random_k"},
-                 "faithfulness": {"bounds": "bounds", "zplus_fallback": "zplus_fallback", "site": "dropout_site",
-                                  "prob_dtype": "prob_dtype"}}
+                 }
 SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
     "": {"name": (str, "study"), "out": (str, REQUIRED), "device": (str, "auto"), "batch_size": (int, 64),
          "workers": ((int, type(None)), None), "preset": (str, "detector"), "paper_code": (bool, False),
@@ -77,16 +76,11 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
     "steps.robustness": {"enabled": (bool, False), "jpeg": (list, [75, 50]), "resize": (list, [0.5]),
                          "blur": (list, [1.0]), "grayscale": (bool, True), "max_per_class": ((int, type(None)), None)},
     "steps.rank": {"enabled": (bool, True)},  # and the fields of tff rank's options (STEP_OPTIONS)
-    "steps.dropout": {"enabled": (bool, True), "k_sweep": (list, [114]), "random_repeats": (int, 20),
-                      "seed": (int, 0)},
-    # rankings compared by deletion (docs/algorithms.md §8); top_k None = steps.rank.k; max_per_class: source images;
-    # deletion_max_per_class: test images per class for the deletion curves (None: data.max_per_class)
-    "steps.faithfulness": {"enabled": (bool, False), "ks": ((list, type(None)), None), "k_max": (int, 256),
-                           "random_repeats": (int, 20), "resamples": (int, 1000), "seed": (int, 0),
-                           "min_prob": (float, 0.9),
-                           "top_k": ((int, type(None)), None), "randomise": (list, [0.25, 0.5, 1.0]),
-                           "lrp_epsilon": (float, 1e-6), "max_per_class": ((int, type(None)), None),
-                           "deletion_max_per_class": ((int, type(None)), None)},
+    "steps.dropout": {"enabled": (bool, True)},  # and the fields of tff dropout's options (STEP_OPTIONS)
+    # rankings compared by deletion (docs/algorithms.md §8), and the fields of tff faithfulness's options: top_k None =
+    # steps.rank.k; max_per_class: source images; deletion_max_per_class: test images per class for the deletion
+    # curves (None: data.max_per_class)
+    "steps.faithfulness": {"enabled": (bool, False)},
     "steps.lrpmax": {"enabled": (bool, True)},  # and the fields of tff lrpmax's options (STEP_OPTIONS)
     # and the fields of tff color's options; its max_per_class is the test fakes of Mood's tests (--test-fakes)
     "steps.color": {"enabled": (bool, True)},
@@ -109,8 +103,8 @@ for _step, _keys in STEP_SWITCHES.items():
         SCHEMA[f"steps.{_step}"][_key] = SWITCH
         CHOICES[f"steps.{_step}.{_key}"] = SWITCHES[_switch].choices
 # a step configured by its command's options: the same fields and defaults
-STEP_OPTIONS = {"rank": RankOptions, "lrpmax": LRPMaxOptions, "color": ColorOptions, "planted": PlantedOptions,
-                "generator": GeneratorOptions}
+STEP_OPTIONS = {"rank": RankOptions, "dropout": DropoutOptions, "faithfulness": FaithfulnessOptions,
+                "lrpmax": LRPMaxOptions, "color": ColorOptions, "planted": PlantedOptions, "generator": GeneratorOptions}
 for _step, _cls in STEP_OPTIONS.items():
     for _key, (_types, _default, _choices) in study_schema(_cls).items():
         SCHEMA[f"steps.{_step}"][_key] = (_types if len(_types) > 1 else _types[0], _default)
@@ -297,8 +291,7 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
 
     def switches(step: str) -> dict:
         """The preset and the step's explicit switches, as keyword arguments of its API function."""
-        given = {"site" if name == "dropout_site" else name: st[step][key]
-                 for key, name in STEP_SWITCHES[step].items()}
+        given = {name: st[step][key] for key, name in STEP_SWITCHES[step].items()}
         return {"paper_code": cfg["paper_code"], **given}
     ranking = out / "rank" / "ffrs.csv"
     rank_settings = {**base, **st["rank"], **source_data}
@@ -331,16 +324,20 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
                        clean_scores=pd.read_csv(scores, keep_default_na=False) if reuse else None,
                        **common, **switches("robustness"), **boot)
 
-    def rank_options(arch: str = det["arch"], w: Weights = weights, with_reals: bool | None = None):
+    def options(cls: type, step: str, arch: str = det["arch"], w: Weights = weights, **given: Any):
+        """The options of a step's command from its config section and the study's detector, pass and preset."""
         from .options import from_config
+
+        return from_config(cls, {**st[step], **given}, arch=arch, weights=w.path, backbone_weights=w.backbone,
+                           random_weights=w.random, trust_checkpoint=w.trust, attention=det["attention"],
+                           preset=cfg["preset"], batch_size=cfg["batch_size"], device=cfg["device"],
+                           workers=cfg["workers"], progress=progress, paper_code=cfg["paper_code"])
+
+    def rank_options(arch: str = det["arch"], w: Weights = weights, with_reals: bool | None = None):
         from .rank import RankOptions
 
-        r = {**st["rank"], **({} if with_reals is None else {"with_reals": with_reals})}
-        return from_config(RankOptions, r, arch=arch, weights=w.path, backbone_weights=w.backbone,
-                           random_weights=w.random, trust_checkpoint=w.trust, sets=data["source_sets"],
-                           attention=det["attention"], preset=cfg["preset"], batch_size=cfg["batch_size"],
-                           device=cfg["device"], workers=cfg["workers"], progress=progress,
-                           paper_code=cfg["paper_code"])
+        reals = {} if with_reals is None else {"with_reals": with_reals}
+        return replace(options(RankOptions, "rank", arch, w, **reals), sets=data["source_sets"])
 
     def rank_step(folder: Path) -> None:
         from .rank import rank
@@ -348,24 +345,22 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
         rank(source, options=rank_options(), out=folder)
 
     def dropout_step(folder: Path) -> None:
-        from ..analysis.dropout import dropout
+        from .dropout import DropoutOptions, dropout
 
-        d = st["dropout"]
-        dropout(det["arch"], weights, ranking, test, folder, data["sets"], d["k_sweep"],
-                d["random_repeats"], d["seed"], max_per_class=data["max_per_class"],
-                fixed_threshold_sets=data["train_set"], paper_detector=det["paper_detector"], **common,
-                **switches("dropout"), **boot)
+        o = replace(options(DropoutOptions, "dropout"), sets=data["sets"], max_per_class=data["max_per_class"],
+                    train_set=tuple(data["train_set"]), paper_detector=det["paper_detector"],
+                    resamples=boot["resamples"], bootstrap_seed=boot["bootstrap_seed"])
+        dropout(test, ranking=ranking, options=o, out=folder)
 
     def faithfulness_step(folder: Path) -> None:
-        from ..analysis.faithfulness import faithfulness
+        from .faithfulness import FaithfulnessOptions, faithfulness
 
-        f = st["faithfulness"]
-        faithfulness(det["arch"], weights, source, test, folder, ranking if ranking.is_file() else None,
-                     data["sets"], data["source_sets"], f["ks"], f["k_max"], f["random_repeats"], f["seed"],
-                     f["min_prob"], f["top_k"] or st["rank"]["k"], f["randomise"], f["lrp_epsilon"],
-                     f["max_per_class"], f["deletion_max_per_class"] or data["max_per_class"],
-                     attention=det["attention"], resamples=f["resamples"], **common,
-                     **switches("faithfulness"))
+        o = options(FaithfulnessOptions, "faithfulness")
+        o = replace(o, sets=data["sets"], source_sets=data["source_sets"],
+                    top_k=st["rank"]["k"] if o.top_k is None else o.top_k,
+                    max_per_class=data["max_per_class"] if o.max_per_class is None else o.max_per_class)
+        faithfulness(source=source, test=test, ranking=ranking if ranking.is_file() else None, options=o,
+                     out=folder)
 
     def lrpmax_step(folder: Path) -> None:
         from .lrpmax import LRPMaxOptions, lrpmax

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from importlib import resources
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 PAPER_DETECTORS = ("wang2020_resnet50_blur_jpg_prob0.5", "paper_efficientnet_b0", "paper_cr_resnet50",
                    "paper_cr_efficientnet_b0")
@@ -14,6 +16,8 @@ PAPER_DETECTORS = ("wang2020_resnet50_blur_jpg_prob0.5", "paper_efficientnet_b0"
 @lru_cache(maxsize=1)
 def paper_tables() -> pd.DataFrame:
     """The paper's tables in long form: table, detector, row, gan, metric, value (percent)."""
+    import pandas as pd
+
     with resources.files(__name__).joinpath("paper_tables.csv").open() as fh:
         return pd.read_csv(fh)
 
