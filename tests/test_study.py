@@ -215,7 +215,7 @@ def test_resume_checks_what_the_config_points_to(tmp_path: Path, trained_tiny, m
     import torch
 
     from tffkit.detectors import build_detector, save_checkpoint
-    from tffkit.evaluate import evaluate
+    from tffkit.jobs.evaluate import EvaluateOptions, evaluate
 
     weights, data = trained_tiny
     local_weights, local_data = tmp_path / "detector.pth", tmp_path / "data"
@@ -243,8 +243,9 @@ def test_resume_checks_what_the_config_points_to(tmp_path: Path, trained_tiny, m
     save_checkpoint(local_weights, build_detector("tiny_resnet"))
     report = run_study(cfg)
     assert calls == ["evaluate", "rank", "evaluate", "rank"]
-    fresh = evaluate("tiny_resnet", local_weights, local_data, None, preset="full", device="cpu", num_workers=0,
-                     batch_size=32, progress=False).metrics
+    fresh = evaluate(local_data, options=EvaluateOptions(arch="tiny_resnet", weights=str(local_weights), preset="full",
+                                                         device="cpu", workers=0, batch_size=32,
+                                                         progress=False)).metrics
     stored = pd.read_csv(out / "evaluate" / "metrics.csv", keep_default_na=False)
     assert stored["ap"].round(12).tolist() == fresh["ap"].round(12).tolist()
     mean_ap = float(fresh[fresh["set"] == "mean"]["ap"].iloc[0])

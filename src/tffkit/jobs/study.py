@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +28,12 @@ from ..layouts import LAYOUTS, DataSpec
 from ..options import code_trust, problem
 from ..outputs import OutputLock, check_writable
 from ..results import InputIdentity, read_json, write_json
-from .options import study_schema
+from .evaluate import EvaluateOptions
+from .options import from_config, study_schema
 from .rank import RankOptions
+from .robustness import RobustnessOptions
 from .study_checks import out_inside_data, python_spec_from, rerun_reason, trusts_code
+from .train import TrainOptions
 
 STEP_ORDER = ("evaluate", "robustness", "rank", "dropout", "faithfulness", "lrpmax", "color", "color_robust",
               "planted", "generator")
@@ -44,9 +47,7 @@ class ConfigError(ValueError):
 REQUIRED = object()
 SWITCH = ((str, type(None)), None)  # a tffkit.conventions switch: None = from the paper_code preset
 # step → {config key: switch name}; an explicit value overrides the top-level ``paper_code`` preset
-STEP_SWITCHES = {"evaluate": {"prob_dtype": "prob_dtype", "cal_compare": "cal_compare"},
-                 "robustness": {"prob_dtype": "prob_dtype"},
-                 "dropout": {"site": "dropout_site", "prob_dtype": "prob_dtype", "cal_compare": "cal_compare",
+STEP_SWITCHES = {"dropout": {"site": "dropout_site", "prob_dtype": "prob_dtype", "cal_compare": "cal_compare",
                              "random_k": "random_k"},
                  "faithfulness": {"bounds": "bounds", "zplus_fallback": "zplus_fallback", "site": "dropout_site",
                                   "prob_dtype": "prob_dtype"},
@@ -70,11 +71,11 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
              "real_dirs": ((list, str, type(None)), None), "fake_dirs": ((list, str, type(None)), None),
              "real": ((str, type(None)), None), "split": ((str, type(None)), None),
              "small_images": (str, "upscale"), "group_pattern": ((str, type(None)), None)},
-    "steps.evaluate": {"enabled": (bool, True)},
+    "steps.evaluate": {"enabled": (bool, True)},  # and the paper-code switches of tff evaluate (STEP_OPTIONS)
     # the test images scored once per perturbation (docs/algorithms.md §10): JPEG qualities, resize factors, blur σ,
-    # grayscale; max_per_class None: data.max_per_class (then the evaluate step's clean scores are reused)
-    "steps.robustness": {"enabled": (bool, False), "jpeg": (list, [75, 50]), "resize": (list, [0.5]),
-                         "blur": (list, [1.0]), "grayscale": (bool, True), "max_per_class": ((int, type(None)), None)},
+    # grayscale; max_per_class None: data.max_per_class (then the evaluate step's clean scores are reused); the
+    # fields of RobustnessOptions (STEP_OPTIONS)
+    "steps.robustness": {"enabled": (bool, False)},
     "steps.rank": {"enabled": (bool, True)},  # and the fields of tff rank's options (STEP_OPTIONS)
     "steps.dropout": {"enabled": (bool, True), "k_sweep": (list, [114]), "random_repeats": (int, 20),
                       "seed": (int, 0)},
@@ -109,12 +110,19 @@ for _step, _keys in STEP_SWITCHES.items():
     for _key, _switch in _keys.items():
         SCHEMA[f"steps.{_step}"][_key] = SWITCH
         CHOICES[f"steps.{_step}.{_key}"] = SWITCHES[_switch].choices
-STEP_OPTIONS = {"rank": RankOptions}  # a step configured by its command's options: the same fields and defaults
+# a step configured by its command's options: the same fields and defaults
+STEP_OPTIONS = {"evaluate": EvaluateOptions, "robustness": RobustnessOptions, "rank": RankOptions}
 for _step, _cls in STEP_OPTIONS.items():
     for _key, (_types, _default, _choices) in study_schema(_cls).items():
         SCHEMA[f"steps.{_step}"][_key] = (_types if len(_types) > 1 else _types[0], _default)
         if _choices:
             CHOICES[f"steps.{_step}.{_key}"] = _choices
+# a colour-robust detector trained by the study: the training and validation roots and tff train's options
+SCHEMA["steps.color_robust.train"] = {"data": (str, REQUIRED), "val": (str, REQUIRED)}
+for _key, (_types, _default, _choices) in study_schema(TrainOptions).items():
+    SCHEMA["steps.color_robust.train"][_key] = (_types if len(_types) > 1 else _types[0], _default)
+    if _choices:
+        CHOICES[f"steps.color_robust.train.{_key}"] = _choices
 
 
 def _validate(section: str, given: dict, errors: list[str]) -> dict:
@@ -207,6 +215,8 @@ def load_config(path_or_dict: str | os.PathLike | dict) -> dict:
     if cr["enabled"]:
         if (cr["weights"] is None) == (cr["train"] is None):
             errors.append("steps.color_robust: give exactly one of 'weights' (a trained CR detector) or 'train'")
+        elif isinstance(cr["train"], dict):  # checked only: the step's settings keep the keys as given
+            _validate("steps.color_robust.train", cr["train"], errors)
         elif cr["weights"] is not None:
             cr["weights"] = resolve(cr["weights"])
             if not Path(cr["weights"]).exists():
@@ -309,26 +319,35 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
         if st[name]["enabled"]:
             steps.append(Step(name, settings, run, outputs))
 
-    def evaluate_step(folder: Path) -> None:
-        from ..evaluate import evaluate
+    def shared(arch: str = det["arch"], w: Weights = weights) -> dict:
+        """The options every step shares: the detector, the pass, the intervals and the paper-code preset."""
+        return dict(arch=arch, weights=w.path, backbone_weights=w.backbone, random_weights=w.random,
+                    trust_checkpoint=w.trust, preset=cfg["preset"], batch_size=cfg["batch_size"],
+                    device=cfg["device"], workers=cfg["workers"], progress=progress, paper_code=cfg["paper_code"],
+                    resamples=cfg["uncertainty"]["resamples"], bootstrap_seed=cfg["uncertainty"]["seed"])
 
-        evaluate(det["arch"], weights, test, folder, data["sets"],
-                 max_per_class=data["max_per_class"], **common, **switches("evaluate"), **boot)
+    def evaluate_options(arch: str = det["arch"], w: Weights = weights):
+        return from_config(EvaluateOptions, st["evaluate"], **shared(arch, w), sets=data["sets"],
+                           max_per_class=data["max_per_class"])
+
+    def evaluate_step(folder: Path) -> None:
+        from .evaluate import evaluate
+
+        evaluate(test, options=evaluate_options(), out=folder)
 
     def robustness_step(folder: Path) -> None:
         import pandas as pd
 
-        from ..analysis.robustness import perturbations_of, run_robustness
+        from .robustness import robustness
 
         r = st["robustness"]
         scores = out / "evaluate" / "scores.csv"  # same detector and images: no second clean pass
         reuse = st["evaluate"]["enabled"] and r["max_per_class"] is None and scores.is_file()
-        run_robustness(det["arch"], weights, test, folder, data["sets"],
-                       perturbations=perturbations_of(jpeg=r["jpeg"], resize=r["resize"], blur=r["blur"],
-                                                      grayscale=r["grayscale"]),
-                       max_per_class=r["max_per_class"] or data["max_per_class"],
-                       clean_scores=pd.read_csv(scores, keep_default_na=False) if reuse else None,
-                       **common, **switches("robustness"), **boot)
+        options = from_config(RobustnessOptions, r, **shared(), sets=data["sets"])
+        if r["max_per_class"] is None:
+            options = replace(options, max_per_class=data["max_per_class"])
+        robustness(test, options=options, out=folder,
+                   clean_scores=pd.read_csv(scores, keep_default_na=False) if reuse else None)
 
     def rank_options(arch: str = det["arch"], w: Weights = weights, with_reals: bool | None = None):
         from .options import from_config
@@ -389,24 +408,23 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
                   colour_scores=colour, **common, **switches("color"), **boot)
 
     def color_robust_step(folder: Path) -> None:
-        from ..evaluate import evaluate
+        from .evaluate import evaluate
         from .rank import rank
 
         cr = st["color_robust"]
         cr_weights = cr["weights"]
         if cr_weights is None:
-            from ..train import train_detector
+            from .train import train
 
-            train = dict(cr["train"])
-            res = train_detector(train.pop("arch", det["arch"]), train.pop("data"), train.pop("val"),
-                                 folder / "train", color_robust=True, device=cfg["device"],
-                                 num_workers=cfg["workers"], progress=progress,
-                                 resume=(folder / "train" / "model_last.pth").is_file(), **train)
+            t = cr["train"]
+            options = from_config(TrainOptions, t, arch=det["arch"], color_robust=True, device=cfg["device"],
+                                  workers=cfg["workers"], progress=progress,
+                                  resume=(folder / "train" / "model_last.pth").is_file())
+            res = train(t["data"], t["val"], options=options, out=folder / "train")
             cr_weights = str(res["model_best"] or res["model_last"])
         arch = (cr["train"] or {}).get("arch", det["arch"])
         cr_w = Weights(cr_weights, trust=det["trust_checkpoint"])
-        evaluate(arch, cr_w, test, folder / "evaluate", data["sets"], max_per_class=data["max_per_class"],
-                 **common, **switches("evaluate"), **boot)
+        evaluate(test, options=evaluate_options(arch, cr_w), out=folder / "evaluate")
         rank(source, options=rank_options(arch, cr_w, with_reals=False), out=folder / "rank")
         color_step(folder / "color", arch, cr_w, folder / "rank" / "ffrs.csv", folder / "evaluate")
         if cr["weights"] is not None and (folder / "train").is_dir():  # the step owns its folder: no stale training
