@@ -63,6 +63,27 @@ def test_config_takes_detector_and_layout_options(tmp_path: Path, trained_tiny):
     assert "detector.arch: python detector" in str(err.value)
 
 
+def test_color_robust_training_takes_the_options_of_tff_train(tmp_path: Path, trained_tiny):
+    """steps.color_robust.train: data, val and tff train's options (TrainOptions' fields, their defaults); an unknown
+    key or a bad value is one line naming it."""
+    weights, data = trained_tiny
+    train = {"data": str(data), "val": str(data), "max_epochs": 1, "lr": 1, "trust_init": True, "amp": "bf16"}
+    cfg = _config(tmp_path, weights, data, color_robust={"enabled": True, "train": train})
+    assert load_config(cfg)["steps"]["color_robust"]["train"] == train  # kept as given (the step's settings)
+    cfg["steps"]["color_robust"]["train"] = {**train, "epochs": 3, "amp": "fp8"}
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg)
+    lines = str(err.value).splitlines()
+    assert any(line.strip().startswith("steps.color_robust.train.epochs: unknown field (known: data, val, arch")
+               for line in lines)
+    assert any("steps.color_robust.train.amp: 'fp8' is not one of" in line for line in lines)
+    cfg["steps"]["color_robust"]["train"] = {"data": str(data), "max_epochs": 1, "device": "cpu"}
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg)
+    assert "steps.color_robust.train.val: required" in str(err.value)
+    assert "steps.color_robust.train.device: unknown field" in str(err.value)  # the study's device trains
+
+
 @pytest.mark.tier2  # a study run again and again (resumed, changed inputs)
 def test_interrupted_study_resumes_without_recomputing(tmp_path: Path, trained_tiny, monkeypatch):
     weights, data = trained_tiny
