@@ -5,6 +5,9 @@ torchrun processes, so the recipe does not depend on their number), validation e
 stopping on validation accuracy (patience 5, then lr ÷ 10, stop when lr < 1e-6). ``model_best.pth``
 and ``model_last.pth`` are in Wang's format; the latter carries the optimiser, progress, early-stopping
 and random states for an exact ``resume``. One ``history.csv`` row per epoch.
+
+This module is the training itself (:class:`Trainer`, :func:`fit`); the job — options, output folder, resume or
+refuse, ``run.json`` — is :func:`tffkit.jobs.train.train`.
 """
 
 from __future__ import annotations
