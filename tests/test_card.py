@@ -21,7 +21,7 @@ from tffkit.detectors import build_detector, save_checkpoint
 def study(tmp_path_factory) -> Path:
     """A study folder made by the real commands (evaluate, rank, color) and the robustness step on a tiny wang2020
     detector."""
-    from tffkit.analysis.robustness import perturbations_of, run_robustness
+    from tffkit.jobs.robustness import RobustnessOptions, robustness
 
     base = tmp_path_factory.mktemp("card")
     data = make_tree(base / "data", {"gan_a": [], "gan_b": []}, n=4)
@@ -33,9 +33,10 @@ def study(tmp_path_factory) -> Path:
     assert main(["rank", *common, "--min-prob", "0", "--k", "4", "--out", str(out / "rank")]) == 0
     assert main(["color", *common, "--ranking", str(out / "rank" / "ffrs.csv"), "--k", "4", "--min-prob", "0",
                  "--resamples", "50", "--out", str(out / "color")]) == 0
-    run_robustness("wang2020@tiny", weights, data, out / "robustness", preset="full", device="cpu", num_workers=0,
-                   progress=False, perturbations=perturbations_of(jpeg=[50], grayscale=True), resamples=50,
-                   clean_scores=pd.read_csv(out / "evaluate" / "scores.csv", keep_default_na=False))
+    options = RobustnessOptions(arch="wang2020@tiny", weights=str(weights), preset="full", device="cpu", workers=0,
+                                progress=False, jpeg=(50,), resize=(), blur=(), grayscale=True, resamples=50)
+    robustness(data, options=options, out=out / "robustness",
+               clean_scores=pd.read_csv(out / "evaluate" / "scores.csv", keep_default_na=False))
     (out / "study.json").write_text('{"detector": {"arch": "wang2020@tiny", "label": "tiny wang"}, '
                                     '"steps": {"color_robust": {"label": "tiny CR"}}}')
     return out

@@ -13,9 +13,9 @@ from tffkit import distributed as tdist
 from tffkit.analysis.ffrs import FFRSAccumulator, accumulate_batch
 from tffkit.data import find_samples, normalize
 from tffkit.jobs.rank import RankOptions, rank
+from tffkit.jobs.train import TrainOptions, train
 from tffkit.lrp import Explainer
 from tffkit.passes import DatasetPass
-from tffkit.train import train_detector
 
 pytestmark = pytest.mark.gpu
 
@@ -115,7 +115,8 @@ def test_omega_is_exactly_zero_without_positive_relevance_on_gpu():
 
 @pytest.mark.parametrize("amp", ["off", "bf16"])
 def test_training_runs_on_gpu(tmp_path: Path, tree: Path, amp: str):
-    result = train_detector("tiny_resnet", tree, tree, tmp_path / amp, batch_size=8, max_epochs=1, amp=amp,
-                            crop_size=24, load_size=32, device="cuda", num_workers=1, progress=False)
+    options = TrainOptions(arch="tiny_resnet", batch_size=8, max_epochs=1, amp=amp, crop_size=24, load_size=32,
+                           device="cuda", workers=1, progress=False)
+    result = train(tree, tree, options=options, out=tmp_path / amp)
     assert result["device"].startswith("cuda") and result["final"]["n_seen"] == 24
     assert (tmp_path / amp / "model_best.pth").is_file()

@@ -15,7 +15,6 @@ from tffkit.analysis.robustness import (
     paired_changes,
     paired_table,
     perturbations_of,
-    run_robustness,
 )
 
 
@@ -101,17 +100,16 @@ def test_perturbation_names():
 def test_run_robustness_scores_as_evaluate_does(tmp_path: Path, trained_tiny, one_thread):
     """The step's perturbed metrics are evaluate's with the same perturbation; the clean scores can come from
     evaluate's scores.csv (no clean pass)."""
-    from tffkit.data import Perturbation
-    from tffkit.evaluate import evaluate
+    from tffkit.jobs.evaluate import EvaluateOptions, evaluate
+    from tffkit.jobs.robustness import RobustnessOptions, robustness
 
     weights, data = trained_tiny
-    common = dict(preset="full", device="cpu", num_workers=0, progress=False, max_per_class=4, resamples=10)
-    clean = evaluate("tiny_resnet", weights, data, tmp_path / "clean", **common)
-    gray = evaluate("tiny_resnet", weights, data, tmp_path / "gray", perturb=Perturbation(grayscale=True), **common)
-    common.pop("resamples")
-    res = run_robustness("tiny_resnet", weights, data, tmp_path / "rob",
-                         perturbations=perturbations_of(jpeg=[30], grayscale=True), clean_scores=clean.scores,
-                         resamples=20, **common)
+    common = dict(arch="tiny_resnet", weights=str(weights), preset="full", device="cpu", workers=0, progress=False,
+                  max_per_class=4)
+    clean = evaluate(data, options=EvaluateOptions(**common, resamples=10), out=tmp_path / "clean")
+    gray = evaluate(data, options=EvaluateOptions(**common, resamples=10, grayscale=True), out=tmp_path / "gray")
+    res = robustness(data, options=RobustnessOptions(**common, jpeg=(30,), resize=(), blur=(), grayscale=True,
+                                                     resamples=20), out=tmp_path / "rob", clean_scores=clean.scores)
     table = pd.read_csv(tmp_path / "rob" / "robustness.csv").set_index(["perturbation", "set", "metric"])
     for version, ev in (("clean", clean), ("perturbed", gray)):
         m = ev.metrics[ev.metrics["class"] == "all"].set_index("set")

@@ -63,6 +63,51 @@ def test_config_takes_detector_and_layout_options(tmp_path: Path, trained_tiny):
     assert "detector.arch: python detector" in str(err.value)
 
 
+def test_color_robust_training_takes_the_options_of_tff_train(tmp_path: Path, trained_tiny):
+    """steps.color_robust.train: data, val and tff train's options (TrainOptions' fields, their defaults); an unknown
+    key or a bad value is one line naming it."""
+    weights, data = trained_tiny
+    train = {"data": str(data), "val": str(data), "max_epochs": 1, "lr": 1, "trust_init": True, "amp": "bf16"}
+    cfg = _config(tmp_path, weights, data, color_robust={"enabled": True, "train": train})
+    assert load_config(cfg)["steps"]["color_robust"]["train"] == train  # kept as given (the step's settings)
+    cfg["steps"]["color_robust"]["train"] = {**train, "epochs": 3, "amp": "fp8"}
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg)
+    lines = str(err.value).splitlines()
+    assert any(line.strip().startswith("steps.color_robust.train.epochs: unknown field (known: data, val, arch")
+               for line in lines)
+    assert any("steps.color_robust.train.amp: 'fp8' is not one of" in line for line in lines)
+    cfg["steps"]["color_robust"]["train"] = {"data": str(data), "max_epochs": 1, "device": "cpu"}
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg)
+    assert "steps.color_robust.train.val: required" in str(err.value)
+    assert "steps.color_robust.train.device: unknown field" in str(err.value)  # the study's device trains
+
+
+def test_a_study_loads_and_traces_its_detector_once(tmp_path: Path, trained_tiny, monkeypatch):
+    """Every step of a study (evaluate, rank, dropout, lrpmax, color) shares one loaded detector and one traced
+    explainer; outside a study each job loads its own."""
+    import tffkit.jobs.runner as runner
+
+    weights, data = trained_tiny
+    loads, traces = [], []
+    load, trace = runner.load_model, runner.explainer_for
+    monkeypatch.setattr(runner, "load_model", lambda *a, **k: loads.append(a[0]) or load(*a, **k))
+    monkeypatch.setattr(runner, "explainer_for", lambda *a, **k: traces.append(1) or trace(*a, **k))
+    cfg = _config(tmp_path, weights, data, lrpmax={"k": 2, "per_tff": 1, "show": 1, "max_per_class": 2},
+                  color={"k": 4, "max_per_class": 4})
+    cfg["data"]["max_per_class"] = 4
+    run_study(cfg, progress=False, report=False)
+    status = json.loads((tmp_path / "study" / "study.json").read_text())["status"]
+    assert set(status) == {"evaluate", "rank", "dropout", "lrpmax", "color"}
+    assert loads == ["tiny_resnet"] and traces == [1]
+    from tffkit.jobs.rank import RankOptions, rank
+
+    rank(data, options=RankOptions(arch="tiny_resnet", weights=str(weights), min_prob=0.5, max_per_class=2,
+                                   device="cpu", workers=0, progress=False))
+    assert len(loads) == 2 and len(traces) == 2  # a job on its own: nothing is cached across calls
+
+
 @pytest.mark.tier2  # a study run again and again (resumed, changed inputs)
 def test_interrupted_study_resumes_without_recomputing(tmp_path: Path, trained_tiny, monkeypatch):
     weights, data = trained_tiny
@@ -215,7 +260,7 @@ def test_resume_checks_what_the_config_points_to(tmp_path: Path, trained_tiny, m
     import torch
 
     from tffkit.detectors import build_detector, save_checkpoint
-    from tffkit.evaluate import evaluate
+    from tffkit.jobs.evaluate import EvaluateOptions, evaluate
 
     weights, data = trained_tiny
     local_weights, local_data = tmp_path / "detector.pth", tmp_path / "data"
@@ -243,8 +288,9 @@ def test_resume_checks_what_the_config_points_to(tmp_path: Path, trained_tiny, m
     save_checkpoint(local_weights, build_detector("tiny_resnet"))
     report = run_study(cfg)
     assert calls == ["evaluate", "rank", "evaluate", "rank"]
-    fresh = evaluate("tiny_resnet", local_weights, local_data, None, preset="full", device="cpu", num_workers=0,
-                     batch_size=32, progress=False).metrics
+    fresh = evaluate(local_data, options=EvaluateOptions(arch="tiny_resnet", weights=str(local_weights), preset="full",
+                                                         device="cpu", workers=0, batch_size=32,
+                                                         progress=False)).metrics
     stored = pd.read_csv(out / "evaluate" / "metrics.csv", keep_default_na=False)
     assert stored["ap"].round(12).tolist() == fresh["ap"].round(12).tolist()
     mean_ap = float(fresh[fresh["set"] == "mean"]["ap"].iloc[0])

@@ -21,7 +21,8 @@ from tffkit.augment import (
 from tffkit.cli import main
 from tffkit.data import find_samples
 from tffkit.detectors import CheckpointMismatchError, build_detector, load_init_weights, tiny_resnet
-from tffkit.train import EarlyStopping, TrainConfig, Trainer, train_detector
+from tffkit.jobs.train import TrainOptions, train
+from tffkit.train import EarlyStopping, Trainer
 
 CROP, LOAD = 40, 48
 
@@ -138,8 +139,13 @@ def data(tmp_path_factory) -> Path:
 
 def _kw(data: Path, **extra) -> dict:
     kw = dict(arch="tiny_resnet", data=data / "train", val=data / "val", crop_size=CROP, load_size=LOAD,
-              batch_size=8, lr=2e-3, device="cpu", num_workers=1, progress=False)
+              batch_size=8, lr=2e-3, device="cpu", workers=1, progress=False)
     return {**kw, **extra}
+
+
+def train_detector(*, data: Path, val: Path, out: Path, **options) -> dict:
+    """tff train's Python API with the options as keywords."""
+    return train(data, val, options=TrainOptions(**options), out=out)
 
 
 def test_tiny_run_learns_and_evaluate_loads_it(tmp_path: Path, data: Path):
@@ -201,9 +207,8 @@ def test_torchrun_two_processes_cover_the_same_images(tmp_path: Path, data: Path
     run = json.loads((tmp_path / "two" / "run.json").read_text())
     assert run["world_size"] == 2 and run["ranks_in_sync"]
     # validation under torchrun is exact: one process re-validating model_last gives the same numbers
-    cfg = TrainConfig("tiny_resnet", str(data / "train"), str(data / "val"), "", crop_size=CROP, load_size=LOAD,
-                      batch_size=8)
-    tr = Trainer(cfg, tdist.init("cpu"), num_workers=0, progress=False)
+    options = TrainOptions(arch="tiny_resnet", crop_size=CROP, load_size=LOAD, batch_size=8, workers=0, progress=False)
+    tr = Trainer(options, tdist.init("cpu"), data / "train", data / "val")
     tr.net.load_state_dict(torch.load(tmp_path / "two" / "model_last.pth", weights_only=True)["model"])
     v = tr.validate()
     assert v["n_val"] == 16 and abs(v["val_loss"] - two["val_loss"].iloc[-1]) < 1e-5

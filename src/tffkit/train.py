@@ -5,6 +5,9 @@ torchrun processes, so the recipe does not depend on their number), validation e
 stopping on validation accuracy (patience 5, then lr ÷ 10, stop when lr < 1e-6). ``model_best.pth``
 and ``model_last.pth`` are in Wang's format; the latter carries the optimiser, progress, early-stopping
 and random states for an exact ``resume``. One ``history.csv`` row per epoch.
+
+This module is the training itself (:class:`Trainer`, :func:`fit`); the job — options, output folder, resume or
+refuse, ``run.json`` — is :func:`tffkit.jobs.train.train`.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -37,54 +40,41 @@ from .detectors import (
 )
 from .layouts import format_summary
 from .metrics import accuracies, average_precision
-from .outputs import check_writable
 from .passes import default_workers
 from .progress import progress_bar
-from .results import RunRecord, write_csv
+from .results import write_csv
 from .trainstate import EarlyStopping, checksum, new_partial, restored, rng_state, set_rng_state, storable, tensorboard
 
 RESUME_KEYS = ("arch", "batch_size", "lr", "seed", "blur_prob", "jpeg_prob", "color_robust", "crop_size",
                "load_size", "amp", "max_per_class", "train_digest", "val_digest")
 
 
-@dataclass
-class TrainConfig:
-    """Everything that defines a training run (stored in ``model_last.pth``)."""
-
-    arch: str
-    data: str
-    val: str
-    out: str
-    color_robust: bool = False
-    init: str | None = None
-    blur_prob: float = 0.5
-    jpeg_prob: float = 0.5
-    batch_size: int = 64
-    lr: float = 1e-4
-    max_epochs: int | None = None
-    max_steps: int | None = None
-    seed: int = 0
-    amp: str = "off"
-    crop_size: int = 224
-    load_size: int = 256
-    max_per_class: int | None = None
-    patience: int = 5
-    min_lr: float = 1e-6
-    save_every: int | None = None
-    train_digest: str = ""
-    val_digest: str = ""
-    trust_init: bool = False
+def stored_config(o: Any, data: str, val: str, out: str, train_digest: str = "",
+                  val_digest: str = "") -> dict[str, Any]:
+    """The settings that define a run as ``model_last.pth`` and ``model_best.pth`` store them (``o``: the
+    :class:`tffkit.jobs.train.TrainOptions`; ``data``, ``val``, ``out``: the roots and the output folder; the digests
+    of the images found); :data:`RESUME_KEYS` of it must match to resume."""
+    return {"arch": o.arch, "data": data, "val": val, "out": out, "color_robust": o.color_robust, "init": o.init,
+            "blur_prob": o.blur_prob, "jpeg_prob": o.jpeg_prob, "batch_size": o.batch_size, "lr": o.lr,
+            "max_epochs": o.max_epochs, "max_steps": o.max_steps, "seed": o.seed, "amp": o.amp,
+            "crop_size": o.crop_size, "load_size": o.load_size, "max_per_class": o.max_per_class,
+            "patience": o.patience, "min_lr": o.min_lr, "save_every": o.save_every, "train_digest": train_digest,
+            "val_digest": val_digest, "trust_init": o.trust_checkpoint}
 
 
 class Trainer:
-    """Data, model, optimiser and the training step; :func:`train_detector` drives it epoch by epoch."""
+    """Data, model, optimiser and the training step; :func:`fit` drives it epoch by epoch. ``options``: a
+    :class:`tffkit.jobs.train.TrainOptions` (its ``init`` a path or None); ``out``: the output folder (stored in the
+    checkpoints' config)."""
 
-    def __init__(self, cfg: TrainConfig, ctx: tdist.DistContext, num_workers: int | None = None,
-                 progress: bool = True, data: DataSpec | None = None, val: DataSpec | None = None):
+    def __init__(self, options: Any, ctx: tdist.DistContext, data: str | os.PathLike | DataSpec,
+                 val: str | os.PathLike | DataSpec, out: str | os.PathLike = ""):
+        cfg = options
+        num_workers, progress = cfg.workers, cfg.progress
         if cfg.amp not in ("off", "bf16") or cfg.batch_size < ctx.world:
             raise ValueError(f"--amp must be 'off' or 'bf16' (got {cfg.amp!r}) and the global batch size "
                              f"({cfg.batch_size}) at least the number of processes ({ctx.world})")
-        self.cfg, self.ctx, self.dev = cfg, ctx, ctx.device
+        self.options, self.ctx, self.dev = cfg, ctx, ctx.device
         self.progress = progress and ctx.is_main
         # GPU training decodes + augments ≈ 250 photos/s per worker (measured on a 2-core CPU): use every core
         limit = None if self.dev.type == "cuda" else 8
@@ -92,13 +82,14 @@ class Trainer:
         if self.dev.type == "cpu" and self.workers:  # loader workers + compute threads ≤ cores (no oversubscription)
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
             torch.set_num_threads(max(1, min(torch.get_num_threads(), cores // ctx.world - self.workers)))
-        found = [discover(d or c, max_per_class=cfg.max_per_class) for d, c in ((data, cfg.data), (val, cfg.val))]
+        found = [discover(as_spec(d), max_per_class=cfg.max_per_class) for d in (data, val)]
         self.train_samples, self.val_samples = found[0].samples, found[1].samples
         self.data_found = [f.summary() for f in found]
         for what, f in zip(("training", "validation"), self.data_found, strict=True):
             _log(ctx, f"{what} {format_summary(f)}")
-        cfg.train_digest = aug.samples_digest(self.train_samples, cfg.data)
-        cfg.val_digest = aug.samples_digest(self.val_samples, cfg.val)
+        self.config = stored_config(cfg, str(data), str(val), str(out),
+                                    aug.samples_digest(self.train_samples, str(data)),
+                                    aug.samples_digest(self.val_samples, str(val)))
         self.train_set = aug.AugmentedDataset(self.train_samples, aug.training_augment(
             cfg.color_robust, cfg.blur_prob, cfg.jpeg_prob, cfg.crop_size, cfg.load_size), cfg.seed, aug.TRAIN_STREAM)
         self.val_set = aug.AugmentedDataset(self.val_samples, aug.validation_augment(
@@ -107,7 +98,7 @@ class Trainer:
         self.detector = resolve(cfg.arch)
         self.prep = self.detector.preprocessing  # the detector's normalisation (CLIP's for the CLIP detectors)
         self.net = build_detector(cfg.arch)
-        self.init_report = load_init_weights(self.net, cfg.init, cfg.trust_init) if cfg.init else None
+        self.init_report = load_init_weights(self.net, cfg.init, cfg.trust_checkpoint) if cfg.init else None
         self.memory_format = torch.channels_last if self.dev.type == "cuda" else torch.contiguous_format
         self.net.to(self.dev, memory_format=self.memory_format).train()
         self.model: nn.Module = self.net
@@ -120,7 +111,7 @@ class Trainer:
 
     def loader(self, epoch: int, skip: int = 0) -> torch.utils.data.DataLoader:
         """This rank's batches of ``epoch`` from global batch ``skip`` on (workers seeded from seed, epoch, rank)."""
-        c = self.cfg
+        c = self.options
         batches = aug.epoch_batches(len(self.train_samples), c.batch_size, c.seed, epoch, self.ctx.rank,
                                     self.ctx.world, skip)
         return aug.make_loader(self.train_set, batches, (c.seed, epoch, self.ctx.rank), self.workers, self.dev)
@@ -148,7 +139,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         if n_local:
             net = self.model if n_empty == 0 else self.net
-            with torch.autocast(self.dev.type, dtype=torch.bfloat16, enabled=self.cfg.amp == "bf16"):
+            with torch.autocast(self.dev.type, dtype=torch.bfloat16, enabled=self.options.amp == "bf16"):
                 logits = self.logits(net, batch.images)
             labels = batch.labels.to(self.dev, non_blocking=True)
             loss_sum = F.binary_cross_entropy_with_logits(logits.float(), labels, reduction="sum")
@@ -167,14 +158,14 @@ class Trainer:
             for buf in self.net.buffers():
                 torch.distributed.broadcast(buf, src=0)
         self.net.eval()
-        n, bs = len(self.val_samples), self.cfg.batch_size  # whole batches per rank: logits independent of world
+        n, bs = len(self.val_samples), self.options.batch_size  # whole batches per rank: logits independent of world
         batches = [[(i, 0) for i in range(s, min(n, s + bs))] for s in range(0, n, bs)][self.ctx.rank::self.ctx.world]
         idx, logits, failed = [], [], []
         bar = progress_bar(sum(map(len, batches)), "validation", "img", self.progress, leave=False)
         for batch in aug.make_loader(self.val_set, batches, (0, 0, self.ctx.rank), self.workers, self.dev):
             failed += [self.val_samples[i].path for i, _ in batch.failed]
             if batch.images is not None:
-                with torch.autocast(self.dev.type, dtype=torch.bfloat16, enabled=self.cfg.amp == "bf16"):
+                with torch.autocast(self.dev.type, dtype=torch.bfloat16, enabled=self.options.amp == "bf16"):
                     out = self.logits(self.net, batch.images)
                 idx.append(batch.indices)
                 logits.append(out.float())
@@ -207,18 +198,18 @@ def _log(ctx: tdist.DistContext, msg: str) -> None:
 def _save_last(tr: Trainer, out: Path, st: dict[str, Any], partial: dict[str, Any]) -> None:
     rngs, partials = tdist.gather_objects(tr.rng_state()), tdist.gather_objects(storable(partial))
     if tr.ctx.is_main:
-        save_checkpoint(out / "model_last.pth", tr.net, arch=tr.cfg.arch, optimizer=tr.optimizer.state_dict(),
-                        progress=st, rng=rngs, partial=partials, config=asdict(tr.cfg), world=tr.ctx.world)
+        save_checkpoint(out / "model_last.pth", tr.net, arch=tr.options.arch, optimizer=tr.optimizer.state_dict(),
+                        progress=st, rng=rngs, partial=partials, config=tr.config, world=tr.ctx.world)
     tdist.barrier()
 
 
 def _resume(tr: Trainer, path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     ck = read_checkpoint(path, what="training checkpoint")
-    old, new = ck.get("config", {}), asdict(tr.cfg)
+    old, new = ck.get("config", {}), tr.config
     diff = [f"{k}: {old.get(k)!r} → {new[k]!r}" for k in RESUME_KEYS if old.get(k) != new[k]]
     if diff:
         raise ValueError(f"cannot resume {path}: the run was started with other settings ({'; '.join(diff)})")
-    load_state(tr.net, ck, tr.cfg.arch)
+    load_state(tr.net, ck, tr.options.arch)
     tr.optimizer.load_state_dict(ck["optimizer"])
     if ck["world"] != tr.ctx.world:
         _log(tr.ctx, f"warning: resuming a {ck['world']}-process run with {tr.ctx.world} processes "
@@ -231,9 +222,9 @@ def _resume(tr: Trainer, path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def _train_epoch(tr: Trainer, out: Path, st: dict[str, Any], partial: dict[str, Any]) -> bool:
     """Train the rest of epoch ``st['epoch']``; False when ``max_steps`` stopped it (checkpoint written)."""
-    start, max_steps, save_every = time.time() - partial["time"], tr.cfg.max_steps, tr.cfg.save_every
+    start, max_steps, save_every = time.time() - partial["time"], tr.options.max_steps, tr.options.save_every
     loss_acc = torch.zeros((), dtype=torch.float64, device=tr.dev) + partial["loss_sum"]
-    bar = progress_bar(-(-len(tr.train_samples) // tr.cfg.batch_size), f"epoch {st['epoch']}", "step", tr.progress,
+    bar = progress_bar(-(-len(tr.train_samples) // tr.options.batch_size), f"epoch {st['epoch']}", "step", tr.progress,
                        leave=False, initial=st["batch"])
     for batch in tr.loader(st["epoch"], st["batch"]):
         loss_sum, n = tr.step(batch)
@@ -277,7 +268,7 @@ def _epoch_row(tr: Trainer, st: dict[str, Any], partial: dict[str, Any]) -> dict
 
 def _end_epoch(tr: Trainer, out: Path, st: dict[str, Any], es: EarlyStopping, row: dict[str, Any]) -> EarlyStopping:
     """Best checkpoint, early stopping / lr decay, then ``model_last.pth`` and ``history.csv``."""
-    ctx, cfg = tr.ctx, tr.cfg
+    ctx, cfg = tr.ctx, tr.options
     st["history"].append(row)
     _log(ctx, f"epoch {row['epoch']}: lr {row['lr']:.1e} train_loss {row['train_loss']:.4f} val_loss "
               f"{row['val_loss']:.4f} val_acc {row['val_acc']:.4f} val_ap {row['val_ap']:.4f} "
@@ -286,7 +277,7 @@ def _end_epoch(tr: Trainer, out: Path, st: dict[str, Any], es: EarlyStopping, ro
         st["best"] = {k: row[k] for k in ("epoch", "val_acc", "val_ap", "val_loss", "train_loss")}
         if ctx.is_main:
             save_checkpoint(out / "model_best.pth", tr.net, arch=cfg.arch, epoch=row["epoch"], metrics=st["best"],
-                            config=asdict(cfg))
+                            config=tr.config)
     if es.update(row["val_acc"]):
         for group in tr.optimizer.param_groups:
             group["lr"] /= 10.0
@@ -305,46 +296,17 @@ def _end_epoch(tr: Trainer, out: Path, st: dict[str, Any], es: EarlyStopping, ro
     return es
 
 
-def train_detector(arch: str, data: str | os.PathLike | DataSpec, val: str | os.PathLike | DataSpec,
-                   out: str | os.PathLike,
-                   color_robust: bool = False, init: str | os.PathLike | None = None, blur_prob: float = 0.5,
-                   jpeg_prob: float = 0.5, batch_size: int = 64, lr: float = 1e-4, max_epochs: int | None = None,
-                   seed: int = 0, amp: str = "off", resume: bool = False, crop_size: int = 224,
-                   load_size: int = 256, device: str = "auto", num_workers: int | None = None, progress: bool = True,
-                   max_per_class: int | None = None, max_steps: int | None = None, save_every: int | None = None,
-                   patience: int = 5, min_lr: float = 1e-6, trust_init: bool = False) -> dict[str, Any]:
-    """Train a detector on ``data`` (a root or :class:`~tffkit.data.DataSpec`), validating on ``val`` every epoch;
-    BCE on its fake logit (a two-class head trains through its log-odds).
-
-    Stops by early stopping, ``max_epochs`` or ``max_steps`` (total optimiser steps; checkpoints then too);
-    ``save_every`` also checkpoints every N steps. Returns final/best metrics and the output paths.
-    """
-    ctx = tdist.init(device)
-    check_writable(out)  # before any model is built
-    out = Path(out)
-    cfg = TrainConfig(arch, str(data), str(val), str(out), color_robust, str(init) if init else None, blur_prob,
-                      jpeg_prob, batch_size, lr, max_epochs, max_steps, seed, amp, crop_size, load_size, max_per_class,
-                      patience, min_lr, save_every, trust_init=trust_init)
-    threads = torch.get_num_threads()
-    try:
-        tr = Trainer(cfg, ctx, num_workers, progress, as_spec(data), as_spec(val))
-        return _train(tr, out, resume)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _train(tr: Trainer, out: Path, resume: bool) -> dict[str, Any]:
-    ctx, cfg = tr.ctx, tr.cfg
-    record = RunRecord("train", asdict(cfg), ctx.world)
+def fit(tr: Trainer, out: Path, resume: bool = False) -> dict[str, Any]:
+    """Train until early stopping, ``max_epochs`` or ``max_steps`` (``resume``: from ``out/model_last.pth``),
+    writing the checkpoints and ``history.csv`` to ``out``; returns final/best metrics and the output paths."""
+    ctx, cfg = tr.ctx, tr.options
     last = out / "model_last.pth"
     st: dict[str, Any] = {"epoch": 0, "batch": 0, "step": 0, "es": asdict(EarlyStopping(cfg.patience)), "best": None,
                           "history": [], "stopped": None, "lr_drops": 0, "skipped": []}
-    partial, resumed = new_partial(), resume and last.is_file()
+    partial, resumed = new_partial(), resume
     if resumed:
         st, partial = _resume(tr, last)
         _log(ctx, f"resuming {last}: epoch {st['epoch']}, batch {st['batch']}, step {st['step']}")
-    elif last.is_file():
-        raise ValueError(f"{last} exists: pass --resume to continue that run or choose another --out")
     elif tr.init_report:
         rep = tr.init_report
         _log(ctx, f"init from {rep['path']}: loaded {rep['loaded']}/{rep['total']} tensors; "
@@ -383,7 +345,4 @@ def _train(tr: Trainer, out: Path, resume: bool) -> dict[str, Any]:
               "n_train": len(tr.train_samples), "n_val": len(tr.val_samples), "skipped": st["skipped"],
               "device": str(ctx.device), "world": ctx.world, "resumed": resumed,
               "ranks_in_sync": len(set(tdist.gather_objects(checksum(tr.net)))) == 1}
-    if ctx.is_main:
-        record.write(out, data_found=tr.data_found, **{k: v for k, v in result.items() if k != "final"})
-    tdist.barrier()
     return result

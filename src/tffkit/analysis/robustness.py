@@ -6,12 +6,12 @@ The test images are scored once clean and once per perturbation (:class:`tffkit.
 ``tff evaluate --jpeg/--resize/--blur/--grayscale``). Every change (perturbed − clean) gets a *paired* 95% interval
 over groups: one cluster bootstrap (strata (set, label)) draws the resamples, and each resample's metric is computed
 on the same images clean and perturbed, so an image whose score does not move adds nothing to the interval.
-:func:`paired_changes` and :func:`asymmetry` are pure (tables in, tables out); :func:`run_robustness` scores.
+:func:`paired_changes` and :func:`asymmetry` are pure (tables in, tables out); the study step that scores the images and
+writes the tables is :func:`tffkit.jobs.robustness.robustness`.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -123,65 +123,3 @@ def asymmetry(changes: pd.DataFrame, *, set_name: str = "mean") -> list[dict]:
         out.append({"perturbation": name, "set": set_name, "delta_real_acc": by["real_acc"],
                     "delta_fake_acc": by["fake_acc"], "shown": shown, "verdict": sentence})
     return out
-
-
-def run_robustness(arch: str, weights, data, out: str | os.PathLike, sets: Sequence[str] | None = None, *,
-                   perturbations: Mapping, max_per_class: int | None = None, preset: str = "detector",
-                   batch_size: int = 64, device: str = "auto", num_workers: int | None = None,
-                   progress: bool = True, clean_scores: pd.DataFrame | None = None, paper_code: bool = False,
-                   prob_dtype: str | None = None, resamples: int = RESAMPLES, bootstrap_seed: int = SEED) -> dict:
-    """Score the test images once per perturbation (name → :class:`tffkit.data.Perturbation`) and write
-    ``robustness.csv`` (:func:`paired_changes`), ``robustness.json`` (:func:`asymmetry` per perturbation on the mean
-    over sets, and per set),
-    ``scores.csv`` (one row per image and version, ``perturbation`` = ``none`` for clean) and ``run.json``.
-    ``clean_scores``: a ``scores.csv`` of the same detector and images (the evaluate step's), replacing the clean
-    pass (its p recomputed from the logits in ``prob_dtype``)."""
-    from .. import distributed as tdist
-    from ..conventions import resolve
-    from ..evaluate import score_samples
-    from ..inputs import find_data, input_record, load_model, run_preprocessing
-    from ..metrics import probabilities
-    from ..outputs import run_folder
-    from ..results import RunRecord, write_csv, write_json
-
-    ctx = tdist.init(device)
-    settings = resolve(paper_code, prob_dtype=prob_dtype)
-    dtype = settings["prob_dtype"]
-    record = RunRecord("robustness", dict(arch=arch, weights=str(weights), data=str(data), sets=sets,
-                                          perturbations={k: p.__dict__ for k, p in perturbations.items()},
-                                          max_per_class=max_per_class, preset=preset, batch_size=batch_size,
-                                          resamples=resamples, bootstrap_seed=bootstrap_seed, **settings), ctx.world)
-    with run_folder(out, ctx) as folder:
-        found = find_data(data, sets, max_per_class=max_per_class, main=ctx.is_main)
-        model = load_model(arch, weights, ctx.device, ctx.is_main)
-        prep = run_preprocessing(model, data)
-        args = dict(preset=preset, batch_size=batch_size, num_workers=num_workers, progress=progress,
-                    prob_dtype=dtype, preprocessing=prep)
-        if clean_scores is None:
-            clean = score_samples(model, found.samples, ctx, desc="scoring (clean)", **args).table
-        else:
-            clean = clean_scores.assign(prob=probabilities(clean_scores["logit"].to_numpy(), dtype))
-        scored = {name: score_samples(model, found.samples, ctx, perturb=p, desc=f"scoring ({name})", **args)
-                  for name, p in perturbations.items()}
-        result: dict = {}
-        if ctx.is_main:
-            table = paired_table(clean, {n: s.table for n, s in scored.items()})
-            changes = paired_changes(table, list(perturbations), resamples=resamples, seed=bootstrap_seed)
-            verdicts = asymmetry(changes)
-            long = pd.concat([clean.assign(perturbation=CLEAN)] + [s.table.assign(perturbation=n)
-                                                                    for n, s in scored.items()], ignore_index=True)
-            keep = ["path", "set", "label", "group", "perturbation", "logit", "prob"]
-            write_csv(folder / "scores.csv", long[[c for c in keep if c in long]])
-            write_csv(folder / "robustness.csv", changes)
-            per_set = [v for s in dict.fromkeys(changes["set"]) if s != "mean" for v in asymmetry(changes, set_name=s)]
-            js = {"perturbations": {k: p.__dict__ for k, p in perturbations.items()}, "asymmetry": verdicts,
-                  "asymmetry_per_set": per_set,
-                  "n_paired": len(table), "n_clean": len(clean), "prob_dtype": dtype, "resamples": resamples,
-                  "bootstrap_seed": bootstrap_seed}
-            write_json(folder / "robustness.json", js)
-            failed = [f for s in scored.values() for f in s.failed]
-            record.write(folder, device=str(ctx.device), settings=settings, n_skipped=len(failed), **js,
-                         **input_record(found, model, prep, preset, weights,
-                                        max((s.n_small for s in scored.values()), default=0)))
-            result = {"changes": changes, "asymmetry": verdicts, "table": table}
-    return result

@@ -65,12 +65,13 @@ def _sync(dev: torch.device) -> None:
 def ours(root: Path, args: argparse.Namespace) -> tuple[float, dict]:
     """images/s of :class:`tffkit.train.Trainer` (loader, augmentation, normalisation, step)."""
     from .. import distributed as tdist
-    from ..train import TrainConfig, Trainer
+    from ..jobs.train import TrainOptions
+    from ..train import Trainer
 
-    cfg = TrainConfig(args.arch, str(root), str(root), "", color_robust=args.color_robust, batch_size=args.batch_size,
-                      amp=args.amp, crop_size=args.crop_size, load_size=args.load_size)
+    options = TrainOptions(arch=args.arch, color_robust=args.color_robust, batch_size=args.batch_size, amp=args.amp,
+                           crop_size=args.crop_size, load_size=args.load_size, workers=args.workers, progress=False)
     with contextlib.redirect_stdout(sys.stderr):  # the data it found: stdout carries only the JSON
-        tr = Trainer(cfg, tdist.init(args.device), args.workers, progress=False)
+        tr = Trainer(options, tdist.init(args.device), root, root)
     n, start = 0, None
     for i, batch in enumerate(tr.loader(0)):
         if i == args.warmup:

@@ -73,12 +73,20 @@ def demo_config(out: Path, bench: dict, universal: str, color_robust: str, *, fo
 
 def _train_logged(log: str, args: tuple, kwargs: dict) -> None:
     """Child-process entry: train one detector, its console output going to ``log``."""
-    from ..train import train_detector
 
     if sys.platform == "linux":  # a spawned process inherits "spawn": its data loaders would re-import torch each epoch
         mp.set_start_method("fork", force=True)
     with open(log, "a", encoding="utf-8") as fh, contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
-        train_detector(*args, **kwargs)
+        _train(*args, **kwargs)
+
+
+def _train(data: Path, val: Path, out: Path, **options) -> dict:
+    """Train the demo's detector on ``data`` (validation ``val``) into ``out`` with these TrainOptions fields."""
+    from ..jobs.train import TrainOptions, train
+
+    init = options.get("init")
+    options = {**options, "init": None if init is None else str(init)}
+    return train(data, val, options=TrainOptions(arch=DEMO_ARCH, **options), out=out)
 
 
 def _benchmark_stamp(bench: dict) -> dict:
@@ -115,8 +123,6 @@ def pretrain_shared_init(out: Path, bench: dict, train_args: dict, device: str, 
     paper's detectors share ImageNet weights: the tiny detector learns to tell the benchmark's two photo categories
     apart on the fold's real training photographs only, so its features come from photo content, not from any fake.
     Returns the checkpoint."""
-    from ..train import train_detector
-
     folder = _folder(out, train_args["seed"], fold) / "shared_init"
     built = {**_benchmark_stamp(bench), "pretext": PRETEXT, "fold": fold}
     if _needs_training(folder, built):
@@ -128,8 +134,8 @@ def pretrain_shared_init(out: Path, bench: dict, train_args: dict, device: str, 
                     if not (dst / src.name).exists():
                         link_or_copy(src, dst / src.name)
         write_json(folder / "pretext.json", {"task": PRETEXT, "epochs": train_args["max_epochs"]})
-        train_detector(DEMO_ARCH, folder / "data" / "train", folder / "data" / "val", folder, device=device,
-                       progress=progress, resume=(folder / "model_last.pth").is_file(), **train_args)
+        _train(folder / "data" / "train", folder / "data" / "val", folder, device=device, progress=progress,
+               resume=(folder / "model_last.pth").is_file(), **train_args)
     return folder / "model_best.pth"
 
 
@@ -139,14 +145,12 @@ def train_detectors(out: Path, bench: dict, train_args: dict, device: str, progr
     from ``init`` when given; returns their best checkpoints. When both need training, the colour-robust one trains
     in a second process at the same time (its output in its folder's ``train.log``): each uses one compute thread,
     so the results are those of training one after the other."""
-    from ..train import train_detector
-
     built = {**_benchmark_stamp(bench), "fold": fold}
     if init is not None:
         built["init"] = PRETEXT
     base = _folder(out, train_args["seed"], fold)
     folders = {"universal": base / "universal", "colour_robust": base / "colour_robust"}
-    data = (DEMO_ARCH, out / "benchmark" / f"fold{fold}" / "train", out / "benchmark" / f"fold{fold}" / "val")
+    data = (out / "benchmark" / f"fold{fold}" / "train", out / "benchmark" / f"fold{fold}" / "val")
     jobs = {name: (data + (folder,), {"color_robust": name == "colour_robust", "device": device,
                                       "init": init, "resume": (folder / "model_last.pth").is_file(), **train_args})
             for name, folder in folders.items() if _needs_training(folder, built)}
@@ -160,7 +164,7 @@ def train_detectors(out: Path, bench: dict, train_args: dict, device: str, progr
         child.start()
     try:
         for args, kwargs in jobs.values():
-            train_detector(*args, progress=progress, **kwargs)
+            _train(*args, progress=progress, **kwargs)
         if child is not None:
             child.join()
             if child.exitcode != 0:

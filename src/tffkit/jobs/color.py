@@ -128,7 +128,7 @@ def _tff_tests(job, model, prep, data, ranking) -> dict[str, Any]:
     from ..inputs import find_data
 
     o, site = job.options, job.settings["activation_site"]
-    explainer = job.explainer(model, prep)
+    explainer = job.explainer(model, prep, forward_only=True)
     tffs = load_tffs(ranking, o.k, explainer)
     keys = tff_keys(explainer, tffs)
     fakes = [s for s in find_data(data, o.sets, max_per_class=o.test_limit(), main=False).samples if s.label == 1]

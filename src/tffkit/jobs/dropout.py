@@ -71,7 +71,7 @@ def dropout(data: DataSpec | str | os.PathLike, *, ranking: str | os.PathLike,
         found = job.find(data, o.sets, max_per_class=o.max_per_class)
         model = job.detector()
         prep = job.preprocessing(model, data)
-        explainer = job.explainer(model, prep)
+        explainer = job.explainer(model, prep, forward_only=True)
         s = job.settings
         variants, ties = variants_of(load_ranking(ranking, explainer.layers), o.ks, o.random_repeats, o.seed,
                                      protocol=s["random_k"])

@@ -84,7 +84,7 @@ def _responses(job, data, listed: list, rows, ranking) -> tuple:
     o = job.options
     model = job.detector()
     prep = job.preprocessing(model, data)
-    explainer = job.explainer(model, prep)
+    explainer = job.explainer(model, prep, forward_only=True)
     tffs = load_tffs(ranking, o.k if o.k is not None else default_of(RankOptions, "k"), explainer)
     keys = tff_keys(explainer, tffs)
     pass_args = dict(preset=o.preset, batch_size=o.batch_size, num_workers=o.workers, progress=o.progress,

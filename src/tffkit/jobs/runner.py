@@ -112,14 +112,21 @@ class Job:
         prep = run_preprocessing(model, data)
         return replace(prep, **change) if change else prep
 
-    def explainer(self, model, prep: Preprocessing | None = None, **lrp: Any):
+    def explainer(self, model, prep: Preprocessing | None = None, *, forward_only: bool = False, **lrp: Any):
         """The LRP explainer of ``model`` with the effective bounds and z⁺ fallback (where the command has them)
-        and ``lrp`` (composite, input rule, attention); traced once per setting within :func:`shared_detectors`."""
+        and ``lrp`` (composite, input rule, attention); traced once per setting within :func:`shared_detectors`.
+        ``forward_only``: the caller reads activations only (no relevance), so any explainer of ``model`` traced
+        for this normalisation serves."""
         kwargs = {k: self.settings[k] for k in ("bounds", "zplus_fallback") if k in self.settings}
         kwargs.update(lrp)
         mean = None if prep is None else tuple(prep.mean)
         std = None if prep is None else tuple(prep.std)
-        key = ("explainer", id(model), mean, std, tuple(sorted((k, str(v)) for k, v in kwargs.items())))
+        cache = _SHARED[-1]
+        if forward_only and cache is not None:
+            for key, value in cache.items():
+                if key[:4] == ("explainer", id(model), mean, std):
+                    return value
+        key = ("explainer", id(model), mean, std, _lrp_key(kwargs))
         return _cached(key, lambda: explainer_for(model, prep, **kwargs))
 
     def inputs(self, model, prep: Preprocessing, n_small: int = 0, found: Discovery | list | None = None,
@@ -134,6 +141,24 @@ class Job:
         """Write run.json (the main process, when the job writes) with the settings, device and ``extra``."""
         if self.writes:
             self.record.write(self.folder, settings=self.settings, device=str(self.device), **extra)
+
+
+def _lrp_key(kwargs: dict) -> tuple:
+    """The LRP setting an explainer is traced for, with the engine's defaults filled in (``composite`` None is
+    ``paper``, ``attention`` None the composite's), so equal settings spelled differently share one trace."""
+    import inspect
+
+    from ..lrp import Explainer
+    from ..lrp.registry import named
+
+    params = inspect.signature(Explainer).parameters
+    full = {name: kwargs.get(name, params[name].default) for name in
+            ("composite", "input_rule", "attention", "bounds", "zplus_fallback", "eps", "conv_rule")}
+    full.update({k: v for k, v in kwargs.items() if k not in full})
+    full["composite"] = full["composite"] or "paper"
+    if full["attention"] is None and isinstance(full["composite"], str):
+        full["attention"] = named(full["composite"]).attention
+    return tuple(sorted((k, str(v)) for k, v in full.items()))
 
 
 def _stamp(path: str | None) -> tuple | None:

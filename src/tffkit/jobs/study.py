@@ -1,12 +1,13 @@
 """``tff study CONFIG.yaml``: the paper's whole pipeline for one detector, resumable, then the report.
 
-Steps run in order — evaluate (→ robustness, opt-in) → rank → dropout → lrpmax → color (→ colour-robust detector:
-train or load, evaluate colour/gray, color) — each into ``OUT/<step>/``. A step that finished
-with the same settings *and the same inputs* is skipped, so an interrupted study resumes where it
-stopped: ``OUT/<step>/.step.json`` holds a hash of the step's settings, of the SHA-256 of every
-checkpoint it reads and of the (path, size, mtime) list of every file under its data roots, and the
-files it wrote. Replacing a checkpoint or any data file at the same path therefore re-runs the steps
-that read it (and those downstream of them).
+Steps run in order (:data:`~tffkit.jobs.study_steps.STEPS`) — evaluate (→ robustness, opt-in) → rank → dropout →
+faithfulness (opt-in) → lrpmax → color (→ colour-robust detector: train or load, evaluate colour/gray, color) →
+planted (data with a ground truth) → generator (opt-in) — each into ``OUT/<step>/``, with the detector loaded and
+traced once for all of them. A step that finished with the same settings *and the same inputs* is skipped, so an
+interrupted study resumes where it stopped: ``OUT/<step>/.step.json`` holds a hash of the step's settings, of the
+SHA-256 of every checkpoint it reads and of the (path, size, mtime) list of every file under its data roots, and
+the files it wrote. Replacing a checkpoint or any data file at the same path therefore re-runs the steps that read
+it (and those downstream of them). The config: :mod:`tffkit.jobs.study_config`.
 """
 
 from __future__ import annotations
@@ -14,212 +15,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
 
-import yaml
-
-from ..conventions import SWITCHES
-from ..detectors import Weights
-from ..layouts import LAYOUTS, DataSpec
-from ..options import code_trust, problem
+from ..options import code_trust
 from ..outputs import OutputLock, check_writable
-from ..results import InputIdentity, read_json, write_json
-from .color import ColorOptions
-from .dropout import DropoutOptions
-from .faithfulness import FaithfulnessOptions
-from .generator import GeneratorOptions
-from .lrpmax import LRPMaxOptions
-from .options import study_schema
-from .planted import PlantedOptions
-from .rank import RankOptions
-from .study_checks import out_inside_data, python_spec_from, rerun_reason, trusts_code
+from ..results import read_json, write_json
+from .runner import shared_detectors
+from .study_checks import rerun_reason, trusts_code
+from .study_config import SCHEMA, STEP_ORDER, ConfigError, load_config
+from .study_steps import NEEDS_RANKING, STEPS, Study
 
-STEP_ORDER = ("evaluate", "robustness", "rank", "dropout", "faithfulness", "lrpmax", "color", "color_robust",
-              "planted", "generator")
-
-
-class ConfigError(ValueError):
-    """The study configuration is invalid; the message names the field."""
-
-
-# field → (type(s), default, help); a default of REQUIRED means the field must be given
-REQUIRED = object()
-SWITCH = ((str, type(None)), None)  # a tffkit.conventions switch: None = from the paper_code preset
-# step → {config key: switch name}; an explicit value overrides the top-level ``paper_code`` preset
-STEP_SWITCHES = {"evaluate": {"prob_dtype": "prob_dtype", "cal_compare": "cal_compare"},
-                 "robustness": {"prob_dtype": "prob_dtype"},
-                 }
-SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
-    "": {"name": (str, "study"), "out": (str, REQUIRED), "device": (str, "auto"), "batch_size": (int, 64),
-         "workers": ((int, type(None)), None), "preset": (str, "detector"), "paper_code": (bool, False),
-         "detector": (dict, REQUIRED), "data": (dict, REQUIRED), "steps": (dict, {}), "uncertainty": (dict, {})},
-    # the cluster bootstrap of every interval (docs/algorithms.md §10): resamples of the groups and their seed
-    "uncertainty": {"resamples": (int, 1000), "seed": (int, 0)},
-    "detector": {"arch": (str, REQUIRED), "weights": ((str, type(None)), None),
-                 "backbone_weights": ((str, type(None)), None), "random_weights": ((bool, str), False),
-                 "trust_checkpoint": (bool, False), "trust_code": (bool, False),
-                 "paper_detector": ((str, type(None)), None), "label": (str, "detector"),
-                 "attention": (str, "attnlrp")},
-    "data": {"source": (str, REQUIRED), "source_sets": ((list, type(None)), None), "test": (str, REQUIRED),
-             "sets": ((list, type(None)), None), "train_set": (list, ["progan"]),
-             "max_per_class": ((int, type(None)), None), "layout": (str, "auto"),
-             "real_dirs": ((list, str, type(None)), None), "fake_dirs": ((list, str, type(None)), None),
-             "real": ((str, type(None)), None), "split": ((str, type(None)), None),
-             "small_images": (str, "upscale"), "group_pattern": ((str, type(None)), None)},
-    "steps.evaluate": {"enabled": (bool, True)},
-    # the test images scored once per perturbation (docs/algorithms.md §10): JPEG qualities, resize factors, blur σ,
-    # grayscale; max_per_class None: data.max_per_class (then the evaluate step's clean scores are reused)
-    "steps.robustness": {"enabled": (bool, False), "jpeg": (list, [75, 50]), "resize": (list, [0.5]),
-                         "blur": (list, [1.0]), "grayscale": (bool, True), "max_per_class": ((int, type(None)), None)},
-    "steps.rank": {"enabled": (bool, True)},  # and the fields of tff rank's options (STEP_OPTIONS)
-    "steps.dropout": {"enabled": (bool, True)},  # and the fields of tff dropout's options (STEP_OPTIONS)
-    # rankings compared by deletion (docs/algorithms.md §8), and the fields of tff faithfulness's options: top_k None =
-    # steps.rank.k; max_per_class: source images; deletion_max_per_class: test images per class for the deletion
-    # curves (None: data.max_per_class)
-    "steps.faithfulness": {"enabled": (bool, False)},
-    "steps.lrpmax": {"enabled": (bool, True)},  # and the fields of tff lrpmax's options (STEP_OPTIONS)
-    # and the fields of tff color's options; its max_per_class is the test fakes of Mood's tests (--test-fakes)
-    "steps.color": {"enabled": (bool, True)},
-    "steps.color_robust": {"enabled": (bool, False), "weights": ((str, type(None)), None),
-                           "train": ((dict, type(None)), None), "label": (str, "colour-robust")},
-    # planted-artefact check, only for test data with a ground truth (ground_truth.csv beside benchmark.json, as
-    # the demo benchmark writes); k: the color step's k when not given; and PlantedOptions' fields (STEP_OPTIONS)
-    "steps.planted": {"enabled": (bool, True)},
-    # LRP into generators: a list of {name, kind (progan | dcgan | demo:<family>), weights, inputs (a folder of
-    # input images, for image-to-image generators), near (layer names reported as 'in or next to upsampling')};
-    # and the fields of tff generator's options (STEP_OPTIONS)
-    "steps.generator": {"enabled": (bool, False), "generators": (list, [])},
-}
-CHOICES = {"preset": ("detector", "center224", "full"),
-           "detector.attention": ("attnlrp", "cp"), "detector.random_weights": (True, False, "backbone", "head"),
-           "data.layout": LAYOUTS,
-           "data.small_images": ("upscale", "pad")}
-for _step, _keys in STEP_SWITCHES.items():
-    for _key, _switch in _keys.items():
-        SCHEMA[f"steps.{_step}"][_key] = SWITCH
-        CHOICES[f"steps.{_step}.{_key}"] = SWITCHES[_switch].choices
-# a step configured by its command's options: the same fields and defaults
-STEP_OPTIONS = {"rank": RankOptions, "dropout": DropoutOptions, "faithfulness": FaithfulnessOptions,
-                "lrpmax": LRPMaxOptions, "color": ColorOptions, "planted": PlantedOptions, "generator": GeneratorOptions}
-for _step, _cls in STEP_OPTIONS.items():
-    for _key, (_types, _default, _choices) in study_schema(_cls).items():
-        SCHEMA[f"steps.{_step}"][_key] = (_types if len(_types) > 1 else _types[0], _default)
-        if _choices:
-            CHOICES[f"steps.{_step}.{_key}"] = _choices
-
-
-def _validate(section: str, given: dict, errors: list[str]) -> dict:
-    schema = SCHEMA[section]
-    prefix = f"{section}." if section else ""
-    out = {}
-    for key in given:
-        if key not in schema:
-            errors.append(f"{prefix}{key}: unknown field (known: {', '.join(schema)})")
-    for key, (types, default) in schema.items():
-        if key not in given:
-            if default is REQUIRED:
-                errors.append(f"{prefix}{key}: required field is missing")
-            out[key] = default
-            continue
-        value = given[key]
-        if types is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, types) or (isinstance(value, bool) and types in (int, float)):
-            names = " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
-            errors.append(f"{prefix}{key}: expected {names}, got {type(value).__name__} {value!r}")
-        why = problem(key, value) if isinstance(value, (int, float, list)) else None
-        if why:
-            errors.append(f"{prefix}{key}: {why}")
-        choices = CHOICES.get(prefix + key)
-        if choices and value is not None and value not in choices:
-            errors.append(f"{prefix}{key}: {value!r} is not one of {choices}")
-        out[key] = value
-    return out
-
-
-def _read_yaml(path: Path) -> Any:
-    """The YAML document of ``path``; a syntax error is one line naming the file, line and column."""
-    try:
-        return yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
-        what = " ".join(str(getattr(exc, "problem", None) or exc).split())
-        raise ConfigError(f"{where}: YAML syntax error: {what}") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not a text file ({exc.reason} at byte {exc.start})") from None
-
-
-def load_config(path_or_dict: str | os.PathLike | dict) -> dict:
-    """Read and validate a study config; every problem is reported at once, each naming its field."""
-    if isinstance(path_or_dict, dict):
-        raw, base = path_or_dict, Path.cwd()
-    else:
-        path = Path(path_or_dict)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} not found")
-        raw, base = _read_yaml(path), path.resolve().parent
-    if not isinstance(raw, dict):
-        raise ConfigError("the config must be a mapping of fields")
-    errors: list[str] = []
-    cfg = _validate("", raw, errors)
-    for section in ("detector", "data", "uncertainty"):
-        cfg[section] = _validate(section, cfg[section] if isinstance(cfg[section], dict) else {}, errors)
-    steps = cfg["steps"] if isinstance(cfg["steps"], dict) else {}
-    for name in steps:
-        if name not in STEP_ORDER:
-            errors.append(f"steps.{name}: unknown step (known: {', '.join(STEP_ORDER)})")
-    cfg["steps"] = {name: _validate(f"steps.{name}", steps.get(name) or {}, errors) for name in STEP_ORDER}
-    from ..detectors import resolve as resolve_detector
-
-    det = cfg["detector"]
-    if isinstance(det.get("arch"), str):
-        det["arch"] = python_spec_from(det["arch"], base)
-        try:
-            with code_trust(trusts_code(path_or_dict, det)):
-                resolve_detector(det["arch"])
-        except (ValueError, ImportError) as exc:
-            errors.append(f"detector.arch: {exc}")
-    if det.get("weights") is None and det.get("backbone_weights") is None and not det.get("random_weights"):
-        errors.append("detector.weights: required (or detector.random_weights: true for a randomly initialised "
-                      "detector)")
-
-    def resolve(p: str | None) -> str | None:
-        return None if p is None else str((base / os.path.expanduser(p)).resolve())
-
-    for section, key in (("detector", "weights"), ("detector", "backbone_weights"), ("data", "source"),
-                         ("data", "test"), ("data", "real")):
-        value = cfg[section].get(key)
-        if isinstance(value, str):
-            cfg[section][key] = resolve(value)
-            if not Path(cfg[section][key]).exists():
-                errors.append(f"{section}.{key}: {value} does not exist")
-    cr = cfg["steps"]["color_robust"]
-    if cr["enabled"]:
-        if (cr["weights"] is None) == (cr["train"] is None):
-            errors.append("steps.color_robust: give exactly one of 'weights' (a trained CR detector) or 'train'")
-        elif cr["weights"] is not None:
-            cr["weights"] = resolve(cr["weights"])
-            if not Path(cr["weights"]).exists():
-                errors.append(f"steps.color_robust.weights: {cr['weights']} does not exist")
-    rb = cfg["steps"]["robustness"]
-    if rb["enabled"] and not (rb["jpeg"] or rb["resize"] or rb["blur"] or rb["grayscale"]):
-        errors.append("steps.robustness: no perturbation (give jpeg, resize, blur or grayscale: true)")
-    if isinstance(cfg["uncertainty"].get("resamples"), int) and cfg["uncertainty"]["resamples"] < 1:
-        errors.append(f"uncertainty.resamples: must be at least 1, got {cfg['uncertainty']['resamples']}")
-    if isinstance(cfg.get("out"), str):
-        cfg["out"] = resolve(cfg["out"])
-        errors += out_inside_data(cfg)
-    if errors:
-        where = "" if isinstance(path_or_dict, dict) else f" {path_or_dict}"
-        if len(errors) == 1:
-            raise ConfigError(f"invalid study config{where}: {errors[0]}")
-        raise ConfigError(f"invalid study config{where}:\n  " + "\n  ".join(errors))
-    return cfg
+__all__ = ["SCHEMA", "STEP_ORDER", "ConfigError", "Step", "build_steps", "load_config", "run_steps", "run_study",
+           "step_complete"]
 
 
 @dataclass
@@ -271,209 +81,18 @@ def run_steps(steps: list[Step], out: Path, log: Callable[[str], None] = print) 
 
 
 def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
-    """The enabled steps of a validated config, wired to the Python API."""
-    det, data, st = cfg["detector"], cfg["data"], cfg["steps"]
-    out = Path(cfg["out"])
-    common = dict(preset=cfg["preset"], batch_size=cfg["batch_size"], device=cfg["device"],
-                  num_workers=cfg["workers"], progress=progress)
-    boot = {"resamples": cfg["uncertainty"]["resamples"], "bootstrap_seed": cfg["uncertainty"]["seed"]}
-    inputs = InputIdentity()
-    base = {"detector": det, "data": data, "preset": cfg["preset"], "paper_code": cfg["paper_code"],
-            "detector_sha256": inputs.file(det["weights"]), "backbone_sha256": inputs.file(det["backbone_weights"])}
-    test_data = {"test_data": inputs.tree(data["test"], data["sets"]),
-                 "real_data": inputs.tree(data["real"]) if data["real"] else None}  # shared reals (paired layout)
-    source_data = {"source_data": inputs.tree(data["source"], data["source_sets"])}
-    weights = Weights(det["weights"], det["backbone_weights"], det["trust_checkpoint"], det["random_weights"])
-    layout = dict(real_dirs=data["real_dirs"], fake_dirs=data["fake_dirs"], split=data["split"],
-                  small_images=data["small_images"], group_pattern=data["group_pattern"])
-    test = DataSpec(data["test"], data["layout"], real=data["real"], **layout)
-    source = DataSpec(data["source"], "auto" if data["layout"] == "paired" else data["layout"], **layout)
-
-    def switches(step: str) -> dict:
-        """The preset and the step's explicit switches, as keyword arguments of its API function."""
-        given = {name: st[step][key] for key, name in STEP_SWITCHES[step].items()}
-        return {"paper_code": cfg["paper_code"], **given}
-    ranking = out / "rank" / "ffrs.csv"
-    rank_settings = {**base, **st["rank"], **source_data}
-    if not st["rank"]["enabled"] and ranking.is_file():  # a ranking placed there by hand: its bytes count
-        rank_settings["ranking_sha256"] = inputs.file(ranking)
+    """The enabled steps of a validated config (:data:`~tffkit.jobs.study_steps.STEPS`), each with its settings."""
+    study = Study(cfg, progress)
     steps: list[Step] = []
-
-    def add(name: str, settings: dict, run: Callable[[Path], None], outputs: tuple[str, ...]) -> None:
-        if st[name]["enabled"]:
-            steps.append(Step(name, settings, run, outputs))
-
-    def evaluate_step(folder: Path) -> None:
-        from ..evaluate import evaluate
-
-        evaluate(det["arch"], weights, test, folder, data["sets"],
-                 max_per_class=data["max_per_class"], **common, **switches("evaluate"), **boot)
-
-    def robustness_step(folder: Path) -> None:
-        import pandas as pd
-
-        from ..analysis.robustness import perturbations_of, run_robustness
-
-        r = st["robustness"]
-        scores = out / "evaluate" / "scores.csv"  # same detector and images: no second clean pass
-        reuse = st["evaluate"]["enabled"] and r["max_per_class"] is None and scores.is_file()
-        run_robustness(det["arch"], weights, test, folder, data["sets"],
-                       perturbations=perturbations_of(jpeg=r["jpeg"], resize=r["resize"], blur=r["blur"],
-                                                      grayscale=r["grayscale"]),
-                       max_per_class=r["max_per_class"] or data["max_per_class"],
-                       clean_scores=pd.read_csv(scores, keep_default_na=False) if reuse else None,
-                       **common, **switches("robustness"), **boot)
-
-    def options(cls: type, step: str, arch: str = det["arch"], w: Weights = weights, **given: Any):
-        """The options of a step's command from its config section and the study's detector, pass and preset."""
-        from .options import from_config
-
-        return from_config(cls, {**st[step], **given}, arch=arch, weights=w.path, backbone_weights=w.backbone,
-                           random_weights=w.random, trust_checkpoint=w.trust, attention=det["attention"],
-                           preset=cfg["preset"], batch_size=cfg["batch_size"], device=cfg["device"],
-                           workers=cfg["workers"], progress=progress, paper_code=cfg["paper_code"])
-
-    def rank_options(arch: str = det["arch"], w: Weights = weights, with_reals: bool | None = None):
-        from .rank import RankOptions
-
-        reals = {} if with_reals is None else {"with_reals": with_reals}
-        return replace(options(RankOptions, "rank", arch, w, **reals), sets=data["source_sets"])
-
-    def rank_step(folder: Path) -> None:
-        from .rank import rank
-
-        rank(source, options=rank_options(), out=folder)
-
-    def dropout_step(folder: Path) -> None:
-        from .dropout import DropoutOptions, dropout
-
-        o = replace(options(DropoutOptions, "dropout"), sets=data["sets"], max_per_class=data["max_per_class"],
-                    train_set=tuple(data["train_set"]), paper_detector=det["paper_detector"],
-                    resamples=boot["resamples"], bootstrap_seed=boot["bootstrap_seed"])
-        dropout(test, ranking=ranking, options=o, out=folder)
-
-    def faithfulness_step(folder: Path) -> None:
-        from .faithfulness import FaithfulnessOptions, faithfulness
-
-        o = options(FaithfulnessOptions, "faithfulness")
-        o = replace(o, sets=data["sets"], source_sets=data["source_sets"],
-                    top_k=st["rank"]["k"] if o.top_k is None else o.top_k,
-                    max_per_class=data["max_per_class"] if o.max_per_class is None else o.max_per_class)
-        faithfulness(source=source, test=test, ranking=ranking if ranking.is_file() else None, options=o,
-                     out=folder)
-
-    def lrpmax_step(folder: Path) -> None:
-        from .lrpmax import LRPMaxOptions, lrpmax
-
-        lrpmax(test, options=step_options(LRPMaxOptions, "lrpmax", sets=data["sets"]), out=folder, ranking=ranking)
-
-    def color_step(folder: Path, arch: str = det["arch"], weights: Weights = weights,
-                   ranking_path: Path = ranking,
-                   evaluated: Path | None = out / "evaluate" if st["evaluate"]["enabled"] else None) -> None:
-        import pandas as pd
-
-        from .color import ColorOptions, color
-
-        scores = evaluated / "scores.csv" if evaluated else None  # same detector and images: no second pass
-        color_scores = pd.read_csv(scores, keep_default_na=False) if scores and scores.is_file() else None
-        options = step_options(ColorOptions, "color", arch, weights, sets=data["sets"],
-                               max_per_class=data["max_per_class"], resamples=cfg["uncertainty"]["resamples"],
-                               bootstrap_seed=cfg["uncertainty"]["seed"])
-        color(test, options=options, out=folder, ranking=ranking_path, color_scores=color_scores)
-
-    def color_robust_step(folder: Path) -> None:
-        from ..evaluate import evaluate
-        from .rank import rank
-
-        cr = st["color_robust"]
-        cr_weights = cr["weights"]
-        if cr_weights is None:
-            from ..train import train_detector
-
-            train = dict(cr["train"])
-            res = train_detector(train.pop("arch", det["arch"]), train.pop("data"), train.pop("val"),
-                                 folder / "train", color_robust=True, device=cfg["device"],
-                                 num_workers=cfg["workers"], progress=progress,
-                                 resume=(folder / "train" / "model_last.pth").is_file(), **train)
-            cr_weights = str(res["model_best"] or res["model_last"])
-        arch = (cr["train"] or {}).get("arch", det["arch"])
-        cr_w = Weights(cr_weights, trust=det["trust_checkpoint"])
-        evaluate(arch, cr_w, test, folder / "evaluate", data["sets"], max_per_class=data["max_per_class"],
-                 **common, **switches("evaluate"), **boot)
-        rank(source, options=rank_options(arch, cr_w, with_reals=False), out=folder / "rank")
-        color_step(folder / "color", arch, cr_w, folder / "rank" / "ffrs.csv", folder / "evaluate")
-        if cr["weights"] is not None and (folder / "train").is_dir():  # the step owns its folder: no stale training
-            shutil.rmtree(folder / "train")
-
-    def step_options(cls: type, step: str, arch: str = det["arch"], w: Weights = weights, values: dict | None = None,
-                     **given: Any):
-        """The options of ``cls`` from ``steps.<step>`` (``values`` replaced), the study's detector, pass and LRP
-        settings and ``given`` fields."""
-        from .options import from_config
-
-        return from_config(cls, {**st[step], **(values or {})}, **given, arch=arch, weights=w.path,
-                           backbone_weights=w.backbone, random_weights=w.random, trust_checkpoint=w.trust,
-                           attention=det["attention"], preset=cfg["preset"], batch_size=cfg["batch_size"],
-                           device=cfg["device"], workers=cfg["workers"], progress=progress,
-                           paper_code=cfg["paper_code"])
-
-    def planted_step(folder: Path) -> None:
-        from .planted import PlantedOptions, planted_of_study
-
-        k = {"values": {"k": st["planted"]["k"] or st["color"]["k"]}, "sets": data["sets"]}
-        cr, robust = st["color_robust"], None
-        if cr["enabled"]:
-            trained = out / "color_robust" / "train"
-            cr_weights = cr["weights"] or str(trained / ("model_best.pth" if (trained / "model_best.pth").is_file()
-                                                         else "model_last.pth"))
-            robust = step_options(PlantedOptions, "planted", (cr["train"] or {}).get("arch", det["arch"]),
-                                  Weights(cr_weights, trust=det["trust_checkpoint"]), **k)
-        planted_of_study(test, study=out, options=step_options(PlantedOptions, "planted", **k),
-                         color_robust=robust, out=folder)
-
-    def generator_step(folder: Path) -> None:
-        from .generator import GeneratorOptions, generators
-
-        generators(st["generator"]["generators"], options=step_options(GeneratorOptions, "generator"), out=folder)
-
-    add("evaluate", {**base, **test_data, "uncertainty": cfg["uncertainty"]}, evaluate_step,
-        ("metrics.csv", "scores.csv", "run.json"))
-    add("robustness", {**base, **st["robustness"], **test_data, "evaluate": st["evaluate"],
-                       "uncertainty": cfg["uncertainty"]}, robustness_step,
-        ("robustness.csv", "robustness.json", "run.json"))
-    add("rank", rank_settings, rank_step, ("ffrs.csv", "ffrs.json", "run.json"))
-    add("dropout", {**base, **st["dropout"], **test_data, "rank": rank_settings, "uncertainty": cfg["uncertainty"]},
-        dropout_step,
-        ("dropout.csv", "dropout_table.md", "run.json"))
-    add("faithfulness", {**base, **st["faithfulness"], **test_data, **source_data, "rank": rank_settings},
-        faithfulness_step, ("faithfulness.csv", "faithfulness.json", "run.json"))
-    add("lrpmax", {**base, **st["lrpmax"], **test_data, "rank": rank_settings}, lrpmax_step, ("run.json",))
-    add("color", {**base, **st["color"], **test_data, "rank": rank_settings, "uncertainty": cfg["uncertainty"]},
-        color_step, ("run.json",))
-    if st["color_robust"]["enabled"]:
-        cr, train = st["color_robust"], st["color_robust"]["train"] or {}
-        cr_inputs = {"weights_sha256": inputs.file(cr["weights"]), "init_sha256": inputs.file(train.get("init")),
-                     **{f"train_{k}": inputs.tree(train[k]) for k in ("data", "val") if train.get(k)}}
-        add("color_robust", {**base, **cr, **test_data, **source_data, "cr_inputs": cr_inputs, "rank": rank_settings,
-                             "color": st["color"], "evaluate": st["evaluate"], "uncertainty": cfg["uncertainty"]},
-            color_robust_step, ("evaluate/metrics.csv", "rank/ffrs.csv", "color/table_color_gray.csv"))
-    from ..analysis.planted import GROUND_TRUTH, find_ground_truth
-
-    truth = find_ground_truth(data["test"])
-    if truth is not None and st["planted"]["enabled"]:
-        upstream = {s.name: s.settings for s in steps if s.name in ("color", "color_robust")}
-        add("planted", {**base, **st["planted"], **test_data, "rank": rank_settings, "upstream": upstream,
-                        "ground_truth": inputs.file(truth / GROUND_TRUTH)}, planted_step,
-            ("universal/planted.csv",))
-    if st["generator"]["enabled"]:
-        gen_inputs = [{"weights_sha256": inputs.file(g.get("weights")),
-                       "inputs": inputs.tree(g["inputs"]) if g.get("inputs") else None}
-                      for g in st["generator"]["generators"]]
-        add("generator", {**base, **st["generator"], "generator_inputs": gen_inputs}, generator_step,
-            ("generators.json",))
-    needs_rank = [s.name for s in steps if s.name in ("dropout", "lrpmax", "color")]
-    if needs_rank and not st["rank"]["enabled"] and not ranking.is_file():
-        raise ConfigError(f"steps {needs_rank} need steps.rank (no {ranking} yet)")
+    built: dict[str, dict] = {}
+    for kind in STEPS:
+        if not cfg["steps"][kind.name]["enabled"] or (kind.when is not None and not kind.when(study)):
+            continue
+        built[kind.name] = kind.settings(study, built)
+        steps.append(Step(kind.name, built[kind.name], partial(kind.run, study), kind.outputs))
+    needs_rank = [s.name for s in steps if s.name in NEEDS_RANKING]
+    if needs_rank and not cfg["steps"]["rank"]["enabled"] and not study.ranking.is_file():
+        raise ConfigError(f"steps {needs_rank} need steps.rank (no {study.ranking} yet)")
     return steps
 
 
@@ -491,6 +110,7 @@ def run_study(config: str | os.PathLike | dict, progress: bool = True, paper_cod
     out = check_writable(cfg["out"])  # before any model is built
     with OutputLock(out), code_trust(trusts_code(config, cfg["detector"])):  # one study at a time in OUT
         write_json(out / "study.json", cfg)
-        status = run_steps(build_steps(cfg, progress), out)
+        with shared_detectors():  # each detector loaded, and traced, once for all the steps
+            status = run_steps(build_steps(cfg, progress), out)
         write_json(out / "study.json", {**cfg, "status": status})
         return build_report(out) if report else out
