@@ -213,3 +213,21 @@ def test_no_import_circle():
         lines.append("circle: " + " ↔ ".join(circle))
         lines += [f"  {_where(m, line)} imports {t}" for m in circle for t, line in imports(m) if t in circle]
     _check(lines, "no import circle among tffkit's modules")
+
+
+def test_jobs_are_short_and_keyword_only():
+    """A job reads in one screen: no function in jobs/ over 60 lines, and every public job function takes its
+    options (and outputs) by keyword (``name(data, *, options=…, out=…)``)."""
+    lines = []
+    for module, path in modules().items():
+        if not module.startswith("tffkit.jobs."):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef) and node.end_lineno - node.lineno + 1 > 60:
+                lines.append(f"{_where(module, node.lineno)} {node.name} has {node.end_lineno - node.lineno + 1} lines")
+        for node in tree.body:  # a job: a module-level function with options and an output folder
+            names = [a.arg for a in node.args.args + node.args.kwonlyargs] if isinstance(node, ast.FunctionDef) else []
+            if "options" in names and "out" in names and {"options", "out"} & {a.arg for a in node.args.args}:
+                lines.append(f"{_where(module, node.lineno)} {node.name} takes its options or output by position")
+    _check(lines, "jobs/ functions are short and take their options by keyword")

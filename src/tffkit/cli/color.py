@@ -30,8 +30,6 @@ def run(args: argparse.Namespace) -> int:
     from ..jobs.color import ColorOptions, color
 
     options = options_of(ColorOptions, args)
-    if options.resamples < 1:
-        raise ValueError(f"--resamples must be at least 1 (got {options.resamples})")
     res = color(data_spec(args), options=options, out=args.out, ranking=args.ranking)
     if is_main_process():
         print(res["table"].round(1).to_string(index=False))

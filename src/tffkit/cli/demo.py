@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from .common import device_args, progress_args
+from .common import add_options
 
 HELP = "embedded mini benchmark + detectors + whole study → report.html"
 
@@ -21,13 +21,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=int, default=3, metavar="N",
                    help="training seeds (replicates): seed, seed + 1, …; every headline number is reported over them "
                         "(median and range); --seeds 1 for a quick look")
-    p.add_argument("--colour", type=float, default=None, metavar="S",
+    p.add_argument("--colour", dest="color", type=float, default=None, metavar="S",
                    help="strength in [0, 2] of the colour artefact planted in every fake: chroma gain 1 + S "
                         "(default: tffkit.demo.PlantedArtefacts' default; 0 plants none)")
     p.add_argument("--format-shortcut", action="store_true",
                    help="plant a format shortcut too: reals stored as JPEG, fakes as PNG (off by default)")
-    device_args(p)
-    progress_args(p)
+    from ..jobs.options import PassOptions
+
+    add_options(p, PassOptions, only=("device", "progress"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,9 +37,9 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.time()
     planted = PlantedArtefacts(format_shortcut=args.format_shortcut,
-                               **({} if args.colour is None else {"color": args.colour}))
+                               **({} if args.color is None else {"color": args.color}))
     path = run_demo(args.out, scale=args.scale, seed=args.seed, seeds=args.seeds, device=args.device,
-                    progress=not args.no_progress, artefacts=planted)
+                    progress=args.progress, artefacts=planted)
     elapsed = time.time() - start
     print(f"demo finished in {elapsed:.0f} s — open the report: {path}; headline numbers: {args.out}/summary.md")
     return 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import progress_args, trust_code_arg
+from .common import add_options
 
 INTERRUPTED = "the steps that finished are kept; run the same command again to resume"
 FAILED = INTERRUPTED
@@ -19,8 +19,10 @@ HELP = "run the whole study from a YAML config and write report.html (resumable)
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="study YAML (fields: out, detector, data, steps …; see "
                                   "src/tffkit/configs/forensynths_wang2020.yaml)")
-    progress_args(p)
-    trust_code_arg(p)
+    from ..jobs.options import DetectorOptions, PassOptions
+
+    add_options(p, PassOptions, only=("progress",))
+    add_options(p, DetectorOptions, only=("trust_code",))
     p.add_argument("--report-only", action="store_true", help="only re-draw report.html from existing results")
     p.add_argument("--paper-code", action="store_true",
                    help="the public code's behaviours in every step (as the config key paper_code: true; switches "
@@ -36,6 +38,6 @@ def run(args: argparse.Namespace) -> int:
 
         path = build_report(load_config(args.config)["out"])
     else:
-        path = run_study(args.config, not args.no_progress, True if args.paper_code else None)
+        path = run_study(args.config, progress=args.progress, paper_code=True if args.paper_code else None)
     print(f"report: {path}")
     return 0

@@ -219,10 +219,10 @@ def run_demo(out: str | os.PathLike = "demo_out", *, scale: float = 1.0, seed: i
         if (s, fold) != (seed, 0):
             cfg = demo_config(out, bench, str(best["universal"]), str(best["colour_robust"]), fold=fold,
                               study=out / "replicates" / f"seed{s}" / f"fold{fold}", whole=False)
-            run_study({**cfg, "device": device}, progress, report=False)  # its numbers go to the summary
+            run_study({**cfg, "device": device}, progress=progress, report=False)  # its numbers go to the summary
     best = replicates[seed, 0]
     cfg = {**demo_config(out, bench, str(best["universal"]), str(best["colour_robust"])), "device": device}
     (out / "study.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    run_study(cfg, progress)
+    run_study(cfg, progress=progress)
     write_summary(out, elapsed_s=round(time.perf_counter() - start, 1))  # and study/replicates.json, for the report
     return build_report(out / "study")

@@ -65,8 +65,6 @@ def dropout(data: DataSpec | str | os.PathLike, *, ranking: str | os.PathLike,
     from .runner import Job
 
     o = options
-    if o.resamples < 1:
-        raise ValueError(f"--resamples must be at least 1 (got {o.resamples})")
     with Job("dropout", o, out=out, record={"data": str(data), "ranking": str(ranking), "ks": o.ks}) as job:
         found = job.find(data, o.sets, max_per_class=o.max_per_class)
         model = job.detector()

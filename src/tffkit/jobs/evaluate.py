@@ -69,8 +69,7 @@ def evaluate(data: DataSpec | str | os.PathLike, *, options: EvaluateOptions = E
     from .runner import Job
 
     o = options
-    check_resamples(o)
-    with Job("evaluate", o, out=out, record={"data": str(data), **weights_record(o)}) as job:
+    with Job("evaluate", o, out=out, record={"data": str(data)}) as job:
         found = job.find(data, o.sets, max_per_class=o.max_per_class)
         model = job.detector()
         prep = job.preprocessing(model, data)
@@ -83,17 +82,6 @@ def evaluate(data: DataSpec | str | os.PathLike, *, options: EvaluateOptions = E
         if job.writes:
             _write(job, scores, table, intervals, inputs, len(found.samples))
     return Evaluation(scores.table, table, scores.failed, job.settings, inputs, intervals)
-
-
-def weights_record(options: DetectorOptions) -> dict:
-    """run.json's ``weights`` when no file is given: what runs instead (a randomly initialised detector …)."""
-    return {} if options.weights else {"weights": str(options.detector_weights())}
-
-
-def check_resamples(options: IntervalOptions) -> None:
-    """Refuse fewer than one bootstrap resample (before any work)."""
-    if options.resamples < 1:
-        raise ValueError(f"--resamples must be at least 1 (got {options.resamples})")
 
 
 def _write(job, scores, table, intervals, inputs: dict, n_images: int) -> None:

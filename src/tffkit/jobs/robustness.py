@@ -59,14 +59,11 @@ def robustness(data: DataSpec | str | os.PathLike, *, options: RobustnessOptions
     process; empty elsewhere)."""
     from ..evaluate import score_samples
     from ..metrics import probabilities
-    from .evaluate import check_resamples, weights_record
     from .runner import Job
 
     o = options
-    check_resamples(o)
     perturbations = o.perturbations()
-    record = {"data": str(data), **weights_record(o),
-              "perturbations": {k: p.__dict__ for k, p in perturbations.items()}}
+    record = {"data": str(data), "perturbations": {k: p.__dict__ for k, p in perturbations.items()}}
     with Job("robustness", o, out=out, record=record) as job:
         found = job.find(data, o.sets, max_per_class=o.max_per_class)
         model = job.detector()

@@ -52,7 +52,11 @@ def _cached(key: tuple, make: Any) -> Any:
 
 
 def _record_args(options: Any, extra: dict) -> dict:
+    """run.json's ``args``: every option (``weights`` says what runs when no file is given: a randomly initialised
+    detector …) and ``extra``."""
     args = {k: v for k, v in asdict(options).items() if k not in ("progress",)}
+    if "weights" in args and not args["weights"]:
+        args["weights"] = str(options.detector_weights())
     return {**args, **extra}
 
 
@@ -61,6 +65,8 @@ class Job:
     ``out`` None); ``writes`` is True on the process that writes them; ``settings`` are the effective switches."""
 
     def __init__(self, command: str, options: Any, *, out: str | os.PathLike | None, record: dict | None = None):
+        if getattr(options, "resamples", 1) < 1:  # before any work
+            raise ValueError(f"--resamples must be at least 1 (got {options.resamples})")
         self.command, self.options, self.out = command, options, out
         self.ctx = tdist.init(getattr(options, "device", "auto"))
         self.settings = resolve(**switches(options))

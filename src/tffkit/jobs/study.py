@@ -96,7 +96,7 @@ def build_steps(cfg: dict, progress: bool = True) -> list[Step]:
     return steps
 
 
-def run_study(config: str | os.PathLike | dict, progress: bool = True, paper_code: bool | None = None, *,
+def run_study(config: str | os.PathLike | dict, *, progress: bool = True, paper_code: bool | None = None,
               report: bool = True) -> Path:
     """Validate ``config``, run (or resume) every enabled step, then write ``OUT/report.html`` and return its path
     (``report=False``: no report, the study folder returned).

@@ -167,13 +167,25 @@ def load_config(path_or_dict: str | os.PathLike | dict) -> dict:
         if name not in STEP_ORDER:
             errors.append(f"steps.{name}: unknown step (known: {', '.join(STEP_ORDER)})")
     cfg["steps"] = {name: _validate(f"steps.{name}", steps.get(name) or {}, errors) for name in STEP_ORDER}
+    _check_detector(cfg["detector"], base, path_or_dict, errors)
+    _resolve_paths(cfg, base, errors)
+    _check_steps(cfg, errors)
+    if errors:
+        where = "" if isinstance(path_or_dict, dict) else f" {path_or_dict}"
+        if len(errors) == 1:
+            raise ConfigError(f"invalid study config{where}: {errors[0]}")
+        raise ConfigError(f"invalid study config{where}:\n  " + "\n  ".join(errors))
+    return cfg
+
+
+def _check_detector(det: dict, base: Path, config: str | os.PathLike | dict, errors: list[str]) -> None:
+    """The detector resolves (a python: detector only where trusted) and has weights or random weights."""
     from ..detectors import resolve as resolve_detector
 
-    det = cfg["detector"]
     if isinstance(det.get("arch"), str):
         det["arch"] = python_spec_from(det["arch"], base)
         try:
-            with code_trust(trusts_code(path_or_dict, det)):
+            with code_trust(trusts_code(config, det)):
                 resolve_detector(det["arch"])
         except (ValueError, ImportError) as exc:
             errors.append(f"detector.arch: {exc}")
@@ -181,6 +193,10 @@ def load_config(path_or_dict: str | os.PathLike | dict) -> dict:
         errors.append("detector.weights: required (or detector.random_weights: true for a randomly initialised "
                       "detector)")
 
+
+def _resolve_paths(cfg: dict, base: Path, errors: list[str]) -> None:
+    """Paths relative to the config's folder made absolute; those that must exist checked; the output folder
+    outside the data."""
     def resolve(p: str | None) -> str | None:
         return None if p is None else str((base / os.path.expanduser(p)).resolve())
 
@@ -192,26 +208,25 @@ def load_config(path_or_dict: str | os.PathLike | dict) -> dict:
             if not Path(cfg[section][key]).exists():
                 errors.append(f"{section}.{key}: {value} does not exist")
     cr = cfg["steps"]["color_robust"]
+    if cr["enabled"] and cr["train"] is None and cr["weights"] is not None:
+        cr["weights"] = resolve(cr["weights"])
+        if not Path(cr["weights"]).exists():
+            errors.append(f"steps.color_robust.weights: {cr['weights']} does not exist")
+    if isinstance(cfg.get("out"), str):
+        cfg["out"] = resolve(cfg["out"])
+        errors += out_inside_data(cfg)
+
+
+def _check_steps(cfg: dict, errors: list[str]) -> None:
+    """What no single field says: the colour-robust detector given or trained, a perturbation to test, resamples."""
+    cr = cfg["steps"]["color_robust"]
     if cr["enabled"]:
         if (cr["weights"] is None) == (cr["train"] is None):
             errors.append("steps.color_robust: give exactly one of 'weights' (a trained CR detector) or 'train'")
         elif isinstance(cr["train"], dict):  # checked only: the step's settings keep the keys as given
             _validate("steps.color_robust.train", cr["train"], errors)
-        elif cr["weights"] is not None:
-            cr["weights"] = resolve(cr["weights"])
-            if not Path(cr["weights"]).exists():
-                errors.append(f"steps.color_robust.weights: {cr['weights']} does not exist")
     rb = cfg["steps"]["robustness"]
     if rb["enabled"] and not (rb["jpeg"] or rb["resize"] or rb["blur"] or rb["grayscale"]):
         errors.append("steps.robustness: no perturbation (give jpeg, resize, blur or grayscale: true)")
     if isinstance(cfg["uncertainty"].get("resamples"), int) and cfg["uncertainty"]["resamples"] < 1:
         errors.append(f"uncertainty.resamples: must be at least 1, got {cfg['uncertainty']['resamples']}")
-    if isinstance(cfg.get("out"), str):
-        cfg["out"] = resolve(cfg["out"])
-        errors += out_inside_data(cfg)
-    if errors:
-        where = "" if isinstance(path_or_dict, dict) else f" {path_or_dict}"
-        if len(errors) == 1:
-            raise ConfigError(f"invalid study config{where}: {errors[0]}")
-        raise ConfigError(f"invalid study config{where}:\n  " + "\n  ".join(errors))
-    return cfg
