@@ -270,7 +270,7 @@ def test_color_intervals_recompute_from_the_written_files(tmp_path):
 def test_color_options_one_default_for_the_cli_and_the_study():
     from tffkit.jobs.color import ColorOptions
     from tffkit.jobs.options import default_of, from_config
-    from tffkit.jobs.study import SCHEMA
+    from tffkit.jobs.study_config import SCHEMA
 
     assert SCHEMA["steps.color"]["max_per_class"][1] == default_of(ColorOptions, "test_fakes") == 500
     o = from_config(ColorOptions, {"max_per_class": 8, "k": 3}, max_per_class=2)  # the step's key: the test fakes

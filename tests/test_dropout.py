@@ -275,7 +275,7 @@ def test_one_default_per_option_for_the_cli_the_study_and_the_function():
     from tffkit.analysis.dropout_stats import RANDOM_REPEATS
     from tffkit.cli import dropout as cli
     from tffkit.jobs.dropout import DropoutOptions
-    from tffkit.jobs.study import SCHEMA
+    from tffkit.jobs.study_config import SCHEMA
 
     p = argparse.ArgumentParser()
     cli.add_arguments(p)

@@ -330,7 +330,7 @@ def test_one_default_null_size_for_the_cli_the_study_and_the_function():
     from tffkit.analysis.uncertainty import RESAMPLES
     from tffkit.cli import faithfulness as cli
     from tffkit.jobs.options import default_of
-    from tffkit.jobs.study import SCHEMA
+    from tffkit.jobs.study_config import SCHEMA
 
     p = argparse.ArgumentParser()
     cli.add_arguments(p)
@@ -350,7 +350,7 @@ def test_top_k_defaults_to_the_k_of_tff_rank():
     from tffkit.cli import faithfulness as cli
     from tffkit.jobs.options import default_of
     from tffkit.jobs.rank import RankOptions
-    from tffkit.jobs.study import SCHEMA
+    from tffkit.jobs.study_config import SCHEMA
 
     p = argparse.ArgumentParser()
     cli.add_arguments(p)

@@ -395,7 +395,7 @@ def test_the_cli_the_study_and_the_api_share_one_default_per_option():
     from tffkit.cli.generator import add_arguments
     from tffkit.jobs.generator import GeneratorOptions
     from tffkit.jobs.options import default_of
-    from tffkit.jobs.study import SCHEMA
+    from tffkit.jobs.study_config import SCHEMA
 
     p = argparse.ArgumentParser()
     add_arguments(p)

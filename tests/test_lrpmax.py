@@ -253,7 +253,7 @@ def test_torchrun_two_processes_match_one(tmp_path):
 def test_lrpmax_study_step_is_configured_by_the_options():
     from tffkit.jobs.lrpmax import LRPMaxOptions
     from tffkit.jobs.options import from_config
-    from tffkit.jobs.study import CHOICES, SCHEMA
+    from tffkit.jobs.study_config import CHOICES, SCHEMA
 
     keys = {"k", "per_tff", "show", "variant", "max_per_class", "neuron_seed", "patch_box"}
     assert keys <= set(SCHEMA["steps.lrpmax"])

@@ -78,7 +78,7 @@ def test_the_planted_job_checks_the_listed_images_and_the_study_reads_its_option
     from tffkit.jobs.options import default_of
     from tffkit.jobs.planted import PlantedOptions, planted
     from tffkit.jobs.rank import RankOptions, rank
-    from tffkit.jobs.study import SCHEMA
+    from tffkit.jobs.study_config import SCHEMA
 
     bench = tmp_path / "bench"
     test = make_tree(bench / "test", {"tconv": [], "nearest": []}, n=4, seed=3)

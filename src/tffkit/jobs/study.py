@@ -25,11 +25,10 @@ from ..outputs import OutputLock, check_writable
 from ..results import read_json, write_json
 from .runner import shared_detectors
 from .study_checks import rerun_reason, trusts_code
-from .study_config import SCHEMA, STEP_ORDER, ConfigError, load_config
+from .study_config import ConfigError, load_config
 from .study_steps import NEEDS_RANKING, STEPS, Study
 
-__all__ = ["SCHEMA", "STEP_ORDER", "ConfigError", "Step", "build_steps", "load_config", "run_steps", "run_study",
-           "step_complete"]
+__all__ = ["ConfigError", "Step", "build_steps", "load_config", "run_steps", "run_study", "step_complete"]
 
 
 @dataclass
