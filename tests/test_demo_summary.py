@@ -1,5 +1,5 @@
-"""The README's demo figures are the committed demo summary's Markdown (no demo number is typed by hand), and the
-summary judges each claim on its intervals."""
+"""The demo figures of the README and docs/demo.md are the committed demo summary's Markdown (no demo number is
+typed by hand), and the summary judges each claim on its intervals."""
 
 from __future__ import annotations
 
@@ -7,14 +7,17 @@ import html
 import json
 from pathlib import Path
 
-from tffkit.demo.summary import _claims, readme_block, summary_markdown
+from tffkit.demo.summary import _claims, claims_markdown, marked_block, summary_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_readme_demo_figures_are_the_committed_summary():
+    """The README shows the claims, docs/demo.md every figure: both the committed summary's Markdown."""
     summary = json.loads((ROOT / "docs" / "demo_summary.json").read_text())
-    assert readme_block((ROOT / "README.md").read_text()) == summary_markdown(summary)
+    assert marked_block((ROOT / "README.md").read_text()) == claims_markdown(summary)
+    assert marked_block((ROOT / "docs" / "demo.md").read_text()) == summary_markdown(summary)
+    assert summary_markdown(summary).startswith(claims_markdown(summary))
 
 
 def _sets(change: tuple[float, float], less: tuple[float, float], more: tuple[float, float]) -> dict:

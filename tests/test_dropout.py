@@ -93,7 +93,7 @@ def test_top_k_hurts_more_than_random_k(tmp_path: Path, trained_tiny):
               "--device", "cpu", "--workers", "0", "--no-progress", "--batch-size", "32"]
     assert main(["rank", *common, "--sets", "progan", "--min-prob", "0.5", "--out", str(tmp_path / "rank")]) == 0
     assert main(["dropout", *common, "--ranking", str(tmp_path / "rank" / "ffrs.csv"), "--k-sweep", "8", "24",
-                 "--random-repeats", "3", "--out", str(tmp_path / "drop")]) == 0
+                 "--random-repeats", "3", "--resamples", "200", "--out", str(tmp_path / "drop")]) == 0
     long = pd.read_csv(tmp_path / "drop" / "dropout.csv")
     assert set(long["variant"]) == {"baseline", "top-8", "random-8", "low-8", "top-24", "random-24", "low-24"}
     assert len(long[long["variant"] == "random-24"]) == 3 * 3  # replicas × sets
@@ -111,7 +111,7 @@ def test_top_k_hurts_more_than_random_k(tmp_path: Path, trained_tiny):
         column = f"{variant}#r0" if variant.startswith("random") else variant
         assert np.isclose(average_precision_score(part["label"], part[column]), ap)
     effects = pd.read_csv(tmp_path / "drop" / "dropout_effects.csv")
-    pd.testing.assert_frame_equal(effects, dropout_effects(wide, resamples=1000, seed=0), check_dtype=False)
+    pd.testing.assert_frame_equal(effects, dropout_effects(wide, resamples=200, seed=0), check_dtype=False)
     top = effects[(effects["kind"] == "top") & (effects["k"] == 24) & (effects["set"] == "mean")
                   & (effects["metric"] == "ap")].iloc[0]
     null = (long[long["variant"] == "random-24"].groupby("replica")["ap"].mean()
@@ -119,9 +119,9 @@ def test_top_k_hurts_more_than_random_k(tmp_path: Path, trained_tiny):
     assert top["null_replicas"] == 3 and top["null_percentile"] == null_percentile(top["delta"], null)
     assert top["high"] < 0 and np.isclose(top["delta"], mean_ap["top-24"] - mean_ap["baseline"])
     info = json.loads((tmp_path / "drop" / "dropout.json").read_text())
-    assert {c["set"] for c in info["curves"]} == set(long["set"]) | {"mean"} and info["resamples"] == 1000
+    assert {c["set"] for c in info["curves"]} == set(long["set"]) | {"mean"} and info["resamples"] == 200
     run_torchrun(["dropout", *common, "--ranking", str(tmp_path / "rank" / "ffrs.csv"), "--k-sweep", "8", "24",
-                  "--random-repeats", "3", "--out", str(tmp_path / "drop2")])
+                  "--random-repeats", "3", "--resamples", "200", "--out", str(tmp_path / "drop2")])
     for name in ("dropout.csv", "dropout_effects.csv", "dropout_scores.csv"):
         assert (tmp_path / "drop2" / name).read_text() == (tmp_path / "drop" / name).read_text()
 

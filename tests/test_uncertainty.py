@@ -97,6 +97,23 @@ def test_average_precision_matches_sklearn_with_ties():
     assert np.isnan(average_precision(np.ones(5), np.arange(5)))
 
 
+def test_average_precisions_of_many_columns_match_sklearn_with_ties():
+    from tffkit.analysis.uncertainty import average_precisions
+
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        n = int(rng.integers(2, 40))
+        labels = rng.integers(0, 2, n)
+        scores = np.round(rng.random((n, 5)), int(rng.integers(1, 3)))  # coarse: many ties
+        scores[:, 0] = 0.5  # one column all tied
+        if 0 < labels.sum() < n:
+            want = [average_precision_score(labels, scores[:, v]) for v in range(5)]
+            np.testing.assert_allclose(average_precisions(labels, scores), want, rtol=1e-12)
+            assert average_precisions(labels, scores).tolist() == [average_precision(labels, scores[:, v])
+                                                                    for v in range(5)]  # the same bits
+    assert np.isnan(average_precisions(np.zeros(4), np.random.default_rng(0).random((4, 3)))).all()
+
+
 def test_paired_test_finds_a_shift_that_moods_test_misses():
     rng = np.random.default_rng(6)
     before = rng.normal(0, 1, 80)

@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..wording import effects_lines
 from .intervals import RESAMPLES, SEED
-from .uncertainty import ClusterResampler, average_precision, null_percentile
+from .uncertainty import ClusterResampler, average_precisions, null_percentile
 
 RANDOM_REPEATS = 20  # random-k replicas by default: the null distribution of the changes (docs/algorithms.md §10)
 ID_COLUMNS = ["path", "set", "class", "label", "group"]
@@ -44,9 +44,11 @@ def scores_wide(heads: Sequence[tuple[str, int, int]], tables: Sequence[pd.DataF
     return wide
 
 
-def _metrics(labels: np.ndarray, probs: np.ndarray) -> tuple[float, float]:
+def _metrics(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """(variants, metrics): AP and fake accuracy at 0.5 of every column of ``probs`` (n, variants)."""
     fake = labels == 1
-    return average_precision(labels, probs), float((probs[fake] > 0.5).mean()) if fake.any() else float("nan")
+    acc = (probs[fake] > 0.5).mean(axis=0) if fake.any() else np.full(probs.shape[1], np.nan)
+    return np.stack([average_precisions(labels, probs), acc], axis=1)
 
 
 def _parse(columns: Sequence[str]) -> tuple[list[tuple[str, int]], dict[int, list[str]]]:
@@ -80,7 +82,7 @@ def dropout_effects(wide: pd.DataFrame, *, resamples: int = RESAMPLES, seed: int
         per_set = np.empty((probs.shape[1], len(sets), len(METRICS)))
         for i in range(len(sets)):
             sel = idx[code[idx] == i]
-            per_set[:, i] = [_metrics(labels[sel], probs[sel, v]) for v in range(probs.shape[1])]
+            per_set[:, i] = _metrics(labels[sel], probs[sel])
         change = per_set[1:] - per_set[:1]
         with np.errstate(all="ignore"):
             return np.concatenate([change, np.nanmean(change, axis=1, keepdims=True)], axis=1)

@@ -134,6 +134,27 @@ def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
+def average_precisions(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """:func:`average_precision` of every column of ``scores`` (n, V), sorted at once (the dropout variants of one
+    resample); each column's sum is the same arithmetic as :func:`average_precision`, so the values are equal."""
+    labels = np.asarray(labels) == 1
+    scores = np.asarray(scores, dtype=float)
+    n, n_pos = len(labels), int(labels.sum())
+    if n_pos == 0 or n_pos == n:
+        return np.full(scores.shape[1], np.nan)
+    order = np.argsort(-scores, axis=0, kind="mergesort")
+    s = np.take_along_axis(scores, order, 0)
+    tp = np.cumsum(labels[order], axis=0)
+    last = np.ones(s.shape, dtype=bool)
+    last[:-1] = s[:-1] != s[1:]  # the last position of each run of equal scores
+    out = np.empty(scores.shape[1])
+    for v in range(scores.shape[1]):
+        ends = np.flatnonzero(last[:, v])
+        hits = tp[ends, v]
+        out[v] = np.sum(np.diff(np.r_[0.0, hits / n_pos]) * (hits / (ends + 1)))
+    return out
+
+
 def paired_effects(before: np.ndarray, after: np.ndarray) -> np.ndarray:
     """The paired effect size of docs/algorithms.md §10 for every column of (N, K) arrays → (K,): the median of the
     paired differences (after − before) over the interquartile range of the unperturbed values (``before``); 0 when

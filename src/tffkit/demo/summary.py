@@ -4,9 +4,10 @@ interval over photographs, read from the studies' result files (no model is run)
 
 Each seed's colour claims are judged on the folds pooled (:func:`tffkit.analysis.replicates.pooled_color`: every
 photograph tested once, by the fold's detectors that did not train on it); a claim holds when it holds in every seed.
-The README's demo figures are this file's Markdown (between the ``demo-summary`` markers): ``python -m
-tffkit.demo.summary demo_out`` copies a run's summary to ``docs/demo_summary.json`` and rewrites that block, and a
-test checks that the README and the committed summary agree — no demo figure is typed by hand.
+The README's demo claims and docs/demo.md's demo figures are this file's Markdown (between the ``demo-summary``
+markers): ``python -m tffkit.demo.summary demo_out`` copies a run's summary to ``docs/demo_summary.json`` and
+rewrites both blocks, and a test checks that they agree with the committed summary — no demo figure is typed by
+hand.
 """
 
 from __future__ import annotations
@@ -206,9 +207,8 @@ def _range(d: dict, fmt: str = "{:+.1f}") -> str:
     return f"{fmt.format(d['median'])} ({fmt.format(d['min'])} … {fmt.format(d['max'])})"
 
 
-def summary_markdown(s: dict) -> str:
-    """The summary as Markdown: the setting, the claims with their verdict per seed, the colour statistics per seed
-    with intervals and over seeds, then the one model's dropout, deletion and generator tables."""
+def claims_markdown(s: dict) -> str:
+    """The setting and the claims with their verdict per seed (the README's demo block)."""
     photos = sum(len(v) for v in s["photographs"].values())
     seeds = [str(x) for x in s["seeds"]]
     t = s.get("timing") or {}
@@ -235,6 +235,14 @@ def summary_markdown(s: dict) -> str:
              "|---|---|" + "---|" * len(seeds)]
     lines += [f"| {c['claim']} | {c['holds']} | " + " | ".join(c["per_seed"][x] for x in seeds) + " |"
               for c in s["claims"]]
+    return "\n".join(lines) + "\n"
+
+
+def summary_markdown(s: dict) -> str:
+    """The summary as Markdown (docs/demo.md's block): the claims (:func:`claims_markdown`), the colour statistics
+    per seed with intervals and over seeds, then the one model's dropout, deletion and generator tables."""
+    seeds = [str(x) for x in s["seeds"]]
+    lines = [claims_markdown(s).rstrip("\n")]
     lines += ["", "| set | statistic | " + " | ".join(f"seed {x}" for x in seeds) + " | over seeds |",
               "|---|---|" + "---|" * (len(seeds) + 1)]
     for name, over in s["over_seeds"].items():
@@ -290,26 +298,28 @@ def write_summary(demo: str | Path, *, elapsed_s: float | None = None) -> dict:
     return summary
 
 
-def readme_block(readme: str) -> str:
-    """The README's demo figures: the text between the markers."""
-    return readme[readme.index(START) + len(START): readme.index(END)].strip("\n") + "\n"
+def marked_block(text: str) -> str:
+    """The demo figures of a Markdown file: the text between the markers."""
+    return text[text.index(START) + len(START): text.index(END)].strip("\n") + "\n"
 
 
-def update_readme(summary: dict, readme: Path) -> None:
-    """Put ``summary``'s Markdown between the README's markers."""
-    text = readme.read_text()
+def replace_block(path: Path, markdown: str) -> None:
+    """Put ``markdown`` between the markers of the file at ``path``."""
+    text = path.read_text()
     head, tail = text[: text.index(START) + len(START)], text[text.index(END):]
-    readme.write_text(head + "\n" + summary_markdown(summary) + tail)
+    path.write_text(head + "\n" + markdown + tail)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m tffkit.demo.summary DEMO_OUT``: copy its summary to docs/demo_summary.json and update README.md."""
+    """``python -m tffkit.demo.summary DEMO_OUT``: copy its summary to docs/demo_summary.json, its claims into
+    README.md and all its figures into docs/demo.md."""
     demo = Path((argv or sys.argv[1:] or ["demo_out"])[0])
     summary = read_json(demo / "summary.json")
     root = Path(__file__).resolve().parents[3]
     write_json(root / "docs" / "demo_summary.json", summary)
-    update_readme(summary, root / "README.md")
-    print(f"docs/demo_summary.json and README.md updated from {demo / 'summary.json'}")
+    replace_block(root / "README.md", claims_markdown(summary))
+    replace_block(root / "docs" / "demo.md", summary_markdown(summary))
+    print(f"docs/demo_summary.json, README.md and docs/demo.md updated from {demo / 'summary.json'}")
     return 0
 
 
