@@ -46,10 +46,10 @@ def _effect(a: np.ndarray, b: np.ndarray) -> float:
     return float((a.mean() - b.mean()) / s) if s > 0 else 0.0
 
 
-def planted_responses(colour: np.ndarray, gray: np.ndarray, truth: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+def planted_responses(color: np.ndarray, gray: np.ndarray, truth: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     """One row per (T-FF, set): upsampling and colour responses (see the module docstring).
 
-    ``colour``/``gray``: (N, K) max activations of the N images of ``truth`` (columns ``set``, ``label``,
+    ``color``/``gray``: (N, K) max activations of the N images of ``truth`` (columns ``set``, ``label``,
     ``family``: the fakes' generator family) in colour and grayscale."""
     rows = []
     sets = truth["set"].to_numpy()
@@ -60,14 +60,14 @@ def planted_responses(colour: np.ndarray, gray: np.ndarray, truth: pd.DataFrame,
             continue
         family = str(truth.loc[fake, "family"].iloc[0])
         for j, key in enumerate(keys):
-            fc, rc, fg, rg = colour[fake, j], colour[real, j], gray[fake, j], gray[real, j]
-            s_colour = float(np.sqrt((fc.var() + rc.var()) / 2))
+            fc, rc, fg, rg = color[fake, j], color[real, j], gray[fake, j], gray[real, j]
+            s_color = float(np.sqrt((fc.var() + rc.var()) / 2))
             did = (fc.mean() - rc.mean()) - (fg.mean() - rg.mean())
             rows.append({"tff": j + 1, "key": key, "set": s, "family": family, "n_fake": int(fake.sum()),
                          "n_real": int(real.sum()), "mean_fake_colour": float(fc.mean()),
                          "mean_real_colour": float(rc.mean()), "mean_fake_gray": float(fg.mean()),
                          "mean_real_gray": float(rg.mean()), "upsampling_effect": _effect(fg, rg),
-                         "colour_effect": float(did / s_colour) if s_colour > 0 else 0.0})
+                         "colour_effect": float(did / s_color) if s_color > 0 else 0.0})
     return pd.DataFrame(rows)
 
 
@@ -77,14 +77,14 @@ def summarise(per_set: pd.DataFrame, mood: pd.DataFrame | None = None, min_effec
     rows = []
     for (tff, key), part in per_set.groupby(["tff", "key"], sort=True):
         ups = dict(zip(part["family"], part["upsampling_effect"], strict=True))
-        colour = float(part["colour_effect"].mean())
-        row = {"tff": int(tff), "key": key, "colour_effect": colour,
+        color = float(part["colour_effect"].mean())
+        row = {"tff": int(tff), "key": key, "colour_effect": color,
                **{f"upsampling_{f}": float(v) for f, v in ups.items()}}
         if mood is not None and len(mood):
             m = mood[mood["tff"] == tff]
             row["mood_colour_conditional_sets"] = int(m["colour_conditional"].sum())
             row["mood_sets"] = len(m)
-        parts = [name for name, v in (("colour", colour), ("colour, lower on fakes", -colour)) if v >= min_effect]
+        parts = [name for name, v in (("colour", color), ("colour, lower on fakes", -color)) if v >= min_effect]
         for sign, words in ((1, "upsampling"), (-1, "upsampling, lower on fakes")):
             families = [f for f, v in ups.items() if sign * v >= min_effect]
             parts += [f"{words} ({', '.join(families)})"] if families else []
