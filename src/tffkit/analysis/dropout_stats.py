@@ -15,7 +15,6 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from ..wording import effects_lines
 from .intervals import RESAMPLES, SEED
 from .uncertainty import ClusterResampler, average_precisions, null_percentile
 
@@ -126,16 +125,3 @@ def curve_findings(summary: pd.DataFrame, effects: pd.DataFrame) -> list[dict]:
         out.append({"set": name, "ks": [int(k) for k in curve.index if k > 0], "monotone": not rises,
                     "rises_at": rises, "raises_ap": raised})
     return out
-
-
-def effects_text(folder) -> str:
-    """The dropout step's interval summary from its files (``dropout_effects.csv``, ``dropout.json``)."""
-    import json
-    from pathlib import Path
-
-    folder = Path(folder)
-    effects = pd.read_csv(folder / "dropout_effects.csv")
-    info = json.loads((folder / "dropout.json").read_text())
-    head = (f"AP averaged over sets; 95% intervals over groups ({info['resamples']} resamples, seed "
-            f"{info['bootstrap_seed']}; dropout_effects.csv has every set and fake accuracy):")
-    return "\n".join([head, *(f"  {line}" for line in effects_lines(effects, info["curves"], what="mean AP"))])

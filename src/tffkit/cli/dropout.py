@@ -25,7 +25,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..analysis.dropout import summarize
-    from ..analysis.dropout_stats import effects_text
     from ..jobs.dropout import DropoutOptions, dropout
     from ..wording import paper_layout
 
@@ -35,3 +34,20 @@ def run(args: argparse.Namespace) -> int:
         print(effects_text(args.out))
         print(f"results written to {args.out}")
     return 0
+
+
+def effects_text(folder) -> str:
+    """The dropout step's interval summary from its files (``dropout_effects.csv``, ``dropout.json``)."""
+    import json
+    from pathlib import Path
+
+    import pandas as pd
+
+    from ..wording import effects_lines
+
+    folder = Path(folder)
+    effects = pd.read_csv(folder / "dropout_effects.csv")
+    info = json.loads((folder / "dropout.json").read_text())
+    head = (f"AP averaged over sets; 95% intervals over groups ({info['resamples']} resamples, seed "
+            f"{info['bootstrap_seed']}; dropout_effects.csv has every set and fake accuracy):")
+    return "\n".join([head, *(f"  {line}" for line in effects_lines(effects, info["curves"], what="mean AP"))])
