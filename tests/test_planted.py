@@ -42,6 +42,36 @@ def test_responses_recover_what_each_unit_was_built_to_see() -> None:
     assert lower.loc[1, "responds_to"] == "colour, lower on fakes"
 
 
+def test_share_intervals_resample_photographs_and_match_the_summary() -> None:
+    """The planted check's shares with intervals over the images' source photographs: the estimates are the
+    summary's shares; a unit whose colour response comes from one photograph of ten has a wide interval, a unit
+    that responds on every photograph a narrow one."""
+    from tffkit.analysis.planted import share_intervals
+
+    truth = _truth()
+    rng = np.random.default_rng(1)
+    n = len(truth)
+    fake = truth["label"].to_numpy() == 1
+    photo = np.arange(n) % 10  # ten photographs, each in every (set, label)
+    gray = rng.normal(0, 1, (n, 4))
+    color = gray + rng.normal(0, 0.1, (n, 4))
+    color[:, 0] += 2.0 * fake  # responds on every photograph
+    color[:, 1] += 8.0 * (fake & (photo == 0))  # one photograph carries it all
+    per_set = planted_responses(color, gray, truth, list("abcd"))
+    table = summarise(per_set)
+    got = share_intervals(color, gray, truth, [f"p{i}" for i in photo], resamples=300, seed=0)
+    assert got["colour"]["estimate"] == pytest.approx((table["colour_effect"].abs() >= 0.5).mean())
+    for family in ("tconv", "nearest"):
+        assert got["upsampling"][family]["estimate"] == pytest.approx((table[f"upsampling_{family}"].abs() >= 0.5)
+                                                                      .mean())
+    assert got["groups"] == 10 * 4 and got["resamples"] == 300  # ten photographs in each of the four strata
+    assert got["colour"]["low"] <= got["colour"]["estimate"] <= got["colour"]["high"]
+    one = share_intervals(color[:, 1:2], gray[:, 1:2], truth, [f"p{i}" for i in photo], resamples=300, seed=0)
+    every = share_intervals(color[:, :1], gray[:, :1], truth, [f"p{i}" for i in photo], resamples=300, seed=0)
+    assert one["colour"]["high"] - one["colour"]["low"] == 1.0  # 0 or 1: whether the photograph was drawn
+    assert every["colour"]["low"] == every["colour"]["high"] == 1.0
+
+
 def test_ground_truth_is_found_next_to_the_test_data(tmp_path: Path) -> None:
     (tmp_path / "bench" / "test" / "tconv").mkdir(parents=True)
     assert find_ground_truth(tmp_path / "bench" / "test") is None
@@ -66,6 +96,14 @@ def test_report_section_says_the_effects_were_planted(tmp_path: Path) -> None:
     assert "planted by design, not discovered" in section["sentence"]
     assert "1 respond to the planted colour artefact" in section["sentence"] and "nearest 1" in section["sentence"]
     assert "colour + upsampling (nearest)" in section["body"] and "tconv†" in section["body"]
+    iv = {"estimate": 1.0, "low": 0.4, "high": 1.0, "groups": 12}
+    js = json.loads((folder / "planted.json").read_text())
+    (folder / "planted.json").write_text(json.dumps({**js, "share_intervals": {
+        "colour": iv, "upsampling": {"tconv": {**iv, "estimate": 0.0, "low": 0.0, "high": 0.5}, "nearest": iv},
+        "groups": 12, "resamples": 1000}}))
+    sentence = section_planted(tmp_path, ["tconv"])["sentence"]
+    assert "1 (100% [40, 100]) respond to the planted colour artefact" in sentence
+    assert "tconv† 0 (0% [0, 50])" in sentence and "intervals over the 12 groups" in sentence
 
 
 def test_the_planted_job_checks_the_listed_images_and_the_study_reads_its_options(tmp_path: Path, one_thread) -> None:

@@ -12,14 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .options import DetectorOptions, PassOptions, option
+from .options import DetectorOptions, IntervalOptions, PassOptions, option
 
 if TYPE_CHECKING:
     from ..data import DataSpec
 
 
 @dataclass(frozen=True, kw_only=True)
-class PlantedOptions(DetectorOptions, PassOptions):
+class PlantedOptions(DetectorOptions, PassOptions, IntervalOptions):
     """Options of the planted-artefact check."""
 
     sets: tuple[str, ...] | None = option(None, "sets to use; default all", nargs="+", study=False)
@@ -58,9 +58,9 @@ def planted(data: DataSpec | str | os.PathLike, *, ranking: str | os.PathLike,
         keep, rows = truth_rows(samples, bench, truth)
         if not keep:
             raise ValueError(f"none of the test images under {root} is listed in {bench / GROUND_TRUTH}")
-        per_set, k, n = _responses(job, data, [samples[i] for i in keep], rows, ranking)
+        per_set, k, n, shares = _responses(job, data, [samples[i] for i in keep], rows, ranking)
         mood = pd.read_csv(mood_tests) if mood_tests is not None and Path(mood_tests).is_file() else None
-        res = _result(per_set, mood, rows, bench, meta, k, n, o)
+        res = {**_result(per_set, mood, rows, bench, meta, k, n, o), "share_intervals": shares}
         if job.writes:
             write_csv(job.folder / "planted_sets.csv", res["per_set"])
             write_csv(job.folder / "planted.csv", res["summary"])
@@ -72,12 +72,13 @@ def planted(data: DataSpec | str | os.PathLike, *, ranking: str | os.PathLike,
 
 def _responses(job, data, listed: list, rows, ranking) -> tuple:
     """Max activations of the top-k T-FF on the listed images in colour and grayscale, and their responses per
-    (T-FF, set); with the number of T-FF and of images scored in both versions."""
+    (T-FF, set); with the number of T-FF, of images scored in both versions, and the shares' intervals over the
+    images' groups."""
     import numpy as np
 
     from ..analysis.activations import load_tffs, tff_keys
     from ..analysis.color import VERSIONS, max_activations
-    from ..analysis.planted import planted_responses
+    from ..analysis.planted import planted_responses, share_intervals
     from .options import default_of
     from .rank import RankOptions
 
@@ -93,8 +94,11 @@ def _responses(job, data, listed: list, rows, ranking) -> tuple:
                                **pass_args) for v, p in VERSIONS.items()}
     (ic, ac), (ig, ag) = acts["colour"], acts["grayscale"]
     common, pc, pg = np.intersect1d(ic, ig, return_indices=True)
-    per_set = planted_responses(ac[pc], ag[pg], rows.iloc[common].reset_index(drop=True), keys)
-    return per_set, len(tffs), int(len(common))
+    truth = rows.iloc[common].reset_index(drop=True)
+    per_set = planted_responses(ac[pc], ag[pg], truth, keys)
+    shares = share_intervals(ac[pc], ag[pg], truth, [listed[i].unit for i in common], min_effect=o.min_effect,
+                             resamples=o.resamples, seed=o.bootstrap_seed)
+    return per_set, len(tffs), int(len(common)), shares
 
 
 def _result(per_set, mood, rows, bench: Path, meta: dict, k: int, n: int, o: PlantedOptions) -> dict:

@@ -27,12 +27,23 @@ def _design(js: dict) -> str:
     return text
 
 
+def _share(iv: dict | None) -> str:
+    """`` (42% [25, 58])``: a share with its interval over groups, or nothing where none was computed."""
+    if not iv:
+        return ""
+    return f" ({100 * iv['estimate']:.0f}% [{100 * iv['low']:.0f}, {100 * iv['high']:.0f}])"
+
+
 def _summary(name: str, js: dict, table: pd.DataFrame, train: Sequence[str]) -> str:
     n = len(table)
     color = int((table["colour_effect"].abs() >= js["min_effect"]).sum())
-    ups = [f"{mark(fam, train)} {round(share * n)}" for fam, share in js["share_upsampling"].items()]
-    return (f"Of the {DETECTORS.get(name, name)}'s top-{n} T-FF, {color} respond to the planted colour artefact; "
-            f"to each family's upsampling trace: {', '.join(ups)}.")
+    ivs = js.get("share_intervals") or {}
+    ups = [f"{mark(fam, train)} {round(share * n)}{_share((ivs.get('upsampling') or {}).get(fam))}"
+           for fam, share in js["share_upsampling"].items()]
+    over = (f" Shares with 95% intervals over the {ivs['groups']} groups of test images (source photographs; "
+            f"cluster bootstrap within set and label, {ivs['resamples']} resamples).") if ivs else ""
+    return (f"Of the {DETECTORS.get(name, name)}'s top-{n} T-FF, {color}{_share(ivs.get('colour'))} respond to the "
+            f"planted colour artefact; to each family's upsampling trace: {', '.join(ups)}.{over}")
 
 
 def section_planted(out: Path, train: Sequence[str] = ()) -> dict | None:
