@@ -88,6 +88,60 @@ def test_accumulator_matches_the_naive_formula_over_batches_groups_and_layer_sub
 
 
 
+def test_replicates_are_weighted_means_of_the_fakes_omega_in_the_same_pass():
+    """Each replicate (a resampled source set) is the mean of the fakes' per-image ω weighted by how often each
+    image is drawn — accumulated in the same pass as ω; a replicate drawing every fake once is ω itself."""
+    torch.manual_seed(1)
+    ex = Explainer(pseudo_trained("tiny_resnet").double())
+    layers = ex.layers[::4]
+    acc = FFRSAccumulator(layers, torch.device("cpu"), groups=2, replicates=3)
+    per_image, weights = [], []
+    batches = (([0, 0, 1], [[1, 1, 1], [2, 0, 5], [0, 1, 0]]), ([0, -1, 0], [[1, 4, 1], [0, 3, 1], [3, 0, 0]]))
+    for group, draw in batches:
+        g, m = torch.tensor(group), torch.tensor(draw)  # draw: per replicate, each image's count
+        x = torch.randn(len(group), 3, 32, 32, dtype=torch.float64)
+        maps = {}
+        seed = torch.where(g == 0, 1.0, torch.where(g == 1, -1.0, 0.0)).double()
+
+        def tap(layer, rel, act, maps=maps):
+            maps[layer.name] = rel.detach().clone()
+            acc(layer, rel, act)
+
+        acc.set_batch(g, m)
+        ex.explain(x, seed, tap=tap, layers=layers, input_relevance=False)
+        for i, gi in enumerate(group):
+            if gi == 0:  # only the fakes count in the replicates
+                r = [maps[layer.name][i] for layer in layers]
+                per_image.append(torch.cat([ri.clamp(min=0).sum((1, 2)) / ri.abs().sum() for ri in r]))
+                weights.append(m[:, i].double())
+    w, omega_i = torch.stack(weights, 1), torch.stack(per_image)  # (replicates, fakes), (fakes, units)
+    expected = (w @ omega_i) / w.sum(1, keepdim=True)
+    torch.testing.assert_close(acc.replicate_omega(), expected, rtol=0, atol=1e-9)
+    torch.testing.assert_close(acc.replicate_omega()[0], acc.omega()[0], rtol=0, atol=0)  # every fake once
+    assert acc.replicate_counts.tolist() == w.sum(1).long().tolist()
+
+
+def test_rank_replicates_report_the_stability_of_the_top_k(tmp_path: Path, trained_tiny):
+    """--replicates N: each unit's share of the resampled source sets whose top-k holds it, and the top-k's overlap
+    over them; the ranking itself is unchanged, and the same seed gives the same files."""
+    import json
+
+    weights, data = trained_tiny
+    common = ["rank", "--arch", "tiny_resnet", "--weights", str(weights), "--data", str(data), "--preset", "full",
+              "--device", "cpu", "--workers", "0", "--no-progress", "--min-prob", "0.5", "--k", "8",
+              "--group-pattern", r"^(\d\d)\d\.png$"]
+    assert main([*common, "--out", str(tmp_path / "plain")]) == 0
+    for name in ("a", "b"):
+        assert main([*common, "--replicates", "6", "--out", str(tmp_path / name)]) == 0
+    plain, rep = pd.read_csv(tmp_path / "plain" / "ffrs.csv"), pd.read_csv(tmp_path / "a" / "ffrs.csv")
+    pd.testing.assert_frame_equal(plain, rep.drop(columns=["top_k_replicates"]))
+    assert rep["top_k_replicates"].between(0, 1).all() and rep["top_k_replicates"].sum() == pytest.approx(8)
+    info = json.loads((tmp_path / "a" / "ffrs.json").read_text())["replicates"]
+    assert info["replicates"] == 6 and 0 <= info["top_k_overlap"]["min"] <= info["top_k_overlap"]["max"] <= 1
+    assert info["top_k_in_95_percent"] == int((rep["top_k_replicates"].head(8) >= 0.95).sum())
+    assert (tmp_path / "a" / "ffrs.csv").read_bytes() == (tmp_path / "b" / "ffrs.csv").read_bytes()
+
+
 def omega_of_non_positive_maps(device: str) -> tuple:
     """ω and the retained share of float32 relevance on ``device`` where channels 0 and 2 of layer ``a`` and all of
     layer ``b`` are ≤ 0 everywhere (values over six decades, so Σ R and Σ |R| round differently)."""

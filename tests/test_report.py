@@ -160,6 +160,11 @@ def test_report_sentences_carry_intervals_and_never_a_direction_inside_noise(tmp
     assert "Warning: the ranking rests on only 18" in ffrs_groups(
         {"confident_fakes_per_group": {"v1": 18}, "confident_fakes_groups": 1, "group_source": "file-name pattern",
          "ranking_warning": "the ranking rests on only 18 confident fakes"})
+    rep = {"replicates": 20, "unit": "source groups", "top_k_in_95_percent": 7,
+           "top_k_overlap": {"median": 0.75, "min": 0.5, "max": 1.0}}
+    replicated = ffrs_groups({"k": 12, "replicates": rep})
+    assert "Over 20 resampled source sets (source groups), the top-12 overlaps the full ranking's by 75% (median; " \
+           "50–100%), and 7 of its units are in at least 95%" in replicated
 
 
 def test_banner_names_planted_effects_and_the_groups_behind_the_intervals(tmp_path):

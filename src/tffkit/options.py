@@ -55,6 +55,7 @@ ALLOWED: dict[str, Allowed] = {
     "per_tff": Allowed(1),
     "show": Allowed(1),
     "random_repeats": Allowed(0),
+    "replicates": Allowed(0),
     "min_prob": Allowed(0, 1, integer=False),
     "jpeg": Allowed(0, 100),
     "blur": Allowed(0, integer=False),

@@ -46,7 +46,7 @@ class FFRSAccumulator:
     all layers together (:meth:`flush`, called by :meth:`set_batch` and when :attr:`sums` or :attr:`retained` are
     read), so a batch costs a handful of small kernels instead of some twenty per layer."""
 
-    def __init__(self, layers: Sequence[FeatureLayer], device: torch.device, groups: int = 1):
+    def __init__(self, layers: Sequence[FeatureLayer], device: torch.device, groups: int = 1, replicates: int = 0):
         self.layers = list(layers)
         self.offsets = {}
         start = 0
@@ -62,6 +62,10 @@ class FFRSAccumulator:
         self._slot: torch.Tensor | None = None
         self._pending: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # layer position → (Σ R⁺, Σ |R|), (B, C)
         self._index_cache: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        # replicates (resampled source sets): Σ over group-0 images of ω × the image's multiplicity in each replicate
+        self.replicate_sums = torch.zeros(replicates, start, dtype=torch.int64, device=device)
+        self.replicate_counts = torch.zeros(replicates, dtype=torch.int64, device=device)
+        self._multiplicity: torch.Tensor | None = None
 
     @property
     def sums(self) -> torch.Tensor:
@@ -75,14 +79,19 @@ class FFRSAccumulator:
         self.flush()
         return self._retained
 
-    def set_batch(self, group: torch.Tensor) -> None:
-        """Group index per image of the next batch; −1 excludes an image (e.g. not confident).
+    def set_batch(self, group: torch.Tensor, multiplicity: torch.Tensor | None = None) -> None:
+        """Group index per image of the next batch; −1 excludes an image (e.g. not confident). ``multiplicity``
+        (replicates, B): how often each image is drawn in each replicate (its source group's count in a cluster
+        bootstrap); only images of group 0 (the fakes) count in the replicates.
 
         Masks instead of boolean indexing, so nothing here or in the tap waits for the device."""
         self.flush()
         self._keep = (group >= 0).to(torch.int64)
         self._slot = group.clamp(min=0)
         self.counts.index_add_(0, self._slot, self._keep)
+        if multiplicity is not None and len(self.replicate_sums):
+            self._multiplicity = multiplicity.to(torch.int64) * (group == 0).to(torch.int64)[None]
+            self.replicate_counts += self._multiplicity.sum(1)
 
     def __call__(self, layer: FeatureLayer, relevance: torch.Tensor, activation: torch.Tensor | None) -> None:
         position = self.position[layer.name]
@@ -111,6 +120,9 @@ class FFRSAccumulator:
         sign = (1 - 2 * self._slot.to(torch.float64))[:, None]  # seed +1 for group 0 (fakes), −1 for group 1
         kept = torch.round(layer_signed * sign * FIXED_POINT).to(torch.int64) * self._keep[:, None]
         self._retained.index_put_((slot.expand_as(kept), layer_cols.expand_as(kept)), kept, accumulate=True)
+        if self._multiplicity is not None:
+            for r, weight in enumerate(self._multiplicity):  # exact int64 sums, one small kernel per replicate
+                self.replicate_sums[r].index_add_(0, columns[0], (fixed * weight[:, None]).sum(0))
 
     def _indices(self, order: tuple[int, ...], device: torch.device) -> tuple[torch.Tensor, ...]:
         """For the pending layers ``order``: each column's pending-layer number, its channel column in the sums,
@@ -132,6 +144,12 @@ class FFRSAccumulator:
         """(G, channels) mean ω per group (float64; 0 for a group without images)."""
         sums = self.sums.to(torch.float64) / FIXED_POINT
         return sums / self.counts.clamp(min=1)[:, None].to(torch.float64)
+
+    def replicate_omega(self) -> torch.Tensor:
+        """(replicates, channels) ω of the fakes in each resampled source set."""
+        self.flush()
+        sums = self.replicate_sums.to(torch.float64) / FIXED_POINT
+        return sums / self.replicate_counts.clamp(min=1)[:, None].to(torch.float64)
 
 
 UNIT_RANKINGS = ("by-kind", "global")
@@ -295,11 +313,12 @@ def public_random_sets(n: int, k: int, repeats: int, seed: int) -> list[list[int
 
 
 def accumulate_batch(explainer: Explainer, acc: FFRSAccumulator, x: torch.Tensor, labels: torch.Tensor,
-                     min_prob: float, with_reals: bool) -> torch.Tensor:
+                     min_prob: float, with_reals: bool, multiplicity: torch.Tensor | None = None) -> torch.Tensor:
     """Explain one batch in a single forward/backward and add its confident images to ``acc``.
 
     Group 0 = fakes with p ≥ min_prob (seed +1), group 1 = reals with p ≤ 1 − min_prob (seed −1, only
-    ``with_reals``); other images get seed 0 and are not counted. Returns the probabilities.
+    ``with_reals``); other images get seed 0 and are not counted; ``multiplicity``: the batch's images' counts in
+    each replicate (:meth:`FFRSAccumulator.set_batch`). Returns the probabilities.
     """
     probs: list[torch.Tensor] = []
 
@@ -309,7 +328,7 @@ def accumulate_batch(explainer: Explainer, acc: FFRSAccumulator, x: torch.Tensor
         group = torch.where((labels == 1) & (prob >= min_prob), 0, -1)  # masks, not boolean indexing: no sync
         if with_reals:
             group = torch.where((labels == 0) & (prob <= 1 - min_prob), 1, group)
-        acc.set_batch(group)
+        acc.set_batch(group, multiplicity)
         return torch.where(group == 0, 1.0, torch.where(group == 1, -1.0, 0.0)).to(logits.dtype)
 
     explainer.explain(x, seeds, tap=acc, layers=acc.layers, input_relevance=False)

@@ -11,7 +11,7 @@ import torch
 
 from .. import distributed as tdist
 from ..lrp import Explainer
-from .ffrs import FFRSAccumulator, accumulate_batch, tie_summary
+from .ffrs import FFRSAccumulator, accumulate_batch, ranking_table, tie_summary
 
 
 class NoConfidentImagesError(ValueError):
@@ -28,22 +28,59 @@ class RankResult:
 
 
 def omega_pass(explainer: Explainer, run, normalize, labels: torch.Tensor, min_prob: float, with_reals: bool,
-               device: torch.device) -> tuple[FFRSAccumulator, np.ndarray, np.ndarray]:
+               device: torch.device, multiplicity: torch.Tensor | None = None
+               ) -> tuple[FFRSAccumulator, np.ndarray, np.ndarray]:
     """ω accumulated over a dataset pass (``run`` yields images and their sample indices; ``labels`` of every
     sample on the device), reduced exactly across processes; returns the accumulator and every image's (index,
-    p(fake)) of all processes. Probabilities stay on the device until the end: no sync per batch."""
-    acc = FFRSAccumulator(explainer.layers, device, groups=2 if with_reals else 1)
+    p(fake)) of all processes. Probabilities stay on the device until the end: no sync per batch.
+    ``multiplicity`` (replicates, samples): each sample's count in each resampled source set
+    (:func:`source_replicates`), accumulated in the same pass."""
+    replicates = 0 if multiplicity is None else len(multiplicity)
+    acc = FFRSAccumulator(explainer.layers, device, groups=2 if with_reals else 1, replicates=replicates)
     idx_parts, prob_parts = [], []
     for images, indices in run:
-        probs = accumulate_batch(explainer, acc, normalize(images),
-                                 labels[indices.to(device, non_blocking=True)], min_prob, with_reals)
+        on_device = indices.to(device, non_blocking=True)
+        probs = accumulate_batch(explainer, acc, normalize(images), labels[on_device], min_prob, with_reals,
+                                 None if multiplicity is None else multiplicity[:, on_device])
         idx_parts.append(indices)
         prob_parts.append(probs.float())
-    tdist.all_reduce_sum(acc.sums)
-    tdist.all_reduce_sum(acc.counts)
-    tdist.all_reduce_sum(acc.retained)
+    for total in (acc.sums, acc.counts, acc.retained, acc.replicate_sums, acc.replicate_counts):
+        if total.numel():
+            tdist.all_reduce_sum(total)
     idx, prob = tdist.gather_rows(idx_parts, prob_parts)
     return acc, idx, prob
+
+
+def source_replicates(groups: Sequence[str], strata: Sequence[str], *, replicates: int, seed: int,
+                      device: torch.device) -> torch.Tensor:
+    """(replicates, samples) int64: how often each source image is drawn in each of ``replicates`` cluster-bootstrap
+    resamples of its source groups (within ``strata``, e.g. the source sets) — a replicate is the ranking the same
+    detector would give on another draw of source photographs or prompts (docs/algorithms.md §10)."""
+    from .uncertainty import ClusterResampler
+
+    sampler = ClusterResampler(groups, strata=strata, resamples=replicates, seed=seed)
+    counts = np.stack([np.bincount(draw, minlength=len(groups)) for draw in sampler.draws()]) if replicates else \
+        np.zeros((0, len(groups)), dtype=np.int64)
+    return torch.as_tensor(counts, dtype=torch.int64, device=device)
+
+
+def replicate_stability(layers, table: pd.DataFrame, replicate_omega: np.ndarray, k: int, *,
+                        unit_ranking: str) -> tuple[np.ndarray, dict]:
+    """How stable the ranking's top-k is over the resampled source sets: per unit of ``table`` (in its order) the
+    share of replicates whose top-k holds it, and the overlap of each replicate's top-k with the top-k of all
+    source images (median, min, max) with how many top-k units are in at least 95% of the replicates' top-k."""
+    top = {key: 0 for key in table["key"]}
+    overlaps = []
+    full = set(table.head(k)["key"])
+    for omega in replicate_omega:
+        keys = ranking_table(layers, omega, unit_ranking=unit_ranking).head(k)["key"]
+        overlaps.append(len(full & set(keys)) / max(1, len(full)))
+        for key in keys:
+            top[key] += 1
+    share = np.array([top[key] for key in table["key"]], dtype=float) / max(1, len(replicate_omega))
+    return share, {"replicates": len(replicate_omega), "top_k_overlap": {
+        "median": float(np.median(overlaps)), "min": float(np.min(overlaps)), "max": float(np.max(overlaps))},
+        "top_k_in_95_percent": int((share[: min(k, len(share))] >= 0.95).sum())}
 
 
 def no_confident_fakes(prob: np.ndarray, labels: np.ndarray, min_prob: float) -> NoConfidentImagesError:

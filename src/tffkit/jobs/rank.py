@@ -28,7 +28,10 @@ class RankOptions(DetectorOptions, PassOptions, LRPOptions, PaperCode):
                                "dimensions, attention heads) ranked separately and merged by quantile, so a top-k is "
                                "not decided by layer width; global: one descending-ω order (docs/algorithms.md §3)",
                                choices=("by-kind", "global"))
-    seed: int = option(0, "seed of the random resized crops (--rank-crop random-resized)")
+    replicates: int = option(0, "also rank on N resampled source sets (cluster bootstrap of the source groups, in the "
+                             "same pass): ffrs.csv gets each unit's share of replicates holding it in the top-k, "
+                             "ffrs.json the top-k's overlap over replicates")
+    seed: int = option(0, "seed of the random resized crops (--rank-crop random-resized) and of the replicates")
     bounds: str | None = switch("bounds")
     zplus_fallback: str | None = switch("zplus_fallback")
     rank_crop: str | None = switch("rank_crop")
@@ -41,7 +44,7 @@ def rank(data: DataSpec | str | os.PathLike, *, options: RankOptions = RankOptio
     figures to ``out`` (None: nothing written)."""
     import torch
 
-    from ..analysis.rank import NoConfidentImagesError, no_confident_fakes, omega_pass
+    from ..analysis.rank import NoConfidentImagesError, no_confident_fakes, omega_pass, source_replicates
     from ..passes import DatasetPass
     from .runner import Job
 
@@ -58,7 +61,10 @@ def rank(data: DataSpec | str | os.PathLike, *, options: RankOptions = RankOptio
                           prep).start()
         explainer = job.explainer(model, prep, **o.lrp())  # traced while the workers decode
         labels = torch.tensor([s.label for s in samples], device=job.device)
-        acc, idx, prob = omega_pass(explainer, run, prep.normalize, labels, o.min_prob, o.with_reals, job.device)
+        draws = source_replicates([s.unit for s in samples], [s.set for s in samples], replicates=o.replicates,
+                                  seed=o.seed, device=job.device) if o.replicates else None
+        acc, idx, prob = omega_pass(explainer, run, prep.normalize, labels, o.min_prob, o.with_reals, job.device,
+                                    draws)
         failed, n_small = run.gather_failed(), run.gather_small()
         labels = labels.cpu().numpy()[idx]
         if int(acc.counts[0]) == 0:
@@ -73,7 +79,7 @@ def rank(data: DataSpec | str | os.PathLike, *, options: RankOptions = RankOptio
 def _result(explainer, acc, samples, idx, labels, prob, failed, group_source: str, o: RankOptions) -> RankResult:
     """The ranking (and the reals' with ``with_reals``) and ffrs.json's summary."""
     from ..analysis.ffrs import ranking_table
-    from ..analysis.rank import RankResult, confident_groups, summarize
+    from ..analysis.rank import RankResult, confident_groups, replicate_stability, summarize
 
     omega = acc.omega().cpu().numpy()
     table = ranking_table(explainer.layers, omega[0], unit_ranking=o.unit_ranking)
@@ -82,6 +88,11 @@ def _result(explainer, acc, samples, idx, labels, prob, failed, group_source: st
     summary["unit_ranking"] = o.unit_ranking
     summary["top_k_unit_kinds"] = {kind: int(n) for kind, n in table.head(o.k)["unit"].value_counts(sort=False).items()}
     summary.update(confident_groups([samples[i].unit for i in idx], labels, prob, o.min_prob, group_source))
+    if o.replicates:
+        share, stability = replicate_stability(explainer.layers, table, acc.replicate_omega().cpu().numpy(), o.k,
+                                               unit_ranking=o.unit_ranking)
+        table["top_k_replicates"] = share
+        summary["replicates"] = {**stability, "seed": o.seed, "unit": "source groups (cluster bootstrap within sets)"}
     return RankResult(table, reals, summary)
 
 

@@ -170,6 +170,13 @@ def ffrs_groups(summary: dict) -> str:
         text = (f" The confident fakes come from {summary['confident_fakes_groups']} groups "
                 f"({html.escape(str(summary.get('group_source')))}; most: "
                 + ", ".join(f"{g} {n}" for g, n in top[:3]) + ").")
+    rep = summary.get("replicates")
+    if rep:
+        o = rep["top_k_overlap"]
+        text += (f" Over {rep['replicates']} resampled source sets ({html.escape(rep['unit'])}), the top-{summary['k']}"
+                 f" overlaps the full ranking's by {100 * o['median']:.0f}% (median; {100 * o['min']:.0f}–"
+                 f"{100 * o['max']:.0f}%), and {rep['top_k_in_95_percent']} of its units are in at least 95% of the "
+                 "replicates' top-k (ffrs.csv: top_k_replicates).")
     if summary.get("ranking_warning"):
         text += f" Warning: {summary['ranking_warning']}."
     return text
