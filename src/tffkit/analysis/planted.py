@@ -93,52 +93,48 @@ def summarise(per_set: pd.DataFrame, mood: pd.DataFrame | None = None, min_effec
     return pd.DataFrame(rows)
 
 
-def _responses(color: np.ndarray, gray: np.ndarray, sets: np.ndarray, label: np.ndarray,
-               set_order: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(sets, K) colour and upsampling responses of every T-FF at once (:func:`planted_responses`' formulas); NaN
-    for a set without fakes or reals among the images."""
-    color_effect = np.full((len(set_order), color.shape[1]), np.nan)
-    upsampling = np.full_like(color_effect, np.nan)
-    for i, s in enumerate(set_order):
-        fake, real = (sets == s) & (label == 1), (sets == s) & (label == 0)
-        if not fake.any() or not real.any():
-            continue
-        fc, rc, fg, rg = color[fake], color[real], gray[fake], gray[real]
-        s_color = np.sqrt((fc.var(0) + rc.var(0)) / 2)
-        s_gray = np.sqrt((fg.var(0) + rg.var(0)) / 2)
-        did = (fc.mean(0) - rc.mean(0)) - (fg.mean(0) - rg.mean(0))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            color_effect[i] = np.where(s_color > 0, did / s_color, 0.0)
-            upsampling[i] = np.where(s_gray > 0, (fg.mean(0) - rg.mean(0)) / s_gray, 0.0)
-    return color_effect, upsampling
-
-
 def share_intervals(color: np.ndarray, gray: np.ndarray, truth: pd.DataFrame, groups: Sequence[str], *,
                     min_effect: float = MIN_EFFECT, resamples: int, seed: int = 0) -> dict:
     """The planted check's headline — the share of the top-k T-FF responding to the colour artefact (mean colour
     response over sets of magnitude ≥ ``min_effect``) and to each family's upsampling trace — with 95% intervals
     from a cluster bootstrap over ``groups`` (the images' source photographs) within (set, label): a share from a
-    few photographs is as uncertain as the photographs are few (docs/algorithms.md §10)."""
+    few photographs is as uncertain as the photographs are few (docs/algorithms.md §10). Every resample's responses
+    come from weighted moments of the activations, all resamples at once."""
     from .uncertainty import ClusterResampler
 
     sets, label = truth["set"].to_numpy().astype(str), truth["label"].to_numpy()
     order = list(dict.fromkeys(sets.tolist()))
     family_of = {str(f): s for s, f in zip(sets[label == 1], truth.loc[label == 1, "family"], strict=True)}
-
-    def shares(idx: np.ndarray) -> np.ndarray:
-        c, u = _responses(color[idx], gray[idx], sets[idx], label[idx], order)
-        with np.errstate(all="ignore"):
-            out = [np.mean(np.abs(np.nanmean(c, axis=0)) >= min_effect)]
-            out += [np.mean(np.abs(u[order.index(s)]) >= min_effect) for s in family_of.values()]
-        return np.asarray(out, dtype=float)
-
     strata = [f"{s}/{y}" for s, y in zip(sets, label, strict=True)]
     sampler = ClusterResampler(groups, strata=strata, resamples=resamples, seed=seed)
-    found = sampler.intervals(shares)
-    keys = ["colour", *family_of]
-    return {"colour": found[0].as_dict(""), "upsampling": {f: iv.as_dict("") for f, iv in zip(keys[1:], found[1:],
-                                                                                               strict=True)},
+    weights = np.vstack([np.ones(len(sets)), sampler.multiplicities()])  # row 0: every image once (the estimate)
+    color_effect = np.full((len(weights), len(order), color.shape[1]), np.nan)
+    upsampling = np.full_like(color_effect, np.nan)
+    for i, s in enumerate(order):
+        fake, real = (sets == s) & (label == 1), (sets == s) & (label == 0)
+        if not fake.any() or not real.any():
+            continue
+        (fc, vfc), (rc, vrc) = _moments(weights, fake, color), _moments(weights, real, color)
+        (fg, vfg), (rg, vrg) = _moments(weights, fake, gray), _moments(weights, real, gray)
+        s_color, s_gray = np.sqrt((vfc + vrc) / 2), np.sqrt((vfg + vrg) / 2)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            color_effect[:, i] = np.where(s_color > 0, ((fc - rc) - (fg - rg)) / s_color, 0.0)
+            upsampling[:, i] = np.where(s_gray > 0, (fg - rg) / s_gray, 0.0)
+    with np.errstate(all="ignore"):
+        shares = [np.mean(np.abs(np.nanmean(color_effect, axis=1)) >= min_effect, axis=1)]
+    shares += [np.mean(np.abs(upsampling[:, order.index(s)]) >= min_effect, axis=1) for s in family_of.values()]
+    found = [sampler.interval_of(v[0], v[1:]) for v in shares]
+    return {"colour": found[0].as_dict(""), "upsampling": {f: iv.as_dict("") for f, iv in zip(family_of, found[1:],
+                                                                                                strict=True)},
             "groups": sampler.n_groups, "resamples": resamples, "seed": seed}
+
+
+def _moments(weights: np.ndarray, rows: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted mean and (population) variance of ``x[rows]`` per unit for every row of ``weights``: (W, K) each."""
+    w, v = weights[:, rows], x[rows]
+    n = w.sum(1, keepdims=True)
+    mean = (w @ v) / n
+    return mean, np.maximum((w @ (v - v.mean(0)) ** 2) / n - (mean - v.mean(0)) ** 2, 0.0)
 
 
 def truth_rows(samples: Sequence, bench: Path, truth: pd.DataFrame) -> tuple[list[int], pd.DataFrame]:

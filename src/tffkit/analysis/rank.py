@@ -58,9 +58,7 @@ def source_replicates(groups: Sequence[str], strata: Sequence[str], *, replicate
     detector would give on another draw of source photographs or prompts (docs/algorithms.md §10)."""
     from .uncertainty import ClusterResampler
 
-    sampler = ClusterResampler(groups, strata=strata, resamples=replicates, seed=seed)
-    counts = np.stack([np.bincount(draw, minlength=len(groups)) for draw in sampler.draws()]) if replicates else \
-        np.zeros((0, len(groups)), dtype=np.int64)
+    counts = ClusterResampler(groups, strata=strata, resamples=replicates, seed=seed).multiplicities()
     return torch.as_tensor(counts, dtype=torch.int64, device=device)
 
 

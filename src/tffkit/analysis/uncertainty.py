@@ -83,6 +83,19 @@ class ClusterResampler:
                 parts.append(order[positions])
             yield np.concatenate(parts) if parts else np.zeros(0, dtype=int)
 
+    def multiplicities(self) -> np.ndarray:
+        """(resamples, images) int64: how often each image is drawn in each resample (for statistics that are
+        weighted sums, computed for every resample at once)."""
+        if not self.resamples:
+            return np.zeros((0, self.n), dtype=np.int64)
+        return np.stack([np.bincount(draw, minlength=self.n) for draw in self.draws()])
+
+    def interval_of(self, estimate: float, values: np.ndarray, *, level: float = LEVEL) -> Interval:
+        """The percentile interval of ``values`` (one per resample, e.g. from :meth:`multiplicities`) around
+        ``estimate`` (the statistic on all images)."""
+        return _percentile_interval(float(estimate), np.asarray(values, dtype=float), level, self.n_groups,
+                                    self.resamples)
+
     def interval(self, statistic: Callable[[np.ndarray], float], *, level: float = LEVEL) -> Interval:
         """The statistic on all images and its percentile interval; resamples where it is undefined (NaN, e.g. AP of
         a resample without fakes) are left out."""
