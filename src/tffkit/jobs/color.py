@@ -8,7 +8,16 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .options import MAX_PER_CLASS_HELP, DetectorOptions, IntervalOptions, PaperCode, PassOptions, option, switch
+from .options import (
+    MAX_PER_CLASS_HELP,
+    DataSelection,
+    DetectorOptions,
+    IntervalOptions,
+    PaperCode,
+    PassOptions,
+    option,
+    switch,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -17,11 +26,9 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True, kw_only=True)
-class ColorOptions(DetectorOptions, PassOptions, IntervalOptions, PaperCode):
+class ColorOptions(DetectorOptions, PassOptions, IntervalOptions, PaperCode, DataSelection):
     """Options of ``tff color`` (and of a study's color step)."""
 
-    sets: tuple[str, ...] | None = option(None, "sets (first folder level) to use; default all", nargs="+",
-                                          study=False)
     k: int = option(114, "number of top-ranked T-FF (paper: 114 ResNet-50, 27 B0)")
     max_per_class: int | None = option(None, MAX_PER_CLASS_HELP, type=int, metavar="N", study=False)
     test_fakes: int | None = option(500, "Mood's tests of the T-FF use at most the first N fakes of each (set, class) "

@@ -8,7 +8,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..reference import PAPER_DETECTORS
-from .options import MAX_PER_CLASS_HELP, DetectorOptions, IntervalOptions, PaperCode, PassOptions, option, switch
+from .options import (
+    MAX_PER_CLASS_HELP,
+    DataSelection,
+    DetectorOptions,
+    IntervalOptions,
+    PaperCode,
+    PassOptions,
+    option,
+    switch,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -17,11 +26,9 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True, kw_only=True)
-class DropoutOptions(DetectorOptions, PassOptions, IntervalOptions, PaperCode):
+class DropoutOptions(DetectorOptions, PassOptions, IntervalOptions, PaperCode, DataSelection):
     """Options of ``tff dropout`` (and of a study's dropout step)."""
 
-    sets: tuple[str, ...] | None = option(None, "sets (first folder level) to use; default all", nargs="+",
-                                          study=False)
     max_per_class: int | None = option(None, MAX_PER_CLASS_HELP, type=int, metavar="N", study=False)
     k: int = option(114, "feature maps to drop (paper: 114 ResNet-50, 27 B0)")
     k_sweep: tuple[int, ...] | None = option(None, "several k, one set of variants each (overrides --k)", nargs="+",

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from .options import (
     MAX_PER_CLASS_HELP,
+    DataSelection,
     DetectorOptions,
     IntervalOptions,
     PaperCode,
@@ -23,11 +24,9 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True, kw_only=True)
-class EvaluateOptions(DetectorOptions, PassOptions, IntervalOptions, PaperCode):
+class EvaluateOptions(DetectorOptions, PassOptions, IntervalOptions, PaperCode, DataSelection):
     """Options of ``tff evaluate`` (and of a study's evaluate steps)."""
 
-    sets: tuple[str, ...] | None = option(None, "sets (first folder level) to use; default all", nargs="+",
-                                          study=False)
     max_per_class: int | None = option(None, MAX_PER_CLASS_HELP, type=int, metavar="N", study=False)
     grayscale: bool = option(False, "ITU-R 601 luma replicated to RGB", study=False)
     jpeg: int | None = option(None, "JPEG re-compression at quality Q", type=int, metavar="Q", study=False)

@@ -8,7 +8,16 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .options import MAX_PER_CLASS_HELP, DetectorOptions, LRPOptions, PaperCode, PassOptions, option, switch
+from .options import (
+    MAX_PER_CLASS_HELP,
+    DataSelection,
+    DetectorOptions,
+    LRPOptions,
+    PaperCode,
+    PassOptions,
+    option,
+    switch,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -17,12 +26,10 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True, kw_only=True)
-class LRPMaxOptions(DetectorOptions, PassOptions, LRPOptions, PaperCode):
+class LRPMaxOptions(DetectorOptions, PassOptions, LRPOptions, PaperCode, DataSelection):
     """Options of ``tff lrpmax`` (and of a study's lrpmax step)."""
 
     k: int = option(114, "number of top-ranked T-FF (paper: 114 ResNet-50, 27 B0)")
-    sets: tuple[str, ...] | None = option(None, "sets (first folder level) to use; default all", nargs="+",
-                                          study=False)
     max_per_class: int | None = option(None, MAX_PER_CLASS_HELP + " (only fakes are used)", type=int, metavar="N")
     per_tff: int = option(20, "fakes kept per (T-FF, set) (paper: 20)")
     show: int = option(5, "patches shown per (T-FF, set) in the collages (paper: 5)")

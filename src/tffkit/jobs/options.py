@@ -1,13 +1,13 @@
 """Options of every command: one frozen dataclass per command, composed of the shared groups below.
 
 A field is declared once, with :func:`option`: its default, help text, choices and flag. The command line
-(:func:`tffkit.cli.common.add_options`), the study config (:func:`step_schema`) and the Python API (the dataclass
+(:func:`tffkit.cli.common.add_options`), the study config (:func:`study_schema`) and the Python API (the dataclass
 itself) are all built from it, so every option has one default. Groups: :class:`DetectorOptions` (which detector,
 which weights), :class:`PassOptions` (how a dataset pass runs), :class:`LRPOptions` (the LRP composite),
-:class:`IntervalOptions` (the cluster bootstrap), :class:`PaperCode` (the public code's preset); a command adds its own
-fields and its paper-code switches (:func:`switch`). The data (where the images are, how their labels are read) is
-not an option: jobs take it as a :class:`~tffkit.layouts.DataSpec`, whose fields are the layout flags. Imports
-nothing heavy.
+:class:`IntervalOptions` (the cluster bootstrap), :class:`DataSelection` (the sets read), :class:`PaperCode` (the
+public code's preset); a command adds its own fields and its paper-code switches (:func:`switch`). The data (where
+the images are, how their labels are read) is not an option: jobs take it as a :class:`~tffkit.layouts.DataSpec`,
+whose fields are the layout flags. Imports nothing heavy.
 """
 
 from __future__ import annotations
@@ -160,6 +160,14 @@ class IntervalOptions:
 
 
 @dataclass(frozen=True, kw_only=True)
+class DataSelection:
+    """Which sets of the data a command reads (a study gives its ``data.sets``)."""
+
+    sets: tuple[str, ...] | None = option(None, "sets (first folder level) to use; default all", nargs="+",
+                                          study=False, group="data")
+
+
+@dataclass(frozen=True, kw_only=True)
 class PaperCode:
     """The public code's behaviour for every switch of the command (tffkit.conventions)."""
 
@@ -167,7 +175,7 @@ class PaperCode:
                               "switch given explicitly overrides it) — see docs/algorithms.md", group="paper")
 
 
-GROUPS = (DetectorOptions, PassOptions, LRPOptions, IntervalOptions, PaperCode)
+GROUPS = (DetectorOptions, PassOptions, LRPOptions, IntervalOptions, DataSelection, PaperCode)
 
 
 def study_schema(cls: type) -> dict[str, tuple[Any, Any, tuple | None]]:

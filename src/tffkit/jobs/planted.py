@@ -12,17 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .options import DetectorOptions, IntervalOptions, PassOptions, option
+from .options import DataSelection, DetectorOptions, IntervalOptions, PassOptions, option
 
 if TYPE_CHECKING:
     from ..data import DataSpec
 
 
 @dataclass(frozen=True, kw_only=True)
-class PlantedOptions(DetectorOptions, PassOptions, IntervalOptions):
+class PlantedOptions(DetectorOptions, PassOptions, IntervalOptions, DataSelection):
     """Options of the planted-artefact check."""
 
-    sets: tuple[str, ...] | None = option(None, "sets to use; default all", nargs="+", study=False)
     k: int | None = option(None, "top-k T-FF of the ranking checked (default: the colour step's k in a study, "
                            "else tff rank's k)", type=int)
     max_per_class: int | None = option(200, "use only the first N images (by file name) of each (set, class, label) "

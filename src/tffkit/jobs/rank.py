@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .options import DetectorOptions, LRPOptions, PaperCode, PassOptions, option, switch
+from .options import DataSelection, DetectorOptions, LRPOptions, PaperCode, PassOptions, option, switch
 
 if TYPE_CHECKING:
     from ..analysis.rank import RankResult
@@ -14,11 +14,9 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True, kw_only=True)
-class RankOptions(DetectorOptions, PassOptions, LRPOptions, PaperCode):
+class RankOptions(DetectorOptions, PassOptions, LRPOptions, PaperCode, DataSelection):
     """Options of ``tff rank`` (and of a study's rank step)."""
 
-    sets: tuple[str, ...] | None = option(None, "sets (first folder level) to use; default all", nargs="+",
-                                          study=False)
     max_per_class: int | None = option(None, "use only the first N images (by file name) of each (set, class, "
                                        "label) folder; default: all", type=int, metavar="N")
     min_prob: float = option(0.9, "fakes with p(fake) ≥ this are used")

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from .options import (
     MAX_PER_CLASS_HELP,
+    DataSelection,
     DetectorOptions,
     IntervalOptions,
     PaperCode,
@@ -25,11 +26,9 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True, kw_only=True)
-class RobustnessOptions(DetectorOptions, PassOptions, IntervalOptions, PaperCode):
+class RobustnessOptions(DetectorOptions, PassOptions, IntervalOptions, PaperCode, DataSelection):
     """Options of the robustness step (``steps.robustness`` of a study)."""
 
-    sets: tuple[str, ...] | None = option(None, "sets (first folder level) to use; default all", nargs="+",
-                                          study=False)
     jpeg: tuple[int, ...] = option((75, 50), "JPEG re-compression qualities, one perturbation each", nargs="+",
                                    type=int, metavar="Q")
     resize: tuple[float, ...] = option((0.5,), "resize factors, one perturbation each", nargs="+", type=float,
