@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .options import (
-    MAX_PER_CLASS_HELP,
     DataSelection,
     DetectorOptions,
     IntervalOptions,
@@ -30,7 +29,6 @@ class ColorOptions(DetectorOptions, PassOptions, IntervalOptions, PaperCode, Dat
     """Options of ``tff color`` (and of a study's color step)."""
 
     k: int = option(114, "number of top-ranked T-FF (paper: 114 ResNet-50, 27 B0)")
-    max_per_class: int | None = option(None, MAX_PER_CLASS_HELP, type=int, metavar="N", study=False)
     test_fakes: int | None = option(500, "Mood's tests of the T-FF use at most the first N fakes of each (set, class) "
                                     "(paper: 500)", type=int, metavar="N", study="max_per_class")
     min_prob: float = option(0.2, "fakes with colour p(fake) >= this enter the box plots")

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 from ..reference import PAPER_DETECTORS
 from .options import (
-    MAX_PER_CLASS_HELP,
     DataSelection,
     DetectorOptions,
     IntervalOptions,
@@ -29,7 +28,6 @@ if TYPE_CHECKING:
 class DropoutOptions(DetectorOptions, PassOptions, IntervalOptions, PaperCode, DataSelection):
     """Options of ``tff dropout`` (and of a study's dropout step)."""
 
-    max_per_class: int | None = option(None, MAX_PER_CLASS_HELP, type=int, metavar="N", study=False)
     k: int = option(114, "feature maps to drop (paper: 114 ResNet-50, 27 B0)")
     k_sweep: tuple[int, ...] | None = option(None, "several k, one set of variants each (overrides --k)", nargs="+",
                                              type=int)

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .options import (
-    MAX_PER_CLASS_HELP,
     DataSelection,
     DetectorOptions,
     IntervalOptions,
@@ -27,7 +26,6 @@ if TYPE_CHECKING:
 class EvaluateOptions(DetectorOptions, PassOptions, IntervalOptions, PaperCode, DataSelection):
     """Options of ``tff evaluate`` (and of a study's evaluate steps)."""
 
-    max_per_class: int | None = option(None, MAX_PER_CLASS_HELP, type=int, metavar="N", study=False)
     grayscale: bool = option(False, "ITU-R 601 luma replicated to RGB", study=False)
     jpeg: int | None = option(None, "JPEG re-compression at quality Q", type=int, metavar="Q", study=False)
     blur: float | None = option(None, "Gaussian blur sigma", type=float, metavar="SIGMA", study=False)

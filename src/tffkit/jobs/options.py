@@ -4,7 +4,7 @@ A field is declared once, with :func:`option`: its default, help text, choices a
 (:func:`tffkit.cli.common.add_options`), the study config (:func:`study_schema`) and the Python API (the dataclass
 itself) are all built from it, so every option has one default. Groups: :class:`DetectorOptions` (which detector,
 which weights), :class:`PassOptions` (how a dataset pass runs), :class:`LRPOptions` (the LRP composite),
-:class:`IntervalOptions` (the cluster bootstrap), :class:`DataSelection` (the sets read), :class:`PaperCode` (the
+:class:`IntervalOptions` (the cluster bootstrap), :class:`DataSelection` (the images read), :class:`PaperCode` (the
 public code's preset); a command adds its own fields and its paper-code switches (:func:`switch`). The data (where
 the images are, how their labels are read) is not an option: jobs take it as a :class:`~tffkit.layouts.DataSpec`,
 whose fields are the layout flags. Imports nothing heavy.
@@ -161,10 +161,12 @@ class IntervalOptions:
 
 @dataclass(frozen=True, kw_only=True)
 class DataSelection:
-    """Which sets of the data a command reads (a study gives its ``data.sets``)."""
+    """Which images of the data a command reads (a study gives its ``data.sets`` and ``data.max_per_class``; a
+    command whose study step has its own ``max_per_class`` redeclares the field)."""
 
     sets: tuple[str, ...] | None = option(None, "sets (first folder level) to use; default all", nargs="+",
                                           study=False, group="data")
+    max_per_class: int | None = option(None, MAX_PER_CLASS_HELP, type=int, metavar="N", study=False, group="data")
 
 
 @dataclass(frozen=True, kw_only=True)

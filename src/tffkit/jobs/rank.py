@@ -6,7 +6,16 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .options import DataSelection, DetectorOptions, LRPOptions, PaperCode, PassOptions, option, switch
+from .options import (
+    MAX_PER_CLASS_HELP,
+    DataSelection,
+    DetectorOptions,
+    LRPOptions,
+    PaperCode,
+    PassOptions,
+    option,
+    switch,
+)
 
 if TYPE_CHECKING:
     from ..analysis.rank import RankResult
@@ -17,8 +26,7 @@ if TYPE_CHECKING:
 class RankOptions(DetectorOptions, PassOptions, LRPOptions, PaperCode, DataSelection):
     """Options of ``tff rank`` (and of a study's rank step)."""
 
-    max_per_class: int | None = option(None, "use only the first N images (by file name) of each (set, class, "
-                                       "label) folder; default: all", type=int, metavar="N")
+    max_per_class: int | None = option(None, MAX_PER_CLASS_HELP, type=int, metavar="N")
     min_prob: float = option(0.9, "fakes with p(fake) ≥ this are used")
     with_reals: bool = option(False, "also rank with reals (p ≤ 1 − min-prob, seed −1)")
     k: int = option(114, "top-k reported in ffrs.json and figures")
