@@ -7,7 +7,8 @@ import html
 import json
 from pathlib import Path
 
-from tffkit.demo.summary import _claims, claims_markdown, marked_block, summary_markdown
+from tffkit.analysis.replicates import color_claims
+from tffkit.demo.summary import claims_markdown, marked_block, summary_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,12 +30,12 @@ def _sets(change: tuple[float, float], less: tuple[float, float], more: tuple[fl
 def test_a_claim_holds_only_where_every_interval_is_on_its_side():
     sets = {"train": _sets((-90, -80), (70, 90), (10, 30)), "a": _sets((-80, -60), (20, 50), (5, 20)),
             "b": _sets((-30, 5), (-10, 20), (-30, -5))}
-    falls, less, shares = _claims(sets, "train")
+    falls, less, shares = color_claims(sets, ["train"])
     assert falls["per_set"] == {"a": True, "b": None} and falls["holds"] == "not shown"  # b's interval includes 0
     assert less["per_set"] == {"a": True, "b": None} and less["holds"] == "not shown"
     assert shares["per_set"] == {"train": True, "a": True, "b": False} and shares["holds"] == "no"  # b: CR above
-    assert [c["holds"] for c in _claims({"a": sets["a"]}, "train")] == ["yes", "yes", "yes"]
-    assert [c["holds"] for c in _claims({"a": {}}, "train")] == ["not shown"] * 3
+    assert [c["holds"] for c in color_claims({"a": sets["a"]}, ["train"])] == ["yes", "yes", "yes"]
+    assert [c["holds"] for c in color_claims({"a": {}}, ["train"])] == ["not shown"] * 3
 
 
 def test_the_report_shows_each_claim_per_replicate(tmp_path):

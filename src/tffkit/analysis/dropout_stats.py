@@ -16,19 +16,21 @@ import numpy as np
 import pandas as pd
 
 from .intervals import RESAMPLES, SEED
+from .replicates import over_replicates, verdict
 from .uncertainty import ClusterResampler, average_precisions, null_percentile
 
 RANDOM_REPEATS = 20  # random-k replicas by default: the null distribution of the changes (docs/algorithms.md §10)
 ID_COLUMNS = ["path", "set", "class", "label", "group"]
 METRICS = ("ap", "fake_acc")
-_VARIANT = re.compile(r"^(top|low|random)-(\d+)(?:#r(\d+))?$")
+_VARIANT = re.compile(r"^(top|low|random|replicate)-(\d+)(?:#r(\d+))?$")
+REPLICATED = ("random", "replicate")  # kinds with several replicas: random-k draws, top-k of resampled rankings
 
 
 def variant_column(kind: str, k: int, replica: int = 0) -> str:
     """The column of a variant in ``dropout_scores.csv``: ``baseline``, ``top-12``, ``low-12``, ``random-12#r3``."""
     if kind == "baseline":
         return "baseline"
-    return f"{kind}-{k}#r{replica}" if kind == "random" else f"{kind}-{k}"
+    return f"{kind}-{k}#r{replica}" if kind in REPLICATED else f"{kind}-{k}"
 
 
 def scores_wide(heads: Sequence[tuple[str, int, int]], tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
@@ -50,30 +52,33 @@ def _metrics(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
     return np.stack([average_precisions(labels, probs), acc], axis=1)
 
 
-def _parse(columns: Sequence[str]) -> tuple[list[tuple[str, int]], dict[int, list[str]]]:
-    """(top/low variants as (kind, k), random replica columns per k)."""
+def _parse(columns: Sequence[str]) -> tuple[list[tuple[str, int, int]], dict[int, list[str]]]:
+    """(top/low variants and the top-k of each ranking replicate as (kind, k, replica), random replica columns per
+    k)."""
     fixed, random = [], {}
+    order = {"top": 0, "low": 1, "replicate": 2}
     for c in columns:
         m = _VARIANT.match(c)
         if m is None:
             continue
-        kind, k = m.group(1), int(m.group(2))
+        kind, k, replica = m.group(1), int(m.group(2)), int(m.group(3) or 0)
         if kind == "random":
             random.setdefault(k, []).append(c)
         else:
-            fixed.append((kind, k))
-    return sorted(fixed, key=lambda v: (v[1], v[0] != "top")), random
+            fixed.append((kind, k, replica))
+    return sorted(fixed, key=lambda v: (v[1], order[v[0]], v[2])), random
 
 
 def dropout_effects(wide: pd.DataFrame, *, resamples: int = RESAMPLES, seed: int = SEED) -> pd.DataFrame:
-    """Per top-k / low-k variant, set (and the mean over sets) and metric (AP, fake accuracy at 0.5): the change from
-    the baseline with its 95% interval over groups (strata (set, label), paired), and where random-k replicas exist
-    the variant's percentile in their null distribution of changes with the null's 2.5–97.5 percentile range."""
+    """Per top-k / low-k variant (and the top-k of each ranking replicate: kind ``replicate``), set (and the mean over
+    sets) and metric (AP, fake accuracy at 0.5): the change from the baseline with its 95% interval over groups
+    (strata (set, label), paired), and where random-k replicas exist the variant's percentile in their null
+    distribution of changes with the null's 2.5–97.5 percentile range."""
     fixed, random = _parse(wide.columns)
     sets = sorted(dict.fromkeys(wide["set"].astype(str)))
     code = wide["set"].astype(str).map({s: i for i, s in enumerate(sets)}).to_numpy()
     labels = wide["label"].to_numpy(int)
-    columns = ["baseline"] + [f"{kind}-{k}" for kind, k in fixed]
+    columns = ["baseline"] + [variant_column(*v) for v in fixed]
     probs = wide[columns].to_numpy(float)
 
     def deltas(idx: np.ndarray, probs: np.ndarray = probs) -> np.ndarray:
@@ -95,13 +100,14 @@ def dropout_effects(wide: pd.DataFrame, *, resamples: int = RESAMPLES, seed: int
     groups = wide["group"].astype(str).to_numpy()
     n_groups = [len(set(groups[code == i])) for i in range(len(sets))] + [len(set(zip(groups, code, strict=True)))]
     rows = []
-    for v, (kind, k) in enumerate(fixed):
+    for v, (kind, k, replica) in enumerate(fixed):
         for i, name in enumerate([*sets, "mean"]):
             for j, metric in enumerate(METRICS):
                 iv = found[np.ravel_multi_index((v, i, j), shape)]
                 null = nulls[k][:, i, j] if k in nulls else np.zeros(0)
                 finite = null[np.isfinite(null)]
-                rows.append({"kind": kind, "k": k, "set": name, "metric": metric, "delta": iv.estimate,
+                rows.append({"kind": kind, "k": k, "replica": replica, "set": name, "metric": metric,
+                             "delta": iv.estimate,
                              "low": iv.low, "high": iv.high, "groups": n_groups[i],
                              "null_percentile": null_percentile(iv.estimate, null), "null_replicas": len(finite),
                              "null_low": float(np.percentile(finite, 2.5)) if len(finite) else float("nan"),
@@ -124,4 +130,31 @@ def curve_findings(summary: pd.DataFrame, effects: pd.DataFrame) -> list[dict]:
         raised = [int(r.k) for r in mine.itertuples() if r.low > 0]
         out.append({"set": name, "ks": [int(k) for k in curve.index if k > 0], "monotone": not rises,
                     "rises_at": rises, "raises_ap": raised})
+    return out
+
+
+def replicate_findings(effects: pd.DataFrame, *, where: str = "mean", metric: str = "ap") -> list[dict]:
+    """Per k, whether dropping the top-k lowers ``metric`` (on ``where``: a set or the mean over sets) for the ranking
+    of all source images and for each ranking replicate (resampled source set), each judged on its own interval
+    ("yes": interval below 0, "no": above, else "not shown"); the replicates' changes as median and range and the
+    claim over them (:func:`~.replicates.verdict`: "yes" only when every replicate shows it)."""
+    part = effects[(effects["set"] == where) & (effects["metric"] == metric)]
+    judged = {"yes": lambda r: r.high < 0, "no": lambda r: r.low > 0}
+
+    def holds(r) -> str:
+        return next((word for word, test in judged.items() if test(r)), "not shown")
+
+    out = []
+    for k, rows in part.groupby("k", sort=True):
+        reps = rows[rows["kind"] == "replicate"].sort_values("replica")
+        top = rows[rows["kind"] == "top"]
+        if not len(reps) or not len(top):
+            continue
+        full = top.iloc[0]
+        per = [holds(r) for r in reps.itertuples()]
+        out.append({"k": int(k), "set": where, "metric": metric, "claim": f"dropping the top-{k} lowers {metric}",
+                    "all_sources": {"delta": float(full["delta"]), "low": float(full["low"]),
+                                    "high": float(full["high"]), "holds": holds(full)},
+                    "replicates": over_replicates(reps["delta"].tolist()), "per_replicate": per,
+                    "holds": verdict(per)})
     return out

@@ -14,6 +14,7 @@ import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -255,6 +256,22 @@ def load_ranking(path: str | os.PathLike, layers: Sequence[FeatureLayer] | None 
         if (out["channel"] >= out["layer"].map(sizes)).any():
             raise ValueError(f"ranking {path}: channel index beyond a layer's channel count")
     return out.drop(columns=[c for c in ("total",) if c in out.columns])
+
+
+REPLICATES_FILE = "ffrs_replicates.csv"  # beside ffrs.csv: each unit's rank in every replicate (tff rank --replicates)
+
+
+def load_replicate_tops(ranking: str | os.PathLike, ks: Sequence[int]) -> dict[int, list[list[tuple[str, int]]]]:
+    """k → per replicate (resampled source set) its top-k units (layer, channel) in rank order, from the
+    ``ffrs_replicates.csv`` beside ``ranking``; empty when the ranking has no replicates."""
+    path = Path(ranking).with_name(REPLICATES_FILE)
+    if not path.is_file():
+        return {}
+    ranks = pd.read_csv(path)
+    columns = sorted((c for c in ranks.columns if c[:1] == "r" and c[1:].isdigit()), key=lambda c: int(c[1:]))
+    pairs = [(str(layer), int(c)) for layer, c in zip(ranks["layer"], ranks["channel"], strict=True)]
+    orders = [[pairs[i] for i in np.argsort(ranks[c].to_numpy(), kind="stable")] for c in columns]
+    return {int(k): [order[:k] for order in orders] for k in ks}
 
 
 @dataclass(frozen=True)

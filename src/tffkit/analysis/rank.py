@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ class RankResult:
     ranking: pd.DataFrame
     ranking_reals: pd.DataFrame | None
     summary: dict
+    replicate_ranks: pd.DataFrame | None = None  # ffrs_replicates.csv (:func:`replicate_ranks`)
 
 
 def omega_pass(explainer: Explainer, run, normalize, labels: torch.Tensor, min_prob: float, with_reals: bool,
@@ -62,21 +64,29 @@ def source_replicates(groups: Sequence[str], strata: Sequence[str], *, replicate
     return torch.as_tensor(counts, dtype=torch.int64, device=device)
 
 
-def replicate_stability(layers, table: pd.DataFrame, replicate_omega: np.ndarray, k: int, *,
-                        unit_ranking: str) -> tuple[np.ndarray, dict]:
-    """How stable the ranking's top-k is over the resampled source sets: per unit of ``table`` (in its order) the
-    share of replicates whose top-k holds it, and the overlap of each replicate's top-k with the top-k of all
-    source images (median, min, max) with how many top-k units are in at least 95% of the replicates' top-k."""
-    top = {key: 0 for key in table["key"]}
-    overlaps = []
-    full = set(table.head(k)["key"])
-    for omega in replicate_omega:
-        keys = ranking_table(layers, omega, unit_ranking=unit_ranking).head(k)["key"]
-        overlaps.append(len(full & set(keys)) / max(1, len(full)))
-        for key in keys:
-            top[key] += 1
-    share = np.array([top[key] for key in table["key"]], dtype=float) / max(1, len(replicate_omega))
-    return share, {"replicates": len(replicate_omega), "top_k_overlap": {
+def replicate_ranks(layers, table: pd.DataFrame, replicate_omega: np.ndarray, *, unit_ranking: str) -> pd.DataFrame:
+    """Each unit of ``table`` (in its order: layer, channel, key) and its rank in every replicate's ranking (columns
+    ``r1`` … ``rN``, 1 = first): what ``ffrs_replicates.csv`` holds, so later steps can take any replicate's top-k."""
+    out = table[["layer", "channel", "key"]].reset_index(drop=True)
+    position = {key: i for i, key in enumerate(out["key"])}
+    for r, omega in enumerate(replicate_omega, start=1):
+        ranked = ranking_table(layers, omega, unit_ranking=unit_ranking)
+        rank = np.empty(len(out), dtype=np.int64)
+        rank[[position[key] for key in ranked["key"]]] = ranked["rank"].to_numpy()
+        out[f"r{r}"] = rank
+    return out
+
+
+def replicate_stability(ranks: pd.DataFrame, k: int) -> tuple[np.ndarray, dict]:
+    """How stable the ranking's top-k is over the resampled source sets (``ranks``: :func:`replicate_ranks`, rows
+    in the ranking's order): per unit the share of replicates whose top-k holds it, and the overlap of each
+    replicate's top-k with the top-k of all source images (median, min, max) with how many top-k units are in at
+    least 95% of the replicates' top-k."""
+    columns = [c for c in ranks.columns if re.fullmatch(r"r\d+", c)]
+    in_top = ranks[columns].to_numpy() <= k  # (units, replicates)
+    overlaps = in_top[:k].sum(0) / max(1, min(k, len(ranks)))
+    share = in_top.mean(1) if columns else np.zeros(len(ranks))
+    return share, {"replicates": len(columns), "top_k_overlap": {
         "median": float(np.median(overlaps)), "min": float(np.min(overlaps)), "max": float(np.max(overlaps))},
         "top_k_in_95_percent": int((share[: min(k, len(share))] >= 0.95).sum())}
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from ..wording import side
 from .intervals import SEED, median_change
 from .uncertainty import EFFECT_THRESHOLD, RESAMPLES, ClusterResampler, paired_effects
 
@@ -110,6 +111,35 @@ def pooled_color(detectors: dict[str, Sequence[dict]], *, resamples: int = RESAM
     return pd.DataFrame(out).assign(folds=len(detectors[names[0]]), resamples=resamples, seed=seed)
 
 
+#: the paper's colour claims, judged per replicate on the pooled statistics of :func:`pooled_color`: (text, the
+#: statistic ``detector:statistic``, the claimed sign, on which sets: ``unseen`` families or ``all``)
+COLOR_CLAIMS = (
+    ("Without colour, the universal detector's median p(fake) falls on every unseen family (interval below 0)",
+     "universal:change", -1, "unseen"),
+    ("The colour-robust detector's median p(fake) falls less than the universal one's (paired difference above 0)",
+     "change_difference", 1, "unseen"),
+    ("More of the universal detector's top-k T-FF are colour-conditional by the paired effect size than the "
+     "colour-robust one's (paired difference above 0, every set)", "share_difference", 1, "all"),
+)
+
+
+def color_claims(sets: dict, training_sets: Sequence[str]) -> list[dict]:
+    """The paper's direction, judged on one replicate's intervals per set (``sets``: set → ``detector:statistic`` →
+    ``{estimate, low, high}``): shown (every interval on the claimed side: "yes"), contradicted (one on the other
+    side: "no") or "not shown" (an interval includes 0)."""
+    out = []
+    for text, key, sign, which in COLOR_CLAIMS:
+        names = [s for s in sets if which == "all" or s not in set(training_sets)]
+        verdicts = {s: None if key not in sets[s] else
+                    {1: True, -1: False, 0: None}[side(*sorted((sign * sets[s][key]["low"],
+                                                                 sign * sets[s][key]["high"])))] for s in names}
+        values = list(verdicts.values())
+        holds = "yes" if values and all(v is True for v in values) else (
+            "no" if any(v is False for v in values) else "not shown")
+        out.append({"claim": text, "holds": holds, "per_set": verdicts})
+    return out
+
+
 def over_replicates(values: Sequence[float]) -> dict:
     """A statistic's value over replicates: median, range and how many replicates gave it."""
     v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
@@ -130,4 +160,4 @@ def verdict(per_replicate: Sequence[str]) -> str:
     return ", ".join(f"{word} in {n}" for n, word in counts if n) + f" of {len(v)} replicates"
 
 
-__all__ = ["over_replicates", "pooled_color", "verdict"]
+__all__ = ["COLOR_CLAIMS", "color_claims", "over_replicates", "pooled_color", "verdict"]

@@ -18,22 +18,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..analysis.replicates import over_replicates, pooled_color, verdict
+from ..analysis.replicates import color_claims, over_replicates, verdict
+from ..jobs.study_replicates import STATISTICS, pooled_sets
 from ..results import read_json, write_json
-from ..wording import side
 
 START, END = "<!-- demo-summary:start -->", "<!-- demo-summary:end -->"
 #: each detector's colour folder in a study
 COLOR = {"universal": "color", "colour_robust": "color_robust/color"}
 RANK = {"universal": "rank", "colour_robust": "color_robust/rank"}
-STATISTICS = {("universal", "change"): "universal Δ median p(fake), pp",
-              ("colour_robust", "change"): "colour-robust Δ median p(fake), pp",
-              ("", "change_difference"): "colour-robust minus universal Δ, pp",
-              ("universal", "share"): "universal colour-conditional top-k T-FF, % (effect size)",
-              ("colour_robust", "share"): "colour-robust colour-conditional top-k T-FF, %",
-              ("", "share_difference"): "universal minus colour-robust share, pp"}
-
-
 def _csv(path: Path) -> pd.DataFrame | None:
     return pd.read_csv(path) if path.is_file() else None
 
@@ -46,15 +38,6 @@ def _interval(row, prefix: str = "", scale: float = 1.0) -> dict:
 def study_folder(demo: Path, seed: int, fold: int, first_seed: int) -> Path:
     """Where ``tff demo`` ran the study of (seed, fold): the whole study for the first seed's fold 0."""
     return demo / "study" if (seed, fold) == (first_seed, 0) else demo / "replicates" / f"seed{seed}" / f"fold{fold}"
-
-
-def _fold_data(color: Path) -> dict:
-    """One detector's colour-step files of one fold, as :func:`pooled_color` takes them."""
-    acts = {v: pd.read_csv(color / f"activations_{v}.csv") for v in ("colour", "grayscale")}
-    units = [c for c in acts["colour"].columns if c not in ("path", "set", "class", "group")]
-    return {"probabilities": pd.read_csv(color / "probabilities.csv"), "colour": acts["colour"][units].to_numpy(float),
-            "grayscale": acts["grayscale"][units].to_numpy(float), "sets": acts["colour"]["set"].astype(str),
-            "groups": acts["colour"]["group"].astype(str)}
 
 
 def _ap(studies: list[Path], folder: str) -> dict:
@@ -77,40 +60,10 @@ def _ranking(ffrs: dict) -> dict:
 
 def _replicate(studies: list[Path], training_family: str) -> dict:
     """One seed: its folds' colour statistics pooled, the claims judged on them, AP and the rankings per fold."""
-    table = pooled_color({d: [_fold_data(s / folder) for s in studies] for d, folder in COLOR.items()})
-    sets: dict[str, dict] = {}
-    for _, row in table.iterrows():
-        sets.setdefault(row["set"], {})[f"{row['detector']}:{row['statistic']}".lstrip(":")] = _interval(row) | {
-            "groups": int(row["groups"])}
+    sets = pooled_sets(*[[s / folder for s in studies] for folder in COLOR.values()])
     rankings = {d: [_ranking(read_json(s / folder / "ffrs.json")) for s in studies] for d, folder in RANK.items()}
-    return {"sets": sets, "claims": _claims(sets, training_family), "rankings": rankings,
+    return {"sets": sets, "claims": color_claims(sets, [training_family]), "rankings": rankings,
             "ap": {d: _ap(studies, folder) for d, folder in COLOR.items()}}
-
-
-CLAIMS = (
-    ("Without colour, the universal detector's median p(fake) falls on every unseen family (interval below 0)",
-     "universal:change", -1, "unseen"),
-    ("The colour-robust detector's median p(fake) falls less than the universal one's (paired difference above 0)",
-     "change_difference", 1, "unseen"),
-    ("More of the universal detector's top-k T-FF are colour-conditional by the paired effect size than the "
-     "colour-robust one's (paired difference above 0, every set)", "share_difference", 1, "all"),
-)
-
-
-def _claims(sets: dict, training_family: str) -> list[dict]:
-    """The paper's direction, judged on one replicate's intervals per set: shown (every interval on the claimed
-    side: "yes"), contradicted (one on the other side: "no") or "not shown" (an interval includes 0)."""
-    out = []
-    for text, key, sign, which in CLAIMS:
-        names = [s for s in sets if which == "all" or s != training_family]
-        verdicts = {s: (None if key not in sets[s] else
-                        {1: True, -1: False, 0: None}[side(*sorted((sign * sets[s][key]["low"],
-                                                                     sign * sets[s][key]["high"])))]) for s in names}
-        values = list(verdicts.values())
-        holds = "yes" if values and all(v is True for v in values) else (
-            "no" if any(v is False for v in values) else "not shown")
-        out.append({"claim": text, "holds": holds, "per_set": verdicts})
-    return out
 
 
 def _dropout(study: Path) -> list[dict]:

@@ -125,27 +125,57 @@ def _probabilities(job, scores: dict) -> dict[str, Any]:
 
 
 def _tff_tests(job, model, prep, data, ranking) -> dict[str, Any]:
-    """Mood's and the paired tests of the top-k T-FF on the test fakes, colour vs grayscale."""
+    """Mood's and the paired tests of the top-k T-FF on the test fakes, colour vs grayscale (and, where the ranking
+    has replicates, the effect-size share of each replicate's top-k from the same pass)."""
     import numpy as np
 
     from ..analysis.activations import bn_scale, load_tffs, tff_keys
     from ..analysis.color import VERSIONS, max_activations
+    from ..analysis.ffrs import load_replicate_tops
     from ..inputs import find_data
 
     o, site = job.options, job.settings["activation_site"]
     explainer = job.explainer(model, prep, forward_only=True)
     tffs = load_tffs(ranking, o.k, explainer)
+    tops = load_replicate_tops(ranking, [o.k]).get(o.k, [])
+    units = list(dict.fromkeys([*tffs, *(u for top in tops for u in top)]))  # the top-k first, then the replicates'
     keys = tff_keys(explainer, tffs)
     fakes = [s for s in find_data(data, o.sets, max_per_class=o.test_limit(), main=False).samples if s.label == 1]
-    acts = {v: max_activations(explainer, tffs, fakes, job.ctx, p, site, desc=f"max activations ({v})",
+    acts = {v: max_activations(explainer, units, fakes, job.ctx, p, site, desc=f"max activations ({v})",
                                **_pass_args(job, prep)) for v, p in VERSIONS.items()}
     (ic, ac), (ig, ag) = acts["colour"], acts["grayscale"]
     common, pc, pg = np.intersect1d(ic, ig, return_indices=True)
     ac, ag = ac[pc], ag[pg]
     negative = bn_scale(explainer, tffs) < 0
-    result = _tests(job, ac, ag, [fakes[i] for i in common], keys, negative)
+    fakes = [fakes[i] for i in common]
+    result = _tests(job, ac[:, :len(tffs)], ag[:, :len(tffs)], fakes, keys, negative)
     result["negative_gamma_keys"] = [key for key, neg in zip(keys, negative, strict=True) if neg]
+    if tops and job.is_main:
+        column = {u: i for i, u in enumerate(units)}
+        cols = [[column[u] for u in top] for top in tops]
+        result["replicates"] = _replicate_shares(ac, ag, [f.set for f in fakes], cols, result["paired"])
     return result
+
+
+def _replicate_shares(ac, ag, sets, cols, paired) -> list[dict]:
+    """Per set, the % of top-k T-FF conditional by effect size for the ranking of all source images (with its
+    interval) and for each ranking replicate (point estimates; median and range over them)."""
+    import numpy as np
+
+    from ..analysis.replicates import over_replicates
+    from ..analysis.uncertainty import EFFECT_THRESHOLD, paired_effects
+
+    sets = np.asarray(sets)
+    out = []
+    for row in paired.to_dict("records"):
+        m = sets == row["set"]
+        per = [100 * float(np.mean(np.abs(paired_effects(ac[m][:, c], ag[m][:, c])) >= EFFECT_THRESHOLD))
+               for c in cols]
+        out.append({"set": row["set"], "statistic": "colour-conditional top-k T-FF by effect size, %",
+                    "all_sources": {"estimate": row["effect_percent"], "low": row["effect_low"],
+                                    "high": row["effect_high"]},
+                    "replicates": over_replicates(per), "per_replicate": per})
+    return out
 
 
 def _tests(job, ac, ag, fakes, keys, negative) -> dict[str, Any]:
@@ -208,4 +238,6 @@ def _summary(job, result: dict, n_images: int) -> dict[str, Any]:
         js["colour_conditional_paired"] = result["paired"].to_dict("records")
         js["n_negative_gamma"] = result["n_negative_gamma"]
         js["negative_gamma_keys"] = result["negative_gamma_keys"]
+    if "replicates" in result:
+        js["ranking_replicates"] = result["replicates"]
     return js

@@ -78,18 +78,29 @@ def dropout(data: DataSpec | str | os.PathLike, *, ranking: str | os.PathLike,
         s = job.settings
         variants, ties = variants_of(load_ranking(ranking, explainer.layers), o.ks, o.random_repeats, o.seed,
                                      protocol=s["random_k"])
-        scores, unreadable, n_small = score_variants(explainer, variants, found.samples, job.ctx, s["dropout_site"],
-                                                     o.preset, o.batch_size, o.workers, o.progress, s["prob_dtype"],
-                                                     prep)
+        replicated = _replicate_variants(ranking, o.ks)
+        scores, unreadable, n_small = score_variants(explainer, variants + replicated, found.samples, job.ctx,
+                                                     s["dropout_site"], o.preset, o.batch_size, o.workers, o.progress,
+                                                     s["prob_dtype"], prep)
+        scores, replicate_scores = scores[:len(variants)], scores[len(variants):]
         thresholds = calibrated_thresholds(scores[0], o.train_set)
         if s["random_k"] == "pooled":
             variants, scores = pool_random(variants, scores)
         long = variant_table(variants, scores, thresholds, ties, s["cal_compare"])
         if job.writes:
-            _write(job.folder, long, variants, scores, o)
+            _write(job.folder, long, variants + replicated, scores + replicate_scores, o)
             job.finish(n_images=len(found.samples), n_skipped=len(unreadable), unreadable=unreadable,
                        thresholds=thresholds, ties=ties, **job.inputs(model, prep, n_small))
     return long
+
+
+def _replicate_variants(ranking, ks) -> list:
+    """The top-k of every ranking replicate (``tff rank --replicates``: ffrs_replicates.csv beside the ranking) for
+    each k: scored in the same pass, reported as the headline's value over replicates (dropout.json)."""
+    from ..analysis.ffrs import ChannelSets, load_replicate_tops
+
+    return [ChannelSets(f"replicate-{k}", "replicate", k, r, tuple(top))
+            for k, tops in load_replicate_tops(ranking, ks).items() for r, top in enumerate(tops, start=1)]
 
 
 def _write(folder, long, variants, scores, o: DropoutOptions) -> None:
@@ -97,7 +108,7 @@ def _write(folder, long, variants, scores, o: DropoutOptions) -> None:
     from pathlib import Path
 
     from ..analysis.dropout import summarize
-    from ..analysis.dropout_stats import curve_findings, dropout_effects, scores_wide
+    from ..analysis.dropout_stats import curve_findings, dropout_effects, replicate_findings, scores_wide
     from ..reference import paper_numbers
     from ..report.figures_dropout import plot_ap_vs_k
     from ..results import atomic_write, write_csv, write_json
@@ -117,4 +128,5 @@ def _write(folder, long, variants, scores, o: DropoutOptions) -> None:
     effects = dropout_effects(wide, resamples=o.resamples, seed=o.bootstrap_seed)
     write_csv(folder / "dropout_effects.csv", effects)
     write_json(folder / "dropout.json", {"curves": curve_findings(summary, effects), "resamples": o.resamples,
-                                         "bootstrap_seed": o.bootstrap_seed, "random_repeats": o.random_repeats})
+                                         "bootstrap_seed": o.bootstrap_seed, "random_repeats": o.random_repeats,
+                                         "ranking_replicates": replicate_findings(effects)})

@@ -85,7 +85,7 @@ def rank(data: DataSpec | str | os.PathLike, *, options: RankOptions = RankOptio
 def _result(explainer, acc, samples, idx, labels, prob, failed, group_source: str, o: RankOptions) -> RankResult:
     """The ranking (and the reals' with ``with_reals``) and ffrs.json's summary."""
     from ..analysis.ffrs import ranking_table
-    from ..analysis.rank import RankResult, confident_groups, replicate_stability, summarize
+    from ..analysis.rank import RankResult, confident_groups, replicate_ranks, replicate_stability, summarize
 
     omega = acc.omega().cpu().numpy()
     table = ranking_table(explainer.layers, omega[0], unit_ranking=o.unit_ranking)
@@ -94,16 +94,19 @@ def _result(explainer, acc, samples, idx, labels, prob, failed, group_source: st
     summary["unit_ranking"] = o.unit_ranking
     summary["top_k_unit_kinds"] = {kind: int(n) for kind, n in table.head(o.k)["unit"].value_counts(sort=False).items()}
     summary.update(confident_groups([samples[i].unit for i in idx], labels, prob, o.min_prob, group_source))
+    ranks = None
     if o.replicates:
-        share, stability = replicate_stability(explainer.layers, table, acc.replicate_omega().cpu().numpy(), o.k,
-                                               unit_ranking=o.unit_ranking)
+        ranks = replicate_ranks(explainer.layers, table, acc.replicate_omega().cpu().numpy(),
+                                unit_ranking=o.unit_ranking)
+        share, stability = replicate_stability(ranks, o.k)
         table["top_k_replicates"] = share
         summary["replicates"] = {**stability, "seed": o.seed, "unit": "source groups (cluster bootstrap within sets)"}
-    return RankResult(table, reals, summary)
+    return RankResult(table, reals, summary, ranks)
 
 
 def _write(job, result: RankResult, explainer, acc) -> None:
     """ffrs.csv (and ffrs_reals.csv), ffrs.json, relevance_budget.csv and the two figures."""
+    from ..analysis.ffrs import REPLICATES_FILE
     from ..analysis.rank import relevance_budget
     from ..report.figures_tff import plot_ranking
     from ..results import write_csv, write_json
@@ -112,6 +115,8 @@ def _write(job, result: RankResult, explainer, acc) -> None:
     write_csv(job.folder / "ffrs.csv", result.ranking.drop(columns=["layer_index"]))
     if result.ranking_reals is not None:
         write_csv(job.folder / "ffrs_reals.csv", result.ranking_reals.drop(columns=["layer_index"]))
+    if result.replicate_ranks is not None:
+        write_csv(job.folder / REPLICATES_FILE, result.replicate_ranks)
     write_json(job.folder / "ffrs.json", result.summary)
     write_csv(job.folder / "relevance_budget.csv", relevance_budget(explainer, acc, o.with_reals))
     plot_ranking(result.ranking, [layer.name for layer in explainer.layers], o.k, job.folder)

@@ -71,7 +71,9 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
     # and the fields of tff color's options; its max_per_class is the test fakes of Mood's tests (--test-fakes)
     "steps.color": {"enabled": (bool, True)},
     "steps.color_robust": {"enabled": (bool, False), "weights": ((str, type(None)), None),
-                           "train": ((dict, type(None)), None), "label": (str, "colour-robust")},
+                           "train": ((dict, type(None)), None), "label": (str, "colour-robust"),
+                           # training seeds: train.seed and the next replicates − 1 (each its own detector)
+                           "replicates": (int, 1)},
     # planted-artefact check, only for test data with a ground truth (ground_truth.csv beside benchmark.json, as
     # the demo benchmark writes); k: the color step's k when not given; and PlantedOptions' fields (STEP_OPTIONS)
     "steps.planted": {"enabled": (bool, True)},
@@ -225,6 +227,14 @@ def _check_steps(cfg: dict, errors: list[str]) -> None:
             errors.append("steps.color_robust: give exactly one of 'weights' (a trained CR detector) or 'train'")
         elif isinstance(cr["train"], dict):  # checked only: the step's settings keep the keys as given
             _validate("steps.color_robust.train", cr["train"], errors)
+        if isinstance(cr["replicates"], int) and cr["replicates"] < 1:
+            errors.append(f"steps.color_robust.replicates: must be at least 1, got {cr['replicates']}")
+        elif isinstance(cr["replicates"], int) and cr["replicates"] > 1 and cr["weights"] is not None:
+            errors.append("steps.color_robust.replicates: training seeds need 'train' (the detector is trained once "
+                          "per seed), not 'weights'")
+        elif isinstance(cr["replicates"], int) and cr["replicates"] > 1 and not cfg["steps"]["color"]["enabled"]:
+            errors.append("steps.color_robust.replicates: the claims over seeds compare with the universal "
+                          "detector's colour step: enable steps.color")
     rb = cfg["steps"]["robustness"]
     if rb["enabled"] and not (rb["jpeg"] or rb["resize"] or rb["blur"] or rb["grayscale"]):
         errors.append("steps.robustness: no perturbation (give jpeg, resize, blur or grayscale: true)")

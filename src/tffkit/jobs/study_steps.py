@@ -17,7 +17,14 @@ from typing import Any
 from ..detectors import Weights
 from ..layouts import DataSpec
 from ..results import InputIdentity
-from .options import from_config
+from .options import default_of, from_config
+
+
+def from_config_seed(train: dict | None) -> int:
+    """The training seed of a ``steps.color_robust.train`` section (tff train's default when not given)."""
+    from .train import TrainOptions
+
+    return int((train or {}).get("seed", default_of(TrainOptions, "seed")))
 
 
 class Study:
@@ -72,14 +79,20 @@ class Study:
             settings["ranking_sha256"] = self.inputs.file(self.ranking)
         return settings
 
-    def color_robust_weights(self) -> Weights:
-        """The colour-robust detector's weights: given, or trained by the color_robust step (its best checkpoint)."""
+    def color_robust_weights(self, folder: Path | None = None) -> Weights:
+        """The colour-robust detector's weights: given, or trained by the color_robust step (the best checkpoint of
+        ``folder``/train; default the first training seed's, ``OUT/color_robust``)."""
         cr = self.st["color_robust"]
         path = cr["weights"]
         if path is None:
-            trained = self.out / "color_robust" / "train"
+            trained = (folder or self.out / "color_robust") / "train"
             path = str(trained / ("model_best.pth" if (trained / "model_best.pth").is_file() else "model_last.pth"))
         return Weights(path, trust=self.det["trust_checkpoint"])
+
+    def color_robust_seeds(self) -> list[int]:
+        """The training seeds of the colour-robust detector: ``train.seed`` and the next ``replicates`` − 1."""
+        first = from_config_seed(self.st["color_robust"]["train"])
+        return [first + i for i in range(self.st["color_robust"]["replicates"])]
 
     def color_robust_arch(self) -> str:
         return (self.st["color_robust"]["train"] or {}).get("arch", self.det["arch"])
@@ -154,28 +167,43 @@ def run_color(s: Study, folder: Path, *, arch: str | None = None, weights: Weigh
 
 
 def run_color_robust(s: Study, folder: Path) -> None:
+    """Train (each training seed, the first into ``folder``, the others into ``folder/seed<s>``) or load the
+    colour-robust detector, then evaluate, rank and colour-test it; with several seeds, the colour claims over them
+    (``folder/replicates.json``)."""
+    seeds = s.color_robust_seeds()
+    for i, seed in enumerate(seeds):
+        _color_robust_replicate(s, folder if i == 0 else folder / f"seed{seed}", seed)
+    if len(seeds) > 1:
+        from ..results import write_json
+        from .study_replicates import seed_replicates
+
+        u = s.cfg["uncertainty"]
+        write_json(folder / "replicates.json", seed_replicates(s.out, folder, seeds, s.data["train_set"],
+                                                               resamples=u["resamples"], seed=u["seed"]))
+    if s.st["color_robust"]["weights"] is not None and (folder / "train").is_dir():  # no stale training
+        shutil.rmtree(folder / "train")
+
+
+def _color_robust_replicate(s: Study, folder: Path, seed: int) -> None:
     from .evaluate import EvaluateOptions, evaluate
     from .rank import rank
 
-    cr = s.st["color_robust"]
-    if cr["weights"] is None:
-        _train_color_robust(s, folder / "train")
-    arch, weights = s.color_robust_arch(), s.color_robust_weights()
+    if s.st["color_robust"]["weights"] is None:
+        _train_color_robust(s, folder / "train", seed)
+    arch, weights = s.color_robust_arch(), s.color_robust_weights(folder)
     evaluate(s.test, options=s.options(EvaluateOptions, "evaluate", arch=arch, weights=weights),
              out=folder / "evaluate")
     rank(s.source, options=rank_options(s, arch=arch, weights=weights, with_reals=False), out=folder / "rank")
     run_color(s, folder / "color", arch=arch, weights=weights, ranking=folder / "rank" / "ffrs.csv",
               evaluated=folder / "evaluate")
-    if cr["weights"] is not None and (folder / "train").is_dir():  # the step owns its folder: no stale training
-        shutil.rmtree(folder / "train")
 
 
-def _train_color_robust(s: Study, folder: Path) -> None:
+def _train_color_robust(s: Study, folder: Path, seed: int) -> None:
     from .train import TrainOptions, train
 
     t = s.st["color_robust"]["train"]
     options = from_config(TrainOptions, t, arch=s.det["arch"], color_robust=True, device=s.cfg["device"],
-                          workers=s.cfg["workers"], progress=s.progress,
+                          workers=s.cfg["workers"], progress=s.progress, seed=seed,
                           resume=(folder / "model_last.pth").is_file())
     train(t["data"], t["val"], options=options, out=folder)
 

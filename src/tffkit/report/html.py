@@ -19,7 +19,7 @@ from .section_faithfulness import section_faithfulness
 from .section_generator import section_generator
 from .section_intervals import color_intervals, dropout_intervals, ffrs_groups, transfer_intervals
 from .section_planted import section_planted
-from .section_replicates import section_replicates
+from .section_replicates import replicates_file, section_ranking_replicates, section_replicates
 from .section_robustness import section_robustness
 from .tables import html_table, key_value_table, mark, relative, sets_as_rows, wide_paper_table
 
@@ -358,8 +358,8 @@ def banner(out: Path, study: dict) -> str | None:
         parts.append(f"Intervals are over groups of images (photographs, prompts or classes): "
                      f"{low if low == high else f'{low}–{high}'} per test set; with few groups an interval is wide, "
                      "and a claim whose interval includes 0 is written as not shown.")
-    if (out / "replicates.json").is_file():
-        rep = read_json(out / "replicates.json")
+    if (path := replicates_file(out)) is not None:
+        rep = read_json(path)
         parts.append(f"Replicates: {len(rep['replicates'])} {rep['unit']}s; the first section says which headline "
                      f"claims hold in every one. {rep.get('note', '')}")
     return " ".join(parts) or None
@@ -371,7 +371,7 @@ def build_report(out: str | Path) -> Path:
     study = read_json(out / "study.json")
     sections = [
         section_replicates(out), section_detectors(out, study), section_data(out, study), section_transfer(out, study),
-        section_robustness(out), section_ffrs(out, study),
+        section_robustness(out), section_ffrs(out, study), section_ranking_replicates(out),
         section_dropout(out, study),
         section_faithfulness(out, _figures, study["data"]["train_set"]),
         section_folder(out, "lrpmax", "What the T-FF detect (LRP-max)",

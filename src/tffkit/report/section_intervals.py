@@ -70,6 +70,7 @@ def dropout_intervals(folder: Path, train: Iterable[str]) -> tuple[str, str]:
     if not ((folder / "dropout_effects.csv").is_file() and (folder / "dropout.json").is_file()):
         return "", ""
     effects = pd.read_csv(folder / "dropout_effects.csv")
+    effects = effects[effects["kind"] != "replicate"]  # the ranking replicates' top-k: their own section
     info = read_json(folder / "dropout.json")
     lines = effects_lines(effects, info["curves"], what="the mean AP")
     shown = []
