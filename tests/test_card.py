@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 
 from conftest import make_tree
-from tffkit.card import write_cards
 from tffkit.cli import main
 from tffkit.detectors import build_detector, save_checkpoint
+from tffkit.jobs.card import card as write_cards
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def test_card_numbers_are_the_study_files_numbers(study: Path, tmp_path: Path, m
         raise AssertionError("a card runs no model")
     monkeypatch.setattr(detectors, "build_detector", no_model)
     monkeypatch.setattr(inputs, "load_model", no_model)
-    (md_path,) = write_cards(study, tmp_path / "cards")
+    (md_path,) = write_cards(study, out=tmp_path / "cards")
     md = md_path.read_text()
     assert md.startswith("# Detector card: tiny wang")
     sha = hashlib.sha256((study.parent / "w.pth").read_bytes()).hexdigest()

@@ -189,7 +189,7 @@ def test_full_study_report_has_every_section(full_report: Path):
 
 @pytest.mark.tier2  # a full study run (every step)
 def test_robustness_step_reuses_the_clean_scores_and_the_card_shows_it(full_report: Path):
-    from tffkit.card import write_cards
+    from tffkit.jobs.card import card as write_cards
 
     study = full_report.parent
     scores = pd.read_csv(study / "robustness" / "scores.csv")
@@ -198,7 +198,7 @@ def test_robustness_step_reuses_the_clean_scores_and_the_card_shows_it(full_repo
     assert clean[["path", "logit"]].equals(evaluated[["path", "logit"]])  # evaluate's pass, not a second one
     assert sorted(scores["perturbation"].unique()) == ["blur2", "jpeg50", "none"]
     verdicts = json.loads((study / "robustness" / "robustness.json").read_text())["asymmetry"]
-    md = write_cards(study, study / "cards_test")[0].read_text()
+    md = write_cards(study, out=study / "cards_test")[0].read_text()
     assert all(f"{v['perturbation']} (mean over sets): {v['verdict']}" in md for v in verdicts)
 
 
