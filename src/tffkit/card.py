@@ -211,8 +211,9 @@ def examples(folder: Path, out: Path, n: int = EXAMPLES) -> Section:
     its strongest fake (overlay and patch) with the image it comes from."""
     index = _csv(folder / "lrpmax" / "lrpmax_index.csv")
     if index is None or not len(index) or n < 1:
-        return "Explanation examples", ["None: the study has no lrpmax/lrpmax_index.csv (enable the study step "
-                                        "`steps.lrpmax`)." if n else "None asked for (examples: 0)."]
+        return "Explanation examples", ["None: no lrpmax/lrpmax_index.csv for this detector (the study step "
+                                        "`steps.lrpmax` explains the study's detector)." if n else
+                                        "None asked for (examples: 0)."]
     first = index[index["rank"].astype(int) == 1].drop_duplicates("tff").sort_values("tff", kind="stable").head(n)
     blocks: list = [f"LRP-max (relevance seeded at the unit's most activated neuron, propagated to the pixels) on the "
                     f"fake that activates each of the first {len(first)} T-FF most; the box is the patch."]

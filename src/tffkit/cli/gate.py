@@ -17,7 +17,8 @@ HELP = "DEAR's channel gate against an FF-RS ranking (overlap, hypergeometric p 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from ..jobs.gate import NOT_FLAGS, GateOptions
 
-    add_options(p, GateOptions, skip=NOT_FLAGS)
+    add_options(p, GateOptions, skip=NOT_FLAGS, required=("arch",),
+                arch="a DEAR detector: dear_c or dear_r (or their @tiny variants), with its --weights")
     p.add_argument("--ranking", required=True, help="an FF-RS ranking (ffrs.csv of tff rank)")
     p.add_argument("--out", required=True, help="output folder")
 
