@@ -12,15 +12,15 @@ import pandas as pd
 import pytest
 
 from conftest import make_tree
-from tffkit.card import write_cards
 from tffkit.cli import main
 from tffkit.detectors import build_detector, save_checkpoint
+from tffkit.jobs.card import CardOptions, card
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> Path:
-    """A study folder made by the real commands (evaluate, rank, color) and the robustness step on a tiny wang2020
-    detector."""
+    """A study folder made by the real commands (evaluate, rank, color, lrpmax) and the robustness step on a tiny
+    wang2020 detector."""
     from tffkit.jobs.robustness import RobustnessOptions, robustness
 
     base = tmp_path_factory.mktemp("card")
@@ -33,6 +33,8 @@ def study(tmp_path_factory) -> Path:
     assert main(["rank", *common, "--min-prob", "0", "--k", "4", "--out", str(out / "rank")]) == 0
     assert main(["color", *common, "--ranking", str(out / "rank" / "ffrs.csv"), "--k", "4", "--min-prob", "0",
                  "--resamples", "50", "--out", str(out / "color")]) == 0
+    assert main(["lrpmax", *common, "--ranking", str(out / "rank" / "ffrs.csv"), "--k", "3", "--per-tff", "2",
+                 "--show", "2", "--out", str(out / "lrpmax")]) == 0
     options = RobustnessOptions(arch="wang2020@tiny", weights=str(weights), preset="full", device="cpu", workers=0,
                                 progress=False, jpeg=(50,), resize=(), blur=(), grayscale=True, resamples=50)
     robustness(data, options=options, out=out / "robustness",
@@ -50,7 +52,7 @@ def test_card_numbers_are_the_study_files_numbers(study: Path, tmp_path: Path, m
         raise AssertionError("a card runs no model")
     monkeypatch.setattr(detectors, "build_detector", no_model)
     monkeypatch.setattr(inputs, "load_model", no_model)
-    (md_path,) = write_cards(study, tmp_path / "cards")
+    (md_path,) = card(study, out=tmp_path / "cards")
     md = md_path.read_text()
     assert md.startswith("# Detector card: tiny wang")
     sha = hashlib.sha256((study.parent / "w.pth").read_bytes()).hexdigest()
@@ -88,6 +90,50 @@ def test_card_numbers_are_the_study_files_numbers(study: Path, tmp_path: Path, m
     for v in verdicts:
         assert f"{v['perturbation']} (mean over sets): {v['verdict']}" in shown
     assert "Not on this card yet" not in md
+
+
+def _rows(md: str, section: str) -> list[list[str]]:
+    """The table rows (cells) of a card section, header and rule left out."""
+    part = md.split(f"## {section}")[1].split("\n## ")[0]
+    lines = [line for line in part.splitlines() if line.startswith("| ")]
+    return [[c.strip() for c in line.strip("|").split(" | ")] for line in lines[1:]]
+
+
+def test_the_top_units_say_what_they_respond_to_and_examples_are_the_lrpmax_files(study: Path, tmp_path: Path):
+    """Each top unit's strongest fake is its rank-1 LRP-max patch, its colour verdict the color step's paired effect
+    per set; the examples are the overlays of the first T-FF; --top-units and --examples size them."""
+    assert main(["card", str(study), "--top-units", "5", "--examples", "2", "--out", str(tmp_path / "c")]) == 0
+    md = (tmp_path / "c" / "detector.md").read_text()
+    index = pd.read_csv(study / "lrpmax" / "lrpmax_index.csv")
+    mood = pd.read_csv(study / "color" / "mood_tests.csv")
+    ranking = pd.read_csv(study / "rank" / "ffrs.csv").head(5)
+    rows = _rows(md, "Top units (FF-RS)")
+    assert len(rows) == 5
+    for row, (_, unit) in zip(rows, ranking.iterrows(), strict=True):
+        first = index[(index["layer"] == unit["layer"]) & (index["channel"] == unit["channel"]) & (index["rank"] == 1)]
+        if len(first):
+            link = re.fullmatch(r"\[patch \((\w+)\)\]\(([^)]+)\)", row[5])
+            assert link and link.group(1) == first["set"].iloc[0]
+            assert (tmp_path / "c" / link.group(2)).resolve() == (study / "lrpmax" / first["patch"].iloc[0]).resolve()
+        else:
+            assert row[5] == "—"
+        tested = mood[mood["key"] == unit["key"]]
+        hits = list(tested.loc[tested["effect_conditional"], "set"])
+        assert row[6] == ("—" if tested.empty else f"in {', '.join(hits)}" if hits else
+                          f"no (0 of {len(tested)} sets)")
+    assert index["tff"].nunique() == 3 and mood["key"].nunique() == 4  # units with and without both answers
+    examples = md.split("## Explanation examples")[1].split("\n## ")[0]
+    shown = re.findall(r"^- \[overlay of T-FF (\d+)\]\(([^)]+)\)", examples, re.M)
+    assert [int(t) for t, _ in shown] == [1, 2]
+    for t, link in shown:
+        row = index[(index["tff"] == int(t)) & (index["rank"] == 1)].iloc[0]
+        assert (tmp_path / "c" / link).resolve() == (study / "lrpmax" / row["overlay"]).resolve()
+        assert f"image {row['image']}" in examples
+    page = (tmp_path / "c" / "detector.html").read_text()
+    assert all((tmp_path / "c" / html.unescape(h)).is_file() for h in re.findall(r"<img src='([^']+)'", page))
+    card(study, options=CardOptions(examples=0), out=tmp_path / "none")
+    assert "None asked for (examples: 0)." in (tmp_path / "none" / "detector.md").read_text()
+    assert main(["card", str(study), "--top-units", "0", "--out", str(tmp_path / "bad")]) == 2
 
 
 def test_missing_steps_are_said_and_the_colour_robust_detector_gets_a_page(study: Path, tmp_path: Path, capsys):

@@ -99,8 +99,13 @@ def test_a_study_loads_and_traces_its_detector_once(tmp_path: Path, trained_tiny
     cfg["data"]["max_per_class"] = 4
     run_study(cfg, progress=False, report=False)
     status = json.loads((tmp_path / "study" / "study.json").read_text())["status"]
-    assert set(status) == {"evaluate", "rank", "dropout", "lrpmax", "color"}
-    assert loads == ["tiny_resnet"] and traces == [1]
+    assert list(status) == ["evaluate", "rank", "dropout", "lrpmax", "color", "card"]
+    assert loads == ["tiny_resnet"] and traces == [1]  # the card step runs no model
+    md = (tmp_path / "study" / "card" / "detector.md").read_text()
+    for section in ("Identity", "Detection per generator", "Colour", "Robustness to perturbations",
+                    "Top units (FF-RS)", "Explanation examples", "Explanation figures"):
+        assert f"\n## {section}\n" in md, section
+    assert "## Explanation examples\n\nLRP-max" in md and "(../lrpmax/overlays/" in md
     from tffkit.jobs.rank import RankOptions, rank
 
     rank(data, options=RankOptions(arch="tiny_resnet", weights=str(weights), min_prob=0.5, max_per_class=2,
@@ -189,8 +194,6 @@ def test_full_study_report_has_every_section(full_report: Path):
 
 @pytest.mark.tier2  # a full study run (every step)
 def test_robustness_step_reuses_the_clean_scores_and_the_card_shows_it(full_report: Path):
-    from tffkit.card import write_cards
-
     study = full_report.parent
     scores = pd.read_csv(study / "robustness" / "scores.csv")
     clean = scores[scores["perturbation"] == "none"].reset_index(drop=True)
@@ -198,8 +201,38 @@ def test_robustness_step_reuses_the_clean_scores_and_the_card_shows_it(full_repo
     assert clean[["path", "logit"]].equals(evaluated[["path", "logit"]])  # evaluate's pass, not a second one
     assert sorted(scores["perturbation"].unique()) == ["blur2", "jpeg50", "none"]
     verdicts = json.loads((study / "robustness" / "robustness.json").read_text())["asymmetry"]
-    md = write_cards(study, study / "cards_test")[0].read_text()
+    md = (study / "card" / "detector.md").read_text()  # the study's card step
     assert all(f"{v['perturbation']} (mean over sets): {v['verdict']}" in md for v in verdicts)
+
+
+@pytest.mark.tier2  # a full study run (every step)
+def test_the_card_step_draws_every_element_from_the_study_files(full_report: Path):
+    """The card step's pages (both detectors) hold every element of a card, with the study files' numbers, and the
+    report links them."""
+    study = full_report.parent
+    md = (study / "card" / "detector.md").read_text()
+    sha = json.loads((study / "evaluate" / "run.json").read_text())["checkpoint_sha256"]
+    assert f"| checkpoint SHA-256 | {sha} |" in md and "| preprocessing | " in md and "| licence of the" in md
+    ci = pd.read_csv(study / "evaluate" / "metrics_ci.csv").set_index(["set", "metric"])
+    for set_name in ("progan", "gan_b", "gan_c", "mean"):
+        r = ci.loc[(set_name, "fake_acc")]
+        assert f"{100 * r['estimate']:.1f} [{100 * r['low']:.1f}, {100 * r['high']:.1f}]" in md.split(
+            f"| {set_name} |")[1].splitlines()[0]
+    changes = pd.read_csv(study / "robustness" / "robustness.csv").set_index(["perturbation", "set", "metric"])
+    r = changes.loc[("jpeg50", "mean", "fake_acc")]
+    assert ("| jpeg50 | mean |" in md and f"(Δ {100 * r['change']:+.1f} [{100 * r['low']:+.1f}, "
+            f"{100 * r['high']:+.1f}])" in md)
+    ranking = pd.read_csv(study / "rank" / "ffrs.csv")
+    top = ranking.iloc[0]
+    assert f"| 1 | {top['layer']} | {top['channel']} | {top['omega']:.4f} |" in md
+    index = pd.read_csv(study / "lrpmax" / "lrpmax_index.csv")
+    examples = md.split("## Explanation examples")[1].split("\n## ")[0]
+    assert examples.count("- [overlay of T-FF") == min(3, index["tff"].nunique())
+    assert all((study / "card" / link).is_file() for link in re.findall(r"\]\((\.\./[^)]+)\)", md))
+    cr = (study / "card" / "color_robust.md").read_text()
+    assert cr.startswith("# Detector card: CR") and "## Top units (FF-RS)" in cr
+    page = full_report.read_text()
+    assert "href='card/detector.html'" in page and "href='card/color_robust.html'" in page
 
 
 @pytest.mark.tier2  # a full study run (every step)

@@ -3,12 +3,13 @@
 A card holds the detector's identity (architecture, checkpoint SHA-256, the licence of the zoo entry's released
 weights, preprocessing), AP and real/fake accuracy per generator with their 95% intervals (``evaluate/metrics_ci.csv``),
 the change without colour (``color/``: AP colour → grayscale, Δ median p(fake) with its interval, the share of
-colour-conditional top units), the top units of its FF-RS ranking (``rank/ffrs.csv``) and links to the explanation
-figures (LRP-max collages, ranking figures, the study report). No model is run. The universal detector's files are
-the study's ``evaluate/``, ``rank/``, ``color/``, ``lrpmax/``; the colour-robust detector's are under
-``color_robust/``. With the study's ``robustness/`` step: how AP and the real and fake accuracies move under JPEG,
-resizing, blur and grayscale (paired intervals over groups) and whether fakes' accuracy falls while reals' rises.
-A section whose step did not run says so.
+colour-conditional top units), how AP and the real and fake accuracies move under JPEG, resizing, blur and grayscale
+with the real/fake asymmetry (``robustness/``), the top units of its FF-RS ranking (``rank/ffrs.csv``) with what each
+responds to (its strongest fake's LRP-max patch, ``lrpmax/``; colour-conditional or not, ``color/mood_tests.csv``),
+DEAR's gate against the ranking (``gate/``, DEAR detectors only), two or three explanation examples (LRP-max
+overlays) and links to the figures. No model is run. The universal detector's files are the study's folders; the
+colour-robust detector's are under ``color_robust/``. A section whose step did not run says so. The job that writes
+the pages: :func:`tffkit.jobs.card.card` (``tff card``, the study's card step).
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from pathlib import Path
 
 import pandas as pd
 
-Section = tuple[str, list]  # (title, blocks); a block is str (a paragraph), ("table", header, rows), ("links", [...])
+Section = tuple[str, list]  # (title, blocks); a block is str (a paragraph), ("table", header, rows) — a cell is
+# text or (text, link) — or ("links", [(link, text), …])
 TOP_UNITS = 10
+EXAMPLES = 3
 NO_ROBUSTNESS = ("Not measured: the study has no robustness/robustness.csv (enable the study step "
                  "`steps.robustness`).")
 
@@ -153,14 +156,42 @@ def robustness(folder: Path) -> Section:
     return "Robustness to perturbations", blocks
 
 
-def top_units(folder: Path) -> Section:
-    """The first units of the ranking, with what the ranking rests on."""
+def _link(href: Path, text: str, out: Path) -> tuple[str, str]:
+    """A table cell that links ``href`` (relative to the card's folder ``out``)."""
+    return (text, os.path.relpath(href, out))
+
+
+def _responses(folder: Path, out: Path) -> tuple[dict, dict]:
+    """What each unit responds to, from the study's files: (layer, channel) → its strongest fake's LRP-max patch
+    (``lrpmax/lrpmax_index.csv``, rank 1 of the first set), and key → the colour sets where the unit's activation
+    on the fakes changes without colour by the paired effect size (``color/mood_tests.csv``)."""
+    index, mood = _csv(folder / "lrpmax" / "lrpmax_index.csv"), _csv(folder / "color" / "mood_tests.csv")
+    patches = {}
+    if index is not None and len(index):
+        first = index[index["rank"].astype(int) == 1].drop_duplicates(["layer", "channel"])
+        patches = {(str(r["layer"]), int(r["channel"])): _link(folder / "lrpmax" / str(r["patch"]),
+                                                              f"patch ({r['set']})", out)
+                   for _, r in first.iterrows()}
+    colour = {}
+    if mood is not None and len(mood):
+        for key, part in mood.groupby("key", sort=False):
+            hit = [str(s) for s, c in zip(part["set"], part["effect_conditional"].astype(str), strict=True)
+                   if c == "True"]
+            colour[str(key)] = f"in {', '.join(hit)}" if hit else f"no (0 of {len(part)} sets)"
+    return patches, colour
+
+
+def top_units(folder: Path, out: Path, n: int = TOP_UNITS) -> Section:
+    """The first ``n`` units of the ranking, with what the ranking rests on and what each unit responds to: its
+    strongest fake's LRP-max patch and whether it is colour-conditional."""
     ranking = _csv(folder / "rank" / "ffrs.csv")
     if ranking is None:
         return "Top units (FF-RS)", ["Not ranked: the study has no rank/ffrs.csv."]
     info = _json(folder / "rank" / "ffrs.json")
+    patches, colour = _responses(folder, out)
     rows = [[str(int(r["rank"])), str(r["layer"]), str(r["channel"]), f"{float(r['omega']):.4f}",
-             str(r.get("unit", ""))] for _, r in ranking.head(TOP_UNITS).iterrows()]
+             str(r.get("unit", "")), patches.get((str(r["layer"]), int(r["channel"])), "—"),
+             colour.get(str(r.get("key", "")), "—")] for _, r in ranking.head(n).iterrows()]
     blocks: list = []
     if info:
         units = info.get("n_feature_maps", len(ranking))
@@ -168,7 +199,42 @@ def top_units(folder: Path) -> Section:
                       f"{info.get('images_seen', '?')} source images; {units} units.")
     if info.get("ranking_warning"):
         blocks.append(f"Warning: {info['ranking_warning']}.")
-    return "Top units (FF-RS)", [*blocks, ("table", ["rank", "layer", "channel", "ω", "kind"], rows)]
+    blocks.append("What a unit responds to: the image region of the fake that activates it most (LRP-max, lrpmax "
+                  "step; — where the unit is not among its T-FF) and whether its activation on the fakes changes "
+                  "without colour (colour-conditional by the paired effect size, per test set; color step).")
+    return "Top units (FF-RS)", [*blocks, ("table", ["rank", "layer", "channel", "ω", "kind", "strongest fake",
+                                                     "colour-conditional"], rows)]
+
+
+def examples(folder: Path, out: Path, n: int = EXAMPLES) -> Section:
+    """``n`` explanation examples: for each of the first ``n`` T-FF of the LRP-max step, the LRP-max relevance of
+    its strongest fake (overlay and patch) with the image it comes from."""
+    index = _csv(folder / "lrpmax" / "lrpmax_index.csv")
+    if index is None or not len(index) or n < 1:
+        return "Explanation examples", ["None: no lrpmax/lrpmax_index.csv for this detector (the study step "
+                                        "`steps.lrpmax` explains the study's detector)." if n else
+                                        "None asked for (examples: 0)."]
+    first = index[index["rank"].astype(int) == 1].drop_duplicates("tff").sort_values("tff", kind="stable").head(n)
+    blocks: list = [f"LRP-max (relevance seeded at the unit's most activated neuron, propagated to the pixels) on the "
+                    f"fake that activates each of the first {len(first)} T-FF most; the box is the patch."]
+    for _, r in first.iterrows():
+        blocks.append(f"T-FF {int(r['tff'])}, `{r['key']}` — set {r['set']}, image {r['image']}, max activation "
+                      f"{float(r['activation']):.3g}.")
+        blocks.append(("links", [_link(folder / "lrpmax" / str(r[c]), f"{c} of T-FF {int(r['tff'])}", out)[::-1]
+                                 for c in ("overlay", "patch")]))
+    return "Explanation examples", blocks
+
+
+def gate(folder: Path) -> Section | None:
+    """DEAR's channel gate against the study's FF-RS ranking (``gate/gate.json``, the gate step); None when the
+    study has no gate step."""
+    info = _json(folder / "gate" / "gate.json")
+    if not info:
+        return None
+    rows = [[str(r["k"]), str(r["kept_in_top_k"]), f"{float(r['expected']):.1f}", f"{float(r['p_enriched']):.3g}",
+             f"{float(r['p_depleted']):.3g}"] for r in info.get("per_k", [])]
+    return "Unit selection: DEAR's gate and FF-RS", [
+        info.get("sentence", ""), ("table", ["k", "kept in top k", "expected", "p (enriched)", "p (depleted)"], rows)]
 
 
 def figures(folder: Path, study: Path, out: Path) -> Section:
@@ -192,15 +258,20 @@ def detectors_of(study: Path) -> list[tuple[str, Path, str]]:
     return out
 
 
-def card(study: Path, folder: Path, label: str, out: Path) -> list[Section]:
-    """The sections of one detector's card."""
-    return [identity(folder, label), performance(folder), color(folder), robustness(folder), top_units(folder),
-            figures(folder, study, out)]
+def card_sections(study: Path, folder: Path, label: str, out: Path, *, units: int = TOP_UNITS,
+                  n_examples: int = EXAMPLES) -> list[Section]:
+    """The sections of one detector's card (``out``: the card's folder, links are relative to it)."""
+    found = [identity(folder, label), performance(folder), color(folder), robustness(folder),
+             top_units(folder, out, units), gate(folder), examples(folder, out, n_examples),
+             figures(folder, study, out)]
+    return [s for s in found if s is not None]
 
 
 def to_markdown(title: str, sections: list[Section]) -> str:
     """The card as Markdown."""
-    def cell(v: str) -> str:
+    def cell(v: str | tuple[str, str]) -> str:
+        if isinstance(v, tuple):  # (text, link)
+            return f"[{cell(v[0])}]({v[1]})"
         return v.replace("|", "\\|").replace("\n", " ")
     lines = [f"# {title}", ""]
     for name, blocks in sections:
@@ -220,6 +291,13 @@ def _inline(text: str) -> str:
     return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
 
 
+def _cell(v: str | tuple[str, str]) -> str:
+    """A table cell as HTML: text, or (text, link) as a link."""
+    if isinstance(v, tuple):
+        return f"<a href='{html.escape(v[1])}'>{html.escape(v[0])}</a>"
+    return html.escape(v)
+
+
 def to_html(title: str, sections: list[Section]) -> str:
     """The card as one self-contained HTML page (figures linked, not embedded)."""
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
@@ -233,7 +311,7 @@ def to_html(title: str, sections: list[Section]) -> str:
                 parts.append(f"<p>{_inline(b)}</p>")
             elif b[0] == "table":
                 head = "".join(f"<th>{html.escape(h)}</th>" for h in b[1])
-                body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for row in b[2])
+                body = "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>" for row in b[2])
                 parts.append(f"<table><tr>{head}</tr>{body}</table>")
             else:
                 items = "".join(f"<li><a href='{html.escape(link)}'>{html.escape(text)}</a>"
@@ -241,28 +319,3 @@ def to_html(title: str, sections: list[Section]) -> str:
                                    if link.endswith(".png") else "") + "</li>" for link, text in b[1])
                 parts.append(f"<ul>{items}</ul>")
     return "\n".join(parts + ["</body></html>"])
-
-
-def write_cards(study: str | os.PathLike, out: str | os.PathLike | None = None) -> list[Path]:
-    """Write ``<stem>.md`` and ``<stem>.html`` for each detector of ``study`` into ``out`` (default
-    ``STUDY/cards``); returns the Markdown files."""
-    from .outputs import run_folder
-    from .results import RunRecord, atomic_write
-
-    study = Path(study)
-    if not (study / "study.json").is_file() and not (study / "evaluate").is_dir():
-        raise FileNotFoundError(f"{study} is not a study folder (no study.json or evaluate/ in it)")
-    final = Path(out) if out is not None else study / "cards"
-    record = RunRecord("card", {"study": str(study), "out": str(final)})
-    written = []
-    with run_folder(final) as folder:
-        for stem, det_folder, label in detectors_of(study):
-            sections = card(study, det_folder, label, final.absolute())
-            title = f"Detector card: {label}"
-            atomic_write(folder / f"{stem}.md", lambda tmp, s=sections, t=title: Path(tmp).write_text(
-                to_markdown(t, s), encoding="utf-8"))
-            atomic_write(folder / f"{stem}.html", lambda tmp, s=sections, t=title: Path(tmp).write_text(
-                to_html(t, s), encoding="utf-8"))
-            written.append(final / f"{stem}.md")
-        record.write(folder, cards=[p.name for p in written])
-    return written

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from .. import __version__
 
 COMMANDS = ["evaluate", "rank", "dropout", "faithfulness", "lrpmax", "color", "explain", "generator", "train", "study",
-            "demo", "bench", "detectors", "card"]
+            "demo", "bench", "detectors", "card", "gate"]
 
 
 class HelpFormatter(argparse.HelpFormatter):

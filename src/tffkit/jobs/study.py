@@ -1,8 +1,9 @@
 """``tff study CONFIG.yaml``: the paper's whole pipeline for one detector, resumable, then the report.
 
-Steps run in order (:data:`~tffkit.jobs.study_steps.STEPS`) — evaluate (→ robustness, opt-in) → rank → dropout →
-faithfulness (opt-in) → lrpmax → color (→ colour-robust detector: train or load, evaluate colour/gray, color) →
-planted (data with a ground truth) → generator (opt-in) — each into ``OUT/<step>/``, with the detector loaded and
+Steps run in order (:data:`~tffkit.jobs.study_steps.STEPS`) — evaluate (→ robustness, opt-in) → rank (→ gate,
+DEAR detectors only) → dropout → faithfulness (opt-in) → lrpmax → color (→ colour-robust detector: train or load,
+evaluate colour/gray, color) → planted (data with a ground truth) → generator (opt-in) → card (one page per
+detector, from the files of the steps before it) — each into ``OUT/<step>/``, with the detector loaded and
 traced once for all of them. A step that finished with the same settings *and the same inputs* is skipped, so an
 interrupted study resumes where it stopped: ``OUT/<step>/.step.json`` holds a hash of the step's settings, of the
 SHA-256 of every checkpoint it reads and of the (path, size, mtime) list of every file under its data roots, and

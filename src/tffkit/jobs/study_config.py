@@ -16,10 +16,12 @@ import yaml
 
 from ..layouts import LAYOUTS
 from ..options import code_trust, problem
+from .card import CardOptions
 from .color import ColorOptions
 from .dropout import DropoutOptions
 from .evaluate import EvaluateOptions
 from .faithfulness import FaithfulnessOptions
+from .gate import GateOptions
 from .generator import GeneratorOptions
 from .lrpmax import LRPMaxOptions
 from .options import study_schema
@@ -29,8 +31,8 @@ from .robustness import RobustnessOptions
 from .study_checks import out_inside_data, python_spec_from, trusts_code
 from .train import TrainOptions
 
-STEP_ORDER = ("evaluate", "robustness", "rank", "dropout", "faithfulness", "lrpmax", "color", "color_robust",
-              "planted", "generator")
+STEP_ORDER = ("evaluate", "robustness", "rank", "gate", "dropout", "faithfulness", "lrpmax", "color", "color_robust",
+              "planted", "generator", "card")
 
 
 class ConfigError(ValueError):
@@ -62,6 +64,9 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
     # fields of RobustnessOptions (STEP_OPTIONS)
     "steps.robustness": {"enabled": (bool, False)},
     "steps.rank": {"enabled": (bool, True)},  # and the fields of tff rank's options (STEP_OPTIONS)
+    # DEAR's channel gate against the study's ranking (tff gate), only for a DEAR detector (dear_c, dear_r); k: the
+    # numbers of top units of the gated layer compared
+    "steps.gate": {"enabled": (bool, True)},
     "steps.dropout": {"enabled": (bool, True)},  # and the fields of tff dropout's options (STEP_OPTIONS)
     # rankings compared by deletion (docs/algorithms.md §8), and the fields of tff faithfulness's options: top_k None =
     # steps.rank.k; max_per_class: source images; deletion_max_per_class: test images per class for the deletion
@@ -81,6 +86,8 @@ SCHEMA: dict[str, dict[str, tuple[Any, Any]]] = {
     # input images, for image-to-image generators), near (layer names reported as 'in or next to upsampling')};
     # and the fields of tff generator's options (STEP_OPTIONS)
     "steps.generator": {"enabled": (bool, False), "generators": (list, [])},
+    # one page per detector (tff card) from the files of the steps before it, into OUT/card/; no model pass
+    "steps.card": {"enabled": (bool, True)},
 }
 CHOICES = {"preset": ("detector", "center224", "full"),
            "detector.attention": ("attnlrp", "cp"), "detector.random_weights": (True, False, "backbone", "head"),
@@ -89,7 +96,8 @@ CHOICES = {"preset": ("detector", "center224", "full"),
 # a step configured by its command's options: the same fields and defaults
 STEP_OPTIONS = {"evaluate": EvaluateOptions, "robustness": RobustnessOptions, "rank": RankOptions,
                 "dropout": DropoutOptions, "faithfulness": FaithfulnessOptions, "lrpmax": LRPMaxOptions,
-                "color": ColorOptions, "planted": PlantedOptions, "generator": GeneratorOptions}
+                "color": ColorOptions, "planted": PlantedOptions, "generator": GeneratorOptions,
+                "gate": GateOptions, "card": CardOptions}
 
 
 def _add_fields(section: str, cls: type) -> None:

@@ -226,6 +226,28 @@ def run_generator(s: Study, folder: Path) -> None:
     generators(s.st["generator"]["generators"], options=s.options(GeneratorOptions, "generator"), out=folder)
 
 
+def run_gate(s: Study, folder: Path) -> None:
+    from .gate import GateOptions, gate
+
+    gate(s.ranking, options=s.options(GateOptions, "gate"), out=folder)
+
+
+def run_card(s: Study, folder: Path) -> None:
+    from .card import CardOptions, card
+
+    card(s.out, options=s.options(CardOptions, "card"), out=folder)
+
+
+def _is_dear(s: Study) -> bool:
+    """The study's detector carries DEAR's channel gate (dear_c, dear_r and their variants)."""
+    return s.det["arch"].split("@")[0] in ("dear_c", "dear_r")
+
+
+def _card_inputs(s: Study, built: dict) -> dict:
+    """A card is drawn from every step before it: their settings (and through them their inputs)."""
+    return {"upstream": dict(built)}
+
+
 def _color_robust_inputs(s: Study, built: dict) -> dict:
     cr, train = s.st["color_robust"], s.st["color_robust"]["train"] or {}
     return {"cr_inputs": {"weights_sha256": s.inputs.file(cr["weights"]),
@@ -292,6 +314,7 @@ STEPS = (
     StepKind("robustness", run_robustness, ("robustness.csv", "robustness.json", "run.json"),
              with_=("evaluate", "uncertainty"), ranked=False),
     StepKind("rank", run_rank, ("ffrs.csv", "ffrs.json", "run.json"), reads=("source",), ranked=False),
+    StepKind("gate", run_gate, ("gate.csv", "gate.json", "run.json"), reads=(), when=_is_dear),
     StepKind("dropout", run_dropout, ("dropout.csv", "dropout_table.md", "run.json"), with_=("uncertainty",)),
     StepKind("faithfulness", run_faithfulness, ("faithfulness.csv", "faithfulness.json", "run.json"),
              reads=("test", "source")),
@@ -302,5 +325,7 @@ STEPS = (
              with_=("color", "evaluate", "uncertainty"), inputs=_color_robust_inputs),
     StepKind("planted", run_planted, ("universal/planted.csv",), inputs=_planted_inputs, when=_has_ground_truth),
     StepKind("generator", run_generator, ("generators.json",), reads=(), ranked=False, inputs=_generator_inputs),
+    StepKind("card", run_card, ("detector.md", "detector.html", "run.json"), reads=(), ranked=False,
+             inputs=_card_inputs),
 )
-NEEDS_RANKING = ("dropout", "lrpmax", "color")
+NEEDS_RANKING = ("gate", "dropout", "lrpmax", "color")

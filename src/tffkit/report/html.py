@@ -15,6 +15,7 @@ import yaml
 
 from ..reference import paper_numbers
 from ..results import atomic_write, file_sha256, read_json
+from .section_card import section_cards
 from .section_faithfulness import section_faithfulness
 from .section_generator import section_generator
 from .section_intervals import color_intervals, dropout_intervals, ffrs_groups, transfer_intervals
@@ -370,7 +371,8 @@ def build_report(out: str | Path) -> Path:
     out = Path(out)
     study = read_json(out / "study.json")
     sections = [
-        section_replicates(out), section_detectors(out, study), section_data(out, study), section_transfer(out, study),
+        section_replicates(out), section_cards(out), section_detectors(out, study), section_data(out, study),
+        section_transfer(out, study),
         section_robustness(out), section_ffrs(out, study), section_ranking_replicates(out),
         section_dropout(out, study),
         section_faithfulness(out, _figures, study["data"]["train_set"]),
