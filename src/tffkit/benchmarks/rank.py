@@ -32,6 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--workers", type=int, default=None, help="data-loading workers (default: cores minus one)")
     p.add_argument("--iters", type=int, default=10, help="timed plain-gradient iterations")
+    p.add_argument("--replicates", type=int, default=0,
+                   help="also time the 5N run with N ranking replicates (tff rank --replicates) and report its "
+                        "overhead over the plain run (0: not timed)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,13 +53,15 @@ def run(args: argparse.Namespace) -> int:
         weights = Path(tmp) / "w.pth"
         torch.save({"model": model.state_dict()}, weights)
         roots = [make_dataset(Path(tmp) / f"x{scale}", 2 * scale * args.images, args.image_size) for scale in (1, 5)]
-        for i, root in enumerate([roots[0], *roots]):  # the first, on one batch, warms up (imports, cuDNN)
+        runs = [(roots[0], 0), (roots[0], 0), (roots[1], 0)] + ([(roots[1], args.replicates)] if args.replicates
+                                                                 else [])
+        for i, (root, replicates) in enumerate(runs):  # the first, on one batch, warms up (imports, cuDNN)
             start = time.perf_counter()
             with contextlib.redirect_stdout(sys.stderr):  # rank's data summary: stdout is this benchmark's JSON
                 res = rank(root, options=RankOptions(
                     arch=args.arch, weights=str(weights), max_per_class=None if i else args.batch_size, min_prob=0.0,
                     preset=args.preset, batch_size=args.batch_size, device=str(device), workers=args.workers,
-                    progress=False))
+                    progress=False, replicates=replicates))
             if device.type == "cuda":
                 torch.cuda.synchronize()
             if i:
@@ -73,7 +78,10 @@ def run(args: argparse.Namespace) -> int:
         "rank_end_to_end_img_s": round(end_to_end, 2),
         "ratio_end_to_end_vs_plain": round(end_to_end / plain_img_s, 3),
         "fixed_cost_s": round(times[0] - used[0] / marginal, 3),
+        **({"replicates": args.replicates, "replicates_overhead": round(times[2] / times[1] - 1, 4)}
+           if args.replicates else {}),
         "note": "rank_img_s: per additional image (decoding, LRP, exact reduction) from runs on N and 5N fakes; "
-                "fixed_cost_s: what a run pays once (detector, explainer, loader start); end to end: the N run"},
+                "fixed_cost_s: what a run pays once (detector, explainer, loader start); end to end: the N run; "
+                "replicates_overhead: the 5N run's time with --replicates over without, minus 1"},
         indent=2))
     return 0
