@@ -262,7 +262,7 @@ ZOO: dict[str, Detector] = {d.name: d for d in [
                     "patch_aggregator (12, 1, 128), to_out.0, norm, cls_head.head.{0,3,6} (1096 → 3288 → 3288 → 1)",
              licence="Apache-2.0 (spai repository: code and weights)", verified=ANALYSES_ZOO,
              tiny={"img_size": 32, "patch": 8, "embed_dim": 16, "depth": 2, "heads": 2, "proj_dim": 8, "radius": 4,
-                   "attn_dim": 8, "attn_heads": 2, "head_ratio": 1}, input_shape=(3, 224, 224),
+                   "attn_dim": 8, "attn_heads": 2, "head_ratio": 1}, input_shape=(3, 32, 32),
              notes="pixels in [0, 1] (normalised inside forward), whole image at its resolution, padded to 224 "
                    "(reflect-101) when smaller; 224-px patches (five crops below 4 patches); the released file may "
                    "also hold the training config (a yacs CfgNode): pass --trust-checkpoint or re-save "
