@@ -320,11 +320,4 @@ class SPAI(nn.Module):
         return self.cls_head(self.norm(self.patches_attention(features)))
 
 
-def spai_patches(height: int, width: int, size: int = 224, minimum: int = 4) -> int:
-    """How many patches SPAI reads from an image of this size."""
-    h, w = max(height, size), max(width, size)
-    n = (h // size) * (w // size)
-    return n if n >= minimum else 5
-
-
-__all__ = ["BANDS", "SPAI", "circular_mask", "high_pass", "image_patches", "low_pass", "spai_patches"]
+__all__ = ["BANDS", "SPAI", "circular_mask", "high_pass", "image_patches", "low_pass"]
