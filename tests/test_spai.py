@@ -269,6 +269,20 @@ def test_a_planted_band_receives_all_relevance(explained, band):
     assert float(rel.sum()) == pytest.approx(shares[planted], rel=1e-4)
 
 
+def test_every_unit_layer_has_one_row_per_image(explained):
+    """Patches and bands stay in their image's row: each unit layer's output is (B, …), its heads included."""
+    model, ex = explained
+    shapes = {}
+
+    def tap(layer, out) -> None:
+        shapes[layer.name] = tuple(out.shape)
+    ex.forward(torch.rand(3, 3, 70, 96, dtype=torch.float64), tap=tap)
+    assert len(shapes) == len(ex.layers) and all(s[0] == 3 for s in shapes.values())
+    kinds = {layer.name: layer.kind for layer in ex.layers}
+    assert kinds["mfvit.vit.blocks.0.attn.heads"] == "head" and shapes["mfvit.vit.blocks.0.attn.heads"][1:3] == (2, 18)
+    assert {"conv", "neuron", "residual", "head"} <= set(kinds.values())
+
+
 # --- the analyses end to end ---------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -317,6 +331,13 @@ def test_evaluate_scores_images_of_any_size_as_released(tmp_path: Path):
             assert logit == pytest.approx(reference_logit(raw, img), rel=1e-4, abs=1e-5)
 
 
+def test_rank_runs_on_the_tiny_entry(tmp_path: Path, tree: Path):
+    assert run_analysis("rank", "spai2025@tiny", tmp_path, tree, None) == 0
+    ranking = pd.read_csv(tmp_path / "rank" / "ffrs.csv")
+    assert np.isfinite(ranking["omega"]).all() and len(ranking) == ranking["key"].nunique()
+    assert "mfvit.vit.blocks.0.attn.heads" in set(ranking["layer"])
+
+
 @pytest.mark.tier2
 def test_every_verified_analysis_runs(tmp_path: Path):
     from test_zoo_recent import _faithfulness
@@ -324,6 +345,4 @@ def test_every_verified_analysis_runs(tmp_path: Path):
     tree = make_tree(tmp_path / "d", {"progan": [], "stylegan": []}, n=2, size=32)
     for analysis in ("evaluate", "rank", "dropout", "lrpmax", "color", "explain"):
         assert run_analysis(analysis, "spai2025@tiny", tmp_path, tree, tmp_path / "rank" / "ffrs.csv") == 0, analysis
-    ranking = pd.read_csv(tmp_path / "rank" / "ffrs.csv")
-    assert np.isfinite(ranking["omega"]).all() and "mfvit.vit.blocks.0.attn.heads" in set(ranking["layer"])
     assert _faithfulness("spai2025@tiny", tmp_path, tree) == 0
