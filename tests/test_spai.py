@@ -159,7 +159,7 @@ def reference_logit(model, img: torch.Tensor) -> float:
     return float(model.cls_head(model.norm(out)))
 
 
-@pytest.mark.parametrize("size", [(20, 45), (70, 96)])  # padded → five crops; 2 × 3 patches, remainder cut
+@pytest.mark.parametrize("size", [(70, 96)])  # 2 × 3 patches, remainder cut (padding: the evaluate test)
 def test_logits_equal_the_per_patch_reference(size):
     model = randomised()
     x = torch.rand(2, 3, *size, dtype=torch.float64)
@@ -181,7 +181,7 @@ def test_band_filter_rule_is_the_epsilon_rule_of_its_matrix():
     mask = circular_mask(8, 2)
     x, rel = torch.rand(8, 8, dtype=torch.float64) + 0.1, torch.randn(8, 8, dtype=torch.float64)
     for fn in (low_pass, high_pass):
-        jac = torch.autograd.functional.jacobian(lambda t, fn=fn: fn(t, mask).reshape(-1), x).reshape(64, 64)
+        jac = fn(torch.eye(64, dtype=torch.float64).reshape(64, 8, 8), mask).reshape(64, 64).T  # column j: e_j
         z = jac @ x.reshape(-1)
         expected = x.reshape(-1) * (jac.T @ (rel.reshape(-1) / (z + EPS * torch.where(z >= 0, 1.0, -1.0))))
         (got,) = lrp_of(LRPOp(fn, Epsilon(), (0,), EPS), [x, mask], rel)
