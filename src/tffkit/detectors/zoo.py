@@ -27,6 +27,7 @@ from . import vits
 from .archs import ARCHITECTURES, efficientnet_b0_lukemelas, tiny_resnet
 from .checkpoints import CheckpointMismatchError, extract_state_dict
 from .dear import DEARResNet
+from .spai import SPAI
 
 ANALYSES = ("evaluate", "rank", "dropout", "lrpmax", "color", "explain", "train")
 EXPLAINED = ANALYSES[:-1]  # tff train is Wang et al.'s recipe: not the CLIP detectors' nor DRCT's own training
@@ -245,6 +246,28 @@ ZOO: dict[str, Detector] = {d.name: d for d in [
              licence="MIT (Community-Forensics repository)", verified=ANALYSES_ZOO,
              kwargs={"img_size": 224}, tiny={"img_size": 224, "embed_dim": 32, "depth": 2, "num_heads": 2},
              input_shape=(3, 224, 224), notes="shorter side resized to 256, centre crop 224, ImageNet mean/std"),
+    Detector("spai2025", SPAI, Preprocessing(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), crop=None),
+             paper="Karageorgiou et al., CVPR 2025 ('Any-resolution AI-generated image detection by spectral "
+                   "learning', SPAI)",
+             backbone="BEiT-style ViT-B/16 (MFM pre-training) on each 224-px patch and its FFT low-/high-pass bands; "
+                      "patch tokens of all 12 blocks projected per block, cosine similarities summarised by mean and "
+                      "std, spectral context attention over the patches, MLP head → one logit",
+             files="weights/spai.pth (configs/spai.yaml)",
+             layout="{'model': state_dict} (no 'module.'): mfvit.frequencies_mask (224, 224), mfvit.vit.* (MFM ViT: "
+                    "patch_embed.proj, cls_token, pos_embed (1, 197, 768), blocks.N.{norm1, attn.qkv.weight, "
+                    "attn.q_bias, attn.v_bias, attn.proj, norm2, mlp.fc1, mlp.fc2}, unused fc_norm, cls_pos_embed, "
+                    "actual_cls_token, cls_blocks.0, intermediate_fc_norm.N, head (9216 → 2)), "
+                    "mfvit.features_processor.patch_projector.projectors.N.{norm1, projector.1, projector.4, norm2}, "
+                    "mfvit.features_processor.original_features_processor.{alpha, proj1.*, proj2.*}, to_kv, "
+                    "patch_aggregator (12, 1, 128), to_out.0, norm, cls_head.head.{0,3,6} (1096 → 3288 → 3288 → 1)",
+             licence="Apache-2.0 (spai repository: code and weights)", verified=ANALYSES_ZOO,
+             tiny={"img_size": 32, "patch": 8, "embed_dim": 16, "depth": 2, "heads": 2, "proj_dim": 8, "radius": 4,
+                   "attn_dim": 8, "attn_heads": 2, "head_ratio": 1}, input_shape=(3, 32, 32),
+             notes="pixels in [0, 1] (normalised inside forward), whole image at its resolution, padded to 224 "
+                   "(reflect-101) when smaller; 224-px patches (five crops below 4 patches); the released file may "
+                   "also hold the training config (a yacs CfgNode): pass --trust-checkpoint or re-save "
+                   "{'model': …}; relevance per frequency band in tff explain (explain.csv relevance_original/"
+                   "_low/_high, share_*)"),
     Detector("efficientnet_b0_lukemelas", efficientnet_b0_lukemelas,
              paper="Chandrasegaran et al., ECCV 2022 (this toolkit's paper)",
              backbone="EfficientNet-B0 (efficientnet-pytorch 0.7.1)", files="weights/efb0/blur_jpg_prob0.5.pth",

@@ -33,10 +33,12 @@ def explain(data: DataSpec | str | os.PathLike | None = None, *, images: Sequenc
     """Explain the images of ``data`` or the loose ``images`` (exactly one; ``small_images``: their policy, upscale
     or pad, default the data's): fakes (and loose images) explain +logit, reals −logit (docs/algorithms.md §2).
     Writes the overlays (``lrp/``, ``gradcam/``, ``guided_gradcam/``), one panel
-    per image (``panels/``) and ``explain.csv`` (logit, p(fake), LRP total per image)."""
+    per image (``panels/``) and ``explain.csv`` (logit, p(fake), LRP total per image; for detectors that mark input
+    branches, SPAI's frequency bands, each branch's relevance and share: ``relevance_<band>``, ``share_<band>``)."""
     import pandas as pd
 
     from .. import distributed as tdist
+    from ..analysis.bands import relevance_branches
     from ..analysis.pixel_explain import image_samples
     from ..passes import DatasetPass
     from ..results import write_csv, write_json
@@ -51,34 +53,40 @@ def explain(data: DataSpec | str | os.PathLike | None = None, *, images: Sequenc
         prep = job.preprocessing(model, data, **({"small_images": small_images} if small_images else {}))
         explainer = job.explainer(model, prep, **o.lrp())
         run = DatasetPass(samples, job.ctx, o.preset, None, o.batch_size, o.workers, "explaining", o.progress, prep)
-        rows = [row for imgs, indices in run
-                for row in _explain_batch(model, explainer, prep, imgs, indices, samples, o.cam_layer, job.folder)]
+        branches = relevance_branches(model)
+        rows = [row for imgs, indices in run for row in _explain_batch(
+                model, explainer, prep, imgs, indices, samples, o.cam_layer, job.folder, branches)]
         table = pd.DataFrame([r for part in tdist.gather_objects(rows) for r in part])
         n_small = run.gather_small()
         if len(table):
             table = table.sort_values("index").reset_index(drop=True)
         if job.is_main:
             write_csv(job.folder / "explain.csv", table)
-            write_json(job.folder / "explain.json", {"n_images": len(table), "cam_layer": o.cam_layer or "auto"})
+            bands = {b: float(table[f"share_{b}"].mean()) for b in branches} if len(table) and branches else None
+            write_json(job.folder / "explain.json", {"n_images": len(table), "cam_layer": o.cam_layer or "auto",
+                                                     **({"mean_band_share": bands} if bands else {})})
             job.finish(n_images=len(samples), n_explained=len(table),
                        **job.inputs(model, prep, n_small, found=job.found))
     return table
 
 
-def _explain_batch(model, explainer, prep, imgs, indices, samples, cam_layer, folder) -> list[dict]:
-    """One batch: the three maps, the files of each image and its row of explain.csv."""
+def _explain_batch(model, explainer, prep, imgs, indices, samples, cam_layer, folder, branches=None) -> list[dict]:
+    """One batch: the three maps, the files of each image and its row of explain.csv (with ``branches``: each
+    branch's relevance and share, :mod:`tffkit.analysis.bands`)."""
     from pathlib import Path
 
     import numpy as np
     import torch
 
+    from ..analysis.bands import branch_relevance, branch_rows
     from ..analysis.pixel_explain import guided_grad_cam, last_spatial_layer
     from ..report import figures_tff as fig
     from ..results import display_path
 
     x = prep.normalize(imgs)
     seed = torch.tensor([1.0 if samples[i].label == 1 else -1.0 for i in indices.tolist()], device=x.device)
-    e = explainer.explain(x, seed)
+    with branch_relevance(explainer, branches or {}) as found:
+        e = explainer.explain(x, seed)
     layer = cam_layer or last_spatial_layer(model, x)
     cam, ggc = guided_grad_cam(model, x, layer, seed)
     lrp = e.input_relevance.sum(1).cpu().numpy()
@@ -97,5 +105,5 @@ def _explain_batch(model, explainer, prep, imgs, indices, samples, cam_layer, fo
                           f"explained {'+' if seed[b] > 0 else '−'}logit", folder / "panels" / f"{name}.png")
         rows.append({"index": i, "image": s.path, "set": s.set, "class": s.cls, "label": s.label, "logit": logit,
                      "prob": prob, "seed": float(seed[b]), "lrp_sum": float(lrp[b].sum()), "cam_layer": layer,
-                     "name": name})
+                     "name": name, **(branch_rows(found, b) if branches else {})})
     return rows

@@ -248,7 +248,7 @@ def _units(gm: fx.GraphModule, kinds: dict[fx.Node, str], info: dict[fx.Node, No
         elif node in kinds and shape is not None:
             kind = kinds[node]
             dim = 1 if kind in ("conv", "head") else len(shape) - 1
-            if kind == "head" and len(shape) != 4:
+            if kind == "head" and len(shape) < 4:  # (B, heads, L, d), or (B, heads, S, L, d): S sequences
                 continue
             layers.append(FeatureLayer(node.target, shape[dim], len(layers), dim, kind))
     return layers
