@@ -117,9 +117,12 @@ def test_functional_multi_head_attention_has_the_rules_of_the_module(attention, 
     assert torch.allclose(e1.logits, e2.logits, rtol=1e-10)
     assert torch.allclose(e1.input_relevance, e2.input_relevance, rtol=1e-8, atol=1e-14)
     assert torch.allclose(h1, h2, rtol=1e-8, atol=1e-14)
-    rows = Explainer(functional, input_shape=(6, 3, 3)).rules()
-    row = next(r for r in rows if r.op == "multi_head_attention_forward")
-    assert row.rule == "attention (attnlrp)" and row.layer == "attention"
+    ex = Explainer(functional, input_shape=(6, 3, 3), attention=attention)
+    row = next(r for r in ex.rules() if r.op == "multi_head_attention_forward")
+    assert row.rule == f"attention ({attention})" and row.layer == "attention"
+    xg = x.clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(functional(xg).sum(), xg)
+    assert torch.allclose(ex.gradient(x).input_relevance, expected, rtol=1e-8, atol=1e-14)  # gradient mode
 
 
 class _PosEnc(nn.Module):
