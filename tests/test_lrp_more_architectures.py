@@ -207,6 +207,8 @@ def test_size_dependent_control_flow_is_traced_with_concrete_shapes(one_thread):
         with torch.no_grad():
             assert torch.allclose(ex.forward(x), model(x).reshape(-1), atol=1e-6)
         assert torch.isfinite(ex.explain(x).input_relevance).all()
+    with pytest.raises(ValueError, match=r"traced with concrete shapes .* \(3, 10, 10\); got \(3, 12, 12\)"):
+        ex.explain(torch.randn(2, 3, 12, 12))
     assert not Explainer(lively(_Shared()), input_shape=(3, 8, 8)).model.concrete_shapes
     with pytest.raises(UnsupportedLayerError) as info:
         Explainer(_ValueBranch(), input_shape=(3, 10, 10))

@@ -88,6 +88,20 @@ class ConcreteTracer(Tracer):
                 for i, (sa, sb) in enumerate(zip(a.shape, b.shape, strict=True))]
 
 
+class SizeGuard:
+    """Forward pre-hook of a copy traced with concrete shapes: refuses, in one line, images of another size."""
+
+    def __init__(self, shape: tuple[int, ...]):
+        self.shape = shape
+
+    def __call__(self, module: nn.Module, args: tuple) -> None:
+        x = args[0] if args else None
+        if isinstance(x, torch.Tensor) and tuple(x.shape[1:]) != self.shape:
+            raise ValueError(f"this detector was traced with concrete shapes (its forward branches on sizes), for "
+                             f"inputs of shape {self.shape}; got {tuple(x.shape[1:])} — build the explainer with "
+                             "input_shape set to the images' size")
+
+
 class UntraceableError(ValueError):
     """torch.fx cannot trace the detector, not even with concrete shapes."""
 
@@ -106,6 +120,7 @@ def trace_model(net: nn.Module, composite: Composite, example: torch.Tensor) -> 
         with traceable_batch_norm():
             gm = fx.GraphModule(net, ConcreteTracer(composite, example).trace(net))
         gm.concrete_shapes = True
+        gm.register_forward_pre_hook(SizeGuard(tuple(example.shape[1:])))
         return gm
     except Exception as exc:  # noqa: BLE001 - reported with the module that failed
         raise UntraceableError(
