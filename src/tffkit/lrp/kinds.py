@@ -19,7 +19,15 @@ from torch import nn
 
 from .rules import EpsilonFn, LRPEpsilon, LRPSum, MultiEpsilonFn, PassFn, SoftmaxFn, in_gradient_mode
 from .swin import window_attention
-from .transformer import LRPMultiheadAttention, group_norm_linear, layer_norm_linear, norm_rule, sdpa
+from .transformer import (
+    LRPFunctionalMultiheadAttention,
+    LRPMultiheadAttention,
+    group_norm_linear,
+    layer_norm_linear,
+    mha_forward_arguments,
+    norm_rule,
+    sdpa,
+)
 
 Key = int | str  # a positional argument's index or a keyword argument's name
 
@@ -173,6 +181,17 @@ class MatMul(Rule):
         return Epsilon() if len(site.tainted) == 1 else Uniform()
 
 
+class Einsum(MatMul):
+    """``torch.einsum(equation, *operands)``: multilinear in its operands (each appears once), so as a matrix
+    product — ε rule with one relevance-carrying operand (a projection, a contraction with a constant), the
+    uniform rule with n of them (AttnLRP's rule for q·kᵀ and attention·v written as einsum, 1/n to each)."""
+
+    def resolve(self, site: Site) -> Rule:
+        if not isinstance(site.arg(0), str) or any(not isinstance(k, int) for k in site.tainted):
+            raise ValueError("einsum is explained in its torch.einsum('equation', a, b, …) form only")
+        return super().resolve(site)
+
+
 class Softmax(Rule):
     """AttnLRP softmax rule R_in = x ⊙ (R − s ⊙ Σ R) along the softmax dimension."""
 
@@ -275,6 +294,22 @@ class MultiheadAttention(Rule):
 
     def module(self, site: Site) -> nn.Module:
         return LRPMultiheadAttention(site.module, site.config.attention, site.config.eps)
+
+
+class MultiheadAttentionFunction(MultiheadAttention):
+    """``F.multi_head_attention_forward`` called directly (open_clip's attention pooling) by the rules of
+    ``nn.MultiheadAttention`` (:class:`~tffkit.lrp.transformer.LRPFunctionalMultiheadAttention`): ε on the four
+    projections, the engine's attention rule inside; its heads are units."""
+
+    def resolve(self, site: Site) -> Rule:
+        heads = mha_forward_arguments(site.node.args, site.node.kwargs)["num_heads"]
+        if not isinstance(heads, int):
+            raise ValueError("the number of heads must be a constant")
+        return self
+
+    def module(self, site: Site) -> nn.Module:
+        heads = mha_forward_arguments(site.node.args, site.node.kwargs)["num_heads"]
+        return LRPFunctionalMultiheadAttention(heads, site.config.attention, site.config.eps)
 
 
 class WindowAttention(Rule):

@@ -34,6 +34,7 @@ from .convs import Conv, ConvEpsilon, Gamma, ZBox, ZPlus
 from .kinds import (
     Attention,
     BatchNorm,
+    Einsum,
     Epsilon,
     Gradient,
     Identity,
@@ -41,6 +42,7 @@ from .kinds import (
     LRPOp,
     MatMul,
     MultiheadAttention,
+    MultiheadAttentionFunction,
     Norm,
     Product,
     Resample,
@@ -54,9 +56,10 @@ from .kinds import (
     WindowAttention,
 )
 
-__all__ = ["COMPOSITES", "DEFAULT", "Attention", "BatchNorm", "Composite", "Conv", "ConvEpsilon", "Epsilon", "Gamma",
-           "Gradient", "Identity", "Key", "LRPOp", "MatMul", "MultiheadAttention", "Norm", "Product", "Resample",
-           "Rule", "RuleConfig", "Site", "Softmax", "Sum", "Trace", "Uniform", "WindowAttention", "ZBox", "ZPlus",
+__all__ = ["COMPOSITES", "DEFAULT", "Attention", "BatchNorm", "Composite", "Conv", "ConvEpsilon", "Einsum", "Epsilon",
+           "Gamma", "Gradient", "Identity", "Key", "LRPOp", "MatMul", "MultiheadAttention",
+           "MultiheadAttentionFunction", "Norm", "Product", "Resample", "Rule", "RuleConfig", "Site", "Softmax", "Sum",
+           "Trace", "Uniform", "WindowAttention", "ZBox", "ZPlus",
            "function_rule", "method_rule", "module_rule", "register_rule"]
 
 
@@ -97,7 +100,8 @@ def _paper() -> Composite:
         torch.mean: eps, torch.sum: eps, F.interpolate: Resample(),
         F.max_pool1d: grad, F.max_pool2d: grad, F.adaptive_max_pool2d: grad, torch.amax: grad, torch.max: grad,
         torch.flatten: grad, torch.reshape: grad, torch.cat: grad, torch.concat: grad, torch.stack: grad,
-        torch.squeeze: grad, torch.unsqueeze: grad, torch.permute: grad, torch.transpose: grad, torch.chunk: grad,
+        torch.squeeze: grad, torch.unsqueeze: grad, torch.permute: grad, torch.transpose: grad, torch.swapaxes: grad,
+        torch.swapdims: grad, torch.chunk: grad,
         torch.split: grad, torch.unbind: grad, torch.roll: grad, torch.flip: grad, torch.narrow: grad,
         torch.movedim: grad, torch.clone: grad, F.pad: grad, F.pixel_shuffle: grad, F.pixel_unshuffle: grad,
         torch.channel_shuffle: grad, F.dropout: grad, F.dropout1d: grad, F.dropout2d: grad, F.dropout3d: grad,
@@ -106,18 +110,19 @@ def _paper() -> Composite:
         torch.sub: Sum(), operator.mul: Product(), operator.imul: Product(), torch.mul: Product(),
         operator.truediv: Product(), operator.itruediv: Product(), torch.div: Product(), operator.neg: ident,
         torch.neg: ident, operator.matmul: MatMul(), torch.matmul: MatMul(), torch.bmm: MatMul(),
+        torch.einsum: Einsum(),
         F.relu: act, torch.relu: act, F.relu6: act, F.leaky_relu: act, F.elu: act, F.gelu: act, F.silu: act,
         F.mish: act, F.hardswish: act, F.hardtanh: act, torch.tanh: act, F.tanh: act, torch.sigmoid: act,
         F.sigmoid: act, F.hardsigmoid: act, F.softplus: act, torch.clamp: act, F.normalize: ident,
         F.softmax: Softmax(), torch.softmax: Softmax(),
-        F.scaled_dot_product_attention: Attention(),
+        F.scaled_dot_product_attention: Attention(), F.multi_head_attention_forward: MultiheadAttentionFunction(),
     }
     methods: dict[str, Rule] = {
         **{m: grad for m in ("flatten", "reshape", "view", "view_as", "reshape_as", "contiguous", "squeeze",
-                             "unsqueeze", "permute", "transpose", "swapaxes", "movedim", "expand", "expand_as",
-                             "repeat", "repeat_interleave", "chunk", "split", "unbind", "unflatten", "narrow", "flip",
-                             "roll", "select", "clone", "to", "type", "type_as", "float", "double", "half",
-                             "bfloat16", "amax", "max", "t", "__getitem__")},
+                             "unsqueeze", "permute", "transpose", "swapaxes", "swapdims", "movedim", "expand",
+                             "expand_as", "repeat", "repeat_interleave", "chunk", "split", "unbind", "unflatten",
+                             "narrow", "flip", "roll", "select", "clone", "to", "type", "type_as", "float", "double",
+                             "half", "bfloat16", "amax", "max", "t", "__getitem__")},
         "add": Sum(), "add_": Sum(), "sub": Sum(), "sub_": Sum(), "mul": Product(), "mul_": Product(),
         "div": Product(), "div_": Product(), "neg": ident, "matmul": MatMul(), "bmm": MatMul(),
         "mean": eps, "sum": eps, "relu": act, "relu_": act, "sigmoid": act, "sigmoid_": act, "tanh": act,

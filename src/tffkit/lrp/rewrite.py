@@ -32,21 +32,20 @@ from ..heads import LogOdds
 from . import registry as reg
 from . import summary
 from .composite import Composite
+from .concrete import UntraceableError, trace_model
 from .rules import LRPEpsilon, LRPSum
 from .trace import (
     NodeInfo,
     Probe,
-    Tracer,
     canonicalize,
     describe,
-    failing_module,
     free_name,
     module_of,
     scope_of,
     set_module,
-    traceable_batch_norm,
+    split_shared_convs,
 )
-from .transformer import LRPMultiheadAttention
+from .transformer import HeadsAttention
 
 
 class UnsupportedLayerError(ValueError):
@@ -223,6 +222,8 @@ def _apply(gm: fx.GraphModule, assigned: dict, info: dict[fx.Node, NodeInfo], co
                 base, kinds[node] = f"{scope + '.' if scope else ''}residual{residuals[scope]}", "residual"
             elif isinstance(rule, reg.Attention):
                 base, kinds[node] = f"{scope + '.' if scope else ''}heads", "head"
+            elif isinstance(module, HeadsAttention):  # a functional multi-head attention: its heads are units
+                base = f"{scope + '.' if scope else ''}attention"
             else:
                 base = f"_lrp.{node.name}"
             name = free_name(gm, base)
@@ -236,16 +237,19 @@ def _apply(gm: fx.GraphModule, assigned: dict, info: dict[fx.Node, NodeInfo], co
 
 
 def _units(gm: fx.GraphModule, kinds: dict[fx.Node, str], info: dict[fx.Node, NodeInfo]) -> list[FeatureLayer]:
+    """Unit layers in forward order; a layer whose first dimension is not the batch (attention inside windows that
+    were folded into it, as in MaxViT's (B·windows, heads, L, d)) has no per-image units and is left out."""
     layers: list[FeatureLayer] = []
     seen: set[str] = set()
+    batch = next(info[n].shape[0] for n in gm.graph.nodes if n.op == "placeholder")
     for node in gm.graph.nodes:
         if node.op != "call_module" or node.target in seen:
             continue
         seen.add(node.target)
         m, shape = module_of(gm, node), info[node].shape
-        if isinstance(m, LRPMultiheadAttention):
+        if isinstance(m, HeadsAttention):
             layers.append(FeatureLayer(f"{node.target}.heads", m.num_heads, len(layers), 1, "head"))
-        elif node in kinds and shape is not None:
+        elif node in kinds and shape is not None and shape[0] == batch:
             kind = kinds[node]
             dim = 1 if kind in ("conv", "head") else len(shape) - 1
             if kind == "head" and len(shape) < 4:  # (B, heads, L, d), or (B, heads, S, L, d): S sequences
@@ -282,12 +286,10 @@ def build_explainable(model: nn.Module, example: torch.Tensor, composite: Compos
         raise UnsupportedLayerError(f"the detector outputs {shape}; expected one logit per image or two class "
                                     "logits (real, fake)")
     try:
-        with traceable_batch_norm():
-            gm = fx.GraphModule(net, Tracer(composite).trace(net))
-    except Exception as exc:  # fx cannot trace data-dependent control flow
-        raise UnsupportedLayerError(f"the detector cannot be traced by torch.fx ({type(exc).__name__}: {exc})"
-                                    f"{failing_module(exc)}; give the untraceable module class a rule "
-                                    "(Composite.with_, docs/lrp.md) so it is kept as one operation") from exc
+        gm = trace_model(net, composite, example)
+    except UntraceableError as exc:
+        raise UnsupportedLayerError(str(exc)) from exc
+    split_shared_convs(gm, net, composite)
     probe = Probe(gm)
     with torch.no_grad():
         probe.run(example)

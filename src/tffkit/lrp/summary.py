@@ -11,7 +11,7 @@ import torch.fx as fx
 from . import kinds
 from .rules import LRPConv
 from .trace import module_of, scope_of
-from .transformer import LRPMultiheadAttention
+from .transformer import HeadsAttention
 
 _LABELS = {
     kinds.Gradient: "gradient (the operation's own)", kinds.Identity: "identity",
@@ -58,7 +58,7 @@ def _label(rule: kinds.Rule, module: object, attention: str) -> str:
         if module.box:
             return "zbox (pixel bounds)"
         return "zplus + flat fallback" if module.flat_fallback else "zplus"
-    if isinstance(module, LRPMultiheadAttention) or isinstance(
+    if isinstance(module, HeadsAttention) or isinstance(
             rule, (kinds.Attention, kinds.MultiheadAttention, kinds.WindowAttention)):
         return f"attention ({attention})"
     return _LABELS.get(type(rule), type(rule).__name__)

@@ -6,6 +6,7 @@ convolutions with constant weights as modules, batch norm after a convolution or
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import re
 import types
@@ -226,11 +227,12 @@ _RESHAPES = {"flatten", "reshape", "view", torch.flatten, torch.reshape}
 
 
 def _shape_use(user: fx.Node, node: fx.Node) -> bool:
-    """``user`` reads only ``node``'s shape (``y.reshape_as(node)``, ``node.size()``, ``node.shape``)."""
+    """``user`` reads only ``node``'s shape (``y.reshape_as(node)``, ``node.size()``, ``node.shape``, ``node.ndim`` —
+    timm's BatchNormAct2d asserts ``x.ndim == 4`` before its batch norm)."""
     if user.op == "call_method" and user.target in ("reshape_as", "view_as", "expand_as"):
         return user.args[0] is not node
     return (user.op == "call_method" and user.target in ("size", "dim")) or \
-        (user.op == "call_function" and user.target is getattr and user.args[1:2] == ("shape",))
+        (user.op == "call_function" and user.target is getattr and user.args[1] in ("shape", "ndim"))
 
 
 def _fold_target(gm: fx.GraphModule, src: fx.Node, info: dict[fx.Node, NodeInfo],
@@ -257,9 +259,75 @@ def _fold_target(gm: fx.GraphModule, src: fx.Node, info: dict[fx.Node, NodeInfo]
     return node
 
 
+def split_shared_convs(gm: fx.GraphModule, root: nn.Module, composite: Composite) -> None:
+    """A convolution module called at several places (CoaT's convolutional position encodings, shared by the blocks
+    of a stage) becomes one copy per call, so each use gets its own rule and its own units. A copy is named by the
+    module's other name under the block that calls it (``serial_blocks1.1.cpe.proj`` for ``cpe1.proj`` called from
+    ``serial_blocks1.1``), else ``<name>_<use>``; the first use keeps the module's own name only where no such alias
+    exists."""
+    calls: dict[str, list[fx.Node]] = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and is_conv(module_of(gm, node), composite, node.target):
+            calls.setdefault(node.target, []).append(node)
+    names: dict[int, list[str]] = {}
+    for name, m in root.named_modules(remove_duplicate=False):
+        names.setdefault(id(m), []).append(name)
+    for target, nodes in calls.items():
+        if len(nodes) < 2:
+            continue
+        module = module_of(gm, nodes[0])
+        aliases = names.get(id(module), [])
+        for use, node in enumerate(nodes, 1):
+            stack = [path for path, _ in (node.meta.get("nn_module_stack") or {}).values()]
+            inside = [(len(p), a) for a in aliases for p in stack if a.startswith(p + ".")]
+            name = max(inside)[1] if inside else f"{target}_{use}"
+            if name in dict(gm.named_modules()):
+                name = free_name(gm, f"{name}_{use}")
+            gm.add_submodule(name, copy.deepcopy(module))
+            node.target = name
+        gm.delete_all_unused_submodules()
+
+
+def _conv_after(gm: fx.GraphModule, bn: fx.Node, composite: Composite) -> fx.Node | None:
+    """The convolution a batch norm feeds alone (through identities and dropout), if the BN can be folded into it
+    exactly: a plain convolution without padding (a padded border would see the BN's shift where the input has
+    zeros) and without groups — a pre-norm block's 1×1 convolution (timm's MbConvBlock in MaxViT and CoAtNet)."""
+    node = bn
+    while len(node.users) == 1:
+        (user,) = node.users
+        m = module_of(gm, user)
+        if isinstance(m, (nn.Identity, nn.Dropout)):
+            node = user
+            continue
+        padding = getattr(m, "padding", None)
+        unpadded = padding == "valid" or (isinstance(padding, tuple) and not any(padding))
+        if type(m) in (nn.Conv1d, nn.Conv2d, nn.Conv3d) and user.args[:1] == (node,) and len(user.args) == 1 and \
+                unpadded and m.groups == 1 and is_conv(m, composite, user.target):
+            return user
+        return None
+    return None
+
+
+def fold_bn_before(conv: nn.Module, mean, var, gamma, beta, eps: float) -> None:
+    """Fold a batch norm that feeds ``conv`` (unpadded, ungrouped) into it, in place: W' = W·γ/σ per input
+    channel, b' = b + Σ W·(β − μγ/σ)."""
+    with torch.no_grad():
+        gamma = gamma if gamma is not None else torch.ones_like(var)
+        beta = beta if beta is not None else torch.zeros_like(var)
+        scale = gamma / torch.sqrt(var + eps)
+        shift = beta - mean * scale
+        w = conv.weight
+        per_channel = (1, -1, *([1] * (w.dim() - 2)))
+        extra = (w * shift.reshape(per_channel)).sum(tuple(range(1, w.dim())))
+        w.copy_(w * scale.reshape(per_channel))
+        bias = conv.bias if conv.bias is not None else torch.zeros_like(extra)
+        conv.bias = nn.Parameter((bias + extra).detach().clone(), requires_grad=False)
+
+
 def canonicalize(gm: fx.GraphModule, info: dict[fx.Node, NodeInfo], problems: list[str], composite: Composite
                  ) -> tuple[dict[str, str], dict[str, tuple[torch.Tensor, torch.Tensor]]]:
-    """Functional convolutions and linear layers → modules; BN after a convolution or linear layer folded. Returns
+    """Functional convolutions and linear layers → modules; BN after a convolution or linear layer folded (or, where
+    nothing is before it to fold into, into an unpadded convolution it alone feeds). Returns
     {layer name: BN name} and {layer name: (scale, shift) of the BN folded into it}. A module made from a function
     takes the name of the module whose forward called the function when nothing else of that module remains in the
     graph (``stem.conv`` for a weight-standardising conv)."""
@@ -304,11 +372,16 @@ def canonicalize(gm: fx.GraphModule, info: dict[fx.Node, NodeInfo], problems: li
         else:
             continue
         src = node.args[0]
-        owner = _fold_target(gm, src, info, composite) if isinstance(src, fx.Node) and info[node].tainted else None
-        if owner is None or params[0] is None:
+        if params[0] is None or not (isinstance(src, fx.Node) and info[node].tainted):
             continue
-        affine[owner.target] = fold_bn(module_of(gm, owner), *params)
-        folded[owner.target] = node.target if node.op == "call_module" else scope_of(node)
+        owner = _fold_target(gm, src, info, composite)
+        if owner is not None:
+            affine[owner.target] = fold_bn(module_of(gm, owner), *params)
+            folded[owner.target] = node.target if node.op == "call_module" else scope_of(node)
+        elif (after := _conv_after(gm, node, composite)) is not None:
+            fold_bn_before(module_of(gm, after), *params)
+        else:
+            continue
         node.replace_all_uses_with(src)
         gm.graph.erase_node(node)
     gm.graph.eliminate_dead_code()

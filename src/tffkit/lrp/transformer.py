@@ -12,10 +12,13 @@ products of two activations and attention, composed from the autograd rules of :
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .rules import EpsilonFn, LinearizedFn, LRPEpsilon, MultiEpsilonFn, RuleFunction, in_gradient_mode, stabilize_
@@ -142,18 +145,46 @@ def sdpa(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask:
     return attention(query, key, value, attn_mask, is_causal, scale, mode, eps)
 
 
-class LRPMultiheadAttention(nn.Module):
-    """``nn.MultiheadAttention`` rebuilt from LRP rules: ε on the projections, attention rules inside.
+class HeadsAttention(nn.Module):
+    """Multi-head attention rebuilt from LRP rules; ``heads`` is an identity module applied to the per-head outputs
+    (B, heads, L, head_dim): the attention heads as units (FF-RS, dropout, LRP-max)."""
 
-    ``heads`` is an identity module applied to the per-head outputs (B, heads, L, head_dim): the
-    attention heads as units (FF-RS, dropout, LRP-max)."""
+    def __init__(self, num_heads: int, mode: str, eps: float):
+        super().__init__()
+        self.num_heads, self.mode, self.eps = num_heads, mode, eps
+        self.heads = nn.Identity()
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None,
+               attn_mask: torch.Tensor | None, is_causal: bool) -> torch.Tensor:
+        """Projected (B, L, E) queries and (B, S, E) keys and values → the concatenated heads (B, L, E), with
+        ``nn.MultiheadAttention``'s masks (boolean: True where attention is NOT allowed)."""
+        b, n_q, e = q.shape
+        h = self.num_heads
+
+        def split(t: torch.Tensor) -> torch.Tensor:
+            return t.reshape(b, t.shape[1], h, -1).transpose(1, 2)
+
+        q, k, v = split(q), split(k), split(v)
+        mask = additive_mask(~attn_mask if attn_mask is not None and attn_mask.dtype == torch.bool else attn_mask,
+                             q.dtype)
+        if mask is not None and mask.dim() == 3:  # (B·heads, L, S)
+            mask = mask.reshape(b, h, n_q, -1)
+        if key_padding_mask is not None:
+            pad = key_padding_mask
+            pad = additive_mask(~pad, q.dtype) if pad.dtype == torch.bool else pad.to(q.dtype)
+            mask = pad.reshape(b, 1, 1, -1) if mask is None else mask + pad.reshape(b, 1, 1, -1)
+        ctx = self.heads(attention(q, k, v, mask, is_causal and mask is None, None, self.mode, self.eps))
+        return ctx.transpose(1, 2).reshape(b, n_q, -1)
+
+
+class LRPMultiheadAttention(HeadsAttention):
+    """``nn.MultiheadAttention`` rebuilt from LRP rules: ε on the projections, attention rules inside."""
 
     def __init__(self, mha: nn.MultiheadAttention, mode: str = "attnlrp", eps: float = 1e-6):
-        super().__init__()
+        super().__init__(mha.num_heads, mode, eps)
         if mha.bias_k is not None or mha.add_zero_attn:
             raise ValueError("nn.MultiheadAttention with add_bias_kv or add_zero_attn has no LRP rule yet")
-        e, self.num_heads, self.batch_first = mha.embed_dim, mha.num_heads, mha.batch_first
-        self.mode, self.eps = mode, eps
+        e, self.batch_first = mha.embed_dim, mha.batch_first
         if mha._qkv_same_embed_dim:
             weights = mha.in_proj_weight.detach().chunk(3)
         else:
@@ -173,7 +204,6 @@ class LRPMultiheadAttention(nn.Module):
         out.load_state_dict(mha.out_proj.state_dict())
         out.requires_grad_(False)
         self.out_proj = LRPEpsilon(out, eps)
-        self.heads = nn.Identity()
 
     def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                 key_padding_mask: torch.Tensor | None = None, need_weights: bool = True,
@@ -181,23 +211,59 @@ class LRPMultiheadAttention(nn.Module):
                 is_causal: bool = False) -> tuple[torch.Tensor, None]:
         if not self.batch_first:  # (L, B, E) → (B, L, E)
             query, key, value = (t.transpose(0, 1) for t in (query, key, value))
-        b, n_q, e = query.shape
-        h = self.num_heads
-
-        def split(t: torch.Tensor) -> torch.Tensor:
-            return t.reshape(b, t.shape[1], h, -1).transpose(1, 2)
-
-        q, k, v = split(self.q_proj(query)), split(self.k_proj(key)), split(self.v_proj(value))
-        # nn.MultiheadAttention's boolean masks are True where attention is NOT allowed (the reverse of SDPA's)
-        mask = additive_mask(~attn_mask if attn_mask is not None and attn_mask.dtype == torch.bool else attn_mask,
-                             q.dtype)
-        if mask is not None and mask.dim() == 3:  # (B·heads, L, S)
-            mask = mask.reshape(b, h, n_q, -1)
-        if key_padding_mask is not None:
-            pad = key_padding_mask
-            pad = additive_mask(~pad, q.dtype) if pad.dtype == torch.bool else pad.to(q.dtype)
-            mask = pad.reshape(b, 1, 1, -1) if mask is None else mask + pad.reshape(b, 1, 1, -1)
-        ctx = self.heads(attention(q, k, v, mask, is_causal and mask is None, None, self.mode, self.eps))
-        out = self.out_proj(ctx.transpose(1, 2).reshape(b, n_q, e))
+        ctx = self.attend(self.q_proj(query), self.k_proj(key), self.v_proj(value), key_padding_mask, attn_mask,
+                          is_causal)
+        out = self.out_proj(ctx)
         return (out.transpose(0, 1) if not self.batch_first else out), None
 
+
+_MHA_FORWARD = inspect.signature(F.multi_head_attention_forward)
+_MHA_UNSUPPORTED = ("bias_k", "bias_v", "static_k", "static_v")
+
+
+def mha_forward_arguments(args: tuple, kwargs: dict) -> dict[str, Any]:
+    """``F.multi_head_attention_forward``'s arguments by name (defaults filled in); raises ValueError for the
+    options that have no LRP rule yet (extra key/value biases, zero attention, static keys/values)."""
+    bound = _MHA_FORWARD.bind(*args, **kwargs)
+    bound.apply_defaults()
+    named = dict(bound.arguments)
+    if any(named[k] is not None for k in _MHA_UNSUPPORTED) or named["add_zero_attn"] is True:
+        raise ValueError("multi-head attention with bias_k/bias_v, add_zero_attn or static keys/values has no "
+                         "LRP rule yet")
+    return named
+
+
+class LRPFunctionalMultiheadAttention(HeadsAttention):
+    """``F.multi_head_attention_forward`` called directly (open_clip's attention pooling in ModifiedResNet) with
+    the rules of :class:`LRPMultiheadAttention`: the weights are the call's constant arguments, ε on each
+    projection (bias in the denominator), attention rules inside. Sequence-first (L, B, E) or unbatched (L, E)."""
+
+    def __init__(self, num_heads: int, mode: str = "attnlrp", eps: float = 1e-6):
+        super().__init__(num_heads, mode, eps)
+
+    def forward(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, None]:
+        a = mha_forward_arguments(args, kwargs)
+        if a["num_heads"] != self.num_heads:
+            raise ValueError(f"traced with {self.num_heads} heads, called with {a['num_heads']}")
+        if a["use_separate_proj_weight"]:
+            weights = (a["q_proj_weight"], a["k_proj_weight"], a["v_proj_weight"])
+        else:
+            weights = a["in_proj_weight"].chunk(3)
+        bias = a["in_proj_bias"]
+        biases = bias.chunk(3) if bias is not None else (None, None, None)
+        query, key, value = a["query"], a["key"], a["value"]
+        unbatched = query.dim() == 2
+        if unbatched:
+            query, key, value = (t.unsqueeze(1) for t in (query, key, value))
+        q, k, v = (_linear(t.transpose(0, 1), w, b, self.eps) for t, w, b in
+                   zip((query, key, value), weights, biases, strict=True))
+        ctx = self.attend(q, k, v, a["key_padding_mask"], a["attn_mask"], a["is_causal"])
+        out = _linear(ctx, a["out_proj_weight"], a["out_proj_bias"], self.eps).transpose(0, 1)
+        return (out.squeeze(1) if unbatched else out), None
+
+
+def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, eps: float) -> torch.Tensor:
+    """F.linear with constant weights by the ε rule."""
+    weight = weight.detach()
+    bias = bias.detach() if bias is not None else None
+    return EpsilonFn.apply(x, lambda t: F.linear(t, weight, bias), eps)
