@@ -61,7 +61,7 @@ def _label(rule: kinds.Rule, module: object, attention: str) -> str:
     if isinstance(module, LRPMultiheadAttention) or isinstance(
             rule, (kinds.Attention, kinds.MultiheadAttention, kinds.WindowAttention)):
         return f"attention ({attention})"
-    return _LABELS.get(type(rule), type(rule).__name__)
+    return _LABELS.get(type(rule)) or getattr(rule, "label", type(rule).__name__)
 
 
 def entries(gm: fx.GraphModule, assigned: dict, where: dict[fx.Node, tuple[str, str]], units: set[str],
