@@ -220,6 +220,45 @@ def markdown(doc: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+MARKERS = ("<!-- bench-compare -->", "<!-- /bench-compare -->")
+
+
+def headline(doc: dict) -> str:
+    """The README's line: the target rows' ratios (from a ``compare.json``), on the device they were measured on."""
+    parts = []
+    for (arch, method), target in TARGETS.items():
+        row = next((r for r in doc["rows"] if r["arch"] == arch and r["method"] == method), None)
+        if row is not None and row.get("ratio_vs_plain") is not None:
+            parts.append(f"{arch} `{method.split(':')[1]}` composite {row['ratio_vs_plain']:.2f}× (GPU target "
+                         f"≥ {target:g}×)")
+    where = "GPU" if doc["device"].startswith("cuda") else "CPU, shared 2-core machine; GPU figures pending"
+    return (f"LRP throughput as a share of a plain input gradient (`tff bench compare`, batch {doc['batch_size']}, "
+            f"{doc['image_size']}², {where}): " + "; ".join(parts) + ". Table: [docs/benchmarks.md]"
+            "(docs/benchmarks.md#lrp-libraries-side-by-side-tff-bench-compare).\n")
+
+
+def marked(text: str) -> str:
+    """The text between the bench-compare markers of a Markdown file."""
+    start, end = MARKERS
+    return text[text.index(start) + len(start): text.index(end)].strip("\n") + "\n"
+
+
+def replace_marked(path: Path, text: str) -> None:
+    """Put ``text`` between the bench-compare markers of the Markdown file at ``path``."""
+    start, end = MARKERS
+    old = path.read_text()
+    path.write_text(old[: old.index(start) + len(start)] + "\n" + text + old[old.index(end):])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m tffkit.benchmarks.compare [bench_out/compare.json]`` (from the repository root): its table into
+    docs/benchmarks.md and its headline into README.md."""
+    doc = json.loads(Path((argv or sys.argv[1:] or ["bench_out/compare.json"])[0]).read_text())
+    replace_marked(Path("docs/benchmarks.md"), markdown(doc))
+    replace_marked(Path("README.md"), headline(doc))
+    return 0
+
+
 def write(doc: dict, out: str | Path) -> None:
     out = Path(out)
     write_json(out / "compare.json", doc)
@@ -243,3 +282,7 @@ def run(args: argparse.Namespace) -> int:
     write(doc, args.out)
     print(markdown(doc), end="")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
