@@ -145,6 +145,11 @@ def test_explainers_with_different_composites_do_not_affect_each_other(one_threa
         assert torch.equal(fast.explain(x).input_relevance, alone_fast)
         assert torch.equal(slow.explain(x).input_relevance, alone_slow)
     assert not torch.equal(alone_fast, alone_slow)  # ε inside the network differs (1e-6): not the same numbers
+    taps, no_input = {}, {}
+    fast.explain(x, tap=lambda layer, rel, _a: taps.__setitem__(layer.name, rel))
+    e = fast.explain(x, tap=lambda layer, rel, _a: no_input.__setitem__(layer.name, rel), input_relevance=False)
+    assert e.input_relevance is None and no_input.keys() == taps.keys()  # the patch embedding's units included
+    assert all(torch.equal(no_input[k], taps[k]) for k in taps)
     xg = x.clone().requires_grad_(True)
     with torch.enable_grad():
         (plain,) = torch.autograd.grad(model(xg).sum(), xg)

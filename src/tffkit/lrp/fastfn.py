@@ -152,12 +152,25 @@ class FastSum(LRPSum):
         return a + b if self.sign == 1.0 else a - b
 
 
+class _StopAtOutputFn(torch.autograd.Function):
+    """``layer(x)`` whose backward gives ``x`` nothing (the relevance is wanted down to the output only); the output
+    still requires grad, so a unit layer's hook sees its relevance."""
+
+    @staticmethod
+    def forward(ctx, x, layer):
+        return layer(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return None, None
+
+
 class FastLRPConv(LRPConv):
     """A (BN-folded) convolution under the ε rule: its native backward."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.skip_backward and not in_gradient_mode():
-            return self.layer(x.detach())
+        if self.skip_backward and not in_gradient_mode() and x.requires_grad:
+            return _StopAtOutputFn.apply(x, self.layer)
         return self.layer(x)
 
 
