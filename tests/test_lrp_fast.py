@@ -154,3 +154,24 @@ def test_explainers_with_different_composites_do_not_affect_each_other(one_threa
     with torch.enable_grad():
         (plain,) = torch.autograd.grad(model(xg).sum(), xg)
     assert torch.allclose(fast.gradient(x).input_relevance, plain, rtol=1e-4, atol=1e-6)
+
+
+def test_rules_without_a_gradient_form_run_converted_inside_a_fast_model(one_thread):
+    """zβ at the pixels and z⁺ in one hidden convolution of a fast model run in relevance form between conversions
+    (R = y · g at the output, g = R / x at the input): the relevance of the relevance-form composite with the same
+    rules, where no input is within ε of zero."""
+    from tffkit.lrp import ZPlus, named
+
+    torch.manual_seed(5)
+    model, x = pseudo_trained("tiny_resnet"), torch.randn(2, 3, 64, 64)
+    shape, hidden = (3, 64, 64), {"layer1.0.conv2": ZPlus()}
+    slow = Explainer(model, composite=named("paper").with_(layers=hidden), conv_rule="epsilon", input_rule="zbox",
+                     eps=1e-9, input_shape=shape)
+    fast = Explainer(model, composite=named("fast").with_(layers=hidden), input_rule="zbox", eps=1e-9,
+                     input_shape=shape)
+    labels = {r.module: r.rule for r in fast.rules()}
+    assert labels["conv1"] == "zbox (pixel bounds)" and labels["layer1.0.conv2"] == "zplus"
+    ta, tb = {}, {}
+    ra = slow.explain(x, tap=lambda layer, rel, _a: ta.__setitem__(layer.name, rel)).input_relevance
+    rb = fast.explain(x, tap=lambda layer, rel, _a: tb.__setitem__(layer.name, rel)).input_relevance
+    assert _close(rb, ra, 5e-5) and all(_close(tb[n], r, 5e-5) for n, r in ta.items())
