@@ -175,3 +175,29 @@ def test_rules_without_a_gradient_form_run_converted_inside_a_fast_model(one_thr
     ra = slow.explain(x, tap=lambda layer, rel, _a: ta.__setitem__(layer.name, rel)).input_relevance
     rb = fast.explain(x, tap=lambda layer, rel, _a: tb.__setitem__(layer.name, rel)).input_relevance
     assert _close(rb, ra, 5e-5) and all(_close(tb[n], r, 5e-5) for n, r in ta.items())
+
+
+FAITHFULNESS_MARKERS = ("<!-- faithfulness-composites -->", "<!-- /faithfulness-composites -->")
+
+
+def faithfulness_table(runs: list[dict]) -> str:
+    """docs/lrp.md's table of AOPC per composite, from docs/faithfulness_composites.json (collected from the
+    faithfulness_summary.csv of each run)."""
+    def iv(v):
+        return f"{v[0]:.1f} [{v[1]:.1f}, {v[2]:.1f}]"
+    lines = ["| detector | composite | attention | FF-RS AOPC, AP (pp) | FF-RS AOPC, fake acc. (pp) | "
+             "\\|gradient × activation\\| AOPC, AP | random AOPC, AP (mean of 10) |", "|---|---|---|---|---|---|---|"]
+    for r in runs:
+        lines.append(f"| {r['arch']} | `{r['composite']}` | {r['attention']} | {iv(r['ffrs_ap'])} | "
+                     f"{iv(r['ffrs_fake_acc'])} | {iv(r['taylor_ap'])} | {iv(r['random_ap'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def test_docs_show_the_committed_faithfulness_by_composite():
+    import json
+
+    root = Path(__file__).resolve().parents[1]
+    runs = json.loads((root / "docs" / "faithfulness_composites.json").read_text())
+    text = (root / "docs" / "lrp.md").read_text()
+    start, end = FAITHFULNESS_MARKERS
+    assert text[text.index(start) + len(start): text.index(end)].strip("\n") + "\n" == faithfulness_table(runs)
