@@ -17,6 +17,7 @@ def test_a_method_row_has_its_rate_and_memory(one_thread):
     """One method measured in this process (what each worker process of the command does)."""
     row = run_one("tiny_resnet", "tffkit:fast", "cpu", 2, 32, 1, 1)
     assert row["img_s"] > 0 and row["memory"] in ("rss", "not measured") and row["rules"]
+    assert row["ratio_vs_plain"] == pytest.approx(row["img_s"] / row["plain_img_s"], rel=0.01)
     assert run_one("tiny_resnet", "lxt:efficient-cp", "cpu", 2, 32, 1, 1)["note"].startswith("LXT's ViT rules")
 
 
@@ -29,8 +30,8 @@ def test_compare_writes_rows_with_rates_ratios_and_memory(tmp_path, capsys):
     rows = {r["method"]: r for r in doc["rows"]}
     assert set(rows) == {"plain", "tffkit:fast"} and doc["device"] == "cpu" and doc["cpu_cores"] >= 1
     plain, fast = rows["plain"], rows["tffkit:fast"]
-    assert plain["img_s"] > 0 and fast["img_s"] > 0 and plain["ratio_vs_plain"] == 1.0
-    assert fast["ratio_vs_plain"] == pytest.approx(fast["img_s"] / plain["img_s"], rel=0.01)
+    assert plain["img_s"] > 0 and fast["img_s"] > 0 and plain["ratio_vs_plain"] > 0
+    assert fast["ratio_vs_plain"] == pytest.approx(fast["img_s"] / fast["plain_img_s"], rel=0.01)
     assert fast["memory"] in ("rss", "not measured")
     with open(tmp_path / "compare.csv") as f:
         assert [r["method"] for r in csv.DictReader(f)] == ["plain", "tffkit:fast"]

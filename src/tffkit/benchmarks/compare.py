@@ -1,7 +1,9 @@
 """LRP implementations side by side on the same model, batch and device: a plain input gradient (the baseline),
 tffkit with each composite (``paper``, ``attnlrp``, ``cp-lrp``, ``fast``), zennit (ResNets) and LXT (torchvision's
 ViT). Every method computes the input relevance of one batch per step and runs in its own process (its own memory
-statistics). Reports images/s, the ratio to the plain gradient, and peak memory per image: CUDA's peak allocation
+statistics), its timed steps alternating with a plain gradient's on its own copy of the model (the ratio, robust to
+a shared machine's changing load). Reports images/s, the ratio to the plain gradient, and peak memory per image of
+the warm-up steps: CUDA's peak allocation
 beyond what was resident (GPU), or on a CPU the peak resident-set size sampled every 2 ms during the steps minus the
 size before them (``rss``, after returning freed memory to the OS; read it as a lower bound, as the allocator may
 keep and reuse memory).
@@ -41,8 +43,8 @@ RULES = {
     "lxt:efficient-attnlrp": "AttnLRP, Gradient × Input", "lxt:explicit-attnlrp": "AttnLRP, explicit rules",
 }
 TARGETS = {("resnet50", "tffkit:paper"): 0.6, ("vit_b_16", "tffkit:fast"): 0.9}  # GPU ratio targets (issue 25)
-COLUMNS = ("arch", "method", "rules", "batch_size", "image_size", "img_s", "ratio_vs_plain", "peak_mib_per_image",
-           "memory", "note")
+COLUMNS = ("arch", "method", "rules", "batch_size", "image_size", "img_s", "plain_img_s", "ratio_vs_plain",
+           "peak_mib_per_image", "memory", "note")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -96,35 +98,42 @@ def _rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def measure(fn: Callable[[], None], device: torch.device, iters: int, warmup: int) -> tuple[float, int | None, str]:
-    """Seconds per step, peak memory of a step beyond what was resident (bytes) and how it was measured."""
+def peak_memory(fn: Callable[[], None], device: torch.device, warmup: int) -> tuple[int | None, str]:
+    """Peak memory of ``warmup`` (≥ 1) steps beyond what was resident (bytes) and how it was measured."""
     if device.type == "cuda":
-        for _ in range(warmup):
-            fn()
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         resident = torch.cuda.memory_allocated()
-        start = time.perf_counter()
-        for _ in range(iters):
+        for _ in range(max(warmup, 1)):
             fn()
         torch.cuda.synchronize()
-        return (time.perf_counter() - start) / iters, torch.cuda.max_memory_allocated() - resident, "cuda peak"
+        return torch.cuda.max_memory_allocated() - resident, "cuda peak"
     if not os.path.exists("/proc/self/statm"):
-        for _ in range(warmup):
+        for _ in range(max(warmup, 1)):
             fn()
-        start = time.perf_counter()
-        for _ in range(iters):
-            fn()
-        return (time.perf_counter() - start) / iters, None, "not measured"
+        return None, "not measured"
     _release_freed_memory()
     with _PeakRSS() as rss:
-        for _ in range(warmup):
+        for _ in range(max(warmup, 1)):
             fn()
-        start = time.perf_counter()
-        for _ in range(iters):
-            fn()
-        sec = (time.perf_counter() - start) / iters
-    return sec, rss.peak, "rss"
+    return rss.peak, "rss"
+
+
+def alternate(fn: Callable[[], None], plain: Callable[[], None], device: torch.device, iters: int
+              ) -> tuple[float, float]:
+    """Seconds per step of ``fn`` and of the plain gradient, timed in turn (fn, plain, fn, plain, …), so a shared
+    machine's changing load falls on both alike."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    plain()  # warm
+    spent = [0.0, 0.0]
+    for _ in range(iters):
+        for i, f in enumerate((fn, plain)):
+            sync()
+            start = time.perf_counter()
+            f()
+            sync()
+            spent[i] += time.perf_counter() - start
+    return spent[0] / iters, spent[1] / iters
 
 
 def _step(arch: str, method: str, device: torch.device, batch: int, size: int) -> tuple[Callable | None, str]:
@@ -153,16 +162,20 @@ def _step(arch: str, method: str, device: torch.device, batch: int, size: int) -
 def run_one(arch: str, method: str, device: str, batch: int, size: int, iters: int, warmup: int) -> dict:
     """One method on one architecture, in this process: a row of the table."""
     from ..distributed import resolve_device
+    from .lrp import frozen_model_and_plain_step
 
     dev = resolve_device(device)
     row = {"arch": arch, "method": method, "rules": RULES.get(method, ""), "batch_size": batch, "image_size": size,
            "img_s": None, "peak_mib_per_image": None, "memory": None, "note": ""}
+    _, _, plain = frozen_model_and_plain_step(arch, dev, batch, size)  # its own copy (zennit hooks the model)
     step, why = _step(arch, method, dev, batch, size)
     if step is None:
         return {**row, "note": why}
-    sec, peak, kind = measure(step, dev, iters, warmup)
+    peak, kind = peak_memory(step, dev, warmup)
+    sec, plain_sec = alternate(step, plain, dev, iters)
     mib = None if peak is None else round(peak / batch / 2**20, 2)
-    return {**row, "img_s": round(batch / sec, 3), "peak_mib_per_image": mib, "memory": kind}
+    return {**row, "img_s": round(batch / sec, 3), "plain_img_s": round(batch / plain_sec, 3),
+            "ratio_vs_plain": round(plain_sec / sec, 3), "peak_mib_per_image": mib, "memory": kind}
 
 
 def run_compare(args: argparse.Namespace) -> dict:
@@ -188,10 +201,6 @@ def run_compare(args: argparse.Namespace) -> dict:
             except (json.JSONDecodeError, IndexError):
                 rows.append({"arch": arch, "method": method, "rules": RULES.get(method, ""), "img_s": None,
                              "note": f"failed (exit {proc.returncode}): {proc.stderr.strip()[-300:]}"})
-        plain = next((r["img_s"] for r in rows if r["arch"] == arch and r["method"] == "plain"), None)
-        for r in rows:
-            if r["arch"] == arch:
-                r["ratio_vs_plain"] = round(r["img_s"] / plain, 3) if r.get("img_s") and plain else None
     return {"benchmark": "compare", **machine(resolve_device(args.device)), "batch_size": args.batch_size,
             "image_size": args.image_size, "iters": args.iters, "warmup": args.warmup, "rows": rows}
 
@@ -200,7 +209,9 @@ def markdown(doc: dict) -> str:
     """The table of a ``compare.json`` document (what docs/benchmarks.md shows)."""
     where = (f"{doc['device_name']} ({doc['device']}, {doc['cpu_cores']} CPU cores, {doc['threads']} threads, torch "
              f"{doc['torch']}); batch {doc['batch_size']}, {doc['image_size']}² images, {doc['iters']} timed steps "
-             f"after {doc['warmup']} warm-up; each method in its own process; every ratio from this one run.")
+             f"after {doc['warmup']} warm-up; each method in its own process, its steps timed in turn with a plain "
+             "input gradient's in that process (the ratio; the `plain` row's ratio is plain against plain: the "
+             "noise); every figure from this one run.")
     memory = {r.get("memory") for r in doc["rows"]} - {None}
     lines = [where, "", "| model | method | rules | images/s | × plain gradient | memory MiB/image |",
              "|---|---|---|---|---|---|"]
