@@ -154,6 +154,11 @@ def test_explainers_with_different_composites_do_not_affect_each_other(one_threa
     with torch.enable_grad():
         (plain,) = torch.autograd.grad(model(xg).sum(), xg)
     assert torch.allclose(fast.gradient(x).input_relevance, plain, rtol=1e-4, atol=1e-6)
+    layer = "encoder.layers.encoder_layer_0.mlp.0"  # relevance placed at neurons (LRP-max): R seeds, not gradients
+    seed = torch.zeros_like(taps[layer])
+    seed[0, 3, 5], seed[1, 1, 7] = 1.0, -2.0
+    neurons = [ex.explain_neurons(x, {layer: seed}) for ex in (slow, fast)]
+    assert _close(neurons[1], neurons[0], 1e-3) and neurons[0].abs().sum() > 0  # ε = 1e-6 in both: 1e-3
 
 
 def test_rules_without_a_gradient_form_run_converted_inside_a_fast_model(one_thread):
