@@ -206,3 +206,13 @@ def test_docs_show_the_committed_faithfulness_by_composite():
     text = (root / "docs" / "lrp.md").read_text()
     start, end = FAITHFULNESS_MARKERS
     assert text[text.index(start) + len(start): text.index(end)].strip("\n") + "\n" == faithfulness_table(runs)
+
+
+def test_faithfulness_ranks_by_the_composite_asked_for():
+    """``tff faithfulness --composite`` reaches the explainer as the other commands' LRP options do: the attention
+    rule only where it changes the composite's."""
+    from tffkit.jobs.faithfulness import FaithfulnessOptions
+
+    assert FaithfulnessOptions().lrp() == {"composite": "paper", "attention": "attnlrp"}
+    assert FaithfulnessOptions(composite="cp-lrp").lrp() == {"composite": "cp-lrp", "attention": None}
+    assert FaithfulnessOptions(composite="fast", attention="cp").lrp() == {"composite": "fast", "attention": "cp"}
