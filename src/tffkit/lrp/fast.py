@@ -161,6 +161,8 @@ class FastNorm(_Fast, _NormOf):
 class FastAttention(_Fast, Attention):
     """``F.scaled_dot_product_attention`` kept fused, the q, k, v gradients rescaled (:func:`~.fastfn.fast_sdpa`)."""
 
+    label = "attention (gradient form)"
+
     def module(self, site: Site) -> nn.Module:
         def attend(*args, **kwargs):
             return fast_sdpa(*args, **kwargs, mode=site.config.attention)
@@ -169,6 +171,8 @@ class FastAttention(_Fast, Attention):
 
 class FastMHA(_Fast, MultiheadAttention):
     """``nn.MultiheadAttention`` in gradient form (:class:`~.fastfn.FastMultiheadAttention`)."""
+
+    label = "attention (gradient form)"
 
     def module(self, site: Site) -> nn.Module:
         return FastMultiheadAttention(site.module, site.config.attention, site.config.eps)

@@ -60,7 +60,8 @@ def _label(rule: kinds.Rule, module: object, attention: str) -> str:
         return "zplus + flat fallback" if module.flat_fallback else "zplus"
     if isinstance(module, LRPMultiheadAttention) or isinstance(
             rule, (kinds.Attention, kinds.MultiheadAttention, kinds.WindowAttention)):
-        return f"attention ({attention})"
+        form = ", gradient form" if "gradient form" in getattr(rule, "label", "") else ""
+        return f"attention ({attention}{form})"
     return _LABELS.get(type(rule)) or getattr(rule, "label", type(rule).__name__)
 
 
