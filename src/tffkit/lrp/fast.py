@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import torch
 from torch import nn
 
 from .convs import Conv
@@ -233,7 +232,3 @@ def to_fast(rule: Rule) -> Rule:
             return _TABLE[cls](rule)
     return InRelevanceForm(rule)
 
-
-def input_relevance(g: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
-    """Relevance at the input: x ⊙ g."""
-    return None if g is None else g * x
