@@ -6,10 +6,12 @@ from __future__ import annotations
 import argparse
 import importlib
 
-HELP = "throughput benchmarks (JSON): lrp, rank, lrpmax, train, generator, or all of them against the targets"
+HELP = ("throughput benchmarks (JSON): lrp, rank, lrpmax, train, generator, compare (against zennit and LXT), or "
+        "all of them against the targets")
 
 # benchmark name → module under tffkit.benchmarks
 BENCHMARKS = {"lrp": "lrp", "rank": "rank", "train": "train", "lrpmax": "lrpmax", "generator": "generator",
+              "compare": "compare",
               "all": "suite"}
 
 

@@ -46,10 +46,19 @@ class FaithfulnessOptions(DetectorOptions, PassOptions, PaperCode):
     attention: str = option("attnlrp", "attention rule: AttnLRP (softmax and uniform product rules) or CP-LRP "
                             "(attention weights held constant, relevance through the values only)",
                             choices=("attnlrp", "cp"), study=False, group="lrp")
+    composite: str = option("paper", "LRP composite of the FF-RS ranking (docs/lrp.md): paper, attnlrp, cp-lrp or "
+                            "fast (--attention cp applies on top)", choices=("paper", "attnlrp", "cp-lrp", "fast"),
+                            study=False, group="lrp")
     bounds: str | None = switch("bounds")
     zplus_fallback: str | None = switch("zplus_fallback")
     dropout_site: str | None = switch("dropout_site", study="site")
     prob_dtype: str | None = switch("prob_dtype")
+
+    def lrp(self) -> dict:
+        """Explainer keywords, as :meth:`LRPOptions.lrp`: the composite and the attention rule (with the attnlrp,
+        cp-lrp or fast composite, the attention rule only when not the default attnlrp)."""
+        keep = self.composite == "paper" or self.attention != "attnlrp"
+        return {"composite": self.composite, "attention": self.attention if keep else None}
 
     @property
     def top_k_used(self) -> int:
@@ -98,7 +107,7 @@ def faithfulness(*, source: DataSpec | str | os.PathLike, test: DataSpec | str |
             raise ValueError(f"no fake images under {source}")
         model = job.detector()
         prep = job.preprocessing(model, test)
-        explainer = job.explainer(model, prep, attention=o.attention)
+        explainer = job.explainer(model, prep, **o.lrp())
         scores, orders = _rankings(job, model, explainer, prep, fakes, ranking)
         d = _deletion(job, explainer, prep, orders, scores, found.samples)
         if job.writes:
@@ -116,7 +125,7 @@ def _rankings(job, model, explainer, prep, fakes, ranking):
     from ..analysis.unit_scores import source_scores
 
     o, s = job.options, job.settings
-    lrp = dict(bounds=s["bounds"], attention=o.attention, zplus_fallback=s["zplus_fallback"])
+    lrp = dict(bounds=s["bounds"], zplus_fallback=s["zplus_fallback"], **o.lrp())
     scores = source_scores(model, explainer, fakes, job.ctx, prep, o.min_prob, o.randomise, o.seed, o.lrp_epsilon,
                            lrp, o.preset, o.batch_size, o.workers, o.progress)
     if sum(scores.counts) == 0:

@@ -136,8 +136,10 @@ class LRPOptions:
                             choices=("attnlrp", "cp"), group="lrp")
     composite: str = option("paper", "LRP composite (docs/lrp.md): paper (z+ on convolutions, zbox at the pixels "
                             "where the detector's zoo entry asks for it), attnlrp (AttnLRP with the epsilon rule at "
-                            "the patch embedding: LXT's rules) or cp-lrp (CP-LRP, epsilon at the patch embedding); "
-                            "--attention cp applies on top", choices=("paper", "attnlrp", "cp-lrp"), group="lrp")
+                            "the patch embedding: LXT's rules), cp-lrp (CP-LRP, epsilon at the patch embedding) or "
+                            "fast (AttnLRP and epsilon convolutions as one gradient x input pass, LXT's efficient "
+                            "mode); --attention cp applies on top", choices=("paper", "attnlrp", "cp-lrp", "fast"),
+                            group="lrp")
     input_rule: str = option("auto", "rule of the convolution(s) reading the pixels (default auto: the composite's, "
                              "else the zoo entry's: zbox for the paper's ResNets, else the convolutions' own rule)",
                              choices=("auto", "zbox", "zplus", "epsilon", "gamma"), group="lrp")

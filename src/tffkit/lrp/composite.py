@@ -66,7 +66,8 @@ class Composite:
     (tensor method name → rule), ``named`` (qualified class or function name → rule); ``layers``: rules by
     layer name (the module path as :meth:`~tffkit.lrp.Explainer.rules` lists it; ``fnmatch`` patterns), above
     the type's rule; ``first``: the rule of the convolutions reading the input (None: their type's rule);
-    ``eps``: the ε of every ε-stabilised rule; ``attention``: ``attnlrp`` or ``cp`` (CP-LRP)."""
+    ``eps``: the ε of every ε-stabilised rule; ``attention``: ``attnlrp`` or ``cp`` (CP-LRP); ``fast``: every rule
+    is computed in gradient form, one Gradient × Input backward pass (:mod:`.fast`, the ``fast`` composite)."""
 
     name: str = "custom"
     modules: Mapping[type, Rule] = field(default_factory=_frozen)
@@ -77,10 +78,11 @@ class Composite:
     first: Rule | None = None
     eps: float = 1e-6
     attention: str = "attnlrp"
+    fast: bool = False
 
     def with_(self, rules: Mapping[Any, Rule] | None = None, *, layers: Mapping[str, Rule] | None = None,
               first: Rule | None = _KEEP, eps: float | None = None, attention: str | None = None,
-              name: str | None = None) -> Composite:
+              name: str | None = None, fast: bool | None = None) -> Composite:
         """A copy with ``rules`` (module classes, qualified names, functions, tensor methods or method names → rule)
         and ``layers`` (layer name or pattern → rule) added or replaced, and the other fields given changed."""
         tables = {t: dict(getattr(self, t)) for t in ("modules", "functions", "methods", "named")}
@@ -97,7 +99,7 @@ class Composite:
             changes["layers"] = _frozen({**self.layers, **layers})
         if first is not _KEEP:
             changes["first"] = first
-        for key, value in (("eps", eps), ("attention", attention), ("name", name)):
+        for key, value in (("eps", eps), ("attention", attention), ("name", name), ("fast", fast)):
             if value is not None:
                 changes[key] = value
         if changes.get("attention", self.attention) not in ("attnlrp", "cp"):
@@ -120,6 +122,14 @@ class Composite:
         for m in model.modules():
             extra.update(getattr(m, "tff_lrp_rules", None) or {})
         return self.with_(extra) if extra else self
+
+    def concrete(self, rule: Rule, site: Any) -> Rule:
+        """The rule that runs at ``site``: ``rule`` resolved there, in gradient form when the composite is fast."""
+        rule = rule.resolve(site)
+        if self.fast:
+            from .fast import to_fast
+            return to_fast(rule)
+        return rule
 
     # lookups -----------------------------------------------------------------------------------------------
     def module_rule(self, module: nn.Module, name: str | None = None) -> Rule | None:
@@ -170,5 +180,5 @@ class Composite:
     def __repr__(self) -> str:
         return (f"Composite({self.name!r}: {len(self.modules) + len(self.named)} module, {len(self.functions)} "
                 f"function, {len(self.methods)} method rules, {len(self.layers)} by name, first={self.first!r}, "
-                f"eps={self.eps:g}, attention={self.attention!r})")
+                f"eps={self.eps:g}, attention={self.attention!r}{', fast' if self.fast else ''})")
 

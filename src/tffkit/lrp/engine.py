@@ -22,9 +22,10 @@ from .check import RelevanceCheck, check_relevance
 from .composite import Composite
 from .convs import FALLBACKS, Conv, ConvEpsilon, ZBox, ZPlus
 from .convs import conv_rule as conv_rule_named
+from .fastfn import gradient_seed
 from .registry import RuleConfig, named
 from .rewrite import FeatureLayer, build_explainable
-from .rules import gradient_mode
+from .rules import gradient_mode, in_gradient_mode
 from .summary import RuleEntry, rules_text
 
 Tap = Callable[[FeatureLayer, torch.Tensor, "torch.Tensor | None"], None]
@@ -231,18 +232,26 @@ class Explainer:
         try:
             for m in first:
                 m.skip_backward = not input_relevance
-            with torch.enable_grad(), self._relevance_hooks(chosen, tap, with_activation):
+            fast = self._fast()
+            with torch.enable_grad(), self._relevance_hooks(chosen, tap, with_activation, fast=fast):
                 logits = self.model(x).reshape(-1)
                 seeds = seed(logits.detach()) if callable(seed) else seed
                 if isinstance(seeds, torch.Tensor):
                     seeds = seeds.to(logits.device, logits.dtype, non_blocking=True).expand_as(logits)
                 else:  # a number: filled on the device (no host-to-device copy, no sync)
                     seeds = torch.full_like(logits, float(seeds))
+                if fast:  # gradient form: g = R / logit flows back, relevance is activation ⊙ g
+                    seeds = gradient_seed(seeds, logits, self.eps)
                 (rel,) = torch.autograd.grad(logits, x, seeds, allow_unused=True)
+                rel = rel * x.detach() if fast and rel is not None else rel
         finally:
             for m in first:
                 m.skip_backward = False
         return Explanation(logits.detach(), rel if input_relevance else None)
+
+    def _fast(self) -> bool:
+        """Whether this explanation runs in gradient form (a fast composite, outside :meth:`gradient`)."""
+        return self.composite.fast and not in_gradient_mode()
 
     def gradient(self, x: torch.Tensor, seed: float | torch.Tensor | Callable[[torch.Tensor], torch.Tensor] = 1.0,
                  tap: Tap | None = None, layers: Sequence[str | FeatureLayer] | None = None,
@@ -265,24 +274,32 @@ class Explainer:
         x = x.detach().requires_grad_(True)
         chosen = self._select(layers) if tap is not None else []
         found: dict[str, torch.Tensor] = {}
-        with torch.enable_grad(), self._relevance_hooks(chosen, tap, False, model), \
+        fast = self._fast()
+        with torch.enable_grad(), self._relevance_hooks(chosen, tap, False, model, fast=fast), \
                 self._hooks([self.by_name[n] for n in names], lambda layer, out: found.__setitem__(layer.name, out),
                             model):
             model(x)
             outs = [found[n] for n in names]
-            (rel,) = torch.autograd.grad(outs, x, [seeds[n].to(outs[i].dtype) for i, n in enumerate(names)])
-        return rel
+            grads = [seeds[n].to(outs[i].dtype) for i, n in enumerate(names)]
+            if fast:
+                grads = [gradient_seed(r, out, self.eps) for r, out in zip(grads, outs, strict=True)]
+            (rel,) = torch.autograd.grad(outs, x, grads)
+        return rel * x.detach() if fast else rel
 
     @contextlib.contextmanager
     def _relevance_hooks(self, layers: Sequence[FeatureLayer], tap: Tap | None, with_activation: bool,
-                         model: nn.Module | None = None) -> Iterator[None]:
+                         model: nn.Module | None = None, *, fast: bool = False) -> Iterator[None]:
         if tap is None or not layers:
             yield
             return
 
         def on_forward(layer: FeatureLayer, out: torch.Tensor) -> None:
             act = out.detach() if with_activation else None
-            out.register_hook(lambda rel: tap(layer, rel, act))
+            if fast:  # what flows back is g: the layer's relevance is its output ⊙ g
+                value = out.detach()
+                out.register_hook(lambda g: tap(layer, g * value, act))
+            else:
+                out.register_hook(lambda rel: tap(layer, rel, act))
 
         with self._hooks(layers, on_forward, model):
             yield

@@ -2,7 +2,7 @@
 
 All architecture knowledge of the engine lives in this table (docs/algorithms.md, "LRP rules"). It is a value,
 :data:`DEFAULT` (a :class:`~tffkit.lrp.composite.Composite`, named ``paper``); :data:`COMPOSITES` holds the named
-composites a user can pick (``paper``, ``attnlrp``, ``cp-lrp``). Users extend a composite from their own code
+composites a user can pick (``paper``, ``attnlrp``, ``cp-lrp``, ``fast``). Users extend a composite from their own code
 without editing tffkit and without global state::
 
     from tffkit.lrp import Explainer
@@ -137,13 +137,16 @@ COMPOSITES: dict[str, Composite] = {
     "paper": DEFAULT,
     "attnlrp": DEFAULT.with_(first=ConvEpsilon(), attention="attnlrp", name="attnlrp"),
     "cp-lrp": DEFAULT.with_(first=ConvEpsilon(), attention="cp", name="cp-lrp"),
+    "fast": DEFAULT.with_convs(ConvEpsilon()).with_(first=ConvEpsilon(), attention="attnlrp", name="fast", fast=True),
 }
 
 
 def named(name: str) -> Composite:
     """A composite by name: ``paper`` (the default: z⁺ on convolutions, zβ at the pixels where the zoo entry
     asks for it, ε on linear layers, AttnLRP inside attention), ``attnlrp`` (AttnLRP throughout, ε at the patch
-    embedding — LXT's rules) or ``cp-lrp`` (CP-LRP: attention weights held constant, ε at the patch embedding)."""
+    embedding — LXT's rules), ``cp-lrp`` (CP-LRP: attention weights held constant, ε at the patch embedding) or
+    ``fast`` (AttnLRP's rules and ε on every convolution, computed as one Gradient × Input pass: :mod:`.fast`;
+    ``attention='cp'`` gives CP-LRP in that form)."""
     if name not in COMPOSITES:
         raise ValueError(f"unknown composite {name!r}; use {', '.join(COMPOSITES)}")
     return COMPOSITES[name]

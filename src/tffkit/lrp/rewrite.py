@@ -132,7 +132,7 @@ def _assign(gm: fx.GraphModule, info: dict[fx.Node, NodeInfo], composite: Compos
             continue
         site = _site(gm, node, info, config)
         try:
-            rule = rule.resolve(site)
+            rule = composite.concrete(rule, site)
             keys = rule.keys(site)
         except ValueError as exc:
             problems.append(f"{describe(gm, node)}: {exc}")
@@ -201,7 +201,7 @@ def _apply(gm: fx.GraphModule, assigned: dict, info: dict[fx.Node, NodeInfo], co
             src = _through_gradient(node, assigned, forward=False)
             reads_input = bool(src) and src[-1].op == "placeholder"
             if reads_input and composite.first is not None and composite.layer_rule(node.target) is None:
-                rule = composite.first
+                rule = composite.concrete(composite.first, site)
                 assigned[node] = (rule, site)
             module = rule.lrp_module(module_of(gm, node), eps=config.eps, nonneg=node.args[0] in nonneg,
                                      pre_bn=affine.get(node.target))

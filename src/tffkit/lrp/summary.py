@@ -60,8 +60,9 @@ def _label(rule: kinds.Rule, module: object, attention: str) -> str:
         return "zplus + flat fallback" if module.flat_fallback else "zplus"
     if isinstance(module, HeadsAttention) or isinstance(
             rule, (kinds.Attention, kinds.MultiheadAttention, kinds.WindowAttention)):
-        return f"attention ({attention})"
-    return _LABELS.get(type(rule), type(rule).__name__)
+        form = ", gradient form" if "gradient form" in getattr(rule, "label", "") else ""
+        return f"attention ({attention}{form})"
+    return _LABELS.get(type(rule)) or getattr(rule, "label", type(rule).__name__)
 
 
 def entries(gm: fx.GraphModule, assigned: dict, where: dict[fx.Node, tuple[str, str]], units: set[str],
