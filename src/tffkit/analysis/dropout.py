@@ -28,6 +28,42 @@ from .ffrs import ChannelSets, cut_tie, select_channels, tie_note
 SITES = ("folded", "pre-bn")
 
 
+class DropPlan:
+    """The forward hooks that drop ``channels`` at ``site``, with their index tensors made once on the device."""
+
+    def __init__(self, explainer: Explainer, channels: Sequence[tuple[str, int]], site: str = "folded"):
+        if site not in SITES:
+            raise ValueError(f"unknown dropout site {site!r}; use one of {SITES}")
+        by_layer: dict[str, list[int]] = defaultdict(list)
+        for layer, channel in channels:
+            by_layer[layer].append(int(channel))
+        self.sites = []
+        for layer, idx in by_layer.items():
+            module = explainer.module(layer)
+            index = torch.tensor(sorted(idx), device=explainer.device)
+            zero = getattr(module, "pre_bn_zero", None)  # BN(0) of a folded convolution; other units drop to 0
+            fill = zero[index] if site == "pre-bn" and zero is not None else None
+            self.sites.append((module, index, fill, explainer.by_name[layer].dim))
+
+    @contextlib.contextmanager
+    def applied(self) -> Iterator[None]:
+        """Within the block, the explainer's model runs with the units dropped."""
+
+        def hook(_m, _inp, out, index, fill, dim):
+            out = out.clone()
+            view = out.movedim(dim, 1) if dim != 1 else out  # a view: writing it writes ``out``
+            view[:, index] = 0 if fill is None else fill.to(out.dtype).reshape(1, -1, *[1] * (out.dim() - 2))
+            return out
+
+        handles = [module.register_forward_hook(functools.partial(hook, index=index, fill=fill, dim=dim))
+                   for module, index, fill, dim in self.sites]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
+
 class StackedDrops:
     """Several variants in one forward pass: the batch repeated once per variant, each copy with its own units
     dropped (at every layer where a variant drops units, ``torch.where`` on a per-row mask; the same values as
@@ -50,15 +86,13 @@ class StackedDrops:
             self.sites.append((module, drop, zero if site == "pre-bn" and zero is not None else None, info.dim))
 
     @contextlib.contextmanager
-    def applied(self, batch: int | None = None) -> Iterator[None]:
-        """Within the block, the explainer's model runs on ``n`` stacked copies of a batch of ``batch`` images (one
-        variant: any batch, ``batch`` not needed)."""
+    def applied(self, batch: int) -> Iterator[None]:
+        """Within the block, the explainer's model runs on ``n`` stacked copies of a batch of ``batch`` images."""
 
         def hook(_m, _inp, out, drop, fill, dim):
-            rows = drop if self.n == 1 else drop.repeat_interleave(batch, 0)
-            shape = [rows.shape[0]] + [1] * (out.dim() - 1)
+            shape = [out.shape[0]] + [1] * (out.dim() - 1)
             shape[dim] = out.shape[dim]
-            mask = rows.reshape(shape)
+            mask = drop.repeat_interleave(batch, 0).reshape(shape)
             value = out.new_zeros(()) if fill is None else fill.to(out.dtype).reshape(
                 [1] * dim + [-1] + [1] * (out.dim() - dim - 1))
             return torch.where(mask, value, out)
@@ -70,13 +104,6 @@ class StackedDrops:
         finally:
             for h in handles:
                 h.remove()
-
-
-class DropPlan(StackedDrops):
-    """The forward hooks that drop ``channels`` at ``site`` for every image (one variant)."""
-
-    def __init__(self, explainer: Explainer, channels: Sequence[tuple[str, int]], site: str = "folded"):
-        super().__init__(explainer, [ChannelSets("drop", "drop", len(channels), 0, tuple(channels))], site)
 
 
 STACKED_IMAGES = 512  # images per forward pass when variants are stacked (score_variants)
