@@ -64,51 +64,6 @@ class DropPlan:
                 h.remove()
 
 
-class StackedDrops:
-    """Several variants in one forward pass: the batch repeated once per variant, each copy with its own units
-    dropped (at every layer where a variant drops units, ``torch.where`` on a per-row mask; the same values as
-    :class:`DropPlan`'s, set to 0 or BN(0))."""
-
-    def __init__(self, explainer: Explainer, variants: Sequence[ChannelSets | None], site: str = "folded"):
-        if site not in SITES:
-            raise ValueError(f"unknown dropout site {site!r}; use one of {SITES}")
-        self.n = len(variants)
-        by_layer: dict[str, list[tuple[int, int]]] = defaultdict(list)
-        for row, variant in enumerate(variants):
-            for layer, channel in (variant.channels if variant else ()):
-                by_layer[layer].append((row, int(channel)))
-        self.sites = []
-        for layer, pairs in by_layer.items():
-            info, module = explainer.by_name[layer], explainer.module(layer)
-            drop = torch.zeros(self.n, info.channels, dtype=torch.bool, device=explainer.device)
-            drop[[r for r, _ in pairs], [c for _, c in pairs]] = True
-            zero = getattr(module, "pre_bn_zero", None)
-            self.sites.append((module, drop, zero if site == "pre-bn" and zero is not None else None, info.dim))
-
-    @contextlib.contextmanager
-    def applied(self, batch: int) -> Iterator[None]:
-        """Within the block, the explainer's model runs on ``n`` stacked copies of a batch of ``batch`` images."""
-
-        def hook(_m, _inp, out, drop, fill, dim):
-            shape = [out.shape[0]] + [1] * (out.dim() - 1)
-            shape[dim] = out.shape[dim]
-            mask = drop.repeat_interleave(batch, 0).reshape(shape)
-            value = out.new_zeros(()) if fill is None else fill.to(out.dtype).reshape(
-                [1] * dim + [-1] + [1] * (out.dim() - dim - 1))
-            return torch.where(mask, value, out)
-
-        handles = [module.register_forward_hook(functools.partial(hook, drop=drop, fill=fill, dim=dim))
-                   for module, drop, fill, dim in self.sites]
-        try:
-            yield
-        finally:
-            for h in handles:
-                h.remove()
-
-
-STACKED_IMAGES = 512  # images per forward pass when variants are stacked (score_variants)
-
-
 @contextlib.contextmanager
 def dropped(explainer: Explainer, channels: Sequence[tuple[str, int]], site: str = "folded") -> Iterator[None]:
     """Within the block, the explainer's model runs with ``channels`` dropped at ``site``."""
@@ -120,14 +75,11 @@ def dropped(explainer: Explainer, channels: Sequence[tuple[str, int]], site: str
 def score_variants(explainer: Explainer, variants: Sequence[ChannelSets | None], samples: Sequence[Sample],
                    ctx: tdist.DistContext, site: str = "folded", preset: str = "detector", batch_size: int = 64,
                    num_workers: int | None = None, progress: bool = True, prob_dtype: str = "float64",
-                   preprocessing: Preprocessing | None = None, stack: int | None = None
-                   ) -> tuple[list[pd.DataFrame], list[dict], int]:
+                   preprocessing: Preprocessing | None = None) -> tuple[list[pd.DataFrame], list[dict], int]:
     """Scores of every variant (``None`` = undropped) from one pass over the data: each batch is decoded
-    once and run for every variant, ``stack`` variants per forward pass (default: as many as fit
-    :data:`STACKED_IMAGES` images; 1: one pass per variant); logits stay on the device until the end. Returns
-    (tables, unreadable, images smaller than the crop)."""
-    stack = stack or max(1, STACKED_IMAGES // max(1, batch_size))
-    plans = [StackedDrops(explainer, variants[i:i + stack], site) for i in range(0, len(variants), stack)]
+    once and run once per variant; logits stay on the device until the end. Returns (tables, unreadable,
+    images smaller than the crop)."""
+    plans = [DropPlan(explainer, v.channels if v else (), site) for v in variants]
     model = explainer.model.eval()
     prep = preprocessing or Preprocessing()
     run = DatasetPass(samples, ctx, preset, None, batch_size, num_workers,
@@ -138,12 +90,11 @@ def score_variants(explainer: Explainer, variants: Sequence[ChannelSets | None],
         idx.append(indices)
         per_variant = []
         for plan in plans:
-            with plan.applied(len(x)):
-                out = model(x.repeat(plan.n, *[1] * (x.dim() - 1)) if plan.n > 1 else x)
-            per_variant.append(out.reshape(plan.n, len(x)).float())
-        logits.append(torch.cat(per_variant, 0).T.contiguous())
-    index, logit = tdist.gather_rows(idx, logits, (len(variants),))
-    return ([scores_table(samples, index, logit[:, v], prob_dtype) for v in range(len(variants))],
+            with plan.applied():
+                per_variant.append(model(x).reshape(-1).float())
+        logits.append(torch.stack(per_variant, 1))
+    index, logit = tdist.gather_rows(idx, logits, (len(plans),))
+    return ([scores_table(samples, index, logit[:, v], prob_dtype) for v in range(len(plans))],
             run.gather_failed(), run.gather_small())
 
 
