@@ -70,7 +70,7 @@ def _dropout(study: Path) -> list[dict]:
     effects = _csv(study / "dropout" / "dropout_effects.csv")
     if effects is None:
         return []
-    rows = effects[(effects["set"] == "mean") & (effects["metric"] == "ap")]
+    rows = effects[(effects["set"] == "mean") & (effects["metric"] == "ap") & effects["kind"].isin(["top", "low"])]
     return [{"kind": r["kind"], "k": int(r["k"]), "delta_ap_pp": _interval(r.rename({"delta": "estimate"}), "", 100),
              "null_percentile": round(float(r["null_percentile"]), 1)} for _, r in rows.iterrows()]
 
