@@ -138,12 +138,12 @@ def test_interrupted_study_resumes_without_recomputing(tmp_path: Path, trained_t
         run_study(cfg)
     assert calls == ["evaluate", "rank", "dropout"]
     report = run_study(cfg)
-    assert calls == ["evaluate", "rank", "dropout", "dropout"]  # evaluate and rank were not recomputed
+    assert calls == ["evaluate", "rank", "dropout", "dropout", "card"]  # evaluate and rank were not recomputed
     run_study(cfg)
-    assert calls.count("evaluate") == 1 and calls.count("dropout") == 2
-    cfg["steps"]["dropout"]["random_repeats"] = 3  # changed settings → that step (only) runs again
+    assert calls.count("evaluate") == 1 and calls.count("dropout") == 2 and calls.count("card") == 1
+    cfg["steps"]["dropout"]["random_repeats"] = 3  # changed settings → that step (and the card drawn from it) again
     run_study(cfg)
-    assert calls.count("dropout") == 3 and calls.count("rank") == 1
+    assert calls.count("dropout") == 3 and calls.count("rank") == 1 and calls.count("card") == 2
 
     page = report.read_text()
     for section in ("Detectors", "Data", "Cross-model transfer", "Forensic feature relevance",
@@ -312,7 +312,7 @@ def test_resume_checks_what_the_config_points_to(tmp_path: Path, trained_tiny, m
     monkeypatch.setattr(study_mod, "build_steps", counting_steps)
     run_study(cfg)
     run_study(cfg)
-    assert calls == ["evaluate", "rank"]
+    assert calls == ["evaluate", "rank", "card"]
     out = Path(cfg["out"])
     assert json.loads((out / "evaluate" / "run.json").read_text())["checkpoint_sha256"] == \
         hashlib.sha256(local_weights.read_bytes()).hexdigest()
@@ -320,7 +320,7 @@ def test_resume_checks_what_the_config_points_to(tmp_path: Path, trained_tiny, m
     torch.manual_seed(123)  # another detector, saved at the same path
     save_checkpoint(local_weights, build_detector("tiny_resnet"))
     report = run_study(cfg)
-    assert calls == ["evaluate", "rank", "evaluate", "rank"]
+    assert calls == ["evaluate", "rank", "card", "evaluate", "rank", "card"]
     fresh = evaluate(local_data, options=EvaluateOptions(arch="tiny_resnet", weights=str(local_weights), preset="full",
                                                          device="cpu", workers=0, batch_size=32,
                                                          progress=False)).metrics
@@ -332,10 +332,10 @@ def test_resume_checks_what_the_config_points_to(tmp_path: Path, trained_tiny, m
     image = sorted((local_data / "gan_b" / "1_fake").iterdir())[0]  # a data file rewritten in place
     shutil.copy(sorted((local_data / "gan_c" / "1_fake").iterdir())[0], image)
     run_study(cfg)
-    assert calls[4:] == ["evaluate"]  # the test data changed; the source set (progan) did not
+    assert calls[6:] == ["evaluate", "card"]  # the test data changed; the source set (progan) did not
     (local_data / "progan" / "1_fake" / "new.png").write_bytes(image.read_bytes())  # a file added to the source
     run_study(cfg)
-    assert calls[5:] == ["evaluate", "rank"]  # source and test are the same root here
+    assert calls[8:] == ["evaluate", "rank", "card"]  # source and test are the same root here
 
 
 class _Tables:
