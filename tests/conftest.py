@@ -37,18 +37,6 @@ def make_tree(root: Path, layout: dict[str, list[str]], n: int = 4, size: int = 
     return root
 
 
-@pytest.fixture
-def restore_registry():
-    """The default composites as they were before the test (tests of the deprecated register_rule)."""
-    from tffkit.lrp import registry as reg
-
-    saved, named = reg.DEFAULT, dict(reg.COMPOSITES)
-    yield
-    reg.DEFAULT = saved
-    reg.COMPOSITES.clear()
-    reg.COMPOSITES.update(named)
-
-
 @pytest.fixture(scope="module")
 def one_thread():
     """One intra-op thread: tiny models run faster (and far steadier on a shared CPU) that way."""

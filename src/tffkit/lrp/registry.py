@@ -21,7 +21,6 @@ for its base. An operation without a rule raises an error naming it.
 from __future__ import annotations
 
 import operator
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -60,7 +59,7 @@ __all__ = ["COMPOSITES", "DEFAULT", "Attention", "BatchNorm", "Composite", "Conv
            "Gamma", "Gradient", "Identity", "Key", "LRPOp", "MatMul", "MultiheadAttention",
            "MultiheadAttentionFunction", "Norm", "Product", "Resample", "Rule", "RuleConfig", "Site", "Softmax", "Sum",
            "Trace", "Uniform", "WindowAttention", "ZBox", "ZPlus",
-           "function_rule", "method_rule", "module_rule", "register_rule"]
+           "function_rule", "method_rule", "module_rule"]
 
 
 def _paper() -> Composite:
@@ -150,18 +149,6 @@ def named(name: str) -> Composite:
     if name not in COMPOSITES:
         raise ValueError(f"unknown composite {name!r}; use {', '.join(COMPOSITES)}")
     return COMPOSITES[name]
-
-
-def register_rule(target: type | Callable | str, rule: Rule) -> None:
-    """Deprecated: extend a composite instead (``DEFAULT.with_({target: rule})``, passed as
-    ``Explainer(model, composite=...)``). Kept for old code: it replaces the default composites by extended
-    copies (explainers built before keep theirs)."""
-    global DEFAULT
-    warnings.warn("register_rule changes the process-wide default composite; pass "
-                  "Explainer(model, composite=DEFAULT.with_({target: rule})) instead", DeprecationWarning, stacklevel=2)
-    DEFAULT = DEFAULT.with_({target: rule})
-    for name, comp in COMPOSITES.items():
-        COMPOSITES[name] = comp.with_({target: rule})
 
 
 def module_rule(module: nn.Module) -> Rule | None:
