@@ -46,6 +46,7 @@ from .kinds import (
     _NormOf,
     _SoftmaxDim,
     _SumModule,
+    norm_affine,
 )
 from .transformer import layer_norm_linear
 
@@ -145,11 +146,7 @@ class FastNorm(_Fast, _NormOf):
         super().__init__(base.make, base.size, base.norm_eps)
 
     def run(self, op, call, tensors, args, kwargs):
-        if isinstance(op.fn, nn.Module):
-            weight, bias = op.fn.weight, op.fn.bias
-        else:
-            weight = args[2] if len(args) > 2 else kwargs.get("weight")
-            bias = args[3] if len(args) > 3 else kwargs.get("bias")
+        weight, bias = norm_affine(op, args, kwargs)
         x = tensors[0]
         if self.make is layer_norm_linear:
             return DetachedStdLayerNormFn.apply(x, tuple(x.shape[-self.size:]), weight, bias, self.norm_eps)

@@ -237,16 +237,19 @@ class Norm(Rule):
         raise ValueError(f"the Norm rule knows LayerNorm and GroupNorm, not {target}")
 
 
+def norm_affine(op, args, kwargs) -> tuple:
+    """The (weight, bias) of a normalisation op: the module's, or ``F.layer_norm``/``F.group_norm``'s arguments."""
+    if isinstance(op.fn, nn.Module):
+        return op.fn.weight, op.fn.bias
+    return (args[2] if len(args) > 2 else kwargs.get("weight"), args[3] if len(args) > 3 else kwargs.get("bias"))
+
+
 class _NormOf(Norm):
     def __init__(self, make: Callable, size: int, norm_eps: float):
         self.make, self.size, self.norm_eps = make, size, norm_eps
 
     def run(self, op, call, tensors, args, kwargs):
-        if isinstance(op.fn, nn.Module):
-            weight, bias = op.fn.weight, op.fn.bias
-        else:
-            weight = args[2] if len(args) > 2 else kwargs.get("weight")
-            bias = args[3] if len(args) > 3 else kwargs.get("bias")
+        weight, bias = norm_affine(op, args, kwargs)
         return norm_rule(tensors[0], call, self.make(self.size, weight, bias, self.norm_eps), op.eps)
 
 
