@@ -20,13 +20,6 @@ from ..results import InputIdentity
 from .options import default_of, from_config
 
 
-def from_config_seed(train: dict | None) -> int:
-    """The training seed of a ``steps.color_robust.train`` section (tff train's default when not given)."""
-    from .train import TrainOptions
-
-    return int((train or {}).get("seed", default_of(TrainOptions, "seed")))
-
-
 class Study:
     """A validated study config, what its steps share, and the options of each step's command."""
 
@@ -91,7 +84,9 @@ class Study:
 
     def color_robust_seeds(self) -> list[int]:
         """The training seeds of the colour-robust detector: ``train.seed`` and the next ``replicates`` − 1."""
-        first = from_config_seed(self.st["color_robust"]["train"])
+        from .train import TrainOptions
+
+        first = int((self.st["color_robust"]["train"] or {}).get("seed", default_of(TrainOptions, "seed")))
         return [first + i for i in range(self.st["color_robust"]["replicates"])]
 
     def color_robust_arch(self) -> str:
@@ -171,6 +166,10 @@ def run_color_robust(s: Study, folder: Path) -> None:
     colour-robust detector, then evaluate, rank and colour-test it; with several seeds, the colour claims over them
     (``folder/replicates.json``)."""
     seeds = s.color_robust_seeds()
+    kept = {f"seed{seed}" for seed in seeds[1:]}
+    for stale in [p for p in folder.glob("seed*") if p.is_dir() and p.name not in kept]:  # the step owns its folder
+        shutil.rmtree(stale)
+    (folder / "replicates.json").unlink(missing_ok=True)
     for i, seed in enumerate(seeds):
         _color_robust_replicate(s, folder if i == 0 else folder / f"seed{seed}", seed)
     if len(seeds) > 1:
