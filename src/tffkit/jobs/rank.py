@@ -35,8 +35,9 @@ class RankOptions(DetectorOptions, PassOptions, LRPOptions, PaperCode, DataSelec
                                "not decided by layer width; global: one descending-ω order (docs/algorithms.md §3)",
                                choices=("by-kind", "global"))
     replicates: int = option(0, "also rank on N resampled source sets (cluster bootstrap of the source groups, in the "
-                             "same pass): ffrs.csv gets each unit's share of replicates holding it in the top-k, "
-                             "ffrs.json the top-k's overlap over replicates")
+                             "same pass): ffrs_replicates.csv holds every replicate's ranking (tff dropout and "
+                             "tff color carry them to their headline numbers), ffrs.csv each unit's share of "
+                             "replicates holding it in the top-k, ffrs.json the top-k's overlap over replicates")
     seed: int = option(0, "seed of the random resized crops (--rank-crop random-resized) and of the replicates")
     bounds: str | None = switch("bounds")
     zplus_fallback: str | None = switch("zplus_fallback")
