@@ -12,7 +12,8 @@ Steps (one generic mechanism for every architecture):
    have none are collected and reported together, naming each with its module path and source line;
 5. units (the feature maps of FF-RS) are read off the rewritten graph; the rewritten model's logits are
    checked against the detector's on the probe batch (a mismatch names the first layer that differs); the
-   Explainer then checks the copy's relevance there too (:mod:`.check`).
+   Explainer then checks the copy's relevance there too (:mod:`.check`); max pooling runs channels-last on the
+   CPU (:mod:`.pools`: the same values, faster).
 The model passed in is never modified.
 """
 
@@ -33,6 +34,7 @@ from . import registry as reg
 from . import summary
 from .composite import Composite
 from .concrete import UntraceableError, trace_model
+from .pools import fast_max_pools
 from .rules import LRPEpsilon, LRPSum
 from .trace import (
     NodeInfo,
@@ -304,6 +306,7 @@ def build_explainable(model: nn.Module, example: torch.Tensor, composite: Compos
     kinds = _apply(gm, assigned, info, composite, config, affine)
     layers = _units(gm, kinds, info)
     gm.lrp_rules = summary.entries(gm, assigned, where, {layer.name for layer in layers}, config.attention)
+    fast_max_pools(gm)
     gm.graph.eliminate_dead_code()
     gm.graph.lint()
     gm.recompile()
