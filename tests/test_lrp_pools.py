@@ -31,6 +31,8 @@ def test_same_values_and_gradient_with_ties(kwargs):
     y2.backward(g)
     assert torch.equal(handed[0], handed[1]) and handed[1].is_contiguous()
     assert torch.equal(plain(h[0]), fast(h[0]))  # unbatched input takes the plain path
+    last = h.detach().contiguous(memory_format=torch.channels_last)  # keeps its order, as the plain kernel's output
+    assert fast(last).stride() == plain(last).stride() and torch.equal(fast(last), plain(last))
 
 
 def test_explainer_copy_uses_it_and_gives_the_same_relevance():

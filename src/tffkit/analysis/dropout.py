@@ -20,6 +20,7 @@ from .. import distributed as tdist
 from ..data import Preprocessing, Sample
 from ..evaluate import scores_table
 from ..lrp import Explainer
+from ..lrp.partial import PartialForward
 from ..metrics import binary_metrics
 from ..passes import DatasetPass
 from .dropout_stats import RANDOM_REPEATS
@@ -37,6 +38,7 @@ class DropPlan:
         by_layer: dict[str, list[int]] = defaultdict(list)
         for layer, channel in channels:
             by_layer[layer].append(int(channel))
+        self.layers = list(by_layer)
         self.sites = []
         for layer, idx in by_layer.items():
             module = explainer.module(layer)
@@ -77,10 +79,12 @@ def score_variants(explainer: Explainer, variants: Sequence[ChannelSets | None],
                    num_workers: int | None = None, progress: bool = True, prob_dtype: str = "float64",
                    preprocessing: Preprocessing | None = None) -> tuple[list[pd.DataFrame], list[dict], int]:
     """Scores of every variant (``None`` = undropped) from one pass over the data: each batch is decoded
-    once and run once per variant; logits stay on the device until the end. Returns (tables, unreadable,
-    images smaller than the crop)."""
+    once and run once per variant, each variant from the undropped model's values upstream of its dropped units
+    (:class:`~tffkit.lrp.partial.PartialForward`); logits stay on the device until the end. Returns (tables,
+    unreadable, images smaller than the crop)."""
     plans = [DropPlan(explainer, v.channels if v else (), site) for v in variants]
     model = explainer.model.eval()
+    partial = PartialForward(model, [plan.layers for plan in plans])
     prep = preprocessing or Preprocessing()
     run = DatasetPass(samples, ctx, preset, None, batch_size, num_workers,
                       f"dropout ({len(variants)} variants)", progress, prep)
@@ -88,10 +92,11 @@ def score_variants(explainer: Explainer, variants: Sequence[ChannelSets | None],
     for images, indices in run:
         x = prep.normalize(images)
         idx.append(indices)
+        values = partial.record(x)
         per_variant = []
-        for plan in plans:
+        for v, plan in enumerate(plans):
             with plan.applied():
-                per_variant.append(model(x).reshape(-1).float())
+                per_variant.append(partial.run(v, x, values).reshape(-1).float())
         logits.append(torch.stack(per_variant, 1))
     index, logit = tdist.gather_rows(idx, logits, (len(plans),))
     return ([scores_table(samples, index, logit[:, v], prob_dtype) for v in range(len(plans))],

@@ -31,11 +31,13 @@ class _ContiguousGrad(torch.autograd.Function):
 
 
 class ChannelsLastMaxPool2d(nn.MaxPool2d):
-    """``nn.MaxPool2d`` computed in channels-last order for a batched CPU tensor (elsewhere unchanged)."""
+    """``nn.MaxPool2d`` computed in channels-last order for a batched channels-first CPU tensor (any other input as
+    ``nn.MaxPool2d``: the output keeps the memory order the plain kernel would give it)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != "cpu" or x.dim() != 4 or self.return_indices:
-            return super().forward(x)
+        channels_first = x.is_contiguous() and not x.is_contiguous(memory_format=torch.channels_last)
+        if x.device.type != "cpu" or x.dim() != 4 or self.return_indices or not channels_first:
+            return super().forward(x)  # (a channels-last input already takes the fast kernel)
         if torch.is_grad_enabled() and x.requires_grad:
             x = _ContiguousGrad.apply(x)
         y = F.max_pool2d(x.contiguous(memory_format=torch.channels_last), self.kernel_size, self.stride,
