@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from tffkit.jobs import study as study_mod
 from tffkit.jobs.study import ConfigError, load_config, run_study
@@ -42,6 +43,19 @@ def test_config_errors_name_the_field(tmp_path: Path, trained_tiny):
         assert field in msg, field
     with pytest.raises(ConfigError, match="out: required"):
         load_config({k: v for k, v in _config(tmp_path, weights, data).items() if k != "out"})
+
+
+def test_config_reads_exponents_as_numbers(tmp_path: Path, trained_tiny):
+    """PyYAML reads 1e-6 (no dot) as a string; a float field takes it as the number, a word stays an error."""
+    weights, data = trained_tiny
+    cfg = _config(tmp_path, weights, data, faithfulness={"enabled": True, "lrp_epsilon": 1e-6})
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(cfg).replace("1.0e-06", "1e-6"))
+    assert "lrp_epsilon: 1e-6" in path.read_text()
+    assert load_config(path)["steps"]["faithfulness"]["lrp_epsilon"] == 1e-6
+    cfg["steps"]["faithfulness"]["lrp_epsilon"] = "tiny"
+    with pytest.raises(ConfigError, match="lrp_epsilon: expected float"):
+        load_config(cfg)
 
 
 def test_config_takes_detector_and_layout_options(tmp_path: Path, trained_tiny):

@@ -9,6 +9,7 @@ command line); the top level, ``detector``, ``data`` and ``uncertainty`` hold wh
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,9 @@ SCHEMA["steps.color_robust.train"] = {"data": (str, REQUIRED), "val": (str, REQU
 _add_fields("steps.color_robust.train", TrainOptions)
 
 
+_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _validate(section: str, given: dict, errors: list[str]) -> dict:
     schema = SCHEMA[section]
     prefix = f"{section}." if section else ""
@@ -131,6 +135,9 @@ def _validate(section: str, given: dict, errors: list[str]) -> dict:
         value = given[key]
         if types is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
+        elif (float in (types if isinstance(types, tuple) else (types,)) and isinstance(value, str)
+              and _EXPONENT.fullmatch(value.strip())):
+            value = float(value)  # 1e-6: YAML 1.1 (PyYAML) reads a number without a dot as a string
         if not isinstance(value, types) or (isinstance(value, bool) and types in (int, float)):
             names = " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
             errors.append(f"{prefix}{key}: expected {names}, got {type(value).__name__} {value!r}")
