@@ -9,6 +9,7 @@ from sklearn.metrics import average_precision_score
 
 from tffkit.analysis.uncertainty import (
     ClusterResampler,
+    WeightedOrder,
     average_precision,
     benjamini_hochberg,
     bootstrap,
@@ -150,3 +151,23 @@ def test_null_percentile_and_group_breakdown():
     assert [r["group"] for r in rows] == ["p1", "p2"] and rows[0]["value"] == pytest.approx(-92.5)
     assert dominant_group(rows)["group"] == "p1"
     assert dominant_group([{"group": "a", "n": 2, "value": 1.0}, {"group": "b", "n": 2, "value": 1.0}]) is None
+
+
+def test_quantiles_from_multiplicities_equal_numpy_on_the_resampled_values():
+    """Medians and percentiles of every resample from each image's multiplicity, bit for bit as numpy computes them
+    on the resampled values themselves (groups of unequal size, ties, odd and even counts)."""
+    rng = np.random.default_rng(7)
+    values = rng.normal(size=(23, 4))
+    values[rng.random(values.shape) < 0.3] = 0.0  # ties
+    groups = [f"g{i}" for i in rng.integers(0, 7, 23)]
+    sampler = ClusterResampler(groups, resamples=40, seed=1)
+    order = WeightedOrder(values, sampler.multiplicities())
+    found = {"median": order.median(), **{q: order.percentile(q) for q in (2.5, 25, 75, 97.5)}}
+    for b, idx in enumerate(sampler.draws()):
+        for q, got in found.items():
+            expected = np.median(values[idx], axis=0) if q == "median" else np.percentile(values[idx], q, axis=0)
+            assert np.array_equal(got[b], expected), (b, q)
+    assert np.isnan(WeightedOrder(values, np.zeros((1, 23), dtype=int)).median()).all()  # an empty resample
+    blocks = list(sampler.multiplicity_blocks(rows=15))
+    assert [len(b) for b in blocks] == [15, 15, 10]
+    assert np.array_equal(np.concatenate(blocks), sampler.multiplicities())

@@ -11,6 +11,7 @@ The same resamples serve the undropped model and every curve (paired differences
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Sequence
 
@@ -84,15 +85,9 @@ def resampled_metrics(images: pd.DataFrame, columns: Sequence[str], *, resamples
     probs = images[list(columns)].to_numpy(dtype=np.float64)
     rows = {s: np.flatnonzero(images["set"].astype(str).to_numpy() == s) for s in sets}
     out = {m: np.full((1 + resamples, len(sets), len(columns)), np.nan) for m in METRICS}
-    draws = sampler.draws()
     start = 0
-    while start < 1 + resamples:
-        stop = min(1 + resamples, start + CHUNK)
-        counts = np.ones((1, len(images))) if start == 0 else np.empty((0, len(images)))
-        extra = stop - start - len(counts)
-        if extra:
-            counts = np.vstack([counts, np.stack([np.bincount(next(draws), minlength=len(images))
-                                                  for _ in range(extra)])])
+    for counts in itertools.chain([np.ones((1, len(images)))], sampler.multiplicity_blocks(CHUNK)):
+        stop = start + len(counts)
         for j, s in enumerate(sets):
             idx = rows[s]
             out["ap"][start:stop, j] = weighted_ap(labels[idx], probs[idx], counts[:, idx])

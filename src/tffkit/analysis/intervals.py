@@ -14,13 +14,17 @@ import numpy as np
 import pandas as pd
 
 from ..wording import FEW_GROUPS
+from .deletion_stats import weighted_ap
 from .uncertainty import (
     EFFECT_THRESHOLD,
     RESAMPLES,
     ClusterResampler,
+    Interval,
+    WeightedOrder,
     average_precision,
     benjamini_hochberg,
     dominant_group,
+    effect_size,
     paired_effect,
     paired_effects,
     wilcoxon_p,
@@ -46,28 +50,50 @@ def detection_metrics(labels: np.ndarray, probs: np.ndarray) -> list[float]:
             float((~pred[real]).mean()) if real.any() else nan, float(pred[fake].mean()) if fake.any() else nan]
 
 
+def weighted_detection_metrics(labels: np.ndarray, probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """:func:`detection_metrics` of every resample given by its multiplicities ``weights`` (B, n) → (B, 4)."""
+    pred = probs > 0.5
+    real, fake = labels == 0, labels == 1
+    w = np.asarray(weights, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acc = (w @ (pred == fake)) / w.sum(1)
+        real_acc = (w[:, real] @ ~pred[real]) / w[:, real].sum(1)
+        fake_acc = (w[:, fake] @ pred[fake]) / w[:, fake].sum(1)
+    return np.column_stack([weighted_ap(labels, probs[:, None], w)[:, 0], acc, real_acc, fake_acc])
+
+
+def _mean_over_sets(per_set: np.ndarray) -> np.ndarray:
+    """The mean over sets (axis −2) where a set's value is defined; NaN where none is."""
+    finite = np.isfinite(per_set)
+    count = finite.sum(-2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, np.where(finite, per_set, 0.0).sum(-2) / count, np.nan)
+
+
 def metric_intervals(scores: pd.DataFrame, *, resamples: int = RESAMPLES, seed: int = SEED) -> pd.DataFrame:
     """Per set and for the mean over sets: AP, accuracy, real and fake accuracy at 0.5 with their intervals over
-    groups (strata: (set, label)). ``scores`` needs ``set, label, prob, group`` (a ``scores.csv``)."""
+    groups (strata: (set, label)). ``scores`` needs ``set, label, prob, group`` (a ``scores.csv``). The resamples'
+    metrics come from each image's multiplicity in them (:func:`weighted_detection_metrics`), all at once."""
     names, code = _set_codes(scores["set"])
     labels, probs = scores["label"].to_numpy(int), scores["prob"].to_numpy(float)
     groups = (scores["group"] if "group" in scores else scores["path"]).astype(str).to_numpy()
     strata = [f"{s}/{y}" for s, y in zip(scores["set"], labels, strict=True)]
-
-    def statistic(idx: np.ndarray) -> np.ndarray:
-        per_set = np.array([detection_metrics(labels[sel], probs[sel])
-                            for sel in (idx[code[idx] == i] for i in range(len(names)))], dtype=float)
-        with np.errstate(all="ignore"):
-            mean = [np.nanmean(col) if np.isfinite(col).any() else np.nan for col in per_set.T]
-        return np.r_[per_set.ravel(), mean]
-
-    found = ClusterResampler(groups, strata=strata, resamples=resamples, seed=seed).intervals(statistic)
+    members = [np.flatnonzero(code == i) for i in range(len(names))]
+    per_set = np.array([detection_metrics(labels[m], probs[m]) for m in members], dtype=float)
+    estimate = np.r_[per_set.ravel(), _mean_over_sets(per_set)]
+    sampler = ClusterResampler(groups, strata=strata, resamples=resamples, seed=seed)
+    blocks = []
+    for w in sampler.multiplicity_blocks():
+        block = np.stack([weighted_detection_metrics(labels[m], probs[m], w[:, m]) for m in members], 1)
+        blocks.append(np.concatenate([block.reshape(len(w), -1), _mean_over_sets(block)], 1))
+    values = np.concatenate(blocks) if blocks else np.zeros((0, len(estimate)))
     rows = []
     for i, name in enumerate([*names, "mean"]):
         part = code == i if name != "mean" else np.ones(len(code), dtype=bool)
         n_groups = len(set(groups[part])) if name != "mean" else len(set(zip(groups, scores["set"], strict=True)))
         for j, metric in enumerate(METRICS):
-            iv = found[i * len(METRICS) + j]
+            col = i * len(METRICS) + j
+            iv = sampler.interval_of(estimate[col], values[:, col])
             rows.append({"set": name, "metric": metric, "estimate": iv.estimate, "low": iv.low, "high": iv.high,
                          "groups": n_groups, "resamples": resamples, "seed": seed})
     return pd.DataFrame(rows)
@@ -76,6 +102,18 @@ def metric_intervals(scores: pd.DataFrame, *, resamples: int = RESAMPLES, seed: 
 def median_change(color: np.ndarray, gray: np.ndarray) -> float:
     """The change of the median p(fake) without colour, grayscale − colour, in percentage points (NaN when empty)."""
     return 100 * (float(np.median(gray)) - float(np.median(color))) if len(color) else float("nan")
+
+
+def _set_intervals(groups: np.ndarray, code: np.ndarray, n_sets: int, estimates: Sequence[float], per_resample,
+                   *, resamples: int, seed: int) -> list[Interval]:
+    """Per set, the interval of a statistic over fakes: groups resampled within each set (stratum = set);
+    ``per_resample(w, members)`` gives the statistic of the set's images ``members`` for every row of the
+    multiplicities ``w`` (B, n)."""
+    sampler = ClusterResampler(groups, strata=code, resamples=resamples, seed=seed)
+    members = [np.flatnonzero(code == i) for i in range(n_sets)]
+    blocks = [np.column_stack([per_resample(w, m) for m in members]) for w in sampler.multiplicity_blocks()]
+    values = np.concatenate(blocks) if blocks else np.zeros((0, n_sets))
+    return [sampler.interval_of(estimates[i], values[:, i]) for i in range(n_sets)]
 
 
 def median_change_intervals(probs: pd.DataFrame, *, resamples: int = RESAMPLES, seed: int = SEED
@@ -93,8 +131,12 @@ def median_change_intervals(probs: pd.DataFrame, *, resamples: int = RESAMPLES, 
     def change(sel: np.ndarray) -> float:
         return median_change(color[sel], gray[sel])
 
-    found = ClusterResampler(groups, strata=code, resamples=resamples, seed=seed).intervals(
-        lambda idx: [change(idx[code[idx] == i]) for i in range(len(names))])
+    def changes(w: np.ndarray, m: np.ndarray) -> np.ndarray:  # median_change of every resample of set m
+        medians = WeightedOrder(np.column_stack([color[m], gray[m]]), w[:, m]).median()
+        return 100 * (medians[:, 1] - medians[:, 0])
+
+    found = _set_intervals(groups, code, len(names), [change(np.flatnonzero(code == i)) for i in range(len(names))],
+                           changes, resamples=resamples, seed=seed)
     rows, parts = [], []
     for i, name in enumerate(names):
         where = np.flatnonzero(code == i)
@@ -150,15 +192,17 @@ def effect_share_intervals(color: np.ndarray, gray: np.ndarray, sets: Sequence[s
     if len(names) == 0:
         return pd.DataFrame(columns=["set", "estimate", "low", "high", "groups"])
 
-    def share(idx: np.ndarray) -> list[float]:
-        out = []
-        for i in range(len(names)):
-            sel = idx[code[idx] == i]
-            out.append(100 * float(np.mean(np.abs(paired_effects(color[sel], gray[sel])) >= EFFECT_THRESHOLD))
-                       if len(sel) else float("nan"))
-        return out
+    def share(sel: np.ndarray) -> float:
+        return 100 * float(np.mean(np.abs(paired_effects(color[sel], gray[sel])) >= EFFECT_THRESHOLD))
 
-    found = ClusterResampler(groups, strata=code, resamples=resamples, seed=seed).intervals(share)
+    def shares(w: np.ndarray, m: np.ndarray) -> np.ndarray:  # share of every resample of set m
+        before = WeightedOrder(color[m], w[:, m])
+        diff = WeightedOrder(gray[m] - color[m], w[:, m]).median()
+        effect = effect_size(diff, before.percentile(75) - before.percentile(25))
+        return 100 * np.mean(np.abs(effect) >= EFFECT_THRESHOLD, axis=1)
+
+    found = _set_intervals(groups, code, len(names), [share(np.flatnonzero(code == i)) for i in range(len(names))],
+                           shares, resamples=resamples, seed=seed)
     groups = np.asarray([str(g) for g in groups], dtype=object)
     return pd.DataFrame([{"set": name, **found[i].as_dict(), "groups": len(set(groups[code == i])),
                           "resamples": resamples, "seed": seed} for i, name in enumerate(names)])

@@ -9,7 +9,7 @@ observations, not of 100.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -86,9 +86,19 @@ class ClusterResampler:
     def multiplicities(self) -> np.ndarray:
         """(resamples, images) int64: how often each image is drawn in each resample (for statistics that are
         weighted sums, computed for every resample at once)."""
-        if not self.resamples:
-            return np.zeros((0, self.n), dtype=np.int64)
-        return np.stack([np.bincount(draw, minlength=self.n) for draw in self.draws()])
+        blocks = list(self.multiplicity_blocks())
+        return np.concatenate(blocks) if blocks else np.zeros((0, self.n), dtype=np.int64)
+
+    def multiplicity_blocks(self, rows: int = 100) -> Iterator[np.ndarray]:
+        """:meth:`multiplicities` in blocks of at most ``rows`` resamples, in order (memory bounded by ``rows``)."""
+        block = []
+        for draw in self.draws():
+            block.append(np.bincount(draw, minlength=self.n))
+            if len(block) == rows:
+                yield np.stack(block)
+                block = []
+        if block:
+            yield np.stack(block)
 
     def interval_of(self, estimate: float, values: np.ndarray, *, level: float = LEVEL) -> Interval:
         """The percentile interval of ``values`` (one per resample, e.g. from :meth:`multiplicities`) around
@@ -168,14 +178,52 @@ def average_precisions(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return out
 
 
+class WeightedOrder:
+    """The columns of ``values`` (n, K) sorted once, and for every row of integer ``weights`` (B, n) — how often each
+    image is drawn in a resample — the quantiles numpy would compute on the resample itself (each image repeated
+    as often as drawn), without building it: (B, K) per call. Rows without images give NaN."""
+
+    def __init__(self, values: np.ndarray, weights: np.ndarray):
+        values = np.asarray(values, dtype=float)
+        order = np.argsort(values, axis=0, kind="stable")
+        self.sorted = np.take_along_axis(values, order, 0)
+        self.cum = np.cumsum(np.asarray(weights)[:, order], axis=1)  # (B, n, K): end of each value's run
+        self.total = self.cum[:, -1, :] if len(values) else np.zeros((len(weights), values.shape[1]), dtype=int)
+
+    def _at(self, position: np.ndarray) -> np.ndarray:
+        """The value at ``position`` (B, K) of each resample's sorted values."""
+        index = np.minimum((self.cum <= position[:, None, :]).sum(1), len(self.sorted) - 1)
+        return np.take_along_axis(self.sorted, index, 0) if index.ndim == 1 else self.sorted[
+            index, np.arange(self.sorted.shape[1])[None, :]]
+
+    def median(self) -> np.ndarray:
+        """``np.median`` of every resample: the middle value, or the mean of the two middle values."""
+        lo, hi = self._at((self.total - 1) // 2), self._at(self.total // 2)
+        return np.where(self.total > 0, (lo + hi) / 2, np.nan)
+
+    def percentile(self, q: float) -> np.ndarray:
+        """``np.percentile(…, q)`` (linear interpolation, numpy's arithmetic) of every resample."""
+        qq = np.true_divide(q, 100)
+        virtual = (self.total - 1) * qq  # numpy's virtual index of the linear method
+        below = np.clip(np.floor(virtual), 0, np.maximum(self.total - 1, 0))
+        a, b = self._at(below.astype(np.int64)), self._at(np.minimum(below + 1, self.total - 1).astype(np.int64))
+        gamma = virtual - below
+        diff = b - a
+        value = np.where(gamma >= 0.5, b - diff * (1 - gamma), a + diff * gamma)  # numpy's _lerp
+        return np.where(self.total > 0, value, np.nan)
+
+
 def paired_effects(before: np.ndarray, after: np.ndarray) -> np.ndarray:
     """The paired effect size of docs/algorithms.md §10 for every column of (N, K) arrays → (K,): the median of the
     paired differences (after − before) over the interquartile range of the unperturbed values (``before``); 0 when
     both are constant, ±inf when only the IQR is 0."""
     before, after = np.asarray(before, dtype=float), np.asarray(after, dtype=float)
-    diff = np.median(after - before, axis=0)
     q75, q25 = np.percentile(before, [75, 25], axis=0)
-    iqr = q75 - q25
+    return effect_size(np.median(after - before, axis=0), q75 - q25)
+
+
+def effect_size(diff: np.ndarray, iqr: np.ndarray) -> np.ndarray:
+    """The median paired difference over the IQR; 0 when both are 0, ±inf when only the IQR is 0."""
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(iqr > 0, diff / np.where(iqr > 0, iqr, 1), np.where(diff == 0, 0.0, np.sign(diff) * np.inf))
 
