@@ -6,12 +6,12 @@ from __future__ import annotations
 import argparse
 import importlib
 
-HELP = ("throughput benchmarks (JSON): lrp, rank, lrpmax, train, generator, compare (against zennit and LXT), or "
-        "all of them against the targets")
+HELP = ("throughput benchmarks (JSON): lrp, rank, lrpmax, train, generator, compare (against zennit and LXT), "
+        "uncertainty (what intervals and nulls add to a study), or all of them against the targets")
 
 # benchmark name → module under tffkit.benchmarks
 BENCHMARKS = {"lrp": "lrp", "rank": "rank", "train": "train", "lrpmax": "lrpmax", "generator": "generator",
-              "compare": "compare",
+              "compare": "compare", "uncertainty": "uncertainty",
               "all": "suite"}
 
 
@@ -28,4 +28,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.benchmark == "uncertainty":  # runs a study, as tff study does
+        from .. import demo  # noqa: F401  (registers the demo's generator kinds, demo:<family>)
     return int(args._bench(args) or 0)
