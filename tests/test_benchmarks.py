@@ -49,3 +49,31 @@ def test_suite_runs_every_benchmark_and_checks_the_targets(tmp_path):
     table = (tmp_path / "bench.md").read_text()
     assert "LRP-max (image, neuron) pairs/s" in table and "not measured" in table
     assert json.loads((tmp_path / "bench.json").read_text())["checks"] == doc["checks"]
+
+
+def test_bench_uncertainty_runs_a_study_as_given_and_lean(tmp_path, trained_tiny, capsys):
+    """Each run of the study in its own folder, alternating; the lean config changes only the intervals' resamples
+    and the null distributions' sizes; the overhead is the ratio of the medians."""
+    import yaml
+
+    from tffkit.benchmarks.uncertainty import lean
+
+    weights, data = trained_tiny
+    cfg = {"name": "t", "out": str(tmp_path / "unused"), "preset": "full", "device": "cpu", "workers": 0,
+           "detector": {"arch": "tiny_resnet", "weights": str(weights)},
+           "data": {"source": str(data), "source_sets": ["progan"], "test": str(data), "train_set": ["progan"]},
+           "steps": {"rank": {"min_prob": 0.5, "k": 4}, "dropout": {"k_sweep": [4], "random_repeats": 3},
+                     "lrpmax": {"enabled": False}, "color": {"enabled": False}}}
+    small = lean(cfg)
+    assert small["uncertainty"] == {"resamples": 1} and small["steps"]["dropout"] == {"k_sweep": [4],
+                                                                                      "random_repeats": 0}
+    assert "faithfulness" not in small["steps"] and cfg["steps"]["dropout"]["random_repeats"] == 3  # a copy
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["bench", "uncertainty", "--config", str(path), "--repeats", "1", "--out",
+                 str(tmp_path / "u.json")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out == json.loads((tmp_path / "u.json").read_text()) and not (tmp_path / "unused").exists()
+    default, small_run = out["runs"]["default"][0], out["runs"]["lean"][0]
+    assert {"evaluate", "rank", "dropout"} <= set(default["steps_s"]) and small_run["wall_s"] > 0
+    assert out["overhead"] == pytest.approx(default["wall_s"] / small_run["wall_s"] - 1, abs=1e-3)
