@@ -139,7 +139,7 @@ def test_intervals_recompute_from_the_written_per_image_file(run):
 def test_weighted_ap_and_accuracy_equal_the_metrics_on_the_resampled_images():
     from sklearn.metrics import average_precision_score
 
-    from tffkit.analysis.deletion_stats import weighted_ap, weighted_fake_acc
+    from tffkit.analysis.uncertainty import weighted_ap, weighted_fake_acc
 
     rng = np.random.default_rng(3)
     labels = rng.integers(0, 2, 40)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from .uncertainty import LEVEL, RESAMPLES, ClusterResampler, null_percentile
+from .uncertainty import LEVEL, RESAMPLES, ClusterResampler, null_percentile, weighted_ap, weighted_fake_acc
 
 COLUMN = re.compile(r"^p:(?P<ranking>[^#]+)#(?P<replica>\d+)@(?P<k>\d+)$")
 BASELINE = "p:baseline#0@0"
@@ -39,37 +39,6 @@ def parse_columns(images: pd.DataFrame) -> list[tuple[str, int, int, str]]:
         if m and c != BASELINE:
             out.append((m["ranking"], int(m["replica"]), int(m["k"]), c))
     return out
-
-
-def weighted_ap(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """AP (fake = positive, ties grouped as sklearn) of each row of ``weights`` (B, n), an image counting as many
-    times as its weight; ``scores`` (n, V) → (B, V). NaN where a row has no weighted fake or no weighted real."""
-    labels = np.asarray(labels) == 1
-    weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
-    n_pos = weights[:, labels].sum(1)
-    n_neg = weights[:, ~labels].sum(1)
-    out = np.full((len(weights), scores.shape[1]), np.nan)
-    valid = (n_pos > 0) & (n_neg > 0)
-    for v in range(scores.shape[1]):
-        order = np.argsort(-scores[:, v], kind="mergesort")
-        s = scores[order, v]
-        ends = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # last position of each run of equal scores
-        w = weights[:, order]
-        tp = np.cumsum(w * labels[order], axis=1)[:, ends]
-        seen = np.cumsum(w, axis=1)[:, ends]
-        gain = np.diff(tp, axis=1, prepend=0.0)
-        precision = np.divide(tp, seen, out=np.zeros_like(tp), where=seen > 0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[:, v] = np.where(valid, (gain * precision).sum(1) / n_pos, np.nan)
-    return out
-
-
-def weighted_fake_acc(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Share of the (weighted) fakes with p > 0.5, per row of ``weights`` and column of ``scores`` → (B, V)."""
-    fake = np.asarray(labels) == 1
-    w = np.atleast_2d(np.asarray(weights, dtype=np.float64))[:, fake]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (w @ (scores[fake] > 0.5).astype(np.float64)) / w.sum(1, keepdims=True)
 
 
 def resampled_metrics(images: pd.DataFrame, columns: Sequence[str], *, resamples: int = RESAMPLES, seed: int = 0

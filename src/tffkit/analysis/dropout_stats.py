@@ -10,6 +10,7 @@ form the null distribution in which top-k and low-k are placed as a percentile (
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -17,7 +18,7 @@ import pandas as pd
 
 from .intervals import RESAMPLES, SEED
 from .replicates import over_replicates, verdict
-from .uncertainty import ClusterResampler, average_precisions, null_percentile
+from .uncertainty import ClusterResampler, average_precisions, null_percentile, weighted_ap, weighted_fake_acc
 
 RANDOM_REPEATS = 20  # random-k replicas by default: the null distribution of the changes (docs/algorithms.md §10)
 ID_COLUMNS = ["path", "set", "class", "label", "group"]
@@ -50,6 +51,24 @@ def _metrics(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
     fake = labels == 1
     acc = (probs[fake] > 0.5).mean(axis=0) if fake.any() else np.full(probs.shape[1], np.nan)
     return np.stack([average_precisions(labels, probs), acc], axis=1)
+
+
+def _resampled_deltas(sampler: ClusterResampler, labels: np.ndarray, probs: np.ndarray, code: np.ndarray,
+                      n_sets: int) -> np.ndarray:
+    """(resamples, variants − 1, sets + 1, metrics): the change from the baseline (column 0 of ``probs``) in every
+    resample, per set and averaged over sets, from each image's multiplicity in the resample (all at once)."""
+    members = [np.flatnonzero(code == i) for i in range(n_sets)]
+    blocks = []
+    for w in sampler.multiplicity_blocks():
+        per_set = np.empty((len(w), probs.shape[1], n_sets, len(METRICS)))
+        for i, m in enumerate(members):
+            per_set[:, :, i, 0] = weighted_ap(labels[m], probs[m], w[:, m])
+            per_set[:, :, i, 1] = weighted_fake_acc(labels[m], probs[m], w[:, m])
+        change = per_set[:, 1:] - per_set[:, :1]
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a resample where no set defines a metric: NaN
+            blocks.append(np.concatenate([change, np.nanmean(change, axis=2, keepdims=True)], axis=2))
+    return np.concatenate(blocks) if blocks else np.zeros((0, probs.shape[1] - 1, n_sets + 1, len(METRICS)))
 
 
 def _parse(columns: Sequence[str]) -> tuple[list[tuple[str, int, int]], dict[int, list[str]]]:
@@ -93,8 +112,10 @@ def dropout_effects(wide: pd.DataFrame, *, resamples: int = RESAMPLES, seed: int
 
     shape = (len(fixed), len(sets) + 1, len(METRICS))
     strata = [f"{s}/{y}" for s, y in zip(wide["set"], labels, strict=True)]
-    found = ClusterResampler(wide["group"].astype(str), strata=strata, resamples=resamples, seed=seed).intervals(
-        lambda idx: deltas(idx).ravel()) if fixed else []
+    sampler = ClusterResampler(wide["group"].astype(str), strata=strata, resamples=resamples, seed=seed)
+    estimate = deltas(np.arange(len(wide))).ravel()
+    values = _resampled_deltas(sampler, labels, probs, code, len(sets)).reshape(resamples, -1)
+    found = [sampler.interval_of(e, values[:, i]) for i, e in enumerate(estimate)]
     nulls = {k: np.stack([deltas(np.arange(len(wide)), wide[["baseline", c]].to_numpy(float))[0] for c in cols])
              for k, cols in random.items()}  # (replicas, sets + 1, metrics) of point estimates
     groups = wide["group"].astype(str).to_numpy()

@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 
 from ..wording import FEW_GROUPS
-from .deletion_stats import weighted_ap
 from .uncertainty import (
     EFFECT_THRESHOLD,
     RESAMPLES,
@@ -27,6 +26,7 @@ from .uncertainty import (
     effect_size,
     paired_effect,
     paired_effects,
+    weighted_ap,
     wilcoxon_p,
 )
 
