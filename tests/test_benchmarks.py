@@ -70,7 +70,7 @@ def test_bench_uncertainty_runs_a_study_as_given_and_lean(tmp_path, trained_tiny
     assert "faithfulness" not in small["steps"] and cfg["steps"]["dropout"]["random_repeats"] == 3  # a copy
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    assert main(["bench", "uncertainty", "--config", str(path), "--repeats", "1", "--out",
+    assert main(["bench", "uncertainty", "--config", str(path), "--repeats", "1", "--warmup", "0", "--out",
                  str(tmp_path / "u.json")]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out == json.loads((tmp_path / "u.json").read_text()) and not (tmp_path / "unused").exists()

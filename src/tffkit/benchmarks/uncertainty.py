@@ -1,8 +1,9 @@
 """What the intervals and null distributions cost a study: the study of ``--config`` run as given and *lean* —
 every interval on one resample, the null distributions at their minimum (no random-k draws in dropout, 2 random
-rankings in faithfulness, 1 random generator mask) — alternating, each run in a fresh folder, on the same
-machine in the same call. Prints JSON (and writes it to ``--out``): each run's wall time and its steps' times,
-and the overhead, default over lean − 1, of every pair and of their medians (docs/algorithms.md §10)."""
+rankings in faithfulness, 1 random generator mask) — alternating after one untimed lean run (imports, first
+calls), each run in a fresh folder, on the same machine in the same call. Prints JSON (and writes it to
+``--out``): each run's wall time and its steps' times, and the overhead, default over lean − 1, of every pair
+and of their medians (docs/algorithms.md §10)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ LEAN = {"uncertainty": {"resamples": 1},
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="a study config (YAML or JSON; its out folder is not used)")
     p.add_argument("--repeats", type=int, default=2, help="pairs of runs (default, lean), alternating")
+    p.add_argument("--warmup", type=int, default=1, help="untimed lean runs first (imports, first calls)")
     p.add_argument("--out", default=None, help="also write the JSON to this file")
 
 
@@ -67,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
     configs = {"default": cfg, "lean": lean(cfg)}
     runs: dict[str, list[dict]] = {"default": [], "lean": []}
     with tempfile.TemporaryDirectory(prefix="tff-bench-uncertainty-") as tmp:
+        for i in range(args.warmup):
+            _run(configs["lean"], Path(tmp) / f"warmup{i}")
         for i in range(args.repeats):
             for name, c in configs.items():
                 runs[name].append(_run(c, Path(tmp) / f"{name}{i}"))
