@@ -56,7 +56,7 @@ def test_bench_uncertainty_runs_a_study_as_given_and_lean(tmp_path, trained_tiny
     and the null distributions' sizes; the overhead is the ratio of the medians."""
     import yaml
 
-    from tffkit.benchmarks.uncertainty import lean
+    from tffkit.benchmarks.uncertainty import lean, markdown
 
     weights, data = trained_tiny
     cfg = {"name": "t", "out": str(tmp_path / "unused"), "preset": "full", "device": "cpu", "workers": 0,
@@ -70,10 +70,33 @@ def test_bench_uncertainty_runs_a_study_as_given_and_lean(tmp_path, trained_tiny
     assert "faithfulness" not in small["steps"] and cfg["steps"]["dropout"]["random_repeats"] == 3  # a copy
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    assert main(["bench", "uncertainty", "--config", str(path), "--repeats", "1", "--warmup", "0", "--out",
-                 str(tmp_path / "u.json")]) == 0
+    assert main(["bench", "uncertainty", "--config", str(path), "--label", "tiny", "--repeats", "1", "--warmup", "0",
+                 "--out", str(tmp_path / "u.json")]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out == json.loads((tmp_path / "u.json").read_text()) and not (tmp_path / "unused").exists()
-    default, small_run = out["runs"]["default"][0], out["runs"]["lean"][0]
+    (study,) = out["studies"]
+    default, small_run = study["runs"]["default"][0], study["runs"]["lean"][0]
     assert {"evaluate", "rank", "dropout"} <= set(default["steps_s"]) and small_run["wall_s"] > 0
-    assert out["overhead"] == pytest.approx(default["wall_s"] / small_run["wall_s"] - 1, abs=1e-3)
+    assert study["overhead"] == pytest.approx(default["wall_s"] / small_run["wall_s"] - 1, abs=1e-3)
+    assert (tmp_path / "u.md").read_text() == markdown(out) and "| tiny |" in markdown(out)
+
+
+def test_docs_show_the_committed_uncertainty_benchmark():
+    from pathlib import Path
+
+    from tffkit.benchmarks.uncertainty import MARKERS, markdown
+    from tffkit.results import marked_text
+
+    root = Path(__file__).resolve().parents[1]
+    doc = json.loads((root / "bench_out" / "uncertainty.json").read_text())
+    assert marked_text((root / "docs" / "algorithms.md").read_text(), MARKERS) == markdown(doc)
+    assert (root / "bench_out" / "uncertainty.md").read_text() == markdown(doc)
+    assert [s["label"] for s in doc["studies"]] == ["demo whole study (seed 0, fold 0)",
+                                                     "demo headline study (seed 1, fold 0)"]
+    # the demo as a whole: the whole study's difference once, the headline study's once per other replicate
+    summary = json.loads((root / "docs" / "demo_summary.json").read_text())
+    whole, headline = (s["median_wall_s"]["default"] - s["median_wall_s"]["lean"] for s in doc["studies"])
+    added = whole + len(summary["timing"]["headline_steps_s"]) * headline
+    text = " ".join((root / "docs" / "algorithms.md").read_text().split())  # the prose's line breaks as spaces
+    assert (f"`tff demo` in {summary['elapsed_s']:.0f} s" in text and f"{added:.0f} s, **"
+            f"{100 * added / (summary['elapsed_s'] - added):.0f}%** added to its wall" in text)

@@ -324,3 +324,16 @@ class RunRecord:
         self.data.update(extra)
         self.data["elapsed_s"] = round(time.time() - self.start, 3)
         return write_json(Path(out_dir) / "run.json", self.data)
+
+
+def marked_text(text: str, markers: tuple[str, str]) -> str:
+    """The text between the two ``markers`` of a Markdown file (a generated block), ending in one newline."""
+    start, end = markers
+    return text[text.index(start) + len(start): text.index(end)].strip("\n") + "\n"
+
+
+def replace_marked_text(path: Path, text: str, markers: tuple[str, str]) -> None:
+    """Put ``text`` between the two ``markers`` of the Markdown file at ``path``."""
+    start, end = markers
+    old = path.read_text()
+    path.write_text(old[: old.index(start) + len(start)] + "\n" + text + old[old.index(end):])

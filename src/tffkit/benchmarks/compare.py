@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from ..results import atomic_write, write_json
+from ..results import atomic_write, marked_text, replace_marked_text, write_json
 
 HELP = "tffkit's composites vs zennit and LXT: images/s, ratio to a plain gradient, memory; compare.{json,csv,md}"
 
@@ -250,23 +250,15 @@ def headline(doc: dict) -> str:
 
 def marked(text: str) -> str:
     """The text between the bench-compare markers of a Markdown file."""
-    start, end = MARKERS
-    return text[text.index(start) + len(start): text.index(end)].strip("\n") + "\n"
-
-
-def replace_marked(path: Path, text: str) -> None:
-    """Put ``text`` between the bench-compare markers of the Markdown file at ``path``."""
-    start, end = MARKERS
-    old = path.read_text()
-    path.write_text(old[: old.index(start) + len(start)] + "\n" + text + old[old.index(end):])
+    return marked_text(text, MARKERS)
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m tffkit.benchmarks.compare [bench_out/compare.json]`` (from the repository root): its table into
     docs/benchmarks.md and its headline into README.md."""
     doc = json.loads(Path((argv or sys.argv[1:] or ["bench_out/compare.json"])[0]).read_text())
-    replace_marked(Path("docs/benchmarks.md"), markdown(doc))
-    replace_marked(Path("README.md"), headline(doc))
+    replace_marked_text(Path("docs/benchmarks.md"), markdown(doc), MARKERS)
+    replace_marked_text(Path("README.md"), headline(doc), MARKERS)
     return 0
 
 

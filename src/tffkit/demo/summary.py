@@ -20,7 +20,7 @@ import pandas as pd
 
 from ..analysis.replicates import color_claims, over_replicates, verdict
 from ..jobs.study_replicates import STATISTICS, pooled_sets
-from ..results import read_json, write_json
+from ..results import marked_text, read_json, replace_marked_text, write_json
 
 START, END = "<!-- demo-summary:start -->", "<!-- demo-summary:end -->"
 #: each detector's colour folder in a study
@@ -253,14 +253,7 @@ def write_summary(demo: str | Path, *, elapsed_s: float | None = None) -> dict:
 
 def marked_block(text: str) -> str:
     """The demo figures of a Markdown file: the text between the markers."""
-    return text[text.index(START) + len(START): text.index(END)].strip("\n") + "\n"
-
-
-def replace_block(path: Path, markdown: str) -> None:
-    """Put ``markdown`` between the markers of the file at ``path``."""
-    text = path.read_text()
-    head, tail = text[: text.index(START) + len(START)], text[text.index(END):]
-    path.write_text(head + "\n" + markdown + tail)
+    return marked_text(text, (START, END))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -270,8 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = read_json(demo / "summary.json")
     root = Path(__file__).resolve().parents[3]
     write_json(root / "docs" / "demo_summary.json", summary)
-    replace_block(root / "README.md", claims_markdown(summary))
-    replace_block(root / "docs" / "demo.md", summary_markdown(summary))
+    replace_marked_text(root / "README.md", claims_markdown(summary), (START, END))
+    replace_marked_text(root / "docs" / "demo.md", summary_markdown(summary), (START, END))
     print(f"docs/demo_summary.json, README.md and docs/demo.md updated from {demo / 'summary.json'}")
     return 0
 
