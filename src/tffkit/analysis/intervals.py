@@ -33,6 +33,7 @@ from .uncertainty import (
 SEED = 0  # the bootstrap's seed by default (one default for every step)
 DOMINANT_SHARE = 0.75  # warn when one group carries more than this share of an effect (|value| × images)
 METRICS = ("ap", "acc", "real_acc", "fake_acc")
+BLOCK_CELLS = 20_000_000  # resamples × images × columns per block of the weighted quantiles (160 MB of counts)
 
 
 def _set_codes(sets: Sequence[str]) -> tuple[list[str], np.ndarray]:
@@ -105,13 +106,15 @@ def median_change(color: np.ndarray, gray: np.ndarray) -> float:
 
 
 def _set_intervals(groups: np.ndarray, code: np.ndarray, n_sets: int, estimates: Sequence[float], per_resample,
-                   *, resamples: int, seed: int) -> list[Interval]:
+                   *, columns: int, resamples: int, seed: int) -> list[Interval]:
     """Per set, the interval of a statistic over fakes: groups resampled within each set (stratum = set);
     ``per_resample(w, members)`` gives the statistic of the set's images ``members`` for every row of the
-    multiplicities ``w`` (B, n)."""
+    multiplicities ``w`` (B, n), from ``columns`` values per image (which bounds the resamples per block: a
+    :class:`WeightedOrder` holds resamples × images × columns counts)."""
     sampler = ClusterResampler(groups, strata=code, resamples=resamples, seed=seed)
     members = [np.flatnonzero(code == i) for i in range(n_sets)]
-    blocks = [np.column_stack([per_resample(w, m) for m in members]) for w in sampler.multiplicity_blocks()]
+    rows = int(np.clip(BLOCK_CELLS // max(1, len(code) * columns), 1, 100))
+    blocks = [np.column_stack([per_resample(w, m) for m in members]) for w in sampler.multiplicity_blocks(rows)]
     values = np.concatenate(blocks) if blocks else np.zeros((0, n_sets))
     return [sampler.interval_of(estimates[i], values[:, i]) for i in range(n_sets)]
 
@@ -136,7 +139,7 @@ def median_change_intervals(probs: pd.DataFrame, *, resamples: int = RESAMPLES, 
         return 100 * (medians[:, 1] - medians[:, 0])
 
     found = _set_intervals(groups, code, len(names), [change(np.flatnonzero(code == i)) for i in range(len(names))],
-                           changes, resamples=resamples, seed=seed)
+                           changes, columns=2, resamples=resamples, seed=seed)
     rows, parts = [], []
     for i, name in enumerate(names):
         where = np.flatnonzero(code == i)
@@ -202,7 +205,7 @@ def effect_share_intervals(color: np.ndarray, gray: np.ndarray, sets: Sequence[s
         return 100 * np.mean(np.abs(effect) >= EFFECT_THRESHOLD, axis=1)
 
     found = _set_intervals(groups, code, len(names), [share(np.flatnonzero(code == i)) for i in range(len(names))],
-                           shares, resamples=resamples, seed=seed)
+                           shares, columns=color.shape[1], resamples=resamples, seed=seed)
     groups = np.asarray([str(g) for g in groups], dtype=object)
     return pd.DataFrame([{"set": name, **found[i].as_dict(), "groups": len(set(groups[code == i])),
                           "resamples": resamples, "seed": seed} for i, name in enumerate(names)])

@@ -193,8 +193,7 @@ class WeightedOrder:
     def _at(self, position: np.ndarray) -> np.ndarray:
         """The value at ``position`` (B, K) of each resample's sorted values."""
         index = np.minimum((self.cum <= position[:, None, :]).sum(1), len(self.sorted) - 1)
-        return np.take_along_axis(self.sorted, index, 0) if index.ndim == 1 else self.sorted[
-            index, np.arange(self.sorted.shape[1])[None, :]]
+        return self.sorted[index, np.arange(self.sorted.shape[1])[None, :]]
 
     def median(self) -> np.ndarray:
         """``np.median`` of every resample: the middle value, or the mean of the two middle values."""

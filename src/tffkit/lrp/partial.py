@@ -6,7 +6,8 @@ of the graph has the values of the unchanged model. One recording pass per batch
 values the variants read across that border (the *frontier*); each variant then runs only its changed nodes, as a
 graph module of its own (compiled once) that takes the frontier as inputs. The same operations run on the same
 values, so every logit equals the full forward's bit for bit (tested). A frontier held for the batch costs memory:
-values are kept, the deepest first, while their bytes fit ``budget_bytes``; a variant that needs a value not kept
+values are kept, the deepest first, while their bytes for the first batch fit ``budget_bytes`` (measured on one of
+its images, never holding them all); a variant that needs a value not kept
 runs the full forward, and so does every variant of a graph with an in-place operation (a value written in place
 is not an edge of the graph, so what depends on it cannot be read off).
 """
@@ -72,15 +73,13 @@ class PartialForward:
         seen = {a for n in changed for a in n.all_input_nodes if a not in changed and a.op != "get_attr"}
         return sorted(seen, key=self.order.__getitem__)
 
-    def _choose(self, values: dict[fx.Node, torch.Tensor]) -> list[fx.Node]:
+    def _choose(self, sizes: dict[fx.Node, int]) -> list[fx.Node]:
         """The frontier values kept: the deepest first while their bytes fit the budget."""
         kept, total = [], 0
-        for node in sorted(values, key=self.order.__getitem__, reverse=True):
-            v = values[node]
-            size = v.numel() * v.element_size() if isinstance(v, torch.Tensor) else 0
-            if total + size <= self.budget:
+        for node in sorted(sizes, key=self.order.__getitem__, reverse=True):
+            if total + sizes[node] <= self.budget:
                 kept.append(node)
-                total += size
+                total += sizes[node]
         return sorted(kept, key=self.order.__getitem__)
 
     def _recording(self, nodes: Sequence[fx.Node]) -> fx.GraphModule:
@@ -96,13 +95,12 @@ class PartialForward:
 
     def record(self, x: torch.Tensor) -> list:
         """The unchanged model on ``x``: [its output, *the kept frontier values]."""
-        if self.kept is None:
+        if self.kept is None:  # sizes from one image of the first batch, times its batch size
             wanted = sorted({n for f in self.frontiers if f for n in f}, key=self.order.__getitem__)
-            first = self._recording(wanted)(x)
-            self.kept = self._choose(dict(zip(wanted, first[1:], strict=True)))
+            probe = self._recording(wanted)(x[:1])[1:]
+            self.kept = self._choose({n: v.numel() * v.element_size() * len(x) if isinstance(v, torch.Tensor) else 0
+                                      for n, v in zip(wanted, probe, strict=True)})
             self._recorder = self._recording(self.kept)
-            keep = set(self.kept)
-            return [first[0], *(v for n, v in zip(wanted, first[1:], strict=True) if n in keep)]
         return list(self._recorder(x))
 
     def run(self, v: int, x: torch.Tensor, values: list) -> torch.Tensor:
