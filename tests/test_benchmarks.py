@@ -51,6 +51,7 @@ def test_suite_runs_every_benchmark_and_checks_the_targets(tmp_path):
     assert json.loads((tmp_path / "bench.json").read_text())["checks"] == doc["checks"]
 
 
+@pytest.mark.tier2  # two study runs
 def test_bench_uncertainty_runs_a_study_as_given_and_lean(tmp_path, trained_tiny, capsys):
     """Each run of the study in its own folder, alternating; the lean config changes only the intervals' resamples
     and the null distributions' sizes; the overhead is the ratio of the medians."""
