@@ -43,11 +43,16 @@ class PartialForward:
         self.gm, self.budget = gm, budget_bytes
         self.nodes = list(gm.graph.nodes)
         self.order = {n: i for i, n in enumerate(self.nodes)}
+        self._calls: dict[str, list[fx.Node]] = {}  # module name → the nodes calling it
+        for n in self.nodes:
+            if n.op == "call_module":
+                self._calls.setdefault(n.target, []).append(n)
         in_place = any(_mutates(gm, n) for n in self.nodes)
         self.changed = [None if in_place else self._changed(names) for names in changed]
         self.frontiers = [None if c is None else self._frontier(c) for c in self.changed]
         self._suffix: dict[int, fx.GraphModule] = {}
         self.kept: list[fx.Node] | None = None  # decided on the first batch
+        self._slot: dict[fx.Node, int] = {}  # a kept value's position in record's list
         self._recorder: fx.GraphModule | None = None
 
     def _changed(self, names: Sequence[str]) -> set[fx.Node] | None:
@@ -55,8 +60,8 @@ class PartialForward:
         module is not called by a node of the graph (the variant runs the full forward)."""
         roots = set()
         for name in names:
-            hits = [n for n in self.nodes if n.op == "call_module" and (n.target == name
-                                                                          or name.startswith(n.target + "."))]
+            parts = name.split(".")  # the module's own calls and those of every module containing it
+            hits = [n for i in range(1, len(parts) + 1) for n in self._calls.get(".".join(parts[:i]), ())]
             if not hits:
                 return None
             roots.update(hits)
@@ -100,6 +105,7 @@ class PartialForward:
             probe = self._recording(wanted)(x[:1])[1:]
             self.kept = self._choose({n: v.numel() * v.element_size() * len(x) if isinstance(v, torch.Tensor) else 0
                                       for n, v in zip(wanted, probe, strict=True)})
+            self._slot = {n: i + 1 for i, n in enumerate(self.kept)}
             self._recorder = self._recording(self.kept)
         return list(self._recorder(x))
 
@@ -108,12 +114,11 @@ class PartialForward:
         changed, frontier = self.changed[v], self.frontiers[v]
         if changed is not None and not changed:  # nothing changed: the unchanged model's output
             return values[0]
-        if changed is None or not set(frontier) <= set(self.kept):
+        if changed is None or any(n not in self._slot for n in frontier):
             return self.gm(x)
         if v not in self._suffix:
             self._suffix[v] = self._suffix_module(changed, frontier)
-        index = {n: i + 1 for i, n in enumerate(self.kept)}
-        return self._suffix[v](*(values[index[n]] for n in frontier))
+        return self._suffix[v](*(values[self._slot[n]] for n in frontier))
 
     def _suffix_module(self, changed: set[fx.Node], frontier: list[fx.Node]) -> fx.GraphModule:
         """The changed nodes as a graph of their own whose inputs are the frontier values."""
