@@ -16,9 +16,10 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from .deletion_stats import resampled_metrics
 from .intervals import RESAMPLES, SEED
 from .replicates import over_replicates, verdict
-from .uncertainty import ClusterResampler, average_precisions, null_percentile, weighted_ap, weighted_fake_acc
+from .uncertainty import ClusterResampler, average_precisions, null_percentile
 
 RANDOM_REPEATS = 20  # random-k replicas by default: the null distribution of the changes (docs/algorithms.md §10)
 ID_COLUMNS = ["path", "set", "class", "label", "group"]
@@ -53,22 +54,16 @@ def _metrics(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
     return np.stack([average_precisions(labels, probs), acc], axis=1)
 
 
-def _resampled_deltas(sampler: ClusterResampler, labels: np.ndarray, probs: np.ndarray, code: np.ndarray,
-                      n_sets: int) -> np.ndarray:
-    """(resamples, variants − 1, sets + 1, metrics): the change from the baseline (column 0 of ``probs``) in every
-    resample, per set and averaged over sets, from each image's multiplicity in the resample (all at once)."""
-    members = [np.flatnonzero(code == i) for i in range(n_sets)]
-    blocks = []
-    for w in sampler.multiplicity_blocks():
-        per_set = np.empty((len(w), probs.shape[1], n_sets, len(METRICS)))
-        for i, m in enumerate(members):
-            per_set[:, :, i, 0] = weighted_ap(labels[m], probs[m], w[:, m])
-            per_set[:, :, i, 1] = weighted_fake_acc(labels[m], probs[m], w[:, m])
-        change = per_set[:, 1:] - per_set[:, :1]
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # a resample where no set defines a metric: NaN
-            blocks.append(np.concatenate([change, np.nanmean(change, axis=2, keepdims=True)], axis=2))
-    return np.concatenate(blocks) if blocks else np.zeros((0, probs.shape[1] - 1, n_sets + 1, len(METRICS)))
+def _resampled_deltas(wide: pd.DataFrame, columns: Sequence[str], *, resamples: int, seed: int) -> np.ndarray:
+    """(resamples, variants − 1, sets + 1, metrics): the change from the baseline (``columns[0]``) in every
+    resample, per set and averaged over sets (the resampled metrics of :func:`~.deletion_stats.resampled_metrics`:
+    strata (set, label), the same draws as :class:`ClusterResampler` with this seed)."""
+    _, metrics, _ = resampled_metrics(wide, columns, resamples=resamples, seed=seed)
+    per = np.stack([metrics[m][1:] for m in METRICS], -1).transpose(0, 2, 1, 3)  # (B, variants, sets, metrics)
+    change = per[:, 1:] - per[:, :1]
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a resample where no set defines a metric: NaN
+        return np.concatenate([change, np.nanmean(change, axis=2, keepdims=True)], axis=2)
 
 
 def _parse(columns: Sequence[str]) -> tuple[list[tuple[str, int, int]], dict[int, list[str]]]:
@@ -114,7 +109,7 @@ def dropout_effects(wide: pd.DataFrame, *, resamples: int = RESAMPLES, seed: int
     strata = [f"{s}/{y}" for s, y in zip(wide["set"], labels, strict=True)]
     sampler = ClusterResampler(wide["group"].astype(str), strata=strata, resamples=resamples, seed=seed)
     estimate = deltas(np.arange(len(wide))).ravel()
-    values = _resampled_deltas(sampler, labels, probs, code, len(sets)).reshape(resamples, -1)
+    values = _resampled_deltas(wide, columns, resamples=resamples, seed=seed).reshape(resamples, -1)
     found = [sampler.interval_of(e, values[:, i]) for i, e in enumerate(estimate)]
     nulls = {k: np.stack([deltas(np.arange(len(wide)), wide[["baseline", c]].to_numpy(float))[0] for c in cols])
              for k, cols in random.items()}  # (replicas, sets + 1, metrics) of point estimates
