@@ -27,6 +27,7 @@ from .uncertainty import (
     paired_effect,
     paired_effects,
     weighted_ap,
+    weighted_fake_acc,
     wilcoxon_p,
 )
 
@@ -59,8 +60,8 @@ def weighted_detection_metrics(labels: np.ndarray, probs: np.ndarray, weights: n
     with np.errstate(invalid="ignore", divide="ignore"):
         acc = (w @ (pred == fake)) / w.sum(1)
         real_acc = (w[:, real] @ ~pred[real]) / w[:, real].sum(1)
-        fake_acc = (w[:, fake] @ pred[fake]) / w[:, fake].sum(1)
-    return np.column_stack([weighted_ap(labels, probs[:, None], w)[:, 0], acc, real_acc, fake_acc])
+    return np.column_stack([weighted_ap(labels, probs[:, None], w)[:, 0], acc, real_acc,
+                            weighted_fake_acc(labels, probs[:, None], w)[:, 0]])
 
 
 def _mean_over_sets(per_set: np.ndarray) -> np.ndarray:
